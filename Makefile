@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Everything lives in .venv at the repository root; only python3 (3.11+) and make are assumed.
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_LINK_MODE := copy
+
+.PHONY: install install-dev run test lint format typecheck pytest openapi bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# --frozen: install exactly what uv.lock says; --inexact keeps uv itself in the venv.
+install: $(UV)
+	$(UV) sync --frozen --inexact --no-dev
+
+install-dev: $(UV)
+	$(UV) sync --frozen --inexact --extra dev
+
+run: install
+	$(VENV)/bin/cosmo db upgrade
+	$(VENV)/bin/cosmo serve
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install-dev
+	$(VENV)/bin/mypy
+
+pytest: install-dev
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+format: install-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+openapi: install-dev
+	$(VENV)/bin/python -m bot.api.openapi_export docs/openapi.yaml
+
+bench: install-dev
+	@for f in bench/*.py; do echo "== $$f"; $(VENV)/bin/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
