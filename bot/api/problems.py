@@ -1,0 +1,115 @@
+"""Every error the REST API returns is `application/problem+json` (RFC 9457), mapped here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    Conflict,
+    CosmoError,
+    NotFound,
+    PreconditionFailed,
+    RateLimitExceeded,
+    SchemaOutOfDate,
+    ValidationFailed,
+)
+
+log = logging.getLogger("cosmo.api")
+PROBLEM = "application/problem+json"
+
+_STATUS: list[tuple[type[CosmoError], int]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (PreconditionFailed, 412),
+    (ValidationFailed, 422),
+    (RateLimitExceeded, 429),
+    (SchemaOutOfDate, 503),
+]
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _status_for(exc: CosmoError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def _errors(errors: list[tuple[tuple[str | int, ...], str]]) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(loc), "field": ".".join(str(p) for p in loc), "msg": msg}
+        for loc, msg in errors
+    ]
+
+
+async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CosmoError)
+    status = _status_for(exc)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationFailed):
+        extra["errors"] = _errors([(e.loc, e.msg) for e in exc.errors])
+    response = problem(status, exc.title, exc.detail, **extra)
+    if isinstance(exc, RateLimitExceeded):
+        response.headers["Retry-After"] = "3600"
+    return response
+
+
+async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errs = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        errs.append((tuple(err.get("loc", ())), msg))
+    detail = "; ".join(f"{'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in errs)
+    return problem(422, "Validation failed", detail, errors=_errors(errs))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with the route only: bodies may hold secrets.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "Internal error", "an unexpected error occurred; it has been logged")
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(CosmoError, _cosmo_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the problem statuses a route can return."""
+    return {
+        s: {
+            "description": _title(s),
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }

@@ -1,0 +1,191 @@
+"""`/agents` — configuration, versions, rollback, export and import."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+
+from bot.api.deps import CallerDep, ContainerDep
+from bot.api.problems import problem_responses
+from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
+from core.config_document import dump_document, parse_document
+from core.schemas.agent import AgentPatch, AgentSpec, SkillList
+from core.schemas.views import AgentVersionView, AgentView
+
+router = APIRouter(prefix="/agents", tags=["agents"], responses=problem_responses(401, 422))
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+YAML = "application/yaml"
+
+
+def _etag(response: Response, agent: AgentView) -> AgentView:
+    response.headers["ETag"] = f'"{agent.version}"'
+    return agent
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    """The version the caller last saw; `*` or no header means 'whatever is current'."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _IF_MATCH.match(if_match)
+    if not match:
+        raise HTTPException(400, 'If-Match must be the agent\'s ETag, e.g. "3"')
+    return int(match.group(1))
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(description='ETag from a previous read (`"3"`); 412 if the agent changed since.'),
+]
+
+
+@router.get("", response_model=PageOut[AgentView])
+def list_agents(
+    caller: CallerDep,
+    c: ContainerDep,
+    name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
+    active: bool | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[AgentView]:
+    page = c.agents.list(caller.tenant_id, name=name, active=active, cursor=cursor, limit=limit)
+    return PageOut.of(page)
+
+
+@router.post("", status_code=201, responses=problem_responses(409))
+def create_agent(
+    body: AgentSpec, caller: CallerDep, c: ContainerDep, response: Response
+) -> AgentView:
+    return _etag(response, c.agents.create(caller.tenant_id, body, actor=caller.actor))
+
+
+@router.post(
+    "/import",
+    responses=problem_responses(409),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A config document (apiVersion, personas, skills, agents).",
+            "content": {
+                YAML: {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def import_config(
+    request: Request,
+    caller: CallerDep,
+    c: ContainerDep,
+    dry_run: bool = False,
+) -> ApplyReportOut:
+    """Apply a document: create or update by name (never delete), all or nothing."""
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the document must be UTF-8 text") from None
+    doc = parse_document(text)
+    from starlette.concurrency import run_in_threadpool
+
+    report = await run_in_threadpool(
+        c.config.apply, caller.tenant_id, doc, actor=caller.actor, dry_run=dry_run
+    )
+    return ApplyReportOut(
+        changed=report.changed,
+        dry_run=dry_run,
+        changes=[
+            ChangeOut(kind=ch.kind, name=ch.name, action=ch.action, fields=list(ch.fields))
+            for ch in report.changes
+        ],
+    )
+
+
+@router.get("/{agent_id}", responses=problem_responses(404))
+def get_agent(agent_id: str, caller: CallerDep, c: ContainerDep, response: Response) -> AgentView:
+    return _etag(response, c.agents.get(caller.tenant_id, agent_id))
+
+
+@router.patch("/{agent_id}", responses=problem_responses(400, 404, 409, 412))
+def update_agent(
+    agent_id: str,
+    body: AgentPatch,
+    caller: CallerDep,
+    c: ContainerDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AgentView:
+    agent = c.agents.update(
+        caller.tenant_id,
+        agent_id,
+        body,
+        actor=caller.actor,
+        expected_version=_expected_version(if_match),
+    )
+    return _etag(response, agent)
+
+
+@router.delete("/{agent_id}", status_code=204, responses=problem_responses(404))
+def delete_agent(agent_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+    c.agents.delete(caller.tenant_id, agent_id)
+    return Response(status_code=204)
+
+
+@router.put("/{agent_id}/skills", responses=problem_responses(400, 404, 412))
+def set_agent_skills(
+    agent_id: str,
+    body: SkillList,
+    caller: CallerDep,
+    c: ContainerDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> AgentView:
+    agent = c.agents.set_skills(
+        caller.tenant_id,
+        agent_id,
+        body.skills,
+        actor=caller.actor,
+        expected_version=_expected_version(if_match),
+    )
+    return _etag(response, agent)
+
+
+@router.get("/{agent_id}/versions", responses=problem_responses(404))
+def list_agent_versions(
+    agent_id: str, caller: CallerDep, c: ContainerDep
+) -> list[AgentVersionView]:
+    return c.agents.versions(caller.tenant_id, agent_id)
+
+
+@router.post("/{agent_id}/rollback", responses=problem_responses(404, 409))
+def rollback_agent(
+    agent_id: str, body: RollbackRequest, caller: CallerDep, c: ContainerDep, response: Response
+) -> AgentView:
+    agent = c.agents.rollback(caller.tenant_id, agent_id, body.version, actor=caller.actor)
+    return _etag(response, agent)
+
+
+@router.get(
+    "/{agent_id}/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The agent with its persona and skills as a config document.",
+            "content": {YAML: {"schema": {"type": "string"}}, "application/json": {}},
+        },
+        **problem_responses(404),
+    },
+)
+def export_agent(
+    agent_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    doc = c.config.export_agent(caller.tenant_id, agent_id)
+    wants_json = "json" in (accept or "") and "yaml" not in (accept or "")
+    fmt: Any = "json" if wants_json else "yaml"
+    media = "application/json" if wants_json else YAML
+    return Response(dump_document(doc, fmt), media_type=media)

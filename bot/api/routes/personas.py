@@ -1,0 +1,49 @@
+"""`/personas`"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from bot.api.deps import CallerDep, ContainerDep
+from bot.api.problems import problem_responses
+from bot.api.schemas import PageOut
+from core.schemas.persona import PersonaPatch, PersonaSpec
+from core.schemas.views import PersonaView
+
+router = APIRouter(prefix="/personas", tags=["personas"], responses=problem_responses(401, 422))
+
+
+@router.get("", response_model=PageOut[PersonaView])
+def list_personas(
+    caller: CallerDep,
+    c: ContainerDep,
+    name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[PersonaView]:
+    return PageOut.of(c.personas.list(caller.tenant_id, name=name, cursor=cursor, limit=limit))
+
+
+@router.post("", status_code=201, responses=problem_responses(409))
+def create_persona(body: PersonaSpec, caller: CallerDep, c: ContainerDep) -> PersonaView:
+    return c.personas.create(caller.tenant_id, body)
+
+
+@router.get("/{persona_id}", responses=problem_responses(404))
+def get_persona(persona_id: str, caller: CallerDep, c: ContainerDep) -> PersonaView:
+    return c.personas.get(caller.tenant_id, persona_id)
+
+
+@router.patch("/{persona_id}", responses=problem_responses(404, 409))
+def update_persona(
+    persona_id: str, body: PersonaPatch, caller: CallerDep, c: ContainerDep
+) -> PersonaView:
+    return c.personas.update(caller.tenant_id, persona_id, body)
+
+
+@router.delete("/{persona_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_persona(persona_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+    c.personas.delete(caller.tenant_id, persona_id)
+    return Response(status_code=204)

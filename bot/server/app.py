@@ -1,0 +1,78 @@
+"""`create_app(settings)`: the composition of every HTTP surface into one ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from bot.api import problems
+from bot.api.routes import agents, health, personas, skills
+from bot.api.schemas import Problem
+from bot.server.body_limit import BodyLimitMiddleware
+from core.settings import Settings
+from core.wiring import Container, build_container
+
+log = logging.getLogger("cosmo")
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """Build the app. Tests pass a container wired to their own database."""
+    settings = settings or (container.settings if container else Settings())
+    owns_container = container is None
+    container = container or build_container(settings)
+    token, generated = settings.api_token_value()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_container:
+                container.close()
+
+    app = FastAPI(
+        title="Cosmo Agents API",
+        version="1.0.0",
+        summary="Configure Claude agents that work in Slack with a human in the loop.",
+        description=(
+            "All `/api/v1` routes need `Authorization: Bearer <COSMO_API_TOKEN>`. Errors are "
+            "`application/problem+json`. Request bodies are limited to `COSMO_MAX_BODY_BYTES` "
+            "(default 1 MiB); larger ones get 413. Select a tenant (Slack workspace) with "
+            "`X-Cosmo-Tenant`; without it the default tenant is used."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    app.state.api_token = token
+    app.state.api_token_generated = generated
+    problems.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (agents, personas, skills):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    _register_problem_schema(app)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Make `#/components/schemas/Problem` resolvable for the error responses."""
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,1 @@
+"""Agents: their configuration (service) and, with the engine, the Claude tool loop."""

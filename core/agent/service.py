@@ -1,0 +1,350 @@
+"""Agent configuration: CRUD, skill lists, immutable versions and rollback."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import Database
+from core.db.ids import new_id
+from core.db.models import AgentRow, AgentSkillRow, AgentVersionRow, PersonaRow, SkillRow
+from core.db.pagination import Page
+from core.db.repository import exists_named, flush_unique, name_contains, paginate
+from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, ValidationFailed
+from core.personas.service import persona_spec
+from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
+from core.schemas.validation import raise_validation_failed
+from core.schemas.views import AgentVersionView, AgentView, WebhookView
+from core.skills.service import skill_spec
+
+WebhookUrlCheck = Callable[[str], None]
+SecretGenerator = Callable[[], str]
+
+
+def agent_spec(row: AgentRow) -> AgentSpec:
+    """The stored agent in the form admins write (names, not ids; no secret)."""
+    webhook = None
+    if row.webhook_url:
+        webhook = WebhookSpec(url=row.webhook_url, secret_env=row.webhook_secret_env)
+    return AgentSpec(
+        name=row.name,
+        description=row.description,
+        persona=row.persona.name,
+        model=row.model,
+        skills=[link.skill.name for link in row.skill_links],
+        knowledge_bases=list(row.knowledge_bases),
+        memory_enabled=row.memory_enabled,
+        limits={
+            "daily_output_limit": row.daily_output_limit,
+            "daily_token_budget": row.daily_token_budget,
+        },
+        approvers=list(row.approvers),
+        allow_self_approval=row.allow_self_approval,
+        approval_channel=row.approval_channel,
+        webhook=webhook,
+        is_active=row.is_active,
+    )
+
+
+def agent_view(row: AgentRow, *, shown_secret: str | None = None) -> AgentView:
+    spec = agent_spec(row)
+    webhook = None
+    if row.webhook_url:
+        webhook = WebhookView(
+            url=row.webhook_url,
+            secret_set=bool(row.webhook_secret or row.webhook_secret_env),
+            secret_env=row.webhook_secret_env,
+            secret=shown_secret,
+        )
+    return AgentView(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        persona_id=row.persona_id,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        webhook=webhook,
+        **spec.model_dump(exclude={"webhook"}),
+    )
+
+
+def snapshot(row: AgentRow) -> dict[str, Any]:
+    """Full configuration at this version: the agent plus the persona and skills it used."""
+    return {
+        "agent": agent_spec(row).model_dump(mode="json", exclude_none=True),
+        "persona": persona_spec(row.persona).model_dump(mode="json"),
+        "skills": [skill_spec(link.skill).model_dump(mode="json") for link in row.skill_links],
+    }
+
+
+class AgentService:
+    """Agents of a tenant. Every change bumps `version` and stores a snapshot."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        check_webhook_url: WebhookUrlCheck,
+        generate_webhook_secret: SecretGenerator,
+    ) -> None:
+        self.db = db
+        self._check_webhook_url = check_webhook_url
+        self._generate_secret = generate_webhook_secret
+
+    # -- reads ---------------------------------------------------------------
+
+    def list(
+        self,
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        active: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[AgentView]:
+        with self.db.session() as s:
+            stmt = select(AgentRow).where(AgentRow.tenant_id == tenant_id)
+            if name:
+                stmt = stmt.where(name_contains(AgentRow.name, name))
+            if active is not None:
+                stmt = stmt.where(AgentRow.is_active == active)
+            page = paginate(s, stmt, AgentRow.id, cursor=cursor, limit=limit)
+            return Page([agent_view(r) for r in page.items], page.next_cursor)
+
+    def get(self, tenant_id: str, agent_id: str) -> AgentView:
+        with self.db.session() as s:
+            return agent_view(load_agent(s, tenant_id, agent_id))
+
+    def get_by_name(self, tenant_id: str, name: str) -> AgentView:
+        with self.db.session() as s:
+            return agent_view(load_agent_by_name(s, tenant_id, name))
+
+    def spec(self, tenant_id: str, agent_id: str) -> AgentSpec:
+        with self.db.session() as s:
+            return agent_spec(load_agent(s, tenant_id, agent_id))
+
+    def versions(self, tenant_id: str, agent_id: str) -> builtins.list[AgentVersionView]:
+        with self.db.session() as s:
+            load_agent(s, tenant_id, agent_id)
+            rows = s.scalars(
+                select(AgentVersionRow)
+                .where(AgentVersionRow.agent_id == agent_id)
+                .order_by(AgentVersionRow.version.desc())
+            )
+            return [AgentVersionView.model_validate(r) for r in rows]
+
+    # -- writes --------------------------------------------------------------
+
+    def create(self, tenant_id: str, spec: AgentSpec, *, actor: str) -> AgentView:
+        with self.db.session() as s:
+            row, shown = self.create_in(s, tenant_id, spec, actor=actor)
+            return agent_view(row, shown_secret=shown)
+
+    def create_in(
+        self, s: Session, tenant_id: str, spec: AgentSpec, *, actor: str
+    ) -> tuple[AgentRow, str | None]:
+        """Create inside the caller's transaction (config files apply all-or-nothing)."""
+        if exists_named(s, AgentRow, tenant_id, spec.name):
+            raise Conflict(f"an agent named {spec.name!r} already exists")
+        row = AgentRow(id=new_id("agt"), tenant_id=tenant_id, version=1)
+        shown = self._write(s, row, spec, creating=True)
+        s.add(row)
+        flush_unique(s, "agent", spec.name)
+        self._record_version(s, row, change="created", actor=actor)
+        return row, shown
+
+    def update(
+        self,
+        tenant_id: str,
+        agent_id: str,
+        patch: AgentPatch,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> AgentView:
+        with self.db.session() as s:
+            row = load_agent(s, tenant_id, agent_id, for_update=True)
+            _check_version(row, expected_version)
+            changes = patch.model_dump(exclude_unset=True)
+            merged = agent_spec(row).model_dump() | changes
+            if "webhook" in changes and changes["webhook"] is not None:
+                merged["webhook"] = patch.webhook
+            try:
+                spec = AgentSpec.model_validate(merged)
+            except ValidationError as exc:
+                raise_validation_failed(exc, prefix=("body",))
+            row2, shown = self.replace_in(s, row, spec, actor=actor, change="updated")
+            return agent_view(row2, shown_secret=shown)
+
+    def replace_in(
+        self, s: Session, row: AgentRow, spec: AgentSpec, *, actor: str, change: str
+    ) -> tuple[AgentRow, str | None]:
+        """Make `row` match `spec`; a no-op when nothing differs (no new version)."""
+        if spec.name != row.name and exists_named(s, AgentRow, row.tenant_id, spec.name):
+            raise Conflict(f"an agent named {spec.name!r} already exists")
+        before = snapshot(row)
+        secret_before = row.webhook_secret
+        shown = self._write(s, row, spec, creating=False)
+        s.flush()
+        s.refresh(row)
+        if snapshot(row) == before and row.webhook_secret == secret_before:
+            return row, shown
+        row.version += 1
+        flush_unique(s, "agent", spec.name)
+        self._record_version(s, row, change=change, actor=actor)
+        return row, shown
+
+    def set_skills(
+        self,
+        tenant_id: str,
+        agent_id: str,
+        skills: builtins.list[str],
+        *,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> AgentView:
+        with self.db.session() as s:
+            row = load_agent(s, tenant_id, agent_id, for_update=True)
+            _check_version(row, expected_version)
+            spec = agent_spec(row).model_copy(update={"skills": list(dict.fromkeys(skills))})
+            row2, _ = self.replace_in(s, row, spec, actor=actor, change="skills updated")
+            return agent_view(row2)
+
+    def delete(self, tenant_id: str, agent_id: str) -> None:
+        with self.db.session() as s:
+            s.delete(load_agent(s, tenant_id, agent_id))
+
+    def rollback(self, tenant_id: str, agent_id: str, to_version: int, *, actor: str) -> AgentView:
+        """Restore an earlier version's agent settings as a new version."""
+        with self.db.session() as s:
+            row = load_agent(s, tenant_id, agent_id, for_update=True)
+            target = s.scalar(
+                select(AgentVersionRow).where(
+                    AgentVersionRow.agent_id == agent_id, AgentVersionRow.version == to_version
+                )
+            )
+            if target is None:
+                raise NotFound("version", f"{agent_id}@{to_version}")
+            spec = AgentSpec.model_validate(target.snapshot["agent"])
+            row2, _ = self.replace_in(
+                s, row, spec, actor=actor, change=f"rolled back to version {to_version}"
+            )
+            return agent_view(row2)
+
+    # -- internals -----------------------------------------------------------
+
+    def _write(self, s: Session, row: AgentRow, spec: AgentSpec, *, creating: bool) -> str | None:
+        persona = s.scalar(
+            select(PersonaRow).where(
+                PersonaRow.tenant_id == row.tenant_id, PersonaRow.name == spec.persona
+            )
+        )
+        if persona is None:
+            raise ValidationFailed(
+                [FieldError(("body", "persona"), f"no persona {spec.persona!r}")]
+            )
+        skill_rows = _skills_by_name(s, row.tenant_id, spec.skills)
+        shown_secret = None
+        if spec.webhook is not None:
+            try:
+                self._check_webhook_url(spec.webhook.url)
+            except Exception as exc:
+                detail = getattr(exc, "detail", str(exc))
+                raise ValidationFailed([FieldError(("body", "webhook", "url"), detail)]) from exc
+            if spec.webhook.secret is not None:
+                row.webhook_secret = spec.webhook.secret.get_secret_value()
+                row.webhook_secret_env = None
+            elif spec.webhook.secret_env is not None:
+                row.webhook_secret = None
+                row.webhook_secret_env = spec.webhook.secret_env
+            elif not row.webhook_secret and not row.webhook_secret_env:
+                shown_secret = self._generate_secret()
+                row.webhook_secret = shown_secret
+            row.webhook_url = spec.webhook.url
+        else:
+            row.webhook_url = row.webhook_secret = row.webhook_secret_env = None
+
+        row.name = spec.name
+        row.description = spec.description
+        row.persona_id = persona.id
+        row.persona = persona
+        row.model = spec.model
+        row.knowledge_bases = list(spec.knowledge_bases)
+        row.memory_enabled = spec.memory_enabled
+        row.daily_output_limit = spec.limits.daily_output_limit
+        row.daily_token_budget = spec.limits.daily_token_budget
+        row.approvers = list(spec.approvers)
+        row.allow_self_approval = spec.allow_self_approval
+        row.approval_channel = spec.approval_channel
+        row.is_active = spec.is_active
+        current = [link.skill_id for link in row.skill_links] if not creating else []
+        wanted = [r.id for r in skill_rows]
+        if current != wanted:
+            row.skill_links.clear()
+            s.flush()
+            for i, skill in enumerate(skill_rows):
+                row.skill_links.append(AgentSkillRow(skill_id=skill.id, position=i, skill=skill))
+        return shown_secret
+
+    def _record_version(self, s: Session, row: AgentRow, *, change: str, actor: str) -> None:
+        s.flush()
+        s.add(
+            AgentVersionRow(
+                id=new_id("ver"),
+                tenant_id=row.tenant_id,
+                agent_id=row.id,
+                version=row.version,
+                snapshot=snapshot(row),
+                change=change,
+                created_by=actor,
+            )
+        )
+        try:
+            with s.begin_nested():
+                s.flush()
+        except Exception as exc:  # a concurrent writer took this version number
+            raise PreconditionFailed(row.version - 1, row.version) from exc
+
+
+def _check_version(row: AgentRow, expected: int | None) -> None:
+    if expected is not None and expected != row.version:
+        raise PreconditionFailed(expected, row.version)
+
+
+def _skills_by_name(s: Session, tenant_id: str, names: list[str]) -> list[SkillRow]:
+    if not names:
+        return []
+    found = {
+        r.name: r
+        for r in s.scalars(
+            select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name.in_(names))
+        )
+    }
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValidationFailed(
+            [FieldError(("body", "skills"), f"unknown skill(s): {', '.join(missing)}")]
+        )
+    return [found[n] for n in names]
+
+
+def load_agent(s: Session, tenant_id: str, agent_id: str, *, for_update: bool = False) -> AgentRow:
+    stmt = select(AgentRow).where(AgentRow.id == agent_id, AgentRow.tenant_id == tenant_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=AgentRow)
+    row = s.scalar(stmt)
+    if row is None:
+        raise NotFound("agent", agent_id)
+    return row
+
+
+def load_agent_by_name(s: Session, tenant_id: str, name: str) -> AgentRow:
+    row = s.scalar(select(AgentRow).where(AgentRow.tenant_id == tenant_id, AgentRow.name == name))
+    if row is None:
+        raise NotFound("agent", name)
+    return row

@@ -1,0 +1,51 @@
+"""Query helpers shared by the configuration repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
+from core.errors import Conflict
+
+
+def paginate(
+    session: Session,
+    stmt: Select[Any],
+    id_column: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[Any]:
+    """Keyset page over `id_column` ascending (ids sort by creation time)."""
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    if after is not None:
+        stmt = stmt.where(id_column > after)
+    rows = list(session.scalars(stmt.order_by(id_column).limit(limit + 1)).unique())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def name_contains(column: Any, needle: str) -> Any:
+    """Case-insensitive substring match that treats `%` and `_` literally."""
+    escaped = needle.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def flush_unique(session: Session, what: str, name: str) -> None:
+    """Flush, turning a unique-constraint violation into a typed 409-worthy error."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a {what} named {name!r} already exists") from exc
+
+
+def exists_named(session: Session, model: Any, tenant_id: str, name: str) -> bool:
+    stmt = select(model.id).where(model.tenant_id == tenant_id, model.name == name)
+    return session.scalar(stmt) is not None

@@ -1,0 +1,126 @@
+"""The typed errors core raises.
+
+Adapters map them to replies in exactly one place each (problem+json for REST, an
+ephemeral or thread message for Slack, an exit code for the CLI), so core never
+needs to know how an error is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class CosmoError(Exception):
+    """Base of every error core raises on purpose."""
+
+    title = "Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(CosmoError):
+    title = "Not found"
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} does not exist")
+        self.kind = kind
+        self.key = key
+
+
+class Conflict(CosmoError):
+    """The request is valid but clashes with what is stored (duplicate name, in use...)."""
+
+    title = "Conflict"
+
+
+class PreconditionFailed(CosmoError):
+    """An optimistic-concurrency check failed: the caller saw an older version."""
+
+    title = "Precondition failed"
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(
+            f"version {expected} is stale: the current version is {actual}; "
+            "fetch it again and retry"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field: `loc` is the path to it, as pydantic reports paths."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    @property
+    def path(self) -> str:
+        return ".".join(str(p) for p in self.loc) or "(root)"
+
+
+class ValidationFailed(CosmoError):
+    """Input that parsed but breaks a rule; each problem names its field."""
+
+    title = "Validation failed"
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{e.path}: {e.msg}" for e in self.errors))
+
+
+class UnsafeWebhookUrl(CosmoError):
+    """A webhook URL that could reach something other than a public host."""
+
+    title = "Unsafe webhook URL"
+
+
+class SchemaOutOfDate(CosmoError):
+    """The database schema is behind the code; the message names the fix."""
+
+    title = "Database schema out of date"
+
+    def __init__(self, current: str | None, head: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {current or '(empty)'} but this version "
+            f"of Cosmo needs {head}; run `cosmo db upgrade` (or `make run`, which does it)"
+        )
+        self.current = current
+        self.head = head
+
+
+class OutputAlreadyDecided(CosmoError):
+    """Someone else decided first; the loser learns who and when."""
+
+    title = "Output already decided"
+
+    def __init__(
+        self, output_id: str, status: str, decided_by: str | None, decided_at: datetime | None
+    ) -> None:
+        super().__init__(
+            f"output {output_id} was already decided ({status}) by {decided_by or 'unknown'}"
+            + (f" at {decided_at.isoformat()}" if decided_at else "")
+        )
+        self.output_id = output_id
+        self.status = status
+        self.decided_by = decided_by
+        self.decided_at = decided_at
+
+
+class NotAllowedToDecide(CosmoError):
+    title = "Not allowed to decide"
+
+
+class RateLimitExceeded(CosmoError):
+    """A per-agent daily quota is used up."""
+
+    title = "Limit reached"
+
+    def __init__(self, detail: str, *, limit: int, resets_at: datetime) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.resets_at = resets_at

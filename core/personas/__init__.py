@@ -1,0 +1,1 @@
+"""Personas: CRUD and (with the engine) the prompt builder."""

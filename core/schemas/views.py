@@ -1,0 +1,81 @@
+"""What core returns to adapters: read models of stored configuration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from core.schemas.agent import AgentLimits
+from core.schemas.persona import PersonaVariable
+from core.schemas.skill import Executor, SkillKind
+
+
+class View(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PersonaView(View):
+    id: str
+    tenant_id: str
+    name: str
+    role: str
+    tone: str
+    instructions: str
+    variables: dict[str, PersonaVariable]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SkillView(View):
+    id: str
+    tenant_id: str
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    kind: SkillKind
+    is_automatable: bool
+    executor: Executor
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookView(BaseModel):
+    url: str
+    secret_set: bool
+    secret_env: str | None = None
+    secret: str | None = None
+    """Only present in the response that generated it: shown once, never again."""
+
+
+class AgentView(View):
+    id: str
+    tenant_id: str
+    name: str
+    description: str
+    persona: str
+    persona_id: str
+    model: str | None
+    skills: list[str]
+    knowledge_bases: list[str]
+    memory_enabled: bool
+    limits: AgentLimits
+    approvers: list[str]
+    allow_self_approval: bool
+    approval_channel: str | None
+    webhook: WebhookView | None
+    is_active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentVersionView(View):
+    id: str
+    agent_id: str
+    version: int
+    change: str
+    created_by: str
+    created_at: datetime
+    snapshot: dict[str, Any]

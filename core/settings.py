@@ -1,0 +1,119 @@
+"""All configuration, read once from the environment (and `.env`).
+
+Only the composition root (`core.wiring`) and the CLI entry point construct `Settings`;
+everything else receives the values it needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_TENANT = "default"
+
+
+class Settings(BaseSettings):
+    """Every setting Cosmo reads. Names match DESIGN.md and `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # Storage
+    cosmo_data_dir: Path = Field(default=Path(".cosmo"), alias="COSMO_DATA_DIR")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+
+    # HTTP
+    port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", alias="COSMO_HOST")
+    max_body_bytes: int = Field(default=1_048_576, alias="COSMO_MAX_BODY_BYTES", ge=1024)
+    log_level: str = Field(default="INFO", alias="COSMO_LOG_LEVEL")
+
+    # Tenancy: single-workspace installs put everything under this tenant.
+    default_tenant: str = Field(default=DEFAULT_TENANT, alias="COSMO_DEFAULT_TENANT")
+
+    # Secrets of our own
+    api_token: SecretStr | None = Field(default=None, alias="COSMO_API_TOKEN")
+    secret_key: SecretStr | None = Field(default=None, alias="COSMO_SECRET_KEY")
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+    # Claude
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    model: str = Field(default=DEFAULT_MODEL, alias="COSMO_MODEL")
+
+    # Outputs
+    output_store: Literal["sql", "aws"] = Field(default="sql", alias="OUTPUT_STORE")
+    s3_bucket: str | None = Field(default=None, alias="S3_BUCKET")
+    dynamodb_table: str | None = Field(default=None, alias="DYNAMODB_TABLE")
+    aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
+
+    # Memory
+    memory_provider: Literal["local", "mem0"] = Field(default="local", alias="MEMORY_PROVIDER")
+    mem0_api_key: SecretStr | None = Field(default=None, alias="MEM0_API_KEY")
+
+    # Webhooks
+    webhook_allow_insecure: bool = Field(default=False, alias="COSMO_WEBHOOK_ALLOW_INSECURE")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.cosmo_data_dir / 'cosmo.db').resolve()}"
+
+    def ensure_data_dir(self) -> Path:
+        self.cosmo_data_dir.mkdir(parents=True, exist_ok=True)
+        return self.cosmo_data_dir
+
+    def api_token_value(self) -> tuple[str, bool]:
+        """The REST bearer token, and whether it was generated (and stored) for this install.
+
+        A fresh `make run` has no token configured; rather than serving an open API we mint
+        one, keep it in the data dir (mode 0600) and tell the operator where it is.
+        """
+        if self.api_token is not None and self.api_token.get_secret_value():
+            return self.api_token.get_secret_value(), False
+        return self._persisted_secret("api-token", prefix="cosmo_"), True
+
+    def secret_key_value(self) -> str:
+        """Key that signs approval tokens; generated and persisted when not configured."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        return self._persisted_secret("secret-key", prefix="")
+
+    def _persisted_secret(self, filename: str, *, prefix: str) -> str:
+        path = self.ensure_data_dir() / filename
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        value = prefix + secrets.token_urlsafe(32)
+        # O_EXCL: two processes starting at once must agree on one value.
+        try:
+            fd = _open_exclusive(path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(value + "\n")
+        return value
+
+
+def _open_exclusive(path: Path) -> int:
+    import os
+
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
