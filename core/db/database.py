@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import SchemaOutOfDate
 
+READ_ONLY = "cosmo_read_only"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
@@ -29,11 +30,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; take over.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # pysqlite's own transaction handling breaks SAVEPOINTs; we issue BEGIN ourselves.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the lock up front (IMMEDIATE) so busy_timeout applies; a deferred
+    # transaction that reads and then writes would fail at once under contention.
+    # Read-only work opts out so it never queues behind a writer (WAL lets it read).
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -85,15 +96,19 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    def read_connection(self) -> Connection:
+        """A connection for reads that must not wait behind writers (health, status)."""
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
+
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             conn.execute(text("SELECT 1"))
 
     def schema_status(self) -> SchemaStatus:
         from alembic.runtime.migration import MigrationContext
 
         head = alembic_head()
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
         return SchemaStatus(current=current, head=head)
 

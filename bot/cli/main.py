@@ -1,0 +1,252 @@
+"""`cosmo`: run the service, migrate the database, manage configuration as code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from bot.cli.logging_setup import configure
+from core.config_document import DocumentInvalid, dump_document, parse_document
+from core.db import Database, upgrade
+from core.errors import CosmoError, NotFound, SchemaOutOfDate, ValidationFailed
+from core.settings import Settings
+from core.wiring import Container, build_container
+
+app = typer.Typer(
+    help="Cosmo Agents: configurable Claude agents in Slack, with a human in the loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+agents_app = typer.Typer(help="Inspect and export agents.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
+
+out = Console()
+# markup off: messages quote user input (regex patterns, YAML) that rich would eat.
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+log = logging.getLogger("cosmo")
+
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant (Slack workspace id); default tenant.")
+]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in e["loc"]).upper()
+            err.print(f"configuration error: {where}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _container(settings: Settings) -> Container:
+    container = build_container(settings)
+    try:
+        container.db.require_current_schema()
+    except SchemaOutOfDate as exc:
+        err.print(f"error: {exc.detail}")
+        container.close()
+        raise typer.Exit(1) from None
+    return container
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port (default PORT or 3000).")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default COSMO_HOST).")] = None,
+) -> None:
+    """Run the HTTP service: Slack events, the REST API and the approval webhook."""
+    import uvicorn
+
+    from bot.server import create_app
+
+    settings = _settings()
+    configure(settings.log_level)
+    container = _container(settings)
+    for integration, reason in container.disabled.items():
+        log.warning("%s integration disabled: %s", integration, reason)
+    _token, generated = settings.api_token_value()
+    if generated:
+        log.warning(
+            "COSMO_API_TOKEN not set: generated one for the REST API, stored in %s",
+            (settings.cosmo_data_dir / "api-token").resolve(),
+        )
+    application = create_app(settings, container=container)
+    bind_port = port or settings.port
+    log.info(
+        "serving on http://%s:%d (database: %s)",
+        host or settings.host,
+        bind_port,
+        container.db.backend,
+    )
+    try:
+        uvicorn.run(
+            application,
+            host=host or settings.host,
+            port=bind_port,
+            log_level=settings.log_level.lower(),
+            proxy_headers=True,
+        )
+    finally:
+        container.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations (creates the embedded SQLite database if needed)."""
+    settings = _settings()
+    settings.ensure_data_dir()
+    upgrade(settings.resolved_database_url, revision)
+    status = Database.from_url(settings.resolved_database_url).schema_status()
+    out.print(f"database schema at revision {status.current} (head {status.head})")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision; exit 1 when an upgrade is needed."""
+    settings = _settings()
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        status = db.schema_status()
+    finally:
+        db.dispose()
+    out.print(f"current: {status.current or '(empty)'}  head: {status.head}")
+    if not status.is_current:
+        err.print("run `cosmo db upgrade` to bring the schema up to date")
+        raise typer.Exit(1)
+
+
+@agents_app.command("list")
+def agents_list(
+    tenant: TenantOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List agents."""
+    settings = _settings()
+    container = _container(settings)
+    tenant_id = tenant or settings.default_tenant
+    rows = []
+    cursor = None
+    try:
+        while True:
+            page = container.agents.list(tenant_id, cursor=cursor, limit=200)
+            rows.extend(page.items)
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+    finally:
+        container.close()
+    if as_json:
+        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("name", "persona", "model", "skills", "active", "version")
+    for a in rows:
+        table.add_row(
+            a.name,
+            a.persona,
+            a.model or settings.model,
+            ", ".join(a.skills) or "-",
+            "yes" if a.is_active else "no",
+            str(a.version),
+        )
+    out.print(table)
+
+
+@agents_app.command("export")
+def agents_export(
+    name: str,
+    tenant: TenantOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
+) -> None:
+    """Print an agent with its persona and skills as a config document."""
+    if fmt not in ("yaml", "json"):
+        err.print("error: --format must be yaml or json")
+        raise typer.Exit(2)
+    settings = _settings()
+    container = _container(settings)
+    try:
+        agent = container.agents.get_by_name(tenant or settings.default_tenant, name)
+        doc = container.config.export_agent(agent.tenant_id, agent.id)
+    except NotFound as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    sys.stdout.write(dump_document(doc, "json" if fmt == "json" else "yaml"))
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="YAML (or JSON) config document.")],
+    tenant: TenantOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, write nothing.")] = False,
+) -> None:
+    """Create or update the personas, skills and agents a file declares (idempotent)."""
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"error: cannot read {source}: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        doc = parse_document(text)
+    except DocumentInvalid as exc:
+        for line in exc.describe(source):
+            err.print(f"invalid: {line}")
+        raise typer.Exit(1) from None
+    settings = _settings()
+    container = _container(settings)
+    try:
+        report = container.config.apply(
+            tenant or settings.default_tenant, doc, actor="cli", dry_run=dry_run
+        )
+    except ValidationFailed as exc:
+        for e in exc.errors:
+            err.print(f"invalid: {source}: {e.path}: {e.msg}")
+        raise typer.Exit(1) from None
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    for change in report.changes:
+        detail = f" ({', '.join(change.fields)})" if change.fields else ""
+        out.print(f"{change.kind} {change.name}: {change.action}{detail}")
+    summary = "would change" if dry_run else "changed"
+    n = sum(1 for c in report.changes if c.action != "unchanged")
+    out.print(f"{n} {summary}, {len(report.changes) - n} unchanged")
+
+
+@app.command()
+def doctor() -> None:
+    """Check configuration, database and integrations; exit 1 when something is wrong."""
+    settings = _settings()
+    ok = True
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        status = db.schema_status()
+        mark = "ok" if status.is_current else "behind: run `cosmo db upgrade`"
+        ok = ok and status.is_current
+        out.print(f"database ({db.backend}): {mark}")
+    except Exception as exc:
+        ok = False
+        out.print(f"database: unreachable ({type(exc).__name__})")
+    finally:
+        db.dispose()
+    from core.wiring import disabled_integrations
+
+    for name, reason in disabled_integrations(settings).items():
+        out.print(f"{name}: disabled ({reason})")
+    if not ok:
+        raise typer.Exit(1)
