@@ -1,0 +1,130 @@
+"""Shared fixtures: databases on every backend, a wired container, an API client.
+
+Database tests run on SQLite always, and on PostgreSQL when `TEST_DATABASE_URL` is set
+(CI sets it). A configured but unreachable PostgreSQL fails the run instead of skipping,
+so a broken CI database can never pass as green.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.server import create_app
+from core.db import Database, make_engine, upgrade
+from core.settings import Settings
+from core.wiring import Container, build_container
+
+API_TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "COSMO_DATA_DIR": str(data_dir),
+        "COSMO_API_TOKEN": API_TOKEN,
+        "COSMO_SECRET_KEY": "test-secret-key",
+        "COSMO_WEBHOOK_ALLOW_INSECURE": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class PostgresDatabases:
+    """Creates throwaway databases next to TEST_DATABASE_URL and drops them afterwards."""
+
+    def __init__(self, url: str) -> None:
+        self.base = make_url(url)
+        self.admin: Engine = create_engine(self.base, isolation_level="AUTOCOMMIT")
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # pragma: no cover - environment failure
+            pytest.exit(f"TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}", 2)
+        self.created: list[str] = []
+
+    def create(self) -> str:
+        name = f"cosmo_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return self.base.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases | None]:
+    if not PG_URL:
+        yield None
+        return
+    pg = PostgresDatabases(PG_URL)
+    yield pg
+    pg.drop_all()
+
+
+@pytest.fixture(scope="session")
+def empty_database_url_factory(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresDatabases | None
+):  # type: ignore[no-untyped-def]
+    """Makes a new, empty database on a backend and returns its URL."""
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("db") / "cosmo.db"
+            return f"sqlite:///{path}"
+        assert postgres is not None
+        return postgres.create()
+
+    return make
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def migrated_engine(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    url = empty_database_url_factory(request.param)
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(migrated_engine: Engine) -> Iterator[Database]:
+    """A migrated database; everything a test writes is rolled back afterwards."""
+    connection = migrated_engine.connect()
+    outer = connection.begin()
+    try:
+        yield Database.bound_to(connection)
+    finally:
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def container(db: Database, settings: Settings) -> Container:
+    return build_container(settings, db=db)
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient]:
+    app = create_app(container=container)
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
+        yield c
