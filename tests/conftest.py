@@ -8,6 +8,8 @@ so a broken CI database can never pass as green.
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see bot/cli/main.py
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
