@@ -7,6 +7,7 @@ transaction, and reports what changed; applying the same document twice changes 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,7 +60,19 @@ class ApplyReport:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping, for error messages."""
+    """SafeLoader that remembers the line of every mapping, for error messages.
+
+    Aliases are refused: a few lines of nested `*refs` expand to billions of nodes (the
+    "billion laughs"), and a config document has no need for them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not supported", mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -121,15 +134,23 @@ class DocumentInvalid(ValidationFailed):
         return out
 
 
+_TOO_DEEP = FieldError((), "the document is nested too deeply")
+
+
 def parse_document(text: str) -> ConfigDocument:
     """Parse YAML (or JSON, which is YAML) into a validated document."""
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DocumentInvalid([FieldError((), f"not valid YAML: {problem}")], [line]) from None
+        # JSON is YAML except for tabs as whitespace, which JSON allows and YAML refuses.
+        raw = _json_or_none(text)
+        if raw is None:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise DocumentInvalid([FieldError((), f"not valid YAML: {problem}")], [line]) from None
+    except RecursionError:
+        raise DocumentInvalid([_TOO_DEEP], [None]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -139,13 +160,21 @@ def parse_document(text: str) -> ConfigDocument:
     except ValidationError as exc:
         errors = field_errors(exc)
         raise DocumentInvalid(errors, [_line_of(raw, e.loc) for e in errors]) from None
+    except RecursionError:
+        raise DocumentInvalid([_TOO_DEEP], [None]) from None
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def dump_document(doc: ConfigDocument, fmt: Literal["yaml", "json"] = "yaml") -> str:
     data = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
     if fmt == "json":
-        import json
-
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 

@@ -124,3 +124,9 @@ class RateLimitExceeded(CosmoError):
         super().__init__(detail)
         self.limit = limit
         self.resets_at = resets_at
+
+
+class ServiceUnavailable(CosmoError):
+    """An integration this request needs is not configured or not reachable."""
+
+    title = "Service unavailable"

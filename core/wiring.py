@@ -1,15 +1,34 @@
-"""The composition root: builds every concrete adapter from `Settings`, in one place."""
+"""The composition root: builds every concrete adapter from `Settings`, in one place.
+
+This is the only module (with the CLI entry point) that reads the environment; skills get
+their secrets through the `secrets` lookup built here.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
+import httpx
+
+from core.agent.model import AnthropicModelClient, ModelClient, anthropic_client
+from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.config_document import ConfigApplier
 from core.db import Database
+from core.embeddings import default_embedder
+from core.limits.quotas import Quotas
+from core.memory.port import MemoryProvider
+from core.outputs.blobs import BlobDirectory
+from core.outputs.port import OutputStore
+from core.outputs.sql_store import SqlOutputStore
 from core.personas.service import PersonaService
+from core.sessions.service import SessionService
 from core.settings import Settings
+from core.skills.builtins import BuiltinCatalog
+from core.skills.factory import SkillFactory
+from core.skills.mcp_executor import McpPool
 from core.skills.service import SkillService
 from core.webhooks.signing import generate_secret
 from core.webhooks.url_guard import check_webhook_url_syntax
@@ -27,13 +46,32 @@ class Container:
     skills: SkillService
     agents: AgentService
     config: ConfigApplier
+    sessions: SessionService
+    quotas: Quotas
+    outputs: OutputStore
+    memory: MemoryProvider | None
+    skill_factory: SkillFactory
+    runner: AgentRunner
+    http: httpx.AsyncClient
+    mcp: McpPool
     disabled: dict[str, str] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        await self.mcp.aclose()
+        await self.http.aclose()
 
     def close(self) -> None:
         self.db.dispose()
 
 
-def build_container(settings: Settings, db: Database | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    model: ModelClient | None = None,
+    memory: MemoryProvider | None = None,
+) -> Container:
+    """Build the object graph. Tests pass their own database (and may pass a model/memory)."""
     db = db or Database.from_url(settings.resolved_database_url)
     allow_insecure = settings.webhook_allow_insecure
 
@@ -41,6 +79,30 @@ def build_container(settings: Settings, db: Database | None = None) -> Container
         check_webhook_url_syntax(url, allow_insecure=allow_insecure)
 
     agents = AgentService(db, check_webhook_url=check_url, generate_webhook_secret=generate_secret)
+    sessions = SessionService(db)
+    quotas = Quotas(db)
+    outputs = build_output_store(settings, db)
+    if memory is None:
+        memory = build_memory(settings, db)
+    if model is None:
+        model = build_model(settings)
+    # Skills may only read the environment variables an admin named in their config.
+    secrets = os.environ.get
+    http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
+    mcp = McpPool(secrets=secrets)
+    skill_factory = SkillFactory(BuiltinCatalog.default(), http, secrets, mcp)
+    disabled = disabled_integrations(settings)
+    runner = AgentRunner(
+        db,
+        model=model,
+        skills=skill_factory,
+        sessions=sessions,
+        outputs=outputs,
+        quotas=quotas,
+        memory=memory,
+        default_model=settings.model,
+        model_missing_reason=disabled.get("claude", "Claude is not configured"),
+    )
     return Container(
         settings=settings,
         db=db,
@@ -48,8 +110,50 @@ def build_container(settings: Settings, db: Database | None = None) -> Container
         skills=SkillService(db),
         agents=agents,
         config=ConfigApplier(db, agents),
-        disabled=disabled_integrations(settings),
+        sessions=sessions,
+        quotas=quotas,
+        outputs=outputs,
+        memory=memory,
+        skill_factory=skill_factory,
+        runner=runner,
+        http=http,
+        mcp=mcp,
+        disabled=disabled,
     )
+
+
+def build_output_store(settings: Settings, db: Database) -> OutputStore:
+    if settings.output_store == "aws":
+        log.warning("OUTPUT_STORE=aws is not available in this version; using the sql store")
+    return SqlOutputStore(db, BlobDirectory(settings.cosmo_data_dir / "blobs"))
+
+
+def build_memory(settings: Settings, db: Database) -> MemoryProvider:
+    if settings.memory_provider == "mem0":
+        from core.memory.mem0_provider import build_mem0
+
+        return build_mem0(
+            data_dir=settings.ensure_data_dir(),
+            api_key=_secret(settings.mem0_api_key),
+            embedder=default_embedder(),
+            anthropic_api_key=_secret(settings.anthropic_api_key),
+            anthropic_base_url=settings.anthropic_base_url,
+        )
+    from core.memory.local import LocalMemory
+
+    return LocalMemory(db, default_embedder())
+
+
+def build_model(settings: Settings) -> ModelClient | None:
+    key = _secret(settings.anthropic_api_key)
+    if not key:
+        return None
+    return AnthropicModelClient(anthropic_client(key, base_url=settings.anthropic_base_url))
+
+
+def _secret(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter else None
 
 
 def disabled_integrations(settings: Settings) -> dict[str, str]:
@@ -67,6 +171,6 @@ def disabled_integrations(settings: Settings) -> dict[str, str]:
         off["slack"] = f"{' and '.join(missing)} not set; /slack/events answers 503"
     if settings.anthropic_api_key is None:
         off["claude"] = "ANTHROPIC_API_KEY not set; agents cannot answer"
-    if settings.output_store == "aws" and not (settings.s3_bucket and settings.dynamodb_table):
-        off["aws"] = "OUTPUT_STORE=aws needs S3_BUCKET and DYNAMODB_TABLE"
+    if settings.output_store == "aws":
+        off["aws"] = "the aws output store is not available yet; outputs use the sql store"
     return off

@@ -17,6 +17,7 @@ from core.errors import (
     PreconditionFailed,
     RateLimitExceeded,
     SchemaOutOfDate,
+    ServiceUnavailable,
     ValidationFailed,
 )
 
@@ -30,6 +31,7 @@ _STATUS: list[tuple[type[CosmoError], int]] = [
     (ValidationFailed, 422),
     (RateLimitExceeded, 429),
     (SchemaOutOfDate, 503),
+    (ServiceUnavailable, 503),
 ]
 
 

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised by `receive` once a streamed body passes the limit.
+
+    An `HTTPException` so that it reaches the app's problem+json handler as a 413: FastAPI
+    turns any other exception raised while it reads a body into a 400.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _limit_detail(max_bytes))
+
+
+def _limit_detail(max_bytes: int) -> str:
+    return f"request bodies are limited to {max_bytes} bytes (COSMO_MAX_BODY_BYTES)"
 
 
 class BodyLimitMiddleware:
@@ -46,7 +58,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -62,12 +74,7 @@ class BodyLimitMiddleware:
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        await self._reply(
-            send,
-            413,
-            "Content Too Large",
-            f"request bodies are limited to {self.max_bytes} bytes (COSMO_MAX_BODY_BYTES)",
-        )
+        await self._reply(send, 413, "Content Too Large", _limit_detail(self.max_bytes))
 
     @staticmethod
     async def _reply(send: Send, status: int, title: str, detail: str) -> None:

@@ -14,7 +14,7 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, AgentSkillRow, AgentVersionRow, PersonaRow, SkillRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate
+from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
 from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, ValidationFailed
 from core.personas.service import persona_spec
 from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
@@ -24,6 +24,9 @@ from core.skills.service import skill_spec
 
 WebhookUrlCheck = Callable[[str], None]
 SecretGenerator = Callable[[], str]
+# `agent_versions.version` is a 32-bit column; a larger number cannot name a version, and
+# binding one makes SQLite's driver raise OverflowError instead of finding nothing.
+MAX_VERSION = 2**31 - 1
 
 
 def agent_spec(row: AgentRow) -> AgentSpec:
@@ -223,18 +226,21 @@ class AgentService:
         """Restore an earlier version's agent settings as a new version."""
         with self.db.session() as s:
             row = load_agent(s, tenant_id, agent_id, for_update=True)
-            target = s.scalar(
-                select(AgentVersionRow).where(
-                    AgentVersionRow.agent_id == agent_id, AgentVersionRow.version == to_version
+            target = None
+            if 1 <= to_version <= MAX_VERSION:
+                target = s.scalar(
+                    select(AgentVersionRow).where(
+                        AgentVersionRow.agent_id == agent_id, AgentVersionRow.version == to_version
+                    )
                 )
-            )
             if target is None:
                 raise NotFound("version", f"{agent_id}@{to_version}")
             spec = AgentSpec.model_validate(target.snapshot["agent"])
-            row2, _ = self.replace_in(
+            row2, shown = self.replace_in(
                 s, row, spec, actor=actor, change=f"rolled back to version {to_version}"
             )
-            return agent_view(row2)
+            # Restoring a webhook the agent no longer has generates a secret: show it once.
+            return agent_view(row2, shown_secret=shown)
 
     # -- internals -----------------------------------------------------------
 
@@ -337,14 +343,15 @@ def load_agent(s: Session, tenant_id: str, agent_id: str, *, for_update: bool = 
     stmt = select(AgentRow).where(AgentRow.id == agent_id, AgentRow.tenant_id == tenant_id)
     if for_update:
         stmt = stmt.with_for_update(of=AgentRow)
-    row = s.scalar(stmt)
+    row = s.scalar(stmt) if storable(agent_id) else None
     if row is None:
         raise NotFound("agent", agent_id)
     return row
 
 
 def load_agent_by_name(s: Session, tenant_id: str, name: str) -> AgentRow:
-    row = s.scalar(select(AgentRow).where(AgentRow.tenant_id == tenant_id, AgentRow.name == name))
+    stmt = select(AgentRow).where(AgentRow.tenant_id == tenant_id, AgentRow.name == name)
+    row = s.scalar(stmt) if storable(name) else None
     if row is None:
         raise NotFound("agent", name)
     return row

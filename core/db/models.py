@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -132,4 +133,160 @@ class AgentVersionRow(Base):
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     change: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SessionRow(TimestampedMixin, Base):
+    """A conversation with one agent: a Slack thread, or a session opened over the API."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_key", name="uq_sessions_tenant_external_key"),
+        Index("ix_sessions_tenant_agent_created", "tenant_id", "agent_id", "created_at"),
+        Index("ix_sessions_tenant_user", "tenant_id", "user_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    channel_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    channel_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    thread_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Where it came from and how to find it again (`slack:C123:1700000000.000100`).
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    external_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    context: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SessionMessageRow(Base):
+    """One message of a session's history, in the Messages API's content-block form."""
+
+    __tablename__ = "session_messages"
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_session_messages_seq"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    turn_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TurnRow(Base):
+    """One user message and everything the agent did about it, with usage and cost."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        Index("ix_turns_tenant_agent_day", "tenant_id", "agent_id", "day"),
+        UniqueConstraint("tenant_id", "dedupe_key", name="uq_turns_tenant_dedupe_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(40))
+    # Slack's event_id (or a client's idempotency key): one turn per delivery.
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_message: Mapped[str] = mapped_column(Text)
+    reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    day: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UsageCounterRow(Base):
+    """Per-agent, per-UTC-day counters; quotas are taken with one conditional upsert."""
+
+    __tablename__ = "usage_counters"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OutputRow(Base):
+    """Metadata of an output (the `sql` store); the content lives in the blob directory."""
+
+    __tablename__ = "outputs"
+    __table_args__ = (
+        Index("ix_outputs_tenant_status_created", "tenant_id", "status", "created_at"),
+        Index("ix_outputs_tenant_agent_created", "tenant_id", "agent_id", "created_at"),
+        Index("ix_outputs_session", "session_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(40))
+    session_id: Mapped[str] = mapped_column(String(40))
+    turn_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    skill: Mapped[str] = mapped_column(String(63))
+    is_automatable: Mapped[bool] = mapped_column(Boolean, default=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    content_type: Mapped[str] = mapped_column(String(100))
+    content_key: Mapped[str] = mapped_column(String(300))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    content_size: Mapped[int] = mapped_column(BigInteger)
+    preview: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(24), default="pending")
+    requested_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    execution_result: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    execution_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    notification_status: Mapped[str] = mapped_column(String(24), default="pending")
+    slack_channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MemoryRow(Base):
+    """A long-term memory of the `local` provider, with its embedding (float32 bytes)."""
+
+    __tablename__ = "memories"
+    __table_args__ = (Index("ix_memories_scope", "tenant_id", "agent_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding_model: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

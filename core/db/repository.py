@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, false, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,8 +31,20 @@ def paginate(
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
 
+def storable(key: str) -> bool:
+    """Whether `key` can be compared in SQL on every backend.
+
+    PostgreSQL text cannot hold NUL and refuses the query; SQLite cuts a LIKE pattern at
+    it. Nothing stored contains one (input validation refuses NUL), so such a key names
+    nothing: callers answer "not found" instead of querying.
+    """
+    return "\x00" not in key
+
+
 def name_contains(column: Any, needle: str) -> Any:
     """Case-insensitive substring match that treats `%` and `_` literally."""
+    if not storable(needle):
+        return false()
     escaped = needle.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return func.lower(column).like(f"%{escaped}%", escape="\\")
 

@@ -10,7 +10,7 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, PersonaRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate
+from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
 from core.errors import Conflict, NotFound
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import raise_validation_failed
@@ -99,7 +99,7 @@ class PersonaService:
 
 
 def _load(s: Session, tenant_id: str, persona_id: str) -> PersonaRow:
-    row = s.get(PersonaRow, persona_id)
+    row = s.get(PersonaRow, persona_id) if storable(persona_id) else None
     if row is None or row.tenant_id != tenant_id:
         raise NotFound("persona", persona_id)
     return row

@@ -53,8 +53,14 @@ class PersonaSpec(StrictModel):
 
     @field_validator("variables")
     @classmethod
-    def _no_builtin_shadowing(cls, value: dict[str, PersonaVariable]) -> dict[str, PersonaVariable]:
+    def _no_builtin_shadowing(
+        cls, value: dict[str, PersonaVariable], info: ValidationInfo
+    ) -> dict[str, PersonaVariable]:
         check_not_builtin(value)
+        # role and tone are templates too; they are declared first, so checked here.
+        for name in ("role", "tone"):
+            if name in info.data:
+                check_variables(info.data[name], value, field=name)
         return value
 
     @field_validator("instructions")
@@ -71,18 +77,18 @@ def check_not_builtin(variables: dict[str, PersonaVariable]) -> None:
         raise ValueError(f"{', '.join(shadowed)} are built-in variables and cannot be redeclared")
 
 
-def check_variables(instructions: str, variables: dict[str, PersonaVariable]) -> None:
+def check_variables(
+    template: str, variables: dict[str, PersonaVariable], *, field: str = "instructions"
+) -> None:
     """Refuse a template that uses a variable nobody will fill."""
     unknown = [
-        v
-        for v in template_variables(instructions)
-        if v not in variables and v not in BUILTIN_VARIABLES
+        v for v in template_variables(template) if v not in variables and v not in BUILTIN_VARIABLES
     ]
     if unknown:
         builtins = ", ".join(sorted(BUILTIN_VARIABLES))
         names = ", ".join("{{" + v + "}}" for v in unknown)
         raise ValueError(
-            f"instructions use undeclared variable(s) {names}; declare them under "
+            f"{field} uses undeclared variable(s) {names}; declare them under "
             f"'variables' with a default, or use a built-in ({builtins})"
         )
 

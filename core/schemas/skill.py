@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from core.schemas.common import ShortText, Slug, StrictModel
+from core.schemas.common import ShortText, Slug, StrictModel, check_storable
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
@@ -105,6 +105,7 @@ Executor = Annotated[BuiltinExecutor | HttpExecutor | McpExecutor, Field(discrim
 
 def check_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema must be valid JSON Schema and describe an object, as Claude's tools require."""
+    check_storable(schema)  # bounds the depth the recursive schema check walks
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:

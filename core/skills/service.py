@@ -10,7 +10,7 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import SkillRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate
+from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
 from core.errors import Conflict, NotFound
 from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
 from core.schemas.validation import raise_validation_failed
@@ -40,7 +40,8 @@ def write_skill(row: SkillRow, spec: SkillSpec) -> None:
 
 
 def load_skill(s: Session, tenant_id: str, name: str) -> SkillRow:
-    row = s.scalar(select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name == name))
+    stmt = select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name == name)
+    row = s.scalar(stmt) if storable(name) else None
     if row is None:
         raise NotFound("skill", name)
     return row

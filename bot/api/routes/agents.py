@@ -7,14 +7,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
 from core.config_document import dump_document, parse_document
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.views import AgentVersionView, AgentView
 
-router = APIRouter(prefix="/agents", tags=["agents"], responses=problem_responses(401, 422))
+router = APIRouter(
+    prefix="/agents",
+    tags=["agents"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 YAML = "application/yaml"

@@ -6,13 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.views import PersonaView
 
-router = APIRouter(prefix="/personas", tags=["personas"], responses=problem_responses(401, 422))
+router = APIRouter(
+    prefix="/personas",
+    tags=["personas"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 
 
 @router.get("", response_model=PageOut[PersonaView])

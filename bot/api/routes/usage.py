@@ -1,0 +1,62 @@
+"""`/usage` — tokens and cost per agent, session and UTC day."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from bot.api.deps import CallerDep, ContainerDep
+from bot.api.problems import problem_responses
+from core.limits.quotas import OUTPUTS, TOKENS, utc_day
+from core.sessions.models import UsageTotals
+
+router = APIRouter(tags=["usage"], responses=problem_responses(401, 422))
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class AgentUsage(BaseModel):
+    agent_id: str
+    day: str
+    totals: UsageTotals
+    outputs_today: int
+    daily_output_limit: int | None
+    tokens_today: int
+    daily_token_budget: int | None
+
+
+@router.get("/usage")
+def usage(
+    caller: CallerDep,
+    c: ContainerDep,
+    agent_id: Annotated[str | None, Query(max_length=40)] = None,
+    session_id: Annotated[str | None, Query(max_length=40)] = None,
+    day: Annotated[str | None, Query(description="UTC day, YYYY-MM-DD")] = None,
+) -> UsageTotals:
+    if day is not None and not _DAY.match(day):
+        raise HTTPException(422, "day must be YYYY-MM-DD")
+    return c.sessions.usage(caller.tenant_id, agent_id=agent_id, session_id=session_id, day=day)
+
+
+@router.get("/agents/{agent_id}/usage", responses=problem_responses(404))
+def agent_usage(
+    agent_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    day: Annotated[str | None, Query(description="UTC day, YYYY-MM-DD; default today")] = None,
+) -> AgentUsage:
+    if day is not None and not _DAY.match(day):
+        raise HTTPException(422, "day must be YYYY-MM-DD")
+    agent = c.agents.get(caller.tenant_id, agent_id)
+    the_day = day or utc_day(c.quotas.clock())
+    return AgentUsage(
+        agent_id=agent_id,
+        day=the_day,
+        totals=c.sessions.usage(caller.tenant_id, agent_id=agent_id, day=the_day),
+        outputs_today=c.quotas.used(caller.tenant_id, agent_id, OUTPUTS, the_day),
+        daily_output_limit=agent.limits.daily_output_limit,
+        tokens_today=c.quotas.used(caller.tenant_id, agent_id, TOKENS, the_day),
+        daily_token_budget=agent.limits.daily_token_budget,
+    )

@@ -1,0 +1,513 @@
+"""`ConfigurableAgent`: the Claude tool loop for one configured agent.
+
+One call to `chat` is one turn: build the prompt (persona, context, memories, knowledge),
+stream Claude's answer, run *read* skills at once, turn *action* skills into outputs that
+wait for a human, loop until Claude ends its turn or the step limit, then persist the turn
+and remember the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from anyio import to_thread
+
+from core.agent.model import (
+    ModelClient,
+    ModelError,
+    ModelReply,
+    ModelRequest,
+    ModelUsage,
+    TextSink,
+)
+from core.errors import CosmoError, RateLimitExceeded
+from core.limits.quotas import OUTPUTS, TOKENS, Quotas
+from core.memory.port import MemoryMessage, MemoryProvider
+from core.outputs.port import NewOutput, Output, OutputStore
+from core.personas.prompt import CACHE, KnowledgeSnippet, PromptContext, build_system
+from core.schemas.persona import PersonaSpec
+from core.schemas.skill import SkillKind
+from core.schemas.views import AgentView
+from core.sessions.models import SessionView, TurnRecord, TurnView
+from core.sessions.pricing import cost_micros
+from core.sessions.service import SessionService
+from core.skills.runtime import (
+    Skill,
+    SkillArgumentsInvalid,
+    SkillContext,
+    SkillRegistry,
+    SkillResult,
+)
+
+log = logging.getLogger("cosmo.agent")
+
+MAX_TOOL_RESULT_CHARS = 20_000
+MEMORY_HITS = 5
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything about one agent that a turn needs, loaded once per turn."""
+
+    agent: AgentView
+    persona: PersonaSpec
+    model: str
+    max_steps: int = 8
+    max_tokens: int = 4096
+    output_ttl: timedelta | None = None
+
+
+@dataclass
+class Step:
+    """One thing the agent did in a turn: a model call or a tool call."""
+
+    kind: str  # "model" | "tool"
+    name: str
+    duration_ms: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "duration_ms": round(self.duration_ms, 2),
+            **self.detail,
+        }
+
+
+@dataclass
+class TurnResult:
+    """What a turn produced, for the adapter that shows it (Slack, REST)."""
+
+    turn: TurnView
+    reply: str
+    failed: bool
+    steps: list[Step]
+    outputs: list[Output]
+    usage: ModelUsage
+    cost_micros: int
+    error: str | None = None
+
+
+KnowledgeLookup = Callable[[str], Awaitable[Sequence[KnowledgeSnippet]]]
+OutputCreated = Callable[[Output], Awaitable[None]]
+
+
+class ConfigurableAgent:
+    """Runs turns for one agent. Collaborators are ports, so tests swap them at this seam."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        model: ModelClient,
+        skills: SkillRegistry,
+        sessions: SessionService,
+        outputs: OutputStore,
+        quotas: Quotas,
+        memory: MemoryProvider | None = None,
+        knowledge: KnowledgeLookup | None = None,
+        on_output: OutputCreated | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.skills = skills
+        self.sessions = sessions
+        self.outputs = outputs
+        self.quotas = quotas
+        self.memory = memory if config.agent.memory_enabled else None
+        self.knowledge = knowledge
+        self.on_output = on_output
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def agent(self) -> AgentView:
+        return self.config.agent
+
+    async def chat(
+        self,
+        session: SessionView,
+        user_message: str,
+        *,
+        on_text: TextSink | None = None,
+        turn: TurnView | None = None,
+        dedupe_key: str | None = None,
+    ) -> TurnResult:
+        """Run one turn. Never raises for model or tool trouble: a failed turn is recorded
+        and its `reply` is a short message fit for the user."""
+        if turn is None:
+            turn, _created = await to_thread.run_sync(
+                lambda: self.sessions.begin_turn(
+                    session.tenant_id,
+                    session.id,
+                    user_id=session.user_id,
+                    user_message=user_message,
+                    dedupe_key=dedupe_key,
+                )
+            )
+        assert turn is not None
+        run = _TurnRun(self, session, turn, _safe_sink(on_text))
+        return await run.execute(user_message)
+
+
+class _TurnRun:
+    """State of one turn in progress."""
+
+    def __init__(
+        self,
+        agent: ConfigurableAgent,
+        session: SessionView,
+        turn: TurnView,
+        on_text: TextSink | None,
+    ) -> None:
+        self.a = agent
+        self.session = session
+        self.turn = turn
+        self.on_text = on_text
+        self.steps: list[Step] = []
+        self.outputs: list[Output] = []
+        self.usage = ModelUsage()
+        self.texts: list[str] = []
+        self.new_messages: list[dict[str, Any]] = []
+        self.skill_ctx = SkillContext(
+            tenant_id=session.tenant_id,
+            agent_id=agent.agent.id,
+            agent_name=agent.agent.name,
+            session_id=session.id,
+            user_id=session.user_id,
+            user_name=session.user_name,
+            memory=agent.memory,
+        )
+
+    @property
+    def tenant(self) -> str:
+        return self.session.tenant_id
+
+    async def execute(self, user_message: str) -> TurnResult:
+        a = self.a
+        try:
+            budget = a.agent.limits.daily_token_budget
+            if budget is not None:
+                await to_thread.run_sync(
+                    a.quotas.require_headroom, self.tenant, a.agent.id, TOKENS, budget
+                )
+            system = await self._system_prompt(user_message)
+            history = await to_thread.run_sync(a.sessions.history, self.tenant, self.session.id)
+            user = {"role": "user", "content": [{"type": "text", "text": user_message}]}
+            self.new_messages.append(user)
+            await self._loop(system, _merge_roles([*history, user]))
+        except ModelError as exc:
+            log.warning("turn %s: model error %s", self.turn.id, exc.detail)
+            return await self._finish(failed=True, reply=exc.user_message, error=exc.detail)
+        except RateLimitExceeded as exc:
+            return await self._finish(failed=True, reply=exc.detail, error="token budget")
+        return await self._finish(failed=False, reply="\n\n".join(self.texts).strip())
+
+    async def _system_prompt(self, user_message: str) -> list[dict[str, Any]]:
+        a = self.a
+        memories: list[str] = []
+        if a.memory is not None:
+            started = time.perf_counter()
+            try:
+                found = await to_thread.run_sync(
+                    lambda: a.memory.search(  # type: ignore[union-attr]
+                        self.tenant,
+                        user_message,
+                        user_id=self.session.user_id,
+                        agent_id=a.agent.id,
+                        limit=MEMORY_HITS,
+                    )
+                )
+                memories = [m.text for m in found]
+            except Exception:  # memory is a help, not a dependency of the answer
+                log.exception("turn %s: memory search failed", self.turn.id)
+            self.steps.append(Step("memory", "search", _ms(started), {"hits": len(memories)}))
+        knowledge: Sequence[KnowledgeSnippet] = ()
+        if a.knowledge is not None and a.agent.knowledge_bases:
+            try:
+                knowledge = await a.knowledge(user_message)
+            except Exception:
+                log.exception("turn %s: knowledge search failed", self.turn.id)
+        ctx = PromptContext(
+            agent_name=a.agent.name,
+            user_name=self.session.user_name,
+            channel=self.session.channel_name,
+            today=a.clock().date(),
+        )
+        context_block = self.session.context.get("prompt_context")
+        return build_system(
+            a.config.persona,
+            ctx,
+            context_block=context_block if isinstance(context_block, str) else None,
+            memories=memories,
+            knowledge=knowledge,
+        )
+
+    async def _loop(self, system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+        a = self.a
+        tools = a.skills.tools()
+        for step in range(a.config.max_steps):
+            request = ModelRequest(
+                model=a.config.model,
+                system=system,
+                messages=_with_cache_breakpoint(messages),
+                tools=tools,
+                max_tokens=a.config.max_tokens,
+            )
+            started = time.perf_counter()
+            reply = await a.model.complete(request, self.on_text)
+            self._count(reply)
+            self.steps.append(
+                Step(
+                    "model",
+                    reply.model,
+                    _ms(started),
+                    {
+                        "stop_reason": reply.stop_reason,
+                        "input_tokens": reply.usage.input_tokens,
+                        "output_tokens": reply.usage.output_tokens,
+                        "cache_read_tokens": reply.usage.cache_read_tokens,
+                        "cache_write_tokens": reply.usage.cache_write_tokens,
+                    },
+                )
+            )
+            assistant = {"role": "assistant", "content": reply.content}
+            messages.append(assistant)
+            self.new_messages.append(assistant)
+            if reply.text.strip():
+                self.texts.append(reply.text.strip())
+            if reply.stop_reason != "tool_use" or not reply.tool_uses:
+                if reply.stop_reason == "max_tokens":
+                    self.texts.append("_(answer cut short: it reached the length limit)_")
+                return
+            results = [await self._run_tool(block) for block in reply.tool_uses]
+            tool_message = {"role": "user", "content": results}
+            messages.append(tool_message)
+            self.new_messages.append(tool_message)
+            if self.on_text is not None and step + 1 < a.config.max_steps:
+                await self.on_text("\n\n")
+        self.texts.append(
+            f"_(I stopped after {a.config.max_steps} steps; ask me to continue if needed.)_"
+        )
+
+    def _count(self, reply: ModelReply) -> None:
+        u, r = self.usage, reply.usage
+        self.usage = ModelUsage(
+            u.input_tokens + r.input_tokens,
+            u.output_tokens + r.output_tokens,
+            u.cache_read_tokens + r.cache_read_tokens,
+            u.cache_write_tokens + r.cache_write_tokens,
+        )
+
+    async def _run_tool(self, block: dict[str, Any]) -> dict[str, Any]:
+        name = str(block.get("name", ""))
+        started = time.perf_counter()
+        skill = self.a.skills.get(name)
+        if skill is None:
+            result = SkillResult(f"There is no tool named {name!r} for this agent.", is_error=True)
+            self.steps.append(Step("tool", name, _ms(started), {"error": "unknown tool"}))
+            return _tool_result(block, result)
+        try:
+            arguments = skill.validate(block.get("input", {}))
+        except SkillArgumentsInvalid as exc:
+            self.steps.append(Step("tool", name, _ms(started), {"error": exc.detail}))
+            return _tool_result(block, SkillResult(exc.detail, is_error=True))
+        if skill.spec.kind == SkillKind.ACTION:
+            result, detail = await self._propose(skill, arguments)
+        else:
+            result = await self._read(skill, arguments)
+            detail = {"is_error": result.is_error}
+        self.steps.append(Step("tool", name, _ms(started), {"input": arguments, **detail}))
+        return _tool_result(block, result)
+
+    async def _read(self, skill: Skill, arguments: dict[str, Any]) -> SkillResult:
+        try:
+            return await skill.execute(arguments, self.skill_ctx)
+        except CosmoError as exc:
+            return SkillResult(f"The tool failed: {exc.detail}", is_error=True)
+        except Exception:
+            log.exception("turn %s: skill %s raised", self.turn.id, skill.spec.name)
+            return SkillResult("The tool failed unexpectedly; try another way.", is_error=True)
+
+    async def _propose(
+        self, skill: Skill, arguments: dict[str, Any]
+    ) -> tuple[SkillResult, dict[str, Any]]:
+        """An action never runs here: it becomes a pending output for a human to decide."""
+        a = self.a
+        limit = a.agent.limits.daily_output_limit
+        if limit is not None:
+            try:
+                await to_thread.run_sync(a.quotas.take, self.tenant, a.agent.id, OUTPUTS, 1, limit)
+            except RateLimitExceeded as exc:
+                message = f"Not submitted: {exc.detail}. Tell the user; do not retry today."
+                return SkillResult(message, is_error=True), {"error": "output limit"}
+        content, content_type = skill.render_proposal(arguments)
+        ttl = a.config.output_ttl
+        new = NewOutput(
+            tenant_id=self.tenant,
+            agent_id=a.agent.id,
+            session_id=self.session.id,
+            turn_id=self.turn.id,
+            skill=skill.spec.name,
+            is_automatable=skill.spec.is_automatable,
+            arguments=arguments,
+            content=content,
+            content_type=content_type,
+            requested_by=self.session.user_id,
+            expires_at=a.clock() + ttl if ttl else None,
+        )
+        try:
+            output = await to_thread.run_sync(a.outputs.create, new)
+        except Exception:
+            if limit is not None:
+                await to_thread.run_sync(a.quotas.release, self.tenant, a.agent.id, OUTPUTS, 1)
+            log.exception("turn %s: storing output failed", self.turn.id)
+            return SkillResult(
+                "The proposal could not be stored; tell the user to try again.", is_error=True
+            ), {"error": "store failed"}
+        self.outputs.append(output)
+        if a.on_output is not None:
+            try:
+                await a.on_output(output)
+            except Exception:
+                log.exception("turn %s: output hook failed for %s", self.turn.id, output.id)
+        message = (
+            f"Submitted for approval as output {output.id}. A reviewer will approve or reject "
+            "it; it has NOT been carried out yet."
+        )
+        return SkillResult(message, data={"output_id": output.id}), {"output_id": output.id}
+
+    async def _finish(self, *, failed: bool, reply: str, error: str | None = None) -> TurnResult:
+        a = self.a
+        model = a.config.model
+        cost = cost_micros(
+            model,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cache_read=self.usage.cache_read_tokens,
+            cache_write=self.usage.cache_write_tokens,
+        )
+        total = (
+            self.usage.input_tokens
+            + self.usage.output_tokens
+            + self.usage.cache_read_tokens
+            + self.usage.cache_write_tokens
+        )
+        record = TurnRecord(
+            status="failed" if failed else "completed",
+            reply=reply,
+            model=model,
+            steps=[s.as_dict() for s in self.steps],
+            # A failed turn leaves no half conversation behind for the next one.
+            messages=[] if failed else _history_safe(self.new_messages),
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cache_read_tokens=self.usage.cache_read_tokens,
+            cache_write_tokens=self.usage.cache_write_tokens,
+            cost_micros=cost,
+            error=error,
+        )
+        if total:
+            await to_thread.run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
+        turn = await to_thread.run_sync(a.sessions.finish_turn, self.tenant, self.turn.id, record)
+        if not failed and a.memory is not None and reply:
+            asyncio.get_running_loop().create_task(self._remember(turn.user_message, reply))
+        return TurnResult(
+            turn=turn,
+            reply=reply,
+            failed=failed,
+            steps=self.steps,
+            outputs=self.outputs,
+            usage=self.usage,
+            cost_micros=cost,
+            error=error,
+        )
+
+    async def _remember(self, user_message: str, reply: str) -> None:
+        memory = self.a.memory
+        assert memory is not None
+        try:
+            await to_thread.run_sync(
+                lambda: memory.add(
+                    self.tenant,
+                    [MemoryMessage("user", user_message), MemoryMessage("assistant", reply)],
+                    user_id=self.session.user_id,
+                    agent_id=self.a.agent.id,
+                    session_id=self.session.id,
+                )
+            )
+        except Exception:
+            log.exception("turn %s: writing memory failed", self.turn.id)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _tool_result(block: dict[str, Any], result: SkillResult) -> dict[str, Any]:
+    text = result.content
+    if len(text) > MAX_TOOL_RESULT_CHARS:
+        text = text[:MAX_TOOL_RESULT_CHARS] + "\n…(truncated)"
+    out: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": block.get("id"),
+        "content": text or "(no output)",
+    }
+    if result.is_error:
+        out["is_error"] = True
+    return out
+
+
+def _safe_sink(sink: TextSink | None) -> TextSink | None:
+    """A failing display (Slack down) must not fail the turn."""
+    if sink is None:
+        return None
+
+    async def guarded(text: str) -> None:
+        try:
+            await sink(text)
+        except Exception:
+            log.exception("streaming text to the user failed")
+
+    return guarded
+
+
+def _merge_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join consecutive same-role messages (e.g. a reviewer's note then a new question)."""
+    merged: list[dict[str, Any]] = []
+    for m in messages:
+        content = m["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if merged and merged[-1]["role"] == m["role"]:
+            merged[-1] = {"role": m["role"], "content": [*merged[-1]["content"], *blocks]}
+        else:
+            merged.append({"role": m["role"], "content": list(blocks)})
+    return merged
+
+
+def _with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark the last block so the next step of the loop reads the conversation from cache."""
+    if not messages:
+        return messages
+    last = dict(messages[-1])
+    blocks = [dict(b) for b in last["content"]]
+    blocks[-1]["cache_control"] = CACHE
+    last["content"] = blocks
+    return [*messages[:-1], last]
+
+
+def _history_safe(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Strip what the API rejects on replay (empty text blocks) from stored history."""
+    out = []
+    for m in messages:
+        blocks = [b for b in m["content"] if not (b.get("type") == "text" and not b.get("text"))]
+        if blocks:
+            out.append({"role": m["role"], "content": blocks})
+    return out

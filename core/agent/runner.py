@@ -1,0 +1,106 @@
+"""Loads an agent's configuration and runs turns for it; the entry point adapters call."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from anyio import to_thread
+
+from core.agent.engine import AgentConfig, ConfigurableAgent, OutputCreated, TurnResult
+from core.agent.model import ModelClient, TextSink
+from core.agent.service import agent_view, load_agent
+from core.db import Database
+from core.errors import Conflict, ServiceUnavailable
+from core.limits.quotas import Quotas
+from core.memory.port import MemoryProvider
+from core.outputs.port import OutputStore
+from core.personas.service import persona_spec
+from core.schemas.skill import SkillSpec
+from core.sessions.models import SessionView
+from core.sessions.service import SessionService
+from core.skills.factory import SkillFactory
+from core.skills.service import skill_spec
+
+
+class ClaudeNotConfigured(ServiceUnavailable):
+    title = "Claude not configured"
+
+
+class AgentRunner:
+    """Builds a `ConfigurableAgent` from the stored configuration for each turn.
+
+    Loading per turn (a few indexed reads) means an admin's edit applies from the next
+    message on, with no cache to invalidate across replicas.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        model: ModelClient | None,
+        skills: SkillFactory,
+        sessions: SessionService,
+        outputs: OutputStore,
+        quotas: Quotas,
+        memory: MemoryProvider | None,
+        default_model: str,
+        max_steps: int = 8,
+        output_ttl: timedelta | None = None,
+        on_output: OutputCreated | None = None,
+        model_missing_reason: str = "ANTHROPIC_API_KEY is not set",
+    ) -> None:
+        self.db = db
+        self.model = model
+        self.skill_factory = skills
+        self.sessions = sessions
+        self.outputs = outputs
+        self.quotas = quotas
+        self.memory = memory
+        self.default_model = default_model
+        self.max_steps = max_steps
+        self.output_ttl = output_ttl
+        self.on_output = on_output
+        self.model_missing_reason = model_missing_reason
+
+    def load(self, tenant_id: str, agent_id: str) -> tuple[AgentConfig, list[SkillSpec]]:
+        with self.db.session() as s:
+            row = load_agent(s, tenant_id, agent_id)
+            view = agent_view(row)
+            persona = persona_spec(row.persona)
+            specs = [skill_spec(link.skill) for link in row.skill_links]
+        config = AgentConfig(
+            agent=view,
+            persona=persona,
+            model=view.model or self.default_model,
+            max_steps=self.max_steps,
+            output_ttl=self.output_ttl,
+        )
+        return config, specs
+
+    async def agent(self, tenant_id: str, agent_id: str) -> ConfigurableAgent:
+        if self.model is None:
+            raise ClaudeNotConfigured(f"agents cannot answer: {self.model_missing_reason}")
+        config, specs = await to_thread.run_sync(self.load, tenant_id, agent_id)
+        if not config.agent.is_active:
+            raise Conflict(f"agent {config.agent.name!r} is inactive")
+        return ConfigurableAgent(
+            config,
+            model=self.model,
+            skills=self.skill_factory.registry(specs),
+            sessions=self.sessions,
+            outputs=self.outputs,
+            quotas=self.quotas,
+            memory=self.memory,
+            on_output=self.on_output,
+        )
+
+    async def chat(
+        self,
+        session: SessionView,
+        message: str,
+        *,
+        on_text: TextSink | None = None,
+        dedupe_key: str | None = None,
+    ) -> TurnResult:
+        agent = await self.agent(session.tenant_id, session.agent_id)
+        return await agent.chat(session, message, on_text=on_text, dedupe_key=dedupe_key)

@@ -1,0 +1,1 @@
+"""Per-agent daily quotas that hold across replicas."""

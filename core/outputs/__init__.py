@@ -1,0 +1,1 @@
+"""Outputs: what agents propose to do, stored for a human decision."""

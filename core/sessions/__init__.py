@@ -1,0 +1,1 @@
+"""Sessions: conversation lifecycle, history, turns, and token/cost accounting."""

@@ -1,0 +1,137 @@
+"""The checked-in OpenAPI document is the app's, and it tells clients how to authenticate."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bot.api.openapi_export import build_openapi, render_openapi
+from bot.server import create_app
+from core.wiring import Container
+
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+METHODS = ("get", "put", "post", "patch", "delete")
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    return build_openapi()
+
+
+def api_operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        if path.startswith("/api/v1/"):
+            for method in METHODS:
+                if method in item:
+                    yield path, method, item[method]
+
+
+def test_checked_in_openapi_document_matches_the_app() -> None:
+    assert DOCUMENT.exists(), "docs/openapi.yaml is missing: run `make openapi`"
+    generated = render_openapi()
+    checked_in = DOCUMENT.read_text(encoding="utf-8")
+    if checked_in != generated:
+        diff = list(
+            difflib.unified_diff(
+                checked_in.splitlines(),
+                generated.splitlines(),
+                "docs/openapi.yaml (checked in)",
+                "docs/openapi.yaml (generated)",
+                lineterm="",
+            )
+        )
+        shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
+        pytest.fail(
+            "docs/openapi.yaml is out of date with the app: run `make openapi` and commit it\n"
+            + shown,
+            pytrace=False,
+        )
+
+
+def test_the_api_has_operations_to_check(openapi: dict[str, Any]) -> None:
+    # Guards the loops below against passing vacuously if the prefix ever changes.
+    labels = {f"{m.upper()} {p}" for p, m, _ in api_operations(openapi)}
+    assert {
+        "GET /api/v1/agents",
+        "POST /api/v1/agents/import",
+        "PATCH /api/v1/personas/{persona_id}",
+        "GET /api/v1/skills/{name}",
+    } <= labels
+
+
+def test_every_api_operation_documents_the_401_problem(openapi: dict[str, Any]) -> None:
+    missing = []
+    for path, method, operation in api_operations(openapi):
+        unauthorized = operation["responses"].get("401", {})
+        content = unauthorized.get("content", {})
+        if content.get("application/problem+json", {}).get("schema") != PROBLEM_REF:
+            missing.append(f"{method.upper()} {path}")
+    assert missing == [], "operations without a documented 401 problem+json response"
+    assert openapi["components"]["schemas"]["Problem"]["required"] == ["title", "status", "detail"]
+
+
+def test_every_api_operation_requires_the_bearer_scheme(openapi: dict[str, Any]) -> None:
+    assert openapi["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <COSMO_API_TOKEN>`.",
+    }
+    unsecured = [
+        f"{method.upper()} {path}"
+        for path, method, operation in api_operations(openapi)
+        if operation.get("security") != [{"HTTPBearer": []}]
+    ]
+    assert unsecured == []
+
+
+def test_the_token_is_not_documented_as_a_plain_header_parameter(openapi: dict[str, Any]) -> None:
+    # Clients and generators read `security`; an `authorization` header parameter next to it
+    # would be a second, contradictory way to send the token.
+    plain = [
+        f"{method.upper()} {path}"
+        for path, method, operation in api_operations(openapi)
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "header" and parameter["name"].lower() == "authorization"
+    ]
+    assert plain == []
+
+
+def test_health_probes_need_no_token(openapi: dict[str, Any]) -> None:
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in openapi["paths"][path]["get"], path
+
+
+@pytest.fixture
+def anonymous(container: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container=container), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", "Basic dGVzdC10b2tlbg==", "test-token", "Bearer"],
+    ids=["no header", "wrong token", "basic scheme", "no scheme", "no token"],
+)
+def test_every_api_operation_answers_401_problem_without_a_valid_token(
+    anonymous: TestClient, openapi: dict[str, Any], authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    answers = {}
+    for path, method, _ in api_operations(openapi):
+        url = re.sub(r"\{[^}]+\}", "x1", path)
+        r = anonymous.request(method, url, headers=headers)
+        answers[f"{method.upper()} {path}"] = (
+            r.status_code,
+            r.headers.get("content-type"),
+            r.headers.get("www-authenticate"),
+            r.json().get("detail"),
+        )
+    expected = (401, "application/problem+json", "Bearer", "a valid bearer token is required")
+    assert answers == dict.fromkeys(answers, expected)
