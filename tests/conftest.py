@@ -130,3 +130,55 @@ def client(container: Container) -> Iterator[TestClient]:
     app = create_app(container=container)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
         yield c
+
+
+# -- Claude ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_claude():  # type: ignore[no-untyped-def]
+    """A local Messages API speaking the real wire format (see tests/fakes/anthropic_api.py)."""
+    from tests.fakes.anthropic_api import FakeAnthropicAPI
+
+    with FakeAnthropicAPI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def claude_settings(tmp_path: Path, fake_claude) -> Settings:  # type: ignore[no-untyped-def]
+    return make_settings(
+        tmp_path / "data",
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=fake_claude.base_url,
+    )
+
+
+@pytest.fixture
+def claude_container(db: Database, claude_settings: Settings) -> Container:
+    """A container whose agents talk to the fake Claude, with embedded lexical memory."""
+    from core.embeddings.hashing import HashingEmbedder
+    from core.memory.local import LocalMemory
+
+    return build_container(claude_settings, db=db, memory=LocalMemory(db, HashingEmbedder()))
+
+
+@pytest.fixture
+def claude_client(claude_container: Container) -> Iterator[TestClient]:
+    app = create_app(container=claude_container)
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def real_db(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+    """A freshly migrated database with real, separate connections (for concurrency tests).
+
+    Runs on every backend. Slower than `db` (a new database per test), so use it only where
+    several connections must race.
+    """
+    backend = getattr(request, "param", "sqlite")
+    url = empty_database_url_factory(backend)
+    upgrade(url)
+    database = Database.from_url(url)
+    yield database
+    database.dispose()

@@ -8,7 +8,6 @@ and remember the exchange.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -418,7 +417,9 @@ class _TurnRun:
             await to_thread.run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
         turn = await to_thread.run_sync(a.sessions.finish_turn, self.tenant, self.turn.id, record)
         if not failed and a.memory is not None and reply:
-            asyncio.get_running_loop().create_task(self._remember(turn.user_message, reply))
+            # Awaited, not fired off: the user already saw the streamed reply, and a
+            # finished turn whose memory is not yet written would surprise the next one.
+            await self._remember(turn.user_message, reply)
         return TurnResult(
             turn=turn,
             reply=reply,

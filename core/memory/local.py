@@ -49,7 +49,7 @@ _log = logging.getLogger(__name__)
 
 SEMANTIC_WEIGHT = 0.7
 LEXICAL_WEIGHT = 0.3
-DEFAULT_MAX_CACHED_ROWS = 200_000  # ~300 MB of 384-d float32 vectors
+DEFAULT_MAX_CACHED_ROWS = 100_000  # ~150 MB of 384-d float32 vectors
 
 # Column widths of the `memories` table; checked up front so PostgreSQL never has to
 # reject (and SQLite never silently accepts) an over-long id.

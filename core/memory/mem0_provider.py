@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ _OSS_SCAN_LIMIT = 10_000  # OSS `get_all` is unordered: fetch this many, then so
 _PAGE_SIZE = 100
 _BATCH_DELETE = 1000
 _TENANT_KEY, _SESSION_KEY = "cosmo_tenant", "cosmo_session"
+_Owns = Callable[[Mapping[str, Any]], bool]
 
 
 def prepare_mem0_env(data_dir: Path) -> Path:
@@ -230,11 +231,8 @@ class Mem0Memory:
         client = _mem0().MemoryClient(api_key=api_key, host=host, client=http_client)
         return cls(_HostedBackend(client), infer=infer)
 
-    @property
-    def hosted_backend(self) -> bool:
-        return isinstance(self._backend, _HostedBackend)
-
     def close(self) -> None:
+        """Release the backend (for OSS this also frees Qdrant's folder lock)."""
         self._backend.close()
 
     # -- MemoryProvider ------------------------------------------------------------------
@@ -406,7 +404,7 @@ class _Backend:
         tenant: str,
         user_id: str | None,
         agent_id: str | None,
-        owns: Any,
+        owns: _Owns,
     ) -> int:
         raise NotImplementedError
 
@@ -485,7 +483,7 @@ class _OssBackend(_Backend):
                 return False
         return True
 
-    def clear(self, *, tenant: str, user_id: str | None, agent_id: str | None, owns: Any) -> int:
+    def clear(self, *, tenant: str, user_id: str | None, agent_id: str | None, owns: _Owns) -> int:
         filters = self._filters(tenant, user_id, agent_id)
         removed = 0
         with self._locked() as m:
@@ -590,7 +588,7 @@ class _HostedBackend(_Backend):
             return False
         return True
 
-    def clear(self, *, tenant: str, user_id: str | None, agent_id: str | None, owns: Any) -> int:
+    def clear(self, *, tenant: str, user_id: str | None, agent_id: str | None, owns: _Owns) -> int:
         removed = 0
         seen: set[str] = set()
         while True:  # always page 1: each batch deleted shifts the rest forward

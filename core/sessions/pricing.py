@@ -23,7 +23,7 @@ class Price:
         return self.input * 0.1
 
 
-# Longest prefix wins; dated snapshots (`claude-sonnet-4-5-20250929`) match their family.
+# Longest prefix wins; dated snapshots (`claude-sonnet-4-6-20250929`) match their family.
 PRICES: dict[str, Price] = {
     "claude-opus-4-5": Price(5.0, 25.0),
     "claude-opus-4-1": Price(15.0, 75.0),
