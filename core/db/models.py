@@ -278,7 +278,8 @@ class MemoryRow(Base):
     """A long-term memory of the `local` provider, with its embedding (float32 bytes)."""
 
     __tablename__ = "memories"
-    __table_args__ = (Index("ix_memories_scope", "tenant_id", "agent_id", "user_id"),)
+    # created_at last: the freshness check (count, max(created_at)) is answered from the index.
+    __table_args__ = (Index("ix_memories_scope", "tenant_id", "agent_id", "user_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))

@@ -39,7 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("memories", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_memories_scope", ["tenant_id", "agent_id", "user_id"], unique=False
+            "ix_memories_scope", ["tenant_id", "agent_id", "user_id", "created_at"], unique=False
         )
 
     op.create_table(
