@@ -26,19 +26,20 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+import numpy as np
+from sqlalchemy import insert
 
-from core.agent.model import AnthropicModelClient, ModelReply, ModelRequest, TextSink, anthropic_client  # noqa: E402,E501
-from core.config_document import parse_document  # noqa: E402
-from core.db import upgrade  # noqa: E402
-from core.db.ids import new_id  # noqa: E402
-from core.db.models import MemoryRow  # noqa: E402
-from core.embeddings import default_embedder  # noqa: E402
-from core.memory.local import LocalMemory  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from core.wiring import build_container  # noqa: E402
-from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply  # noqa: E402
+from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
+from core.agent.model import ModelReply, ModelRequest, TextSink
+from core.config_document import parse_document
+from core.db import Database, upgrade
+from core.db.ids import new_id
+from core.db.models import MemoryRow
+from core.embeddings import default_embedder
+from core.memory.local import LocalMemory
+from core.settings import Settings
+from core.wiring import build_container
+from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -99,7 +100,7 @@ def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:  # ty
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(turns: int, memories: int) -> None:
@@ -112,15 +113,8 @@ async def run(turns: int, memories: int) -> None:
             COSMO_API_TOKEN="bench",
         )
         upgrade(settings.resolved_database_url)
-        memory = LocalMemory(
-            __import__("core.db", fromlist=["Database"]).Database.from_url(
-                settings.resolved_database_url
-            ),
-            default_embedder(),
-        )
-        timed = TimedModel(
-            AnthropicModelClient(anthropic_client("bench", base_url=fake.base_url))
-        )
+        memory = LocalMemory(Database.from_url(settings.resolved_database_url), default_embedder())
+        timed = TimedModel(AnthropicModelClient(anthropic_client("bench", base_url=fake.base_url)))
         container = build_container(settings, model=timed, memory=memory)
         container.config.apply("default", parse_document(CONFIG), actor="bench")
         fake.respond_with(lambda req: Reply.text("Sure: here is a short, useful answer."))
@@ -148,7 +142,8 @@ async def run(turns: int, memories: int) -> None:
             results[name] = (ins, outs)
         await container.aclose()
         print(f"\nturn overhead over {turns} turns (ms; SQLite; fake model with 0 latency)")
-        print(f"{'agent':<12} {'in->request p50':>16} {'p99':>8} {'done->reply p50':>16} {'p99':>8}")
+        head = ("agent", "in->request p50", "p99", "done->reply p50", "p99")
+        print(f"{head[0]:<12} {head[1]:>16} {head[2]:>8} {head[3]:>16} {head[4]:>8}")
         for name, (ins, outs) in results.items():
             print(
                 f"{name:<12} {statistics.median(ins):>16.2f} {pct(ins, 0.99):>8.2f} "
@@ -156,8 +151,10 @@ async def run(turns: int, memories: int) -> None:
             )
         base_in = statistics.median(results["no-memory"][0])
         mem_in = statistics.median(results["with-memory"][0])
-        print(f"\nmemory search with {memories} memories adds {mem_in - base_in:.2f} ms p50 "
-              f"(x{mem_in / base_in:.2f} of the no-memory path)")
+        print(
+            f"\nmemory search with {memories} memories adds {mem_in - base_in:.2f} ms p50 "
+            f"(x{mem_in / base_in:.2f} of the no-memory path)"
+        )
 
 
 def main() -> None:

@@ -227,6 +227,24 @@ class ConfigApplier:
         row = s.scalar(
             select(AgentRow).where(AgentRow.tenant_id == tenant_id, AgentRow.name == spec.name)
         )
+        webhook = spec.webhook
+        if (
+            webhook is not None
+            and webhook.secret is None
+            and webhook.secret_env is None
+            and (row is None or not (row.webhook_secret or row.webhook_secret_env))
+        ):
+            # Through the API a generated secret is shown once; a config file has no such
+            # moment, so it must say where the secret comes from.
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        ("body", "webhook", "secret_env"),
+                        "a webhook in a config file needs `secret_env` (the name of an "
+                        "environment variable holding a whsec_ secret) or `secret`",
+                    )
+                ]
+            )
         if row is None:
             self.agents.create_in(s, tenant_id, spec, actor=actor)
             return Change("agent", spec.name, "created")

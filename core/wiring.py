@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from core.agent.model import AnthropicModelClient, ModelClient, anthropic_client
+from core.agent.model import ModelClient
 from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.config_document import ConfigApplier
@@ -148,6 +148,8 @@ def build_model(settings: Settings) -> ModelClient | None:
     key = _secret(settings.anthropic_api_key)
     if not key:
         return None
+    from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
+
     return AnthropicModelClient(anthropic_client(key, base_url=settings.anthropic_base_url))
 
 

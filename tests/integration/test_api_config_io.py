@@ -215,7 +215,7 @@ def test_last_agent_with_unknown_skill_leaves_existing_config_untouched(client):
 
 def test_import_with_unsafe_webhook_names_the_agents_url(client):
     doc = json.loads(json.dumps(DOC))
-    doc["agents"][1]["webhook"] = {"url": "https://10.0.0.8/hook"}
+    doc["agents"][1]["webhook"] = {"url": "https://10.0.0.8/hook", "secret_env": "HOOK_SECRET"}
     body = problem(import_json(client, doc), 422)
     assert [e["field"] for e in body["errors"]] == ["agents.1.webhook.url"]
     assert stored_names(client)["agents"] == []
@@ -295,3 +295,21 @@ def test_deeply_nested_document_is_a_422_not_a_crash(client):
     body = problem(client.post(IMPORT, content=text), 422)
     assert "nest" in body["detail"]
     assert stored_names(client)["skills"] == []
+
+
+def test_a_new_webhook_in_a_document_must_say_where_its_secret_comes_from(client):
+    doc = json.loads(json.dumps(DOC))
+    doc["agents"][1]["webhook"] = {"url": "https://hooks.example.com/cosmo"}
+    body = problem(import_json(client, doc), 422)
+    assert [e["field"] for e in body["errors"]] == ["agents.1.webhook.secret_env"]
+    assert client.get("/api/v1/agents").json()["items"] == []
+
+    doc["agents"][1]["webhook"]["secret_env"] = "SALES_WEBHOOK_SECRET"
+    assert import_json(client, doc).status_code == 200
+    agent = client.get("/api/v1/agents", params={"name": doc["agents"][1]["name"]}).json()
+    assert agent["items"][0]["webhook"] == {
+        "url": "https://hooks.example.com/cosmo",
+        "secret_set": True,
+        "secret_env": "SALES_WEBHOOK_SECRET",
+        "secret": None,
+    }

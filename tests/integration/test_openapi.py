@@ -135,3 +135,25 @@ def test_every_api_operation_answers_401_problem_without_a_valid_token(
         )
     expected = (401, "application/problem+json", "Bearer", "a valid bearer token is required")
     assert answers == dict.fromkeys(answers, expected)
+
+
+def test_every_api_route_checks_the_token_before_parsing_the_body(client):
+    """Without the token, a malformed body is a 401, never a 422 that leaks the schema."""
+    schema = client.get("/openapi.json").json()
+    checked = 0
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/api/v1"):
+            continue
+        for method, operation in operations.items():
+            if "requestBody" not in operation:
+                continue
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            r = client.request(
+                method.upper(),
+                url,
+                content=b"{not json",
+                headers={"Authorization": "", "Content-Type": "application/json"},
+            )
+            assert r.status_code == 401, f"{method.upper()} {path}: {r.status_code}"
+            checked += 1
+    assert checked >= 10

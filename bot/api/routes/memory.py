@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from core.memory.port import MemoryProvider
 
-router = APIRouter(tags=["memory"], responses=problem_responses(401, 422))
+router = APIRouter(tags=["memory"], responses=problem_responses(401, 422), route_class=BearerRoute)
 
 
 class MemoryOut(BaseModel):

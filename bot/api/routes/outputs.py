@@ -7,12 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.outputs.port import Output, OutputFilter, OutputStatus
 
-router = APIRouter(prefix="/outputs", tags=["outputs"], responses=problem_responses(401, 422))
+router = APIRouter(
+    prefix="/outputs",
+    tags=["outputs"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 
 
 @router.get("", response_model=PageOut[Output])

@@ -9,14 +9,16 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.errors import Conflict
 from core.outputs.port import Output, OutputFilter
 from core.sessions.models import MessageView, SessionView, TurnView, Usage
 
-router = APIRouter(tags=["sessions"], responses=problem_responses(401, 422))
+router = APIRouter(
+    tags=["sessions"], responses=problem_responses(401, 422), route_class=BearerRoute
+)
 
 
 class SessionStart(BaseModel):

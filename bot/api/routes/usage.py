@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from bot.api.deps import CallerDep, ContainerDep
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
 from core.sessions.models import UsageTotals
 
-router = APIRouter(tags=["usage"], responses=problem_responses(401, 422))
+router = APIRouter(tags=["usage"], responses=problem_responses(401, 422), route_class=BearerRoute)
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 

@@ -1,0 +1,5 @@
+"""`python -m bot.cli` runs the `cosmo` command."""
+
+from bot.cli.main import app
+
+app()

@@ -1,0 +1,125 @@
+"""The `cosmo` command as an operator uses it: a real process, a real database file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "sales-team.yaml"
+COSMO = [sys.executable, "-m", "bot.cli"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "DATABASE_"))}
+    clean.update(
+        {
+            "COSMO_DATA_DIR": str(tmp_path / "data"),
+            "COSMO_API_TOKEN": "cli-token",
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+    )
+    return clean
+
+
+def cosmo(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COSMO, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_example_applies_exports_and_reapplies_with_no_change(env, tmp_path):
+    assert cosmo(env, "db", "upgrade").returncode == 0
+
+    first = cosmo(env, "apply", "-f", str(EXAMPLE))
+    assert first.returncode == 0, first.stderr
+    assert "agent sales-bot: created" in first.stdout
+    assert "8 changed, 0 unchanged" in first.stdout
+
+    again = cosmo(env, "apply", "-f", str(EXAMPLE))
+    assert again.returncode == 0
+    assert "0 changed, 8 unchanged" in again.stdout
+
+    exported = cosmo(env, "agents", "export", "sales-bot")
+    assert exported.returncode == 0
+    assert "apiVersion: cosmo/v1" in exported.stdout
+    assert "COSMO_CRM_AUTH_HEADER" in exported.stdout
+    path = tmp_path / "exported.yaml"
+    path.write_text(exported.stdout)
+    reapplied = cosmo(env, "apply", "-f", str(path))
+    assert reapplied.returncode == 0
+    assert "0 changed, 8 unchanged" in reapplied.stdout
+
+    listed = cosmo(env, "agents", "list", "--json")
+    assert listed.returncode == 0
+    assert '"name": "sales-bot"' in listed.stdout
+
+
+def test_an_edit_is_reported_field_by_field(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    cosmo(env, "apply", "-f", str(EXAMPLE))
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(
+        EXAMPLE.read_text().replace("daily_output_limit: 200", "daily_output_limit: 50")
+    )
+
+    dry = cosmo(env, "apply", "-f", str(edited), "--dry-run")
+    assert "agent sales-bot: updated (limits)" in dry.stdout
+    assert "1 would change" in dry.stdout
+    real = cosmo(env, "apply", "-f", str(edited))
+    assert "agent sales-bot: updated (limits)" in real.stdout
+    assert "0 changed" in cosmo(env, "apply", "-f", str(edited)).stdout
+
+
+def test_invalid_input_exits_non_zero_with_line_and_field(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: cosmo/v1\n"
+        "personas:\n"
+        "  - name: p\n"
+        "    role: r\n"
+        "    instructions: Hello {{nobody}}\n"
+    )
+    result = cosmo(env, "apply", "-f", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:5: personas.0.instructions:" in result.stderr
+    assert "{{nobody}}" in result.stderr
+    assert "persona p" not in result.stdout
+
+
+def test_a_reference_to_a_missing_persona_names_the_agent_field_and_writes_nothing(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: cosmo/v1\n"
+        "skills:\n"
+        "  - {name: s1, description: d}\n"
+        "agents:\n"
+        "  - {name: a1, persona: ghost}\n"
+    )
+    result = cosmo(env, "apply", "-f", str(bad))
+    assert result.returncode == 1
+    assert "agents.0.persona" in result.stderr and "ghost" in result.stderr
+    export = cosmo(env, "agents", "export", "a1")
+    assert export.returncode == 1  # nothing was written: not even the skill's agent
+
+
+def test_commands_refuse_a_database_whose_schema_is_behind(env):
+    result = cosmo(env, "agents", "list")
+    assert result.returncode == 1
+    assert "cosmo db upgrade" in result.stderr
+
+
+def test_doctor_reports_disabled_integrations(env):
+    cosmo(env, "db", "upgrade")
+    result = cosmo(env, "doctor")
+    assert result.returncode == 0
+    assert "slack: disabled" in result.stdout
+    assert "ANTHROPIC_API_KEY" in result.stdout
