@@ -63,8 +63,22 @@ class Settings(BaseSettings):
     memory_provider: Literal["local", "mem0"] = Field(default="local", alias="MEMORY_PROVIDER")
     mem0_api_key: SecretStr | None = Field(default=None, alias="MEM0_API_KEY")
 
-    # Webhooks
+    # Webhooks and approvals
     webhook_allow_insecure: bool = Field(default=False, alias="COSMO_WEBHOOK_ALLOW_INSECURE")
+    public_url: str | None = Field(
+        default=None,
+        alias="COSMO_PUBLIC_URL",
+        description="Base URL others reach this service at (links in webhooks and Slack).",
+    )
+    approval_token_ttl_hours: int = Field(
+        default=72, alias="COSMO_APPROVAL_TOKEN_TTL_HOURS", ge=1, le=24 * 90
+    )
+    output_ttl_hours: int | None = Field(
+        default=None,
+        alias="COSMO_OUTPUT_TTL_HOURS",
+        ge=1,
+        description="Pending outputs expire after this many hours; unset: never.",
+    )
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -77,6 +91,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.cosmo_data_dir / 'cosmo.db').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
 
     def ensure_data_dir(self) -> Path:
         self.cosmo_data_dir.mkdir(parents=True, exist_ok=True)

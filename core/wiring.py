@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 
 from core.agent.model import ModelClient
 from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
+from core.approvals.audit import AuditLog
+from core.approvals.events import OutputEvents
+from core.approvals.service import ApprovalService
+from core.approvals.tokens import TokenSigner
 from core.config_document import ConfigApplier
 from core.db import Database
 from core.embeddings import default_embedder
+from core.execution.executor import OutputExecutor
 from core.limits.quotas import Quotas
 from core.memory.port import MemoryProvider
 from core.outputs.blobs import BlobDirectory
@@ -30,6 +36,7 @@ from core.skills.builtins import BuiltinCatalog
 from core.skills.factory import SkillFactory
 from core.skills.mcp_executor import McpPool
 from core.skills.service import SkillService
+from core.webhooks.outbox import Outbox
 from core.webhooks.signing import generate_secret
 from core.webhooks.url_guard import check_webhook_url_syntax
 
@@ -52,6 +59,10 @@ class Container:
     memory: MemoryProvider | None
     skill_factory: SkillFactory
     runner: AgentRunner
+    approvals: ApprovalService
+    audit: AuditLog
+    tokens: TokenSigner
+    events: OutputEvents
     http: httpx.AsyncClient
     mcp: McpPool
     disabled: dict[str, str] = field(default_factory=dict)
@@ -92,6 +103,21 @@ def build_container(
     mcp = McpPool(secrets=secrets)
     skill_factory = SkillFactory(BuiltinCatalog.default(), http, secrets, mcp)
     disabled = disabled_integrations(settings)
+    tokens = TokenSigner(
+        settings.secret_key_value(), timedelta(hours=settings.approval_token_ttl_hours)
+    )
+    events = OutputEvents(settings.resolved_public_url, tokens)
+    audit = AuditLog(db)
+    executor = OutputExecutor(db, outputs=outputs, skills=skill_factory, events=events)
+    approvals = ApprovalService(
+        outputs=outputs,
+        agents=agents,
+        sessions=sessions,
+        executor=executor,
+        events=events,
+        audit=audit,
+    )
+    ttl = settings.output_ttl_hours
     runner = AgentRunner(
         db,
         model=model,
@@ -101,6 +127,8 @@ def build_container(
         quotas=quotas,
         memory=memory,
         default_model=settings.model,
+        events=events,
+        output_ttl=timedelta(hours=ttl) if ttl else None,
         model_missing_reason=disabled.get("claude", "Claude is not configured"),
     )
     return Container(
@@ -116,6 +144,10 @@ def build_container(
         memory=memory,
         skill_factory=skill_factory,
         runner=runner,
+        approvals=approvals,
+        audit=audit,
+        tokens=tokens,
+        events=events,
         http=http,
         mcp=mcp,
         disabled=disabled,
@@ -125,7 +157,7 @@ def build_container(
 def build_output_store(settings: Settings, db: Database) -> OutputStore:
     if settings.output_store == "aws":
         log.warning("OUTPUT_STORE=aws is not available in this version; using the sql store")
-    return SqlOutputStore(db, BlobDirectory(settings.cosmo_data_dir / "blobs"))
+    return SqlOutputStore(db, BlobDirectory(settings.cosmo_data_dir / "blobs"), Outbox(db))
 
 
 def build_memory(settings: Settings, db: Database) -> MemoryProvider:

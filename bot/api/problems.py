@@ -10,10 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.approvals.tokens import InvalidToken
 from core.errors import (
     Conflict,
     CosmoError,
+    NotAllowedToDecide,
     NotFound,
+    OutputAlreadyDecided,
     PreconditionFailed,
     RateLimitExceeded,
     SchemaOutOfDate,
@@ -26,6 +29,9 @@ PROBLEM = "application/problem+json"
 
 _STATUS: list[tuple[type[CosmoError], int]] = [
     (NotFound, 404),
+    (InvalidToken, 401),
+    (NotAllowedToDecide, 403),
+    (OutputAlreadyDecided, 409),
     (Conflict, 409),
     (PreconditionFailed, 412),
     (ValidationFailed, 422),
@@ -60,6 +66,12 @@ async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationFailed):
         extra["errors"] = _errors([(e.loc, e.msg) for e in exc.errors])
+    if isinstance(exc, OutputAlreadyDecided):
+        extra.update(
+            status_now=exc.status,
+            decided_by=exc.decided_by,
+            decided_at=exc.decided_at.isoformat() if exc.decided_at else None,
+        )
     response = problem(status, exc.title, exc.detail, **extra)
     if isinstance(exc, RateLimitExceeded):
         response.headers["Retry-After"] = "3600"

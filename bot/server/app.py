@@ -9,7 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from bot.api import problems
-from bot.api.routes import agents, health, memory, outputs, personas, sessions, skills, usage
+from bot.api.routes import (
+    agents,
+    callbacks,
+    health,
+    memory,
+    outputs,
+    personas,
+    sessions,
+    skills,
+    usage,
+)
 from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware
 from core.settings import Settings
@@ -53,7 +63,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (agents, personas, skills, sessions, memory, usage, outputs):
+    for module in (agents, personas, skills, sessions, memory, usage, outputs, callbacks):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

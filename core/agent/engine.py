@@ -25,6 +25,8 @@ from core.agent.model import (
     ModelUsage,
     TextSink,
 )
+from core.approvals.events import OutputEvents
+from core.db.ids import new_id
 from core.errors import CosmoError, RateLimitExceeded
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.memory.port import MemoryMessage, MemoryProvider
@@ -113,9 +115,11 @@ class ConfigurableAgent:
         memory: MemoryProvider | None = None,
         knowledge: KnowledgeLookup | None = None,
         on_output: OutputCreated | None = None,
+        events: OutputEvents | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
+        self.events = events
         self.model = model
         self.skills = skills
         self.sessions = sessions
@@ -350,6 +354,7 @@ class _TurnRun:
         content, content_type = skill.render_proposal(arguments)
         ttl = a.config.output_ttl
         new = NewOutput(
+            id=new_id("out"),
             tenant_id=self.tenant,
             agent_id=a.agent.id,
             session_id=self.session.id,
@@ -362,8 +367,10 @@ class _TurnRun:
             requested_by=self.session.user_id,
             expires_at=a.clock() + ttl if ttl else None,
         )
+        webhook = a.agent.webhook.url if a.agent.webhook else None
+        events = a.events.created(webhook, new) if a.events is not None else []
         try:
-            output = await to_thread.run_sync(a.outputs.create, new)
+            output = await to_thread.run_sync(lambda: a.outputs.create(new, events))
         except Exception:
             if limit is not None:
                 await to_thread.run_sync(a.quotas.release, self.tenant, a.agent.id, OUTPUTS, 1)

@@ -9,6 +9,7 @@ from anyio import to_thread
 from core.agent.engine import AgentConfig, ConfigurableAgent, OutputCreated, TurnResult
 from core.agent.model import ModelClient, TextSink
 from core.agent.service import agent_view, load_agent
+from core.approvals.events import OutputEvents
 from core.db import Database
 from core.errors import Conflict, ServiceUnavailable
 from core.limits.quotas import Quotas
@@ -47,8 +48,10 @@ class AgentRunner:
         max_steps: int = 8,
         output_ttl: timedelta | None = None,
         on_output: OutputCreated | None = None,
+        events: OutputEvents | None = None,
         model_missing_reason: str = "ANTHROPIC_API_KEY is not set",
     ) -> None:
+        self.events = events
         self.db = db
         self.model = model
         self.skill_factory = skills
@@ -92,6 +95,7 @@ class AgentRunner:
             quotas=self.quotas,
             memory=self.memory,
             on_output=self.on_output,
+            events=self.events,
         )
 
     async def chat(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,6 +31,10 @@ class NotificationStatus(StrEnum):
 
 @dataclass(frozen=True)
 class NewOutput:
+    """An output to store. The id is chosen by the caller so that events announcing the
+    output (which carry its id and URLs) can be written together with it."""
+
+    id: str
     tenant_id: str
     agent_id: str
     session_id: str
@@ -62,6 +67,7 @@ class Output(BaseModel):
     requested_by: str | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
+    decision: str | None = None
     decision_reason: str | None = None
     decision_via: str | None = None
     execution_result: dict[str, Any] | None = None
@@ -93,12 +99,79 @@ def preview_of(content: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
+DECIDABLE = frozenset({OutputStatus.PENDING})
+FINAL = frozenset(
+    {
+        OutputStatus.EXECUTED,
+        OutputStatus.MANUAL,
+        OutputStatus.REJECTED,
+        OutputStatus.EXPIRED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A webhook event to persist together with the state change it announces."""
+
+    event_type: str  # output.created | output.decided | output.executed
+    agent_id: str
+    url: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One conditional status change: applied only if the status is still `expected`.
+
+    Decisions go pending -> approved | rejected | expired; execution goes approved ->
+    executed | manual | execution_failed; a retry goes execution_failed -> approved.
+    Fields left None are not written.
+    """
+
+    expected: OutputStatus
+    to: OutputStatus
+    at: datetime
+    decided_by: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    via: str | None = None
+    execution_result: dict[str, Any] | None = None
+    execution_error: str | None = None
+    executed: bool = False
+
+
 class OutputStore(Protocol):
-    """Where outputs live. Content is written before metadata, so metadata never dangles."""
+    """Where outputs live. Content is written before metadata, so metadata never dangles.
+
+    `transition` is the only way a status changes, and it is ONE conditional write
+    (`status = expected`): of several racing callers exactly one wins, the others get
+    `OutputAlreadyDecided` naming the winner. Events given with a write are persisted with
+    it (same transaction for the sql store; held-then-released for stores whose writes
+    are not in our database), so no event is lost and none announces a write that lost.
+    """
 
     name: str
 
-    def create(self, new: NewOutput) -> Output: ...
+    def create(self, new: NewOutput, events: Sequence[NewEvent] = ()) -> Output: ...
+
+    def transition(
+        self, tenant_id: str, output_id: str, change: Transition, events: Sequence[NewEvent] = ()
+    ) -> Output: ...
+
+    def set_notification_status(
+        self, tenant_id: str, output_id: str, status: NotificationStatus
+    ) -> None: ...
+
+    def attach_slack_message(
+        self, tenant_id: str, output_id: str, channel: str, ts: str
+    ) -> None: ...
+
+    def due_for_expiry(self, now: datetime, limit: int = 100) -> list[Output]: ...
+
+    def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
+        """A time-limited direct URL to the content, or None if the API serves it."""
+        ...
 
     def get(self, tenant_id: str, output_id: str) -> Output: ...
 

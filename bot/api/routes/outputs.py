@@ -6,10 +6,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
 
 from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.approvals.audit import AuditEntry
+from core.approvals.policy import Actor
 from core.outputs.port import Output, OutputFilter, OutputStatus
 
 router = APIRouter(
@@ -49,16 +53,100 @@ def get_output(output_id: str, caller: CallerDep, c: ContainerDep) -> Output:
     return c.outputs.get(caller.tenant_id, output_id)
 
 
+CONTENT_TTL_SECONDS = 900
+
+
 @router.get(
     "/{output_id}/content",
     response_class=Response,
-    responses={200: {"description": "The output's content."}, **problem_responses(404)},
+    responses={
+        200: {"description": "The content (embedded store)."},
+        307: {"description": "Redirect to a short-lived presigned URL (AWS store)."},
+        **problem_responses(404),
+    },
 )
 def get_output_content(output_id: str, caller: CallerDep, c: ContainerDep) -> Response:
-    output = c.outputs.get(caller.tenant_id, output_id)
-    data = c.outputs.read_content(caller.tenant_id, output_id)
+    return content_response(c, caller.tenant_id, output_id)
+
+
+def content_response(c: ContainerDep, tenant_id: str, output_id: str) -> Response:
+    output = c.outputs.get(tenant_id, output_id)
+    url = c.outputs.content_url(tenant_id, output_id, CONTENT_TTL_SECONDS)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    data = c.outputs.read_content(tenant_id, output_id)
     return Response(
         data,
         media_type=output.content_type,
         headers={"X-Content-SHA256": output.content_sha256, "Cache-Control": "private"},
     )
+
+
+class DecisionBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Slack user deciding; the agent's approver rules apply to them. "
+        "Omitted: the API token's holder decides as an admin.",
+    )
+    reason: str | None = Field(default=None, max_length=2_000)
+
+
+class RejectBody(DecisionBody):
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
+class DecisionOut(BaseModel):
+    applied: bool = Field(description="False when this decision had already been made.")
+    output: Output
+
+
+def _actor(body: DecisionBody) -> Actor:
+    if body.user_id:
+        return Actor(body.user_id, "api")
+    return Actor("api", "api", trusted=True)
+
+
+@router.post("/{output_id}/approve", responses=problem_responses(403, 404, 409))
+async def approve_output(
+    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+) -> DecisionOut:
+    """Approve a pending output. Automatable outputs run at once; others become `manual`.
+
+    Repeating the decision that stands answers 200 with `applied: false`; a conflicting
+    decision answers 409 naming who decided first."""
+    body = body or DecisionBody()
+    result = await c.approvals.decide(
+        caller.tenant_id, output_id, "approve", _actor(body), body.reason
+    )
+    return DecisionOut(applied=result.applied, output=result.output)
+
+
+@router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409))
+async def reject_output(
+    output_id: str, body: RejectBody, caller: CallerDep, c: ContainerDep
+) -> DecisionOut:
+    """Reject a pending output with a reason; the agent sees the reason in its session."""
+    result = await c.approvals.decide(
+        caller.tenant_id, output_id, "reject", _actor(body), body.reason
+    )
+    return DecisionOut(applied=result.applied, output=result.output)
+
+
+@router.post("/{output_id}/retry", responses=problem_responses(403, 404, 409))
+async def retry_output(
+    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+) -> Output:
+    """Run an output whose execution failed again."""
+    return await c.approvals.retry_execution(
+        caller.tenant_id, output_id, _actor(body or DecisionBody())
+    )
+
+
+@router.get("/{output_id}/audit", responses=problem_responses(404))
+def output_audit(output_id: str, caller: CallerDep, c: ContainerDep) -> list[AuditEntry]:
+    c.outputs.get(caller.tenant_id, output_id)
+    return c.audit.for_output(caller.tenant_id, output_id)

@@ -1,0 +1,1 @@
+"""Approvals: first-write-wins decisions, who may decide, tokens, events, audit."""

@@ -1,0 +1,75 @@
+"""Webhook events announcing an output's life: created, decided, executed.
+
+Payload (Standard Webhooks shape): `{"type", "timestamp", "data": {...}}` where data
+carries outputId, agentId, sessionId, skill, status, contentUrl and, on creation, an
+`approvalToken` the receiver can send back to `POST /api/v1/webhooks/approval`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from core.approvals.tokens import TokenSigner
+from core.outputs.port import NewEvent, NewOutput, Output
+
+CREATED = "output.created"
+DECIDED = "output.decided"
+EXECUTED = "output.executed"
+
+
+class OutputEvents:
+    """Builds the events for an agent's webhook; none when the agent has no webhook."""
+
+    def __init__(self, public_url: str, tokens: TokenSigner) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.tokens = tokens
+
+    def content_url(self, tenant_id: str, output_id: str) -> str:
+        """A link that works without our API token, until the token expires."""
+        token = self.tokens.issue("content", tenant_id, output_id)
+        return f"{self.public_url}/api/v1/shared/outputs/{output_id}/content?token={quote(token)}"
+
+    def created(self, webhook_url: str | None, new: NewOutput) -> list[NewEvent]:
+        if not webhook_url:
+            return []
+        data = {
+            "outputId": new.id,
+            "agentId": new.agent_id,
+            "sessionId": new.session_id,
+            "skill": new.skill,
+            "status": "pending",
+            "isAutomatable": new.is_automatable,
+            "requestedBy": new.requested_by,
+            "contentUrl": self.content_url(new.tenant_id, new.id),
+            "approvalToken": self.tokens.issue("approve", new.tenant_id, new.id),
+            "expiresAt": new.expires_at.isoformat() if new.expires_at else None,
+        }
+        return [NewEvent(CREATED, new.agent_id, webhook_url, _envelope(CREATED, data))]
+
+    def decided(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
+        return self._about(DECIDED, webhook_url, output, extra)
+
+    def executed(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
+        return self._about(EXECUTED, webhook_url, output, extra)
+
+    def _about(
+        self, kind: str, webhook_url: str | None, output: Output, extra: dict[str, Any]
+    ) -> list[NewEvent]:
+        if not webhook_url:
+            return []
+        data = {
+            "outputId": output.id,
+            "agentId": output.agent_id,
+            "sessionId": output.session_id,
+            "skill": output.skill,
+            "status": extra.pop("status", output.status.value),
+            "contentUrl": self.content_url(output.tenant_id, output.id),
+            **extra,
+        }
+        return [NewEvent(kind, output.agent_id, webhook_url, _envelope(kind, data))]
+
+
+def _envelope(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "timestamp": datetime.now(UTC).isoformat(), "data": data}

@@ -1,0 +1,52 @@
+"""Who may decide an output: the agent's approvers (users or user groups), never the
+requester approving their own output unless the agent allows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from core.errors import NotAllowedToDecide
+from core.outputs.port import Output
+from core.schemas.views import AgentView
+
+Via = Literal["slack", "api", "webhook", "system"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is deciding. `trusted` marks the REST admin token acting for itself."""
+
+    id: str
+    via: Via
+    trusted: bool = False
+
+
+class GroupDirectory(Protocol):
+    """Resolves Slack user groups to members (the Slack adapter implements it)."""
+
+    async def members(self, tenant_id: str, group_id: str) -> set[str]: ...
+
+
+async def check_may_decide(
+    agent: AgentView,
+    output: Output,
+    actor: Actor,
+    decision: Literal["approve", "reject"],
+    directory: GroupDirectory | None,
+) -> None:
+    if actor.trusted:
+        return
+    if decision == "approve" and output.requested_by == actor.id and not agent.allow_self_approval:
+        raise NotAllowedToDecide(
+            "you asked for this output, so someone else has to approve it "
+            f"(agent {agent.name} does not allow self-approval)"
+        )
+    if not agent.approvers or actor.id in agent.approvers:
+        return
+    for group in (a for a in agent.approvers if a.startswith("S")):
+        if directory is not None and actor.id in await directory.members(agent.tenant_id, group):
+            return
+    raise NotAllowedToDecide(
+        f"only {agent.name}'s approvers may decide its outputs: {', '.join(agent.approvers)}"
+    )

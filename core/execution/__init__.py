@@ -1,0 +1,1 @@
+"""Execution: runs approved automatable outputs through their skill's executor."""

@@ -1,0 +1,126 @@
+"""Runs an approved output exactly once and records how it ended.
+
+Only the caller whose decision won the `pending -> approved` write gets here, and the
+closing write is conditional on `approved`, so two racing approvals cannot run a skill
+twice. Approved outputs of skills that are not automatable end as `manual`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from anyio import to_thread
+from sqlalchemy import select
+
+from core.approvals.events import OutputEvents
+from core.db import Database
+from core.db.models import SkillRow
+from core.errors import CosmoError
+from core.outputs.port import Output, OutputStatus, OutputStore, Transition
+from core.schemas.skill import SkillSpec
+from core.schemas.views import AgentView
+from core.skills.factory import SkillFactory
+from core.skills.runtime import SkillContext
+from core.skills.service import skill_spec
+
+log = logging.getLogger("cosmo.execution")
+MAX_RESULT_CHARS = 10_000
+
+
+class OutputExecutor:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        outputs: OutputStore,
+        skills: SkillFactory,
+        events: OutputEvents,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.outputs = outputs
+        self.skills = skills
+        self.events = events
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    async def run(self, output: Output, agent: AgentView) -> Output:
+        """Finish an `approved` output: execute it, or mark it for manual follow-up."""
+        webhook = agent.webhook.url if agent.webhook else None
+        if not output.is_automatable:
+            return await self._close(output, webhook, OutputStatus.MANUAL)
+        spec = await to_thread.run_sync(self._skill_spec, output.tenant_id, output.skill)
+        if spec is None:
+            return await self._close(
+                output,
+                webhook,
+                OutputStatus.EXECUTION_FAILED,
+                error=f"the skill {output.skill!r} no longer exists",
+            )
+        skill = self.skills.build(spec)
+        ctx = SkillContext(
+            tenant_id=output.tenant_id,
+            agent_id=output.agent_id,
+            agent_name=agent.name,
+            session_id=output.session_id,
+            user_id=output.requested_by or "",
+            user_name=None,
+        )
+        try:
+            result = await skill.execute(output.arguments, ctx)
+        except CosmoError as exc:
+            return await self._close(
+                output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail
+            )
+        except Exception:
+            log.exception("output %s: executing %s raised", output.id, output.skill)
+            return await self._close(
+                output,
+                webhook,
+                OutputStatus.EXECUTION_FAILED,
+                error="the skill failed unexpectedly",
+            )
+        text = result.content[:MAX_RESULT_CHARS]
+        if result.is_error:
+            return await self._close(output, webhook, OutputStatus.EXECUTION_FAILED, error=text)
+        return await self._close(
+            output,
+            webhook,
+            OutputStatus.EXECUTED,
+            result={"summary": text, "data": result.data},
+        )
+
+    def _skill_spec(self, tenant_id: str, name: str) -> SkillSpec | None:
+        with self.db.session() as s:
+            row = s.scalar(
+                select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name == name)
+            )
+            return skill_spec(row) if row is not None else None
+
+    async def _close(
+        self,
+        output: Output,
+        webhook: str | None,
+        status: OutputStatus,
+        *,
+        result: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> Output:
+        extra: dict[str, object] = {"status": status.value}
+        if result is not None:
+            extra["result"] = result
+        if error is not None:
+            extra["error"] = error
+        change = Transition(
+            expected=OutputStatus.APPROVED,
+            to=status,
+            at=self.clock(),
+            execution_result=result,
+            execution_error=error,
+            executed=status == OutputStatus.EXECUTED,
+        )
+        events = self.events.executed(webhook, output, **extra)
+        return await to_thread.run_sync(
+            lambda: self.outputs.transition(output.tenant_id, output.id, change, events)
+        )
