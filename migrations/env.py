@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
+from bot.slack.oauth_tables import SLACK_METADATA
 from core.db.database import make_engine
 from core.db.models import Base
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = [Base.metadata, SLACK_METADATA]
 
 
 def run_migrations_offline() -> None:

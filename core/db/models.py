@@ -365,3 +365,18 @@ class AuditRow(Base):
     via: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ChannelBindingRow(Base):
+    """Which agent answers in a chat channel (`/agent use NAME`); `*` is the workspace
+    default."""
+
+    __tablename__ = "channel_bindings"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    bound_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -13,9 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, inspect
 
 from bot.server import create_app
+from bot.slack.oauth_tables import SLACK_METADATA
 from core.db import Database, downgrade, upgrade
 from core.db.database import alembic_config, alembic_head
 from core.db.models import Base
@@ -24,7 +25,10 @@ from core.settings import Settings
 from core.wiring import build_container
 from tests.conftest import BACKENDS
 
-APP_TABLES = set(Base.metadata.tables)
+ALL_METADATA = MetaData()
+for _table in [*Base.metadata.tables.values(), *SLACK_METADATA.tables.values()]:
+    _table.to_metadata(ALL_METADATA)
+APP_TABLES = set(ALL_METADATA.tables)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -75,7 +79,7 @@ def test_migrated_schema_matches_the_models(empty_database: str, database: Datab
     upgrade(empty_database)
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, ALL_METADATA)
     assert differences == [], (
         "the models and the migrations disagree; write a migration "
         "(alembic revision --autogenerate) for these differences"
