@@ -10,9 +10,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
+from core.agent.bindings import ChannelBindings
 from core.agent.model import ModelClient
 from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
@@ -23,10 +25,12 @@ from core.approvals.tokens import TokenSigner
 from core.config_document import ConfigApplier
 from core.db import Database
 from core.embeddings import default_embedder
+from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
 from core.limits.quotas import Quotas
 from core.memory.port import MemoryProvider
 from core.outputs.blobs import BlobDirectory
+from core.outputs.messages import OutputMessages
 from core.outputs.port import OutputStore
 from core.outputs.sql_store import SqlOutputStore
 from core.personas.service import PersonaService
@@ -36,6 +40,7 @@ from core.skills.builtins import BuiltinCatalog
 from core.skills.factory import SkillFactory
 from core.skills.mcp_executor import McpPool
 from core.skills.service import SkillService
+from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
 from core.webhooks.signing import generate_secret
 from core.webhooks.url_guard import check_webhook_url_syntax
@@ -60,14 +65,18 @@ class Container:
     skill_factory: SkillFactory
     runner: AgentRunner
     approvals: ApprovalService
+    bindings: ChannelBindings
+    output_messages: OutputMessages
     audit: AuditLog
     tokens: TokenSigner
     events: OutputEvents
+    webhooks: WebhookDispatcher
     http: httpx.AsyncClient
     mcp: McpPool
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        await self.webhooks.aclose()
         await self.mcp.aclose()
         await self.http.aclose()
 
@@ -99,6 +108,12 @@ def build_container(
         model = build_model(settings)
     # Skills may only read the environment variables an admin named in their config.
     secrets = os.environ.get
+    webhooks = WebhookDispatcher(
+        db,
+        secrets=secrets,
+        outputs=outputs,
+        allow_insecure=settings.webhook_allow_insecure,
+    )
     http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
     mcp = McpPool(secrets=secrets)
     skill_factory = SkillFactory(BuiltinCatalog.default(), http, secrets, mcp)
@@ -145,9 +160,12 @@ def build_container(
         skill_factory=skill_factory,
         runner=runner,
         approvals=approvals,
+        bindings=ChannelBindings(db),
+        output_messages=OutputMessages(db),
         audit=audit,
         tokens=tokens,
         events=events,
+        webhooks=webhooks,
         http=http,
         mcp=mcp,
         disabled=disabled,
@@ -156,8 +174,60 @@ def build_container(
 
 def build_output_store(settings: Settings, db: Database) -> OutputStore:
     if settings.output_store == "aws":
-        log.warning("OUTPUT_STORE=aws is not available in this version; using the sql store")
+        missing = _missing_aws_settings(settings)
+        if missing:
+            raise ServiceUnavailable(
+                f"OUTPUT_STORE=aws needs {' and '.join(missing)}; set them (and "
+                "AWS_ENDPOINT_URL for LocalStack or MinIO), then run `cosmo aws init`"
+            )
+        from core.outputs.aws_store import AwsOutputStore
+
+        s3, dynamodb = aws_clients(settings)
+        assert settings.s3_bucket and settings.dynamodb_table
+        return AwsOutputStore(s3, dynamodb, settings.s3_bucket, settings.dynamodb_table, Outbox(db))
     return SqlOutputStore(db, BlobDirectory(settings.cosmo_data_dir / "blobs"), Outbox(db))
+
+
+def _missing_aws_settings(settings: Settings) -> list[str]:
+    return [
+        name
+        for name, value in (
+            ("S3_BUCKET", settings.s3_bucket),
+            ("DYNAMODB_TABLE", settings.dynamodb_table),
+        )
+        if not value
+    ]
+
+
+def aws_clients(settings: Settings) -> tuple[Any, Any]:
+    """boto3 S3 and DynamoDB clients for `AWS_ENDPOINT_URL` (AWS itself when unset).
+
+    Credentials and region come from boto3's usual chain. S3 presigns with SigV4 and, off
+    AWS (LocalStack, MinIO), addresses buckets by path. Timeouts and retries are bounded
+    so a write can never still land after `aws_store.HELD_GRACE`.
+    """
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import NoRegionError
+
+    endpoint = settings.aws_endpoint_url or None
+    common = Config(
+        connect_timeout=5,
+        read_timeout=15,
+        retries={"mode": "standard", "max_attempts": 4},
+        max_pool_connections=50,
+    )
+    s3_config = Config(
+        signature_version="s3v4", s3={"addressing_style": "path"} if endpoint else None
+    )
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint, config=common.merge(s3_config))
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, config=common)
+    except NoRegionError as exc:
+        raise ServiceUnavailable(
+            "the aws output store needs AWS_REGION or AWS_DEFAULT_REGION"
+        ) from exc
+    return s3, dynamodb
 
 
 def build_memory(settings: Settings, db: Database) -> MemoryProvider:
@@ -205,6 +275,7 @@ def disabled_integrations(settings: Settings) -> dict[str, str]:
         off["slack"] = f"{' and '.join(missing)} not set; /slack/events answers 503"
     if settings.anthropic_api_key is None:
         off["claude"] = "ANTHROPIC_API_KEY not set; agents cannot answer"
-    if settings.output_store == "aws":
-        off["aws"] = "the aws output store is not available yet; outputs use the sql store"
+    if settings.output_store == "aws" and _missing_aws_settings(settings):
+        unset = " and ".join(_missing_aws_settings(settings))
+        off["aws"] = f"OUTPUT_STORE=aws but {unset} not set; the service cannot start"
     return off

@@ -127,7 +127,7 @@ def container(db: Database, settings: Settings) -> Container:
 
 @pytest.fixture
 def client(container: Container) -> Iterator[TestClient]:
-    app = create_app(container=container)
+    app = create_app(container=container, background=False)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
         yield c
 
@@ -164,7 +164,7 @@ def claude_container(db: Database, claude_settings: Settings) -> Container:
 
 @pytest.fixture
 def claude_client(claude_container: Container) -> Iterator[TestClient]:
-    app = create_app(container=claude_container)
+    app = create_app(container=claude_container, background=False)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
         yield c
 

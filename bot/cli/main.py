@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from bot.cli.aws import aws_app
 from bot.cli.logging_setup import configure
 from core.config_document import DocumentInvalid, dump_document, parse_document
 from core.db import Database, upgrade
@@ -35,6 +36,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 agents_app = typer.Typer(help="Inspect and export agents.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
+app.add_typer(aws_app, name="aws")
 
 out = Console()
 # markup off: messages quote user input (regex patterns, YAML) that rich would eat.

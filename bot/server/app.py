@@ -6,9 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from bot.api import problems
+from bot.api.problems import problem
 from bot.api.routes import (
     agents,
     callbacks,
@@ -19,9 +20,13 @@ from bot.api.routes import (
     sessions,
     skills,
     usage,
+    webhooks,
 )
 from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware
+from bot.server.workers import Workers
+from bot.slack.app import SlackIntegration, build_slack
+from bot.slack.verification import SlackRequestGuard, verified_request
 from core.settings import Settings
 from core.wiring import Container, build_container
 
@@ -29,18 +34,35 @@ log = logging.getLogger("cosmo")
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """Build the app. Tests pass a container wired to their own database."""
+def create_app(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    *,
+    background: bool = True,
+) -> FastAPI:
+    """Build the app. Tests pass a container wired to their own database, and may turn
+    the background loops off to drive them by hand."""
     settings = settings or (container.settings if container else Settings())
     owns_container = container is None
     container = container or build_container(settings)
     token, generated = settings.api_token_value()
+    slack = build_slack(container)
+    workers = Workers()
+    workers.every(30, "expire-outputs", container.approvals.expire_due)
+    workers.every(1, "deliver-webhooks", container.webhooks.run_once)
+    if slack is not None:
+        workers.every(60, "recover-slack-turns", slack.recover)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if background:
+            workers.start()
         try:
             yield
         finally:
+            await workers.stop()
+            if slack is not None:
+                await slack.aclose()
             await container.aclose()
             if owns_container:
                 container.close()
@@ -58,19 +80,50 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     app.state.container = container
+    app.state.slack = slack
     app.state.api_token = token
     app.state.api_token_generated = generated
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (agents, personas, skills, sessions, memory, usage, outputs, callbacks):
+    for module in (
+        agents,
+        personas,
+        skills,
+        sessions,
+        memory,
+        usage,
+        outputs,
+        webhooks,
+        callbacks,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     _register_problem_schema(app)
 
+    _mount_slack(app, slack)
+    if slack is not None:
+        # Added before the body limit, so the limit (outermost) refuses huge bodies first.
+        app.add_middleware(SlackRequestGuard, signing_secret=slack.signing_secret)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
+    """`POST /slack/events`: events, interactivity and slash commands (one Request URL)."""
+
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Response:
+        if slack is None:
+            return problem(
+                503,
+                "Slack not configured",
+                "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to enable the Slack app",
+            )
+        verified_request(request)  # fails closed if the guard was not installed
+        response: Response = await slack.handler.handle(request)
+        return response
 
 
 def _register_problem_schema(app: FastAPI) -> None:

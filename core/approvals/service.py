@@ -152,6 +152,19 @@ class ApprovalService:
         await self._notify(final)
         return DecisionResult(final, applied=True)
 
+    async def precheck(
+        self, tenant_id: str, output_id: str, decision: Decision, actor: Actor
+    ) -> Output:
+        """Raise now what `decide` would refuse (already decided, not allowed), so a UI can
+        say so before asking for a reason. `decide` checks again: this is advisory."""
+        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+        if output.status != OutputStatus.PENDING:
+            raise OutputAlreadyDecided(
+                output.id, output.status.value, output.decided_by, output.decided_at
+            )
+        await check_may_decide(await self._agent(output), output, actor, decision, self.directory)
+        return output
+
     async def retry_execution(self, tenant_id: str, output_id: str, actor: Actor) -> Output:
         """Run a failed execution again: `execution_failed -> approved -> …`, once."""
         output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)

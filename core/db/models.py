@@ -380,3 +380,16 @@ class ChannelBindingRow(Base):
     )
     bound_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutputMessageRow(Base):
+    """Where an output's approval message was posted (thread, approval channel), so a
+    decision made anywhere can update every copy."""
+
+    __tablename__ = "output_messages"
+
+    output_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -57,6 +57,7 @@ class MessageView(BaseModel):
 
 class TurnView(BaseModel):
     id: str
+    tenant_id: str
     session_id: str
     agent_id: str
     status: Literal["pending", "running", "completed", "failed"]
@@ -67,6 +68,7 @@ class TurnView(BaseModel):
     model: str | None
     usage: Usage
     error: str | None
+    payload: dict[str, Any] = Field(default_factory=dict, exclude=True)
     created_at: datetime
     finished_at: datetime | None
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -145,6 +145,17 @@ class SessionService:
             page = paginate(s, stmt, SessionRow.id, cursor=cursor, limit=limit)
             return Page([session_view(r) for r in page.items], page.next_cursor)
 
+    def set_names(
+        self, tenant_id: str, session_id: str, *, user_name: str | None, channel_name: str | None
+    ) -> SessionView:
+        """Fill in display names found after the session was opened (chat lookups are slow)."""
+        with self.db.session() as s:
+            row = _load(s, tenant_id, session_id)
+            row.user_name = user_name or row.user_name
+            row.channel_name = channel_name or row.channel_name
+            s.flush()
+            return session_view(row)
+
     def end(self, tenant_id: str, session_id: str) -> SessionView:
         """End a session; ending an ended session is a no-op (idempotent)."""
         with self.db.session() as s:
@@ -236,15 +247,32 @@ class SessionService:
             assert existing is not None
             return turn_view(existing), False
 
-    def claim_turn(self, turn_id: str) -> bool:
-        """Move a pending turn to running; only one worker wins (conditional update)."""
+    def claim_turn(self, turn_id: str, *, stale_after: timedelta | None = None) -> bool:
+        """Move a turn to running; only one worker wins (one conditional update).
+
+        With `stale_after`, a turn left `running` longer than that (its worker died) can be
+        claimed again, so a crash mid-turn is answered after a restart."""
+        now = self.clock()
+        claimable = TurnRow.status == "pending"
+        if stale_after is not None:
+            claimable = or_(
+                claimable,
+                and_(TurnRow.status == "running", TurnRow.started_at < now - stale_after),
+            )
         with self.db.session() as s:
             result = s.execute(
                 update(TurnRow)
-                .where(TurnRow.id == turn_id, TurnRow.status == "pending")
-                .values(status="running", started_at=self.clock())
+                .where(TurnRow.id == turn_id, claimable)
+                .values(status="running", started_at=now)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def get_turn(self, tenant_id: str, turn_id: str) -> TurnView:
+        with self.db.session() as s:
+            row = s.get(TurnRow, turn_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound("turn", turn_id)
+            return turn_view(row)
 
     def history(self, tenant_id: str, session_id: str) -> builtins.list[dict[str, Any]]:
         """Messages for the model, oldest first, in Messages API form."""
@@ -289,15 +317,17 @@ class SessionService:
             )
             return [turn_view(r) for r in rows]
 
-    def unfinished_turns(self, limit: int = 100) -> builtins.list[TurnView]:
+    def unfinished_turns(
+        self, limit: int = 100, *, source: str | None = None
+    ) -> builtins.list[TurnView]:
         """Turns recorded but never finished (the process died): to be picked up again."""
         with self.db.session() as s:
-            rows = s.scalars(
-                select(TurnRow)
-                .where(TurnRow.status.in_(("pending", "running")))
-                .order_by(TurnRow.id)
-                .limit(limit)
-            )
+            stmt = select(TurnRow).where(TurnRow.status.in_(("pending", "running")))
+            if source is not None:
+                stmt = stmt.join(SessionRow, SessionRow.id == TurnRow.session_id).where(
+                    SessionRow.source == source
+                )
+            rows = s.scalars(stmt.order_by(TurnRow.id).limit(limit))
             return [turn_view(r) for r in rows]
 
     # -- usage ---------------------------------------------------------------

@@ -20,6 +20,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "output_messages",
+        sa.Column("output_id", sa.String(length=40), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=False),
+        sa.Column("ts", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("output_id", "channel", "ts", name=op.f("pk_output_messages")),
+    )
+    op.create_table(
         "channel_bindings",
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("channel_id", sa.String(length=64), nullable=False),
@@ -112,6 +121,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("output_messages")
     op.drop_table("slack_oauth_states")
     with op.batch_alter_table("slack_installations", schema=None) as batch_op:
         batch_op.drop_index("slack_installations_idx")

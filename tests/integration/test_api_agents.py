@@ -356,7 +356,7 @@ def test_unsafe_webhook_url_is_a_422_on_webhook_url(setup):
 
 def test_http_webhook_is_allowed_when_insecure_webhooks_are_enabled(db, tmp_path):
     settings = make_settings(tmp_path / "data", COSMO_WEBHOOK_ALLOW_INSECURE=True)
-    app = create_app(container=build_container(settings, db=db))
+    app = create_app(container=build_container(settings, db=db), background=False)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
         assert client.post("/api/v1/personas", json={"name": "p", "role": "r"}).status_code == 201
         r = client.post(

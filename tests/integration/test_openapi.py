@@ -114,7 +114,9 @@ def test_health_probes_need_no_token(openapi: dict[str, Any]) -> None:
 
 @pytest.fixture
 def anonymous(container: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container=container), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(container=container, background=False), raise_server_exceptions=False
+    ) as c:
         yield c
 
 

@@ -1,0 +1,70 @@
+"""`/webhook-deliveries` — what was announced to agents' webhooks, and sending it again."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.problems import problem_responses
+from bot.api.schemas import PageOut
+from core.webhooks.deliveries import (
+    DeliveryStatus,
+    WebhookDeliveries,
+    WebhookDelivery,
+    WebhookDeliveryDetail,
+)
+
+router = APIRouter(
+    prefix="/webhook-deliveries",
+    tags=["webhooks"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
+
+
+def get_deliveries(c: ContainerDep) -> WebhookDeliveries:
+    # Reading and replaying needs the database and the output store, not the worker.
+    return WebhookDeliveries(c.db, c.outputs)
+
+
+DeliveriesDep = Annotated[WebhookDeliveries, Depends(get_deliveries)]
+DeliveryId = Annotated[str, Path(max_length=40, description="The delivery's `webhook-id`.")]
+
+
+@router.get("", response_model=PageOut[WebhookDelivery])
+def list_webhook_deliveries(
+    caller: CallerDep,
+    deliveries: DeliveriesDep,
+    status: DeliveryStatus | None = None,
+    output_id: Annotated[str | None, Query(max_length=40)] = None,
+    agent_id: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[WebhookDelivery]:
+    """Newest first, each with its attempts."""
+    page = deliveries.list(
+        caller.tenant_id,
+        status=status,
+        output_id=output_id,
+        agent_id=agent_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    return PageOut.of(page)
+
+
+@router.get("/{delivery_id}", responses=problem_responses(404))
+def get_webhook_delivery(
+    delivery_id: DeliveryId, caller: CallerDep, deliveries: DeliveriesDep
+) -> WebhookDeliveryDetail:
+    return deliveries.get(caller.tenant_id, delivery_id)
+
+
+@router.post("/{delivery_id}/replay", status_code=202, responses=problem_responses(404, 409))
+def replay_webhook_delivery(
+    delivery_id: DeliveryId, caller: CallerDep, deliveries: DeliveriesDep
+) -> WebhookDeliveryDetail:
+    """Queue a delivered or failed event again: new attempts, the same `webhook-id`."""
+    return deliveries.replay(caller.tenant_id, delivery_id)

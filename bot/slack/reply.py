@@ -1,0 +1,107 @@
+"""Shows one agent turn in a Slack thread as it happens.
+
+A placeholder goes up at once; the first text replaces it as soon as the model produces
+any (no large first buffer); later text is batched into at most one `chat.update` per
+interval per message, which keeps us well under Slack's rate limits; text past
+`MESSAGE_CHARS` continues in a new message. Everything is escaped mrkdwn with unfurling
+off, so model text cannot ping `@channel` or forge links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.slack.blocks import thinking
+from bot.slack.text import escape, split_message
+
+log = logging.getLogger("cosmo.slack.reply")
+
+
+class ThreadReply:
+    def __init__(
+        self,
+        client: Any,
+        channel: str,
+        thread_ts: str,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.interval = interval
+        self.clock = clock
+        self.text = ""
+        self.message_ts: list[str] = []
+        self._shown: list[str] = []
+        self._last_flush = float("-inf")
+        self._lock = asyncio.Lock()
+        self._pending: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Post the placeholder so the user sees we are on it."""
+        response = await self.client.chat_postMessage(
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            text=thinking(),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        self.message_ts.append(response["ts"])
+        self._shown.append(thinking())
+
+    async def write(self, delta: str) -> None:
+        """Add streamed text; shown at once the first time, then at most once per interval."""
+        first = not self.text.strip()
+        self.text += delta
+        if first and self.text.strip():
+            await self._flush()
+        elif self._pending is None:
+            wait = max(0.0, self.interval - (self.clock() - self._last_flush))
+            self._pending = asyncio.create_task(self._flush_later(wait))
+
+    async def finish(self, text: str | None = None) -> None:
+        """Show the final text (the authoritative reply) in full."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if text is not None:
+            self.text = text
+        await self._flush(final=True)
+
+    async def _flush_later(self, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            self._pending = None
+            await self._flush()
+        except asyncio.CancelledError:
+            pass
+
+    async def _flush(self, *, final: bool = False) -> None:
+        async with self._lock:
+            parts = split_message(escape(self.text.strip()) or ("(no reply)" if final else ""))
+            for index, part in enumerate(parts):
+                if not part:
+                    continue
+                if index < len(self.message_ts):
+                    if self._shown[index] != part:
+                        await self.client.chat_update(
+                            channel=self.channel, ts=self.message_ts[index], text=part
+                        )
+                        self._shown[index] = part
+                else:
+                    response = await self.client.chat_postMessage(
+                        channel=self.channel,
+                        thread_ts=self.thread_ts,
+                        text=part,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    )
+                    self.message_ts.append(response["ts"])
+                    self._shown.append(part)
+            self._last_flush = self.clock()

@@ -1,0 +1,67 @@
+"""What every Slack listener needs: the container, clients per workspace, tenants,
+directory lookups, and a place to run work after Slack has been answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.slack.directory import SlackDirectory
+from core.wiring import Container
+
+log = logging.getLogger("cosmo.slack")
+
+
+class SlackClients:
+    """The Web API client for a tenant. Single-workspace installs have one bot token;
+    multi-workspace installs look the workspace's token up in the installation store."""
+
+    def __init__(self, default_client: Any, *, installation_lookup: Any = None) -> None:
+        self.default_client = default_client
+        self.installation_lookup = installation_lookup
+
+    async def for_tenant(self, tenant_id: str) -> Any:
+        if self.installation_lookup is None:
+            return self.default_client
+        client = await self.installation_lookup(tenant_id)
+        return client or self.default_client
+
+
+@dataclass
+class SlackRuntime:
+    container: Container
+    clients: SlackClients
+    directory: SlackDirectory
+    single_workspace: bool
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def tenant_for(self, team_id: str | None) -> str:
+        """The tenant of a workspace: the default tenant for single-workspace installs."""
+        if self.single_workspace or not team_id:
+            return self.container.settings.default_tenant
+        return team_id
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run after the ack; failures are logged, never lost silently."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for background work, including work it starts (tests, shutdown)."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,486 @@
+"""One contract, every `OutputStore`: sql on each database, aws in-process and over HTTP.
+
+`aws-mock` runs boto3 against moto in-process (`mock_aws`); `aws-server` against a moto
+server over real HTTP (presigned URLs are fetched for real there). The outbox lives in
+our database for every store, so each test runs inside a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from core.db import Database, make_engine, upgrade
+from core.db.ids import new_id
+from core.db.models import WebhookDeliveryRow
+from core.db.pagination import encode_cursor
+from core.errors import NotFound, OutputAlreadyDecided, ValidationFailed
+from core.outputs.blobs import BlobDirectory
+from core.outputs.port import (
+    NewEvent,
+    NewOutput,
+    NotificationStatus,
+    Output,
+    OutputFilter,
+    OutputStatus,
+    OutputStore,
+    Transition,
+)
+from core.outputs.sql_store import SqlOutputStore
+from core.webhooks.outbox import Outbox
+from tests.conftest import BACKENDS
+from tests.fakes.moto_server import CREDENTIALS, REGION, MotoServer
+
+STORES = [f"sql-{b}" for b in BACKENDS] + ["aws-mock", "aws-server"]
+BUCKET = "cosmo-outputs-test"
+TABLE = "cosmo-outputs-test"
+T1, T2 = "T-one", "T-two"
+
+
+@dataclass
+class Harness:
+    kind: str
+    store: OutputStore
+    db: Database
+
+    def new(self, tenant: str = T1, **fields: Any) -> Output:
+        events = fields.pop("events", ())
+        values: dict[str, Any] = {
+            "id": new_id("out"),
+            "tenant_id": tenant,
+            "agent_id": "agt_a",
+            "session_id": "ses_a",
+            "skill": "create_task",
+            "is_automatable": True,
+            "arguments": {"title": "Call Maria", "n": 1.5, "tags": ["x", None], "nested": {}},
+            "content": "# Call Maria\n\nAbout the invoice — é, ü, 日本.",
+        }
+        values.update(fields)
+        return self.store.create(NewOutput(**values), events)
+
+    def deliveries(self, output_id: str) -> list[WebhookDeliveryRow]:
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(WebhookDeliveryRow).where(WebhookDeliveryRow.output_id == output_id)
+                )
+            )
+
+
+@pytest.fixture(scope="module")
+def migrated(empty_database_url_factory) -> Iterator[Callable[[str], Engine]]:  # type: ignore[no-untyped-def]
+    """One migrated database per backend for this module, made on first use."""
+    engines: dict[str, Engine] = {}
+
+    def get(backend: str) -> Engine:
+        if backend not in engines:
+            url = empty_database_url_factory(backend)
+            upgrade(url)
+            engines[backend] = make_engine(url)
+        return engines[backend]
+
+    yield get
+    for engine in engines.values():
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+def aws_store(s3: Any, dynamodb: Any, outbox: Outbox) -> OutputStore:
+    from core.outputs.aws_setup import ensure_bucket_and_table
+    from core.outputs.aws_store import AwsOutputStore
+
+    ensure_bucket_and_table(s3, dynamodb, BUCKET, TABLE)
+    return AwsOutputStore(s3, dynamodb, BUCKET, TABLE, outbox)
+
+
+@pytest.fixture(params=STORES)
+def h(request: pytest.FixtureRequest, tmp_path: Path, migrated, monkeypatch) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    kind: str = request.param
+    backend = kind.removeprefix("sql-") if kind.startswith("sql-") else "sqlite"
+    connection = migrated(backend).connect()
+    outer = connection.begin()
+    db = Database.bound_to(connection)
+    outbox = Outbox(db)
+    try:
+        if kind.startswith("sql-"):
+            yield Harness(kind, SqlOutputStore(db, BlobDirectory(tmp_path / "blobs"), outbox), db)
+        elif kind == "aws-mock":
+            import boto3
+            from botocore.config import Config
+            from moto import mock_aws
+
+            monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+            with mock_aws():
+                s3 = boto3.client(
+                    "s3",
+                    region_name=REGION,
+                    config=Config(signature_version="s3v4"),
+                    **CREDENTIALS,
+                )
+                dynamodb = boto3.client("dynamodb", region_name=REGION, **CREDENTIALS)
+                yield Harness(kind, aws_store(s3, dynamodb, outbox), db)
+        else:
+            server: MotoServer = request.getfixturevalue("moto_server")
+            server.reset()
+            store = aws_store(server.client("s3"), server.client("dynamodb"), outbox)
+            yield Harness(kind, store, db)
+    finally:
+        outer.rollback()
+        connection.close()
+
+
+def event(kind: str = "output.decided") -> NewEvent:
+    return NewEvent(kind, "agt_a", "https://hooks.example.com/x", {"type": kind})
+
+
+def approve(by: str = "U_ANN", at: datetime | None = None, **fields: Any) -> Transition:
+    at = at or datetime.now(UTC)
+    return Transition(
+        OutputStatus.PENDING,
+        OutputStatus.APPROVED,
+        at,
+        decided_by=by,
+        decision="approve",
+        via="slack",
+        **fields,
+    )
+
+
+def reject(by: str = "U_BOB", reason: str = "wrong person") -> Transition:
+    return Transition(
+        OutputStatus.PENDING,
+        OutputStatus.REJECTED,
+        datetime.now(UTC),
+        decided_by=by,
+        decision="reject",
+        reason=reason,
+        via="api",
+    )
+
+
+def ids(outputs: list[Output]) -> list[str]:
+    return [o.id for o in outputs]
+
+
+# -- create and read back -------------------------------------------------------------------
+
+
+def test_a_created_output_reads_back_the_same_everywhere(h: Harness) -> None:
+    expires = datetime.now(UTC) + timedelta(hours=2)
+    created = h.new(turn_id="trn_1", requested_by="U_REQ", expires_at=expires)
+
+    assert created.status is OutputStatus.PENDING
+    assert created.notification_status is NotificationStatus.PENDING
+    assert created.arguments == {"title": "Call Maria", "n": 1.5, "tags": ["x", None], "nested": {}}
+    content = "# Call Maria\n\nAbout the invoice — é, ü, 日本.".encode()
+    assert created.content_size == len(content)
+    assert created.preview.startswith("# Call Maria")
+    assert created.expires_at == expires
+    assert created.decided_by is None and created.decided_at is None
+
+    fetched = h.store.get(T1, created.id)
+    assert fetched.model_dump() == created.model_dump()
+    assert h.store.read_content(T1, created.id) == content
+    page = h.store.list(T1, OutputFilter(), cursor=None, limit=10)
+    assert [o.model_dump() for o in page.items] == [created.model_dump()]
+    assert page.next_cursor is None
+
+
+def test_another_tenant_can_neither_see_nor_touch_an_output(h: Harness) -> None:
+    mine = h.new(T1)
+
+    for call in (
+        lambda: h.store.get(T2, mine.id),
+        lambda: h.store.read_content(T2, mine.id),
+        lambda: h.store.transition(T2, mine.id, approve()),
+        lambda: h.store.get(T1, "out_00000000000000000000000000"),
+        lambda: h.store.get(T1, ""),
+    ):
+        with pytest.raises(NotFound):
+            call()
+    with contextlib.suppress(NotFound):  # never a URL to another tenant's content
+        assert h.store.content_url(T2, mine.id, 60) is None
+    assert h.store.list(T2, OutputFilter(), cursor=None, limit=10).items == []
+    assert h.store.list(T2, OutputFilter(agent_id="agt_a"), cursor=None, limit=10).items == []
+    h.store.set_notification_status(T2, mine.id, NotificationStatus.DELIVERED)
+    h.store.attach_slack_message(T2, mine.id, "C_OTHER", "1.0")
+    assert h.store.get(T1, mine.id).model_dump() == mine.model_dump()
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def test_list_filters_by_agent_session_status_skill_and_time(h: Harness) -> None:
+    made: list[Output] = []
+    spec = [
+        ("agt_a", "ses_1", "create_task"),
+        ("agt_a", "ses_2", "send_email"),
+        ("agt_b", "ses_3", "create_task"),
+        ("agt_a", "ses_1", "send_email"),
+        ("agt_b", "ses_3", "send_email"),
+        ("agt_a", "ses_2", "create_task"),
+    ]
+    for agent, session, skill in spec:
+        made.append(h.new(agent_id=agent, session_id=session, skill=skill))
+        time.sleep(0.003)  # distinct created_at on every backend
+    h.new(T2, agent_id="agt_a", session_id="ses_1")  # never listed for T1
+    h.store.transition(T1, made[1].id, approve())
+    h.store.transition(T1, made[4].id, reject())
+    status = {o.id: OutputStatus.PENDING for o in made}
+    status[made[1].id] = OutputStatus.APPROVED
+    status[made[4].id] = OutputStatus.REJECTED
+    middle = made[3].created_at
+
+    def listed(**f: Any) -> list[str]:
+        return ids(h.store.list(T1, OutputFilter(**f), cursor=None, limit=50).items)
+
+    def expected(keep: Callable[[Output], bool]) -> list[str]:
+        return [o.id for o in made if keep(o)]
+
+    assert listed() == ids(made)
+    assert listed(agent_id="agt_a") == expected(lambda o: o.agent_id == "agt_a")
+    assert listed(session_id="ses_3") == expected(lambda o: o.session_id == "ses_3")
+    assert listed(status=OutputStatus.PENDING) == expected(lambda o: status[o.id] == "pending")
+    assert listed(status=OutputStatus.REJECTED) == [made[4].id]
+    assert listed(skill="send_email") == expected(lambda o: o.skill == "send_email")
+    assert listed(created_after=middle) == ids(made[3:])
+    assert listed(created_before=middle) == ids(made[:3])
+    assert listed(created_after=made[1].created_at, created_before=middle) == ids(made[1:3])
+    assert listed(agent_id="agt_b", status=OutputStatus.PENDING) == [made[2].id]
+    assert listed(session_id="ses_2", skill="create_task", created_after=middle) == [made[5].id]
+    assert listed(agent_id="agt_a", created_before=made[0].created_at) == []
+    assert listed(agent_id="agt_nobody") == []
+    assert listed(created_after=datetime.now(UTC) + timedelta(days=1)) == []
+    day = timedelta(days=1)
+    assert listed(created_after=middle + day, created_before=middle - day) == []
+    past_the_window = h.store.list(
+        T1,
+        OutputFilter(created_before=made[0].created_at + timedelta(microseconds=1)),
+        cursor=encode_cursor(new_id("out")),
+        limit=5,
+    )
+    assert past_the_window.items == [] and past_the_window.next_cursor is None
+
+
+def test_pages_walk_every_output_once_in_creation_order(h: Harness) -> None:
+    made = [h.new(agent_id="agt_a" if i % 3 else "agt_b") for i in range(8)]
+
+    def flat(pages: list[list[str]]) -> list[str]:
+        return list(itertools.chain.from_iterable(pages))
+
+    def walk(f: OutputFilter, limit: int) -> list[list[str]]:
+        pages, cursor = [], None
+        while True:
+            page = h.store.list(T1, f, cursor=cursor, limit=limit)
+            pages.append(ids(page.items))
+            if page.next_cursor is None:
+                return pages
+            cursor = page.next_cursor
+
+    assert walk(OutputFilter(), 3) == [ids(made[0:3]), ids(made[3:6]), ids(made[6:8])]
+    assert walk(OutputFilter(), 4) == [ids(made[0:4]), ids(made[4:8])]  # no empty last page
+    agent_a = [o.id for o in made if o.agent_id == "agt_a"]
+    assert flat(walk(OutputFilter(agent_id="agt_a"), 2)) == agent_a
+    h.store.transition(T1, made[2].id, approve())
+    pending = [o.id for o in made if o.id != made[2].id]
+    assert flat(walk(OutputFilter(status=OutputStatus.PENDING), 3)) == pending
+    after = made[4].created_at
+    assert flat(walk(OutputFilter(created_after=after), 1)) == ids(made[4:])
+
+
+@pytest.mark.parametrize(
+    "cursor", ["garbage", "!!!", "b3V0X2Zvbw", "x" * 500, "\x00", "out_01m866hp3ka9e1kr5pxf32a8zt"]
+)
+def test_a_cursor_we_did_not_issue_is_a_validation_error(h: Harness, cursor: str) -> None:
+    with pytest.raises(ValidationFailed):
+        h.store.list(T1, OutputFilter(), cursor=cursor, limit=10)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 201])
+def test_a_limit_out_of_range_is_a_validation_error(h: Harness, limit: int) -> None:
+    with pytest.raises(ValidationFailed):
+        h.store.list(T1, OutputFilter(), cursor=None, limit=limit)
+
+
+# -- transitions ----------------------------------------------------------------------------
+
+
+def test_the_first_decision_wins_and_the_second_is_told_who_decided(h: Harness) -> None:
+    out = h.new()
+    at = datetime.now(UTC)
+    won = h.store.transition(T1, out.id, approve("U_ANN", at))
+
+    assert won.status is OutputStatus.APPROVED
+    assert (won.decided_by, won.decided_at, won.decision, won.decision_via) == (
+        "U_ANN",
+        at,
+        "approve",
+        "slack",
+    )
+    assert won.updated_at == at
+    assert h.store.get(T1, out.id).model_dump() == won.model_dump()
+    with pytest.raises(OutputAlreadyDecided) as lost:
+        h.store.transition(T1, out.id, reject("U_BOB"))
+    assert (lost.value.status, lost.value.decided_by, lost.value.decided_at) == (
+        "approved",
+        "U_ANN",
+        at,
+    )
+    assert h.store.get(T1, out.id).status is OutputStatus.APPROVED
+
+
+def test_a_transition_applies_only_from_the_expected_status(h: Harness) -> None:
+    out = h.new()
+    execute = Transition(
+        OutputStatus.APPROVED,
+        OutputStatus.EXECUTED,
+        datetime.now(UTC),
+        execution_result={"task": {"id": 7, "ok": True}},
+        executed=True,
+    )
+    with pytest.raises(OutputAlreadyDecided) as early:
+        h.store.transition(T1, out.id, execute)  # still pending: nothing to execute
+    assert (early.value.status, early.value.decided_by, early.value.decided_at) == (
+        "pending",
+        None,
+        None,
+    )
+
+    decided = h.store.transition(T1, out.id, approve("U_ANN"))
+    failed = h.store.transition(
+        T1,
+        out.id,
+        Transition(
+            OutputStatus.APPROVED,
+            OutputStatus.EXECUTION_FAILED,
+            datetime.now(UTC),
+            execution_error="HTTP 502 from the CRM",
+            executed=True,
+        ),
+    )
+    assert failed.status is OutputStatus.EXECUTION_FAILED
+    assert failed.execution_error == "HTTP 502 from the CRM"
+    # A retry: execution_failed -> approved; fields left None keep their values.
+    retry = Transition(OutputStatus.EXECUTION_FAILED, OutputStatus.APPROVED, datetime.now(UTC))
+    again = h.store.transition(T1, out.id, retry)
+    assert again.status is OutputStatus.APPROVED
+    assert (again.decided_by, again.decided_at) == (decided.decided_by, decided.decided_at)
+    done = h.store.transition(T1, out.id, execute)
+    assert done.status is OutputStatus.EXECUTED
+    assert done.execution_result == {"task": {"id": 7, "ok": True}}
+    assert done.executed_at == execute.at
+    assert done.decided_by == "U_ANN" and done.decision == "approve"
+    with pytest.raises(OutputAlreadyDecided):
+        h.store.transition(T1, out.id, execute)  # exactly once
+
+
+def test_a_rejection_records_its_reason(h: Harness) -> None:
+    out = h.new()
+    rejected = h.store.transition(T1, out.id, reject("U_BOB", "not this customer"))
+    assert rejected.status is OutputStatus.REJECTED
+    assert (rejected.decided_by, rejected.decision, rejected.decision_reason) == (
+        "U_BOB",
+        "reject",
+        "not this customer",
+    )
+    assert rejected.decision_via == "api"
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def test_events_of_a_winning_write_are_pending_and_of_a_losing_one_gone(h: Harness) -> None:
+    out = h.new(events=[event("output.created")])
+    created_rows = h.deliveries(out.id)
+    assert [(r.event_type, r.status) for r in created_rows] == [("output.created", "pending")]
+
+    h.store.transition(T1, out.id, approve(), [event(), event("output.audit")])
+    with pytest.raises(OutputAlreadyDecided):
+        h.store.transition(T1, out.id, reject(), [event("output.rejected")])
+    with pytest.raises(NotFound):
+        h.store.transition(T2, out.id, approve(), [event("output.foreign")])
+
+    rows = h.deliveries(out.id)
+    assert sorted((r.event_type, r.status, r.tenant_id) for r in rows) == [
+        ("output.audit", "pending", T1),
+        ("output.created", "pending", T1),
+        ("output.decided", "pending", T1),
+    ]
+    assert rows[0].url == "https://hooks.example.com/x"
+
+
+# -- side fields ----------------------------------------------------------------------------
+
+
+def test_notification_status_and_slack_message_are_recorded(h: Harness) -> None:
+    out = h.new()
+    h.store.set_notification_status(T1, out.id, NotificationStatus.DELIVERED)
+    h.store.attach_slack_message(T1, out.id, "C123", "1700000000.000100")
+    got = h.store.get(T1, out.id)
+    assert got.notification_status is NotificationStatus.DELIVERED
+    assert (got.slack_channel, got.slack_ts) == ("C123", "1700000000.000100")
+    assert got.status is OutputStatus.PENDING
+    h.store.set_notification_status(T1, out.id, NotificationStatus.FAILED)
+    assert h.store.get(T1, out.id).notification_status is NotificationStatus.FAILED
+    h.store.set_notification_status(T1, "out_00000000000000000000000000", NotificationStatus.FAILED)
+    with pytest.raises(NotFound):
+        h.store.get(T1, "out_00000000000000000000000000")  # nothing was created by it
+
+
+def test_due_for_expiry_lists_pending_outputs_past_their_expiry_soonest_first(
+    h: Harness,
+) -> None:
+    now = datetime.now(UTC)
+    late = h.new(expires_at=now - timedelta(minutes=1))
+    later_other_tenant = h.new(T2, expires_at=now - timedelta(minutes=5))
+    exactly_now = h.new(expires_at=now)
+    h.new(expires_at=now + timedelta(minutes=1))
+    h.new()
+    decided = h.new(expires_at=now - timedelta(minutes=10))
+    h.store.transition(T1, decided.id, approve())
+
+    due = h.store.due_for_expiry(now)
+    assert ids(due) == [later_other_tenant.id, late.id, exactly_now.id]
+    assert ids(h.store.due_for_expiry(now, limit=1)) == [later_other_tenant.id]
+    assert h.store.due_for_expiry(now - timedelta(hours=1)) == []
+    expire = Transition(OutputStatus.PENDING, OutputStatus.EXPIRED, now)
+    h.store.transition(T2, later_other_tenant.id, expire)
+    assert ids(h.store.due_for_expiry(now)) == [late.id, exactly_now.id]
+
+
+# -- content URLs ---------------------------------------------------------------------------
+
+
+def test_content_url_is_presigned_for_s3_and_none_for_sql(h: Harness) -> None:
+    out = h.new(content="hello, **world**")
+    url = h.store.content_url(T1, out.id, 120)
+    if h.kind.startswith("sql-"):
+        assert url is None
+        return
+    assert url is not None
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == ["120"]
+    assert "X-Amz-Signature" in query
+    assert T1 in urlsplit(url).path and out.id in urlsplit(url).path  # tenant-prefixed key
+    if h.kind == "aws-server":
+        reply = httpx.get(url)
+        assert reply.status_code == 200
+        assert reply.content == b"hello, **world**"
+        assert reply.headers["content-type"].startswith("text/markdown")
