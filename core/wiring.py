@@ -113,6 +113,8 @@ def build_container(
         secrets=secrets,
         outputs=outputs,
         allow_insecure=settings.webhook_allow_insecure,
+        # Stores that write outside our database settle their held events this way.
+        held_check=getattr(outputs, "held_check", None),
     )
     http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
     mcp = McpPool(secrets=secrets)

@@ -59,7 +59,11 @@ def _settings() -> Settings:
 
 
 def _container(settings: Settings) -> Container:
-    container = build_container(settings)
+    try:
+        container = build_container(settings)
+    except CosmoError as exc:
+        err.print(f"configuration error: {exc.detail}")
+        raise typer.Exit(2) from None
     try:
         container.db.require_current_schema()
     except SchemaOutOfDate as exc:

@@ -50,6 +50,11 @@ def create_app(
     workers = Workers()
     workers.every(30, "expire-outputs", container.approvals.expire_due)
     workers.every(1, "deliver-webhooks", container.webhooks.run_once)
+    held_check = container.webhooks.held_check
+    if held_check is not None:
+        workers.every(
+            60, "settle-held-webhooks", lambda: container.webhooks.resolve_held(held_check)
+        )
     if slack is not None:
         workers.every(60, "recover-slack-turns", slack.recover)
 

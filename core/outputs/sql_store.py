@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import re
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def content_key(tenant_id: str, output_id: str) -> str:
-    return f"{_SAFE.sub('_', tenant_id)}/{output_id}"
+    """A fresh key per write: a create that collides with an existing id can never
+    overwrite (and then, cleaning up, delete) the first output's content."""
+    return f"{_SAFE.sub('_', tenant_id)}/{output_id}/{secrets.token_hex(8)}"
 
 
 class SqlOutputStore:
@@ -150,6 +153,7 @@ class SqlOutputStore:
             return [Output.model_validate(r, from_attributes=True) for r in rows]
 
     def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
+        self.get(tenant_id, output_id)  # same 404 as the aws store for unknown outputs
         return None  # the REST API streams sql-store content itself
 
     def get(self, tenant_id: str, output_id: str) -> Output:
@@ -183,5 +187,9 @@ class SqlOutputStore:
             )
 
     def read_content(self, tenant_id: str, output_id: str) -> bytes:
-        self.get(tenant_id, output_id)  # tenant check and 404 before touching the disk
-        return self.blobs.get(content_key(tenant_id, output_id))
+        with self.db.session() as s:
+            row = s.get(OutputRow, output_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound("output", output_id)
+            key = row.content_key
+        return self.blobs.get(key)
