@@ -7,6 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from slack_bolt.adapter.starlette.async_handler import (
+    to_async_bolt_request,
+    to_starlette_response,
+)
 
 from bot.api import problems
 from bot.api.problems import problem
@@ -126,9 +130,14 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
                 "Slack not configured",
                 "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to enable the Slack app",
             )
-        verified_request(request)  # fails closed if the guard was not installed
-        response: Response = await slack.handler.handle(request)
-        return response
+        verified = verified_request(request)  # fails closed if the guard was not installed
+        body = verified.body
+        if verified.kind == "command":
+            # Bolt reads any form body containing "payload" as interactivity and drops
+            # `/agent … payload …` commands; %70 decodes back to "p" for the listener.
+            body = body.replace(b"payload", b"%70ayload")
+        bolt_response = await slack.app.async_dispatch(to_async_bolt_request(request, body))
+        return to_starlette_response(bolt_response)
 
 
 def _register_problem_schema(app: FastAPI) -> None:

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -46,7 +45,6 @@ def web_client(token: str | None, base_url: str) -> AsyncWebClient:
 class SlackIntegration:
     app: AsyncApp
     runtime: SlackRuntime
-    handler: AsyncSlackRequestHandler
     signing_secret: str
 
     async def recover(self) -> int:
@@ -66,6 +64,9 @@ def build_slack(container: Container) -> SlackIntegration | None:
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
+        # SlackRequestGuard verifies every request before Bolt; a second check could fail
+        # at the 5-minute edge and would log the body.
+        request_verification_enabled=False,
         logger=logging.getLogger("slack_bolt"),
     )
     clients = SlackClients(client)
@@ -77,7 +78,7 @@ def build_slack(container: Container) -> SlackIntegration | None:
     )
     container.approvals.directory = runtime.directory
     register_all(app, runtime)
-    return SlackIntegration(app, runtime, AsyncSlackRequestHandler(app), signing_secret)
+    return SlackIntegration(app, runtime, signing_secret)
 
 
 def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:

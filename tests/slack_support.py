@@ -1,0 +1,78 @@
+"""A whole Slack app under test: our server (TestClient), fake Slack, fake Claude, a real
+database. Shared by the Slack end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from bot.server import create_app
+from core.config_document import parse_document
+from core.db import Database
+from core.embeddings.hashing import HashingEmbedder
+from core.memory.local import LocalMemory
+from core.wiring import Container, build_container
+from tests.conftest import make_settings
+from tests.fakes.anthropic_api import FakeAnthropicAPI
+from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
+from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
+
+
+@dataclass
+class SlackApp:
+    client: TestClient
+    container: Container
+    slack: FakeSlackAPI
+    claude: FakeAnthropicAPI
+    requests: SlackRequests
+
+    def send(self, request: Any) -> Any:
+        return request.send(self.client)
+
+    def drain(self) -> None:
+        """Wait until background work spawned by Slack listeners has finished."""
+        runtime = self.client.app.state.slack.runtime  # type: ignore[attr-defined]
+        self.client.portal.call(runtime.drain)  # type: ignore[union-attr]
+
+    def agent_id(self, name: str) -> str:
+        return self.container.agents.get_by_name("default", name).id
+
+
+@contextmanager
+def slack_app(db: Database, tmp_path: Path, config: str, **settings: Any) -> Iterator[SlackApp]:
+    with FakeSlackAPI() as slack, FakeAnthropicAPI() as claude:
+        values = {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.base_url,
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": claude.base_url,
+            "COSMO_WEBHOOK_ALLOW_INSECURE": True,
+            **settings,
+        }
+        container = build_container(
+            make_settings(tmp_path / "data", **values),
+            db=db,
+            memory=LocalMemory(db, HashingEmbedder()),
+        )
+        container.config.apply("default", parse_document(config), actor="test")
+        app = create_app(container=container, background=False)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield SlackApp(client, container, slack, claude, SlackRequests(SIGNING_SECRET))
+
+
+def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll until `check()` is truthy; its last value is returned (or the test fails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            assert value, "condition not met in time"
+            return value
+        time.sleep(0.02)
