@@ -120,9 +120,15 @@ def register(app: Any, rt: SlackRuntime) -> None:
     ) -> None:
         actor = Actor(body["user"]["id"], "slack")
         try:
-            await c.approvals.decide(tenant, output_id, decision, actor, reason)  # type: ignore[arg-type]
+            result = await c.approvals.decide(tenant, output_id, decision, actor, reason)  # type: ignore[arg-type]
         except CosmoError as exc:
             await explain(body, exc)
+            return
+        if not result.applied:  # someone else already made this same decision
+            o = result.output
+            await ephemeral(
+                body, blocks.ephemeral_already_decided(o.status.value, o.decided_by, o.decided_at)
+            )
 
     async def on_approve(ack: Any, body: dict[str, Any]) -> None:
         await ack()

@@ -1,7 +1,9 @@
-"""200 reviewers click at once through every entry point; exactly one decision wins.
+"""200 reviewers decide one output at once through every entry point; exactly one wins.
 
-A real uvicorn server on a real database (each backend); decisions arrive concurrently
-over HTTP through `POST /outputs/{id}/approve|reject` and the approval callback.
+A real uvicorn server with the Slack app enabled, on a real store: the sql store on each
+database backend, and the aws store on a single-threaded moto server (moto's threaded
+modes are not linearizable for conditional writes). Decisions arrive concurrently over
+HTTP as REST approve/reject calls, approval callbacks and signed Slack button clicks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,10 +25,14 @@ from bot.server import create_app
 from core.config_document import parse_document
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
+from core.outputs.aws_setup import ensure_bucket_and_table
 from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
-from core.wiring import build_container
+from core.wiring import aws_clients, build_container
 from tests.conftest import AUTH, BACKENDS, make_settings
+from tests.fakes.moto_server import MotoServer
+from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
+from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -38,6 +45,7 @@ agents:
     skills: [create_task]
     webhook: {url: "https://hooks.example.com/x", secret_env: HOOK}
 """
+KINDS = ("rest-approve", "rest-reject", "callback-approve", "callback-reject", "slack-approve")
 
 
 def free_port() -> int:
@@ -46,9 +54,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
-def test_two_hundred_racing_decisions_yield_one_decision_one_execution_one_event(real_db, tmp_path):
-    container = build_container(make_settings(tmp_path), db=real_db)
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+STORES = [("sql", backend) for backend in BACKENDS] + [("aws", "sqlite")]
+
+
+@pytest.mark.parametrize(
+    ("store", "real_db"), STORES, indirect=["real_db"], ids=[f"{s}-{b}" for s, b in STORES]
+)
+def test_two_hundred_racing_decisions_yield_one_decision_one_execution_one_event(
+    store, real_db, tmp_path, monkeypatch, request
+):
+    extra: dict[str, Any] = {}
+    if store == "aws":
+        moto = request.getfixturevalue("moto")
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(key, value)
+        table = f"outputs-{new_id('tbl')[4:14]}"
+        extra = {
+            "OUTPUT_STORE": "aws",
+            "S3_BUCKET": "cosmo-race",
+            "DYNAMODB_TABLE": table,
+            "AWS_ENDPOINT_URL": moto.endpoint_url,
+        }
+    with FakeSlackAPI() as slack:
+        settings = make_settings(
+            tmp_path,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.base_url,
+            **extra,
+        )
+        if store == "aws":
+            ensure_bucket_and_table(*aws_clients(settings), extra["S3_BUCKET"], table)
+        container = build_container(settings, db=real_db)
+        assert container.outputs.name == store
+        run_race(container, slack)
+
+
+def run_race(container: Any, slack: FakeSlackAPI) -> None:
     executions: list[dict[str, Any]] = []
 
     async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
@@ -70,85 +122,101 @@ def test_two_hundred_racing_decisions_yield_one_decision_one_execution_one_event
         content="do it",
         requested_by="U0REQ",
     )
-    assert agent.webhook is not None
     created_events = container.events.created(agent.webhook.url, new)
     container.outputs.create(new, created_events)
     token = created_events[0].payload["data"]["approvalToken"]
 
+    app = create_app(container=container, background=False)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(container=container), port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    base = f"http://127.0.0.1:{port}/api/v1"
+    base = f"http://127.0.0.1:{port}"
+    clicks = SlackRequests(SIGNING_SECRET)
     barrier = threading.Barrier(200)
     results: list[tuple[str, int, dict[str, Any]]] = []
     lock = threading.Lock()
 
     def reviewer(i: int) -> None:
-        rng = random.Random(i)
-        kind = ("rest-approve", "rest-reject", "callback-approve", "callback-reject")[i % 4]
+        kind = KINDS[i % len(KINDS)]
         user = f"U{i:04d}"
         with httpx.Client(timeout=60) as http:
             barrier.wait()
-            time.sleep(rng.random() * 0.01)
+            time.sleep(random.Random(i).random() * 0.01)
             if kind == "rest-approve":
                 r = http.post(
-                    f"{base}/outputs/{new.id}/approve", json={"user_id": user}, headers=AUTH
+                    f"{base}/api/v1/outputs/{new.id}/approve", json={"user_id": user}, headers=AUTH
                 )
             elif kind == "rest-reject":
                 r = http.post(
-                    f"{base}/outputs/{new.id}/reject",
+                    f"{base}/api/v1/outputs/{new.id}/reject",
                     json={"user_id": user, "reason": "no"},
                     headers=AUTH,
                 )
-            else:
-                decision = kind.split("-")[1]
+            elif kind.startswith("callback"):
                 r = http.post(
-                    f"{base}/webhooks/approval",
+                    f"{base}/api/v1/webhooks/approval",
                     json={
                         "approvalToken": token,
-                        "decision": decision,
+                        "decision": kind.split("-")[1],
                         "userId": user,
                         "reason": "no",
                     },
                 )
+            else:
+                click = clicks.block_action("output_approve", new.id, user=user)
+                r = http.post(f"{base}/slack/events", content=click.body, headers=click.headers)
+        body = r.json() if r.headers.get("content-type", "").startswith("application") else {}
         with lock:
-            results.append((kind, r.status_code, r.json()))
+            results.append((kind, r.status_code, body))
 
     threads = [threading.Thread(target=reviewer, args=(i,)) for i in range(200)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    # Slack clicks decide after the ack; wait for that background work before judging.
+    deadline = time.monotonic() + 30
+    while app.state.slack.runtime.tasks and time.monotonic() < deadline:
+        time.sleep(0.05)
     server.should_exit = True
     thread.join(timeout=10)
 
     assert len(results) == 200
-    statuses = Counter(code for _, code, _ in results)
-    assert set(statuses) <= {200, 409}, statuses
-    applied = [r for _, code, r in results if code == 200 and r.get("applied") is True]
-    assert len(applied) == 1, applied
+    assert set(Counter(code for _, code, _ in results)) <= {200, 409}
     final = container.outputs.get("default", new.id)
     winner = final.decided_by
-    for _kind, code, body in results:
+    applied = [
+        a
+        for a in container.audit.for_output("default", new.id)
+        if a.outcome == "applied" and a.action in ("approve", "reject")
+    ]
+    assert len(applied) == 1, applied
+    assert applied[0].actor == winner
+    for kind, code, body in results:
         if code == 409:
             assert body["decided_by"] == winner
-        elif "output" in body:  # REST: same decision as the winner's, not applied
-            assert body["applied"] or body["output"]["decided_by"] == winner
-        else:  # approval callback
-            assert body["applied"] or body["decidedBy"] == winner
+        elif kind.startswith("rest"):
+            assert body["applied"] is False or body["output"]["decided_by"] == winner
+        elif kind.startswith("callback"):
+            assert body["applied"] is False or body["decidedBy"] == winner
     assert len(executions) == (1 if final.decision == "approved" else 0)
-    with real_db.session() as s:
+    with container.db.session() as s:
         decided = s.scalar(
             select(func.count())
             .select_from(WebhookDeliveryRow)
             .where(
                 WebhookDeliveryRow.output_id == new.id,
                 WebhookDeliveryRow.event_type == "output.decided",
+                WebhookDeliveryRow.status == "pending",
             )
         )
     assert decided == 1
+    told = [m for m in slack.ephemeral_messages() if "Too late" in m.text]
+    slack_clicks = sum(1 for kind, _, _ in results if kind == "slack-approve")
+    slack_won = 1 if applied[0].via == "slack" else 0
+    # Every Slack click that did not win was told who decided first.
+    assert len(told) == slack_clicks - slack_won
+    assert all(winner in m.text for m in told)
