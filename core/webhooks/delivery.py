@@ -47,7 +47,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, WebhookAttemptRow, WebhookDeliveryRow
-from core.db.pagination import Page
 from core.errors import UnsafeWebhookUrl
 from core.outputs.port import NotificationStatus, OutputStore
 from core.webhooks.deliveries import (
@@ -55,8 +54,6 @@ from core.webhooks.deliveries import (
     HeldCheck,
     HeldSweep,
     WebhookDeliveries,
-    WebhookDelivery,
-    WebhookDeliveryDetail,
     rowcount,
     set_notification,
 )
@@ -235,33 +232,6 @@ class WebhookDispatcher:
             if sent < limit:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
-
-    # -- the REST side, for callers that hold the dispatcher ------------------------------
-
-    def list(
-        self,
-        tenant_id: str,
-        *,
-        status: DeliveryStatus | None = None,
-        output_id: str | None = None,
-        agent_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> Page[WebhookDelivery]:
-        return self.deliveries.list(
-            tenant_id,
-            status=status,
-            output_id=output_id,
-            agent_id=agent_id,
-            cursor=cursor,
-            limit=limit,
-        )
-
-    def get(self, tenant_id: str, delivery_id: str) -> WebhookDeliveryDetail:
-        return self.deliveries.get(tenant_id, delivery_id)
-
-    def replay(self, tenant_id: str, delivery_id: str) -> WebhookDeliveryDetail:
-        return self.deliveries.replay(tenant_id, delivery_id)
 
     async def resolve_held(
         self, check: HeldCheck, *, older_than: timedelta = timedelta(minutes=5)

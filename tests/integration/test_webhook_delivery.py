@@ -759,11 +759,11 @@ async def test_replay_starts_a_new_cycle_with_the_same_webhook_id(
     assert outputs.get(TENANT, output_id).notification_status is NotificationStatus.FAILED
 
     receiver.default = Reply.ok()
-    replayed = dispatcher.replay(TENANT, delivery_id)
+    replayed = dispatcher.deliveries.replay(TENANT, delivery_id)
     assert (replayed.status, replayed.attempts) == (DeliveryStatus.PENDING, 0)
     assert outputs.get(TENANT, output_id).notification_status is NotificationStatus.PENDING
     with pytest.raises(Conflict, match="is pending"):
-        dispatcher.replay(TENANT, delivery_id)
+        dispatcher.deliveries.replay(TENANT, delivery_id)
 
     await drain(dispatcher, clock, db)
 
@@ -772,9 +772,9 @@ async def test_replay_starts_a_new_cycle_with_the_same_webhook_id(
     assert row(db, delivery_id).attempts == 1
     assert outputs.get(TENANT, output_id).notification_status is NotificationStatus.DELIVERED
     with pytest.raises(NotFound):
-        dispatcher.replay(TENANT, "msg_unknown")
+        dispatcher.deliveries.replay(TENANT, "msg_unknown")
     with pytest.raises(NotFound):
-        dispatcher.replay("other-tenant", delivery_id)
+        dispatcher.deliveries.replay("other-tenant", delivery_id)
 
 
 async def test_list_filters_by_status_and_output_and_pages_newest_first(
@@ -789,22 +789,24 @@ async def test_list_filters_by_status_and_output_and_pages_newest_first(
     create_output(outputs, other_tenant_agent, receiver.url, tenant="t2")
     dispatcher = dispatchers()
 
-    failed = dispatcher.list(TENANT, status=DeliveryStatus.FAILED)
+    failed = dispatcher.deliveries.list(TENANT, status=DeliveryStatus.FAILED)
     assert [d.id for d in failed.items] == [gone_id]
     assert failed.items[0].history[0].status_code == 410
-    assert [d.id for d in dispatcher.list(TENANT, output_id=first_output).items] == [gone_id]
+    assert [d.id for d in dispatcher.deliveries.list(TENANT, output_id=first_output).items] == [
+        gone_id
+    ]
 
     seen: list[str] = []
     cursor = None
     while True:
-        page = dispatcher.list(TENANT, cursor=cursor, limit=2)
+        page = dispatcher.deliveries.list(TENANT, cursor=cursor, limit=2)
         seen += [d.id for d in page.items]
         cursor = page.next_cursor
         if cursor is None:
             break
     assert seen == [*reversed(created), gone_id]
     with pytest.raises(ValidationFailed):
-        dispatcher.list(TENANT, cursor="bm90LWEtY3Vyc29y")
+        dispatcher.deliveries.list(TENANT, cursor="bm90LWEtY3Vyc29y")
 
 
 async def test_held_rows_are_released_dropped_or_left_by_the_check(db, dispatchers, clock):

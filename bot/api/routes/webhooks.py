@@ -25,8 +25,7 @@ router = APIRouter(
 
 
 def get_deliveries(c: ContainerDep) -> WebhookDeliveries:
-    # Reading and replaying needs the database and the output store, not the worker.
-    return WebhookDeliveries(c.db, c.outputs)
+    return c.webhooks.deliveries
 
 
 DeliveriesDep = Annotated[WebhookDeliveries, Depends(get_deliveries)]
