@@ -175,7 +175,10 @@ async def process_turn(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
         log.exception("turn %s: could not post the placeholder", turn_id)
     try:
         agent = await c.runner.agent(tenant, session.agent_id)
-        result = await agent.chat(session, turn.user_message, on_text=reply.write, turn=turn)
+        speaker = await rt.directory.user_name(tenant, turn.user_id)
+        result = await agent.chat(
+            session, turn.user_message, on_text=reply.write, turn=turn, user_name=speaker
+        )
     except CosmoError as exc:
         await _fail(c, tenant, turn_id, reply, exc.detail, exc.detail)
         return

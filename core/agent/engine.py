@@ -142,9 +142,13 @@ class ConfigurableAgent:
         on_text: TextSink | None = None,
         turn: TurnView | None = None,
         dedupe_key: str | None = None,
+        user_name: str | None = None,
     ) -> TurnResult:
         """Run one turn. Never raises for model or tool trouble: a failed turn is recorded
-        and its `reply` is a short message fit for the user."""
+        and its `reply` is a short message fit for the user.
+
+        The speaker is the turn's user (several people can talk in one Slack thread);
+        `user_name` is their display name when the caller knows it."""
         if turn is None:
             turn, _created = await to_thread.run_sync(
                 lambda: self.sessions.begin_turn(
@@ -156,6 +160,9 @@ class ConfigurableAgent:
                 )
             )
         assert turn is not None
+        if turn.user_id != session.user_id or user_name:
+            name = user_name or (session.user_name if turn.user_id == session.user_id else None)
+            session = session.model_copy(update={"user_id": turn.user_id, "user_name": name})
         run = _TurnRun(self, session, turn, _safe_sink(on_text))
         return await run.execute(user_message)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from core.outputs.port import OutputFilter
 from core.skills.runtime import SkillResult
 from tests.conftest import BACKENDS
 from tests.fakes.anthropic_api import Reply
@@ -371,3 +372,25 @@ def test_forged_and_malformed_requests_are_refused(app):
     assert app.send(good.with_body(b"{not json")).status_code == 400
     app.drain()
     assert app.claude.message_requests == []
+
+
+def test_each_speaker_in_a_thread_is_addressed_and_remembered_as_themselves(app):
+    bob = "U0BOB00001"
+    app.slack.add_user(bob, "bob", display_name="Bob Builder")
+    app.claude.push(
+        Reply.text("Hi Alice."),
+        Reply.tool_use("draft_email", {"to": "x@y.z", "body": "b"}),
+        Reply.text("Drafted, Bob."),
+    )
+    _, ts = mention(app, "hello")
+    app.drain()
+    app.send(app.requests.message("I am Bob and I like Fridays", user=bob, thread_ts=ts))
+    app.drain()
+
+    second = app.claude.message_requests[1]
+    assert "Help Bob Builder." in second.system_text
+    (output,) = app.container.outputs.list("default", OutputFilter(), cursor=None, limit=10).items
+    assert output.requested_by == bob
+    agent_id = app.agent_id("sales-bot")
+    remembered = app.container.memory.list("default", user_id=bob, agent_id=agent_id)
+    assert any("Fridays" in m.text for m in remembered)
