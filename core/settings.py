@@ -6,6 +6,7 @@ everything else receives the values it needs.
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_TENANT = "default"
+# The bot scopes in manifest.yml (tests/unit/test_manifest.py keeps the two equal).
+DEFAULT_SLACK_SCOPES = (
+    "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,"
+    "groups:history,groups:read,im:history,mpim:history,mpim:read,usergroups:read,users:read"
+)
 
 
 class Settings(BaseSettings):
@@ -47,6 +53,22 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    # Multi-workspace installs (OAuth): with both set, workspaces install the app through
+    # /slack/install and each workspace is its own tenant; SLACK_BOT_TOKEN is then unused.
+    slack_client_id: str | None = Field(default=None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(default=None, alias="SLACK_CLIENT_SECRET")
+    slack_scopes: str = Field(
+        default=DEFAULT_SLACK_SCOPES,
+        alias="SLACK_SCOPES",
+        description="Bot scopes requested at install, comma-separated (manifest.yml's).",
+    )
+    # Who may change agents from Slack (`/agent create|edit|skills|persona|use`), besides
+    # workspace admins and owners: Slack user ids (U…/W…) and user-group ids (S…).
+    slack_admins: str = Field(
+        default="",
+        alias="COSMO_SLACK_ADMINS",
+        description="Comma-separated Slack user or user-group ids allowed to configure agents.",
+    )
 
     # Claude
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
@@ -80,10 +102,49 @@ class Settings(BaseSettings):
         description="Pending outputs expire after this many hours; unset: never.",
     )
 
-    @field_validator("database_url", mode="before")
+    @field_validator(
+        "database_url",
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "slack_client_id",
+        "slack_client_secret",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
+        # `.env.example` copied as is leaves these empty: that means "not configured".
         return None if value == "" else value
+
+    @field_validator("slack_scopes", mode="before")
+    @classmethod
+    def _default_scopes_when_blank(cls, value: object) -> object:
+        return DEFAULT_SLACK_SCOPES if value == "" else value
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        """Multi-workspace mode: the OAuth client id and secret are both configured."""
+        return self.slack_client_id is not None and self.slack_client_secret is not None
+
+    @field_validator("slack_admins")
+    @classmethod
+    def _slack_ids(cls, value: str) -> str:
+        bad = [v for v in _split(value) if not _SLACK_PRINCIPAL.match(v)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: COSMO_SLACK_ADMINS takes Slack user ids (U…/W…) or "
+                "user-group ids (S…), comma-separated"
+            )
+        return value
+
+    @property
+    def slack_admin_ids(self) -> frozenset[str]:
+        """`COSMO_SLACK_ADMINS` as a set of user and user-group ids."""
+        return frozenset(_split(self.slack_admins))
+
+    @property
+    def slack_scope_list(self) -> list[str]:
+        return [scope.strip() for scope in self.slack_scopes.split(",") if scope.strip()]
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -129,6 +190,13 @@ class Settings(BaseSettings):
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(value + "\n")
         return value
+
+
+_SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,20}$")
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _open_exclusive(path: Path) -> int:

@@ -265,15 +265,13 @@ def _secret(value: object) -> str | None:
 def disabled_integrations(settings: Settings) -> dict[str, str]:
     """Integration -> why it is off, so startup can say so plainly."""
     off: dict[str, str] = {}
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
-        missing = [
-            name
-            for name, value in (
-                ("SLACK_BOT_TOKEN", settings.slack_bot_token),
-                ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
-            )
-            if value is None
-        ]
+    slack_auth = settings.slack_bot_token is not None or settings.slack_oauth_enabled
+    if settings.slack_signing_secret is None or not slack_auth:
+        missing = []
+        if settings.slack_signing_secret is None:
+            missing.append("SLACK_SIGNING_SECRET")
+        if not slack_auth:
+            missing.append("SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)")
         off["slack"] = f"{' and '.join(missing)} not set; /slack/events answers 503"
     if settings.anthropic_api_key is None:
         off["claude"] = "ANTHROPIC_API_KEY not set; agents cannot answer"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from slack_bolt.adapter.starlette.async_handler import (
@@ -30,6 +31,7 @@ from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware
 from bot.server.workers import Workers
 from bot.slack.app import SlackIntegration, build_slack
+from bot.slack.socket_mode import start_socket_mode
 from bot.slack.verification import SlackRequestGuard, verified_request
 from core.settings import Settings
 from core.wiring import Container, build_container
@@ -64,12 +66,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Socket Mode is a transport, not a background job: it runs even without workers.
+        socket_mode = await start_socket_mode(slack, settings)
+        app.state.socket_mode = socket_mode
         if background:
             workers.start()
         try:
             yield
         finally:
             await workers.stop()
+            if socket_mode is not None:
+                await socket_mode.stop()
             if slack is not None:
                 await slack.aclose()
             await container.aclose()
@@ -120,7 +127,8 @@ def create_app(
 
 
 def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
-    """`POST /slack/events`: events, interactivity and slash commands (one Request URL)."""
+    """`POST /slack/events`: events, interactivity and slash commands (one Request URL);
+    `GET /slack/install` and `/slack/oauth_redirect` when workspaces install through OAuth."""
 
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Response:
@@ -138,6 +146,37 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
             body = body.replace(b"payload", b"%70ayload")
         bolt_response = await slack.app.async_dispatch(to_async_bolt_request(request, body))
         return to_starlette_response(bolt_response)
+
+    # Multi-workspace installs (bot/slack/oauth.py): the "Add to Slack" page and Slack's
+    # redirect back. Plain GETs from a browser, so the Slack signature guard does not apply.
+    def oauth_flow() -> Any:
+        return slack.app.oauth_flow if slack is not None else None
+
+    def oauth_off() -> Response:
+        return problem(
+            404,
+            "Slack OAuth not configured",
+            "set SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_SIGNING_SECRET to let "
+            "workspaces install the app",
+        )
+
+    @app.get("/slack/install", include_in_schema=False)
+    async def slack_install(request: Request) -> Response:
+        flow = oauth_flow()
+        if flow is None:
+            return oauth_off()
+        return to_starlette_response(
+            await flow.handle_installation(to_async_bolt_request(request, b""))
+        )
+
+    @app.get("/slack/oauth_redirect", include_in_schema=False)
+    async def slack_oauth_redirect(request: Request) -> Response:
+        flow = oauth_flow()
+        if flow is None:
+            return oauth_off()
+        return to_starlette_response(
+            await flow.handle_callback(to_async_bolt_request(request, b""))
+        )
 
 
 def _register_problem_schema(app: FastAPI) -> None:

@@ -20,7 +20,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import approvals, conversations
 from bot.slack.directory import SlackDirectory
+from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
+from core.errors import ServiceUnavailable
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
@@ -55,26 +57,61 @@ class SlackIntegration:
 
 
 def build_slack(container: Container) -> SlackIntegration | None:
+    """The Slack app, in one of two modes (`SLACK_SIGNING_SECRET` is needed by both):
+
+    * multi-workspace (OAuth) when `SLACK_CLIENT_ID` and `SLACK_CLIENT_SECRET` are set:
+      workspaces install through `/slack/install`, installations live in our database,
+      each request is authorized with its workspace's bot token and the tenant is the team id;
+    * single workspace when `SLACK_BOT_TOKEN` is set: one token, the default tenant.
+
+    Neither: None (`/slack/events` answers 503). Socket Mode (`SLACK_APP_TOKEN`) is a
+    transport on top of either; see `bot.slack.socket_mode`.
+    """
     settings = container.settings
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
+    if settings.slack_signing_secret is None:
+        return None
+    oauth_mode = settings.slack_oauth_enabled
+    if not oauth_mode and settings.slack_bot_token is None:
         return None
     signing_secret = settings.slack_signing_secret.get_secret_value()
-    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+
+    def make_client(token: str | None) -> AsyncWebClient:
+        return web_client(token, settings.slack_api_url)
+
+    oauth: SlackOAuth | None = None
+    if oauth_mode:
+        oauth = build_oauth(settings, container.db.engine, make_client)
+        if settings.slack_bot_token is not None:
+            log.warning("SLACK_BOT_TOKEN is ignored: SLACK_CLIENT_ID/SECRET select OAuth mode")
+        client = make_client(None)
+    else:
+        assert settings.slack_bot_token is not None
+        client = make_client(settings.slack_bot_token.get_secret_value())
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
+        oauth_settings=oauth.settings if oauth is not None else None,
         process_before_response=True,
         # SlackRequestGuard verifies every request before Bolt; a second check could fail
         # at the 5-minute edge and would log the body.
         request_verification_enabled=False,
         logger=logging.getLogger("slack_bolt"),
     )
-    clients = SlackClients(client)
+    if oauth is None and app.oauth_flow is not None:
+        # Bolt reads SLACK_CLIENT_ID/SECRET from the process environment by itself; exported
+        # but empty, they make it drop the bot token for an installation store in $HOME.
+        raise ServiceUnavailable(
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are in the environment but empty; "
+            "remove them for a single-workspace install, or set both for OAuth"
+        )
+    clients = SlackClients(
+        client, installation_lookup=oauth.client_for if oauth is not None else None
+    )
     runtime = SlackRuntime(
         container=container,
         clients=clients,
         directory=SlackDirectory(clients),
-        single_workspace=True,
+        single_workspace=oauth is None,
     )
     container.approvals.directory = runtime.directory
     register_all(app, runtime)

@@ -101,9 +101,12 @@ def register(app: Any, rt: SlackRuntime) -> None:
         )
         user = (body.get("user") or {}).get("id")
         tenant = rt.tenant_for((body.get("team") or {}).get("id"))
-        if not channel or not user:
+        if not user:
             return
         client = await rt.clients.for_tenant(tenant)
+        if not channel:  # a click in App Home: there is no channel, so tell them in the DM
+            await client.chat_postMessage(channel=user, text=text)
+            return
         thread_ts = (body.get("message") or {}).get("thread_ts")
         await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
 
@@ -150,7 +153,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         except CosmoError as exc:
             await explain(body, exc)
             return
-        channel = (body.get("channel") or {}).get("id") or ""
+        channel = (body.get("channel") or {}).get("id") or ""  # empty for App Home clicks
         view = blocks.reject_modal(output_id, {"channel": channel, "tenant": tenant})
         await client.views_open(trigger_id=body["trigger_id"], view=view)
 
@@ -182,7 +185,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ack(response_action="errors", errors={blocks.REASON_BLOCK: message[:150]})
             return
         await ack()
-        event_body = {**body, "channel": {"id": meta.get("channel")}}
+        event_body = {**body, "channel": {"id": meta.get("channel") or None}}
         rt.spawn(
             decide_in_background(event_body, tenant, output_id, "reject", reason),
             name=f"reject:{output_id}",

@@ -33,14 +33,14 @@ _STATUS = {
 }
 
 
-def _date(when: datetime | None) -> str:
+def slack_date(when: datetime | None) -> str:
     if when is None:
         return "just now"
     unix = int(when.timestamp())
     return f"<!date^{unix}^{{date_short_pretty}} at {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
 
 
-def _mention(user_id: str | None) -> str:
+def mention(user_id: str | None) -> str:
     if not user_id:
         return "someone"
     if user_id in ("system", "api"):
@@ -48,7 +48,7 @@ def _mention(user_id: str | None) -> str:
     return f"<@{user_id}>"
 
 
-def _title(skill: str) -> str:
+def skill_title(skill: str) -> str:
     return skill.replace("_", " ").replace("-", " ").capitalize()
 
 
@@ -90,7 +90,7 @@ def approval_message(
     output: Output, *, agent_name: str, content: str, content_url: str | None
 ) -> tuple[str, Blocks]:
     """The interactive message reviewers act on."""
-    title = _title(output.skill)
+    title = skill_title(output.skill)
     blocks: Blocks = [
         {
             "type": "header",
@@ -104,7 +104,7 @@ def approval_message(
                 {
                     "type": "mrkdwn",
                     "text": f"Proposed by *{escape(agent_name)}* for "
-                    f"{_mention(output.requested_by)} · `{output.id}`"
+                    f"{mention(output.requested_by)} · `{output.id}`"
                     + (
                         " · runs automatically once approved"
                         if output.is_automatable
@@ -155,10 +155,10 @@ def decided_message(
 ) -> tuple[str, Blocks]:
     """The same message after a decision: no buttons, the outcome in their place."""
     icon, label = _STATUS[output.status]
-    title = _title(output.skill)
+    title = skill_title(output.skill)
     lines = [f"{icon} *{label}*"]
     if output.status != OutputStatus.PENDING:
-        lines[0] += f" by {_mention(output.decided_by)} · {_date(output.decided_at)}"
+        lines[0] += f" by {mention(output.decided_by)} · {slack_date(output.decided_at)}"
     if output.decision_reason:
         lines.append(f"*Reason:* {escape(truncate(output.decision_reason, 500))}")
     if output.status == OutputStatus.EXECUTED and output.execution_result:
@@ -184,8 +184,8 @@ def decided_message(
 def outcome_text(output: Output) -> str:
     """The short thread reply announcing what happened."""
     icon, label = _STATUS[output.status]
-    title = _title(output.skill)
-    who = _mention(output.decided_by)
+    title = skill_title(output.skill)
+    who = mention(output.decided_by)
     if output.status == OutputStatus.REJECTED:
         reason = escape(truncate(output.decision_reason or "", 300))
         return f"{icon} {who} rejected *{title}*: {reason}\nI'll take that into account."
@@ -237,7 +237,9 @@ def ephemeral_already_decided(
     status: str, decided_by: str | None, decided_at: datetime | None
 ) -> str:
     label = _STATUS.get(OutputStatus(status), ("", status))[1].lower()
-    return f"Too late: this was already {label} by {_mention(decided_by)} · {_date(decided_at)}."
+    return (
+        f"Too late: this was already {label} by {mention(decided_by)} · {slack_date(decided_at)}."
+    )
 
 
 def thinking() -> str:

@@ -168,7 +168,7 @@ async def process_turn(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
                 tenant, session.id, user_name=user_name, channel_name=channel_name
             )
         )
-    reply = ThreadReply(client, channel, thread_ts)
+    reply = rt.reply_factory(client, channel, thread_ts)
     try:
         await reply.start()
     except Exception:

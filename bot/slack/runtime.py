@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.slack.directory import SlackDirectory
+from bot.slack.reply import ThreadReply
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
@@ -36,6 +37,9 @@ class SlackRuntime:
     clients: SlackClients
     directory: SlackDirectory
     single_workspace: bool
+    reply_factory: Callable[[Any, str, str], ThreadReply] = ThreadReply
+    """Shows a turn in its thread: `(client, channel, thread_ts) -> ThreadReply`. A listener
+    module may swap it (the assistant surface shows Slack's "is thinking…" status in DMs)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def tenant_for(self, team_id: str | None) -> str:

@@ -1,0 +1,391 @@
+"""Block Kit for `/agent` answers and the App Home. Pure functions, no I/O.
+
+`blocks.py` keeps the approval messages (the App Home reuses their buttons' action ids),
+`admin_forms.py` the agent forms. Text that came from people is escaped before it goes
+into mrkdwn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.blocks import APPROVE, REJECT, Blocks, mention, skill_title, slack_date
+from bot.slack.text import escape, truncate
+from core.memory.port import MemoryRecord
+from core.outputs.port import Output, OutputStatus
+from core.schemas.views import AgentView, PersonaView, SkillView
+
+View = dict[str, Any]
+
+COMMAND = "/agent"
+
+# Slack's limits that shape these renderers.
+MESSAGE_BLOCKS_MAX = 50
+VIEW_BLOCKS_MAX = 100
+
+_STATUS = {
+    OutputStatus.PENDING: "⏳ waiting for approval",
+    OutputStatus.APPROVED: "✅ approved",
+    OutputStatus.EXECUTED: "✅ approved and done",
+    OutputStatus.MANUAL: "✅ approved, manual follow-up",
+    OutputStatus.EXECUTION_FAILED: "⚠️ approved, running it failed",
+    OutputStatus.REJECTED: "❌ rejected",
+    OutputStatus.EXPIRED: "⌛ expired",
+}
+_WHY = {
+    "channel": "answers in this channel",
+    "default": "answers here (workspace default)",
+    "only": "answers here (the only active agent)",
+}
+
+
+# -- small pieces -------------------------------------------------------------------------
+
+
+def plain(text: str, limit: int = 75) -> dict[str, Any]:
+    return {"type": "plain_text", "text": truncate(text, limit)}
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, 3_000)}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, 2_000)}]}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": plain(text, 150)}
+
+
+def _divider() -> dict[str, Any]:
+    return {"type": "divider"}
+
+
+def code_list(names: Sequence[str], empty: str = "none") -> str:
+    return ", ".join(f"`{escape(n)}`" for n in names) if names else f"_{empty}_"
+
+
+def _principal(principal: str) -> str:
+    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
+
+
+def _limit(value: int | None, unit: str) -> str:
+    return f"{value:,} {unit}/day" if value is not None else "unlimited"
+
+
+def _tokens(count: int) -> str:
+    if count >= 1_000_000:
+        return f"{count / 1_000_000:.1f}M"
+    if count >= 1_000:
+        return f"{count / 1_000:.1f}k"
+    return str(count)
+
+
+def _status(agent: AgentView) -> str:
+    return "active" if agent.is_active else "⏸ inactive"
+
+
+# -- /agent answers -----------------------------------------------------------------------
+
+
+def help_message(*, can_configure: bool) -> tuple[str, Blocks]:
+    everyone = "\n".join(
+        [
+            "`/agent list` — the agents here, and which one answers in this channel",
+            "`/agent show NAME` — an agent's configuration",
+            "`/agent memory` — what this channel's agent remembers about you",
+            "`/agent memory clear` — make this channel's agent forget you",
+            "`/agent end` — end your latest conversation in this channel",
+            "`/agent help` — this list",
+        ]
+    )
+    admins = "\n".join(
+        [
+            "`/agent use NAME` — make NAME answer in this channel",
+            "`/agent use NAME --default` — …and wherever no agent is chosen, and in DMs",
+            "`/agent create` — a new agent (opens a form)",
+            "`/agent edit NAME` — description, persona, model, approvers, limits",
+            "`/agent skills NAME` — which skills it may use",
+            "`/agent persona NAME` — its persona's role, tone and instructions",
+        ]
+    )
+    who = (
+        "You may change agents."
+        if can_configure
+        else "Workspace admins and owners, and the people in `COSMO_SLACK_ADMINS`, "
+        "may change agents."
+    )
+    blocks: Blocks = [
+        section("*Cosmo agents* — commands for everyone:\n" + everyone),
+        section("*For agent admins:*\n" + admins),
+        context(
+            f"{who} `end` ends the most recent conversation you started in this channel "
+            "(slash commands cannot tell which thread you are in)."
+        ),
+    ]
+    return (
+        "Cosmo agents: /agent list, show, memory, end, use, create, edit, skills, persona",
+        blocks,
+    )
+
+
+def agent_list(
+    agents: Sequence[AgentView], *, answering_id: str | None, why: str
+) -> tuple[str, Blocks]:
+    """Every agent with persona, skills and state; marks the one that answers here."""
+    if not agents:
+        text = "No agents yet. An agent admin can create one with `/agent create`."
+        return text, [section(text)]
+    shown = list(agents)[: MESSAGE_BLOCKS_MAX - 3]
+    blocks: Blocks = [_header(f"Agents ({len(agents)})")]
+    for agent in shown:
+        here = f"  ← _{_WHY[why]}_" if agent.id == answering_id and why in _WHY else ""
+        lines = [f"*{escape(agent.name)}* · {_status(agent)}{here}"]
+        if agent.description:
+            lines.append(escape(truncate(agent.description, 300)))
+        lines.append(f"Persona `{escape(agent.persona)}` · Skills: {code_list(agent.skills)}")
+        blocks.append(section("\n".join(lines)))
+    if len(shown) < len(agents):
+        blocks.append(context(f"…and {len(agents) - len(shown)} more."))
+    if why == "ambiguous":
+        blocks.append(
+            context(
+                "No agent is chosen for this channel, so mentions here go unanswered. "
+                "An agent admin can pick one with `/agent use NAME`."
+            )
+        )
+    names = ", ".join(a.name for a in shown)
+    return f"Agents ({len(agents)}): {names}", blocks
+
+
+def agent_details(
+    agent: AgentView, *, persona: PersonaView | None, skills: Sequence[SkillView], model: str
+) -> tuple[str, Blocks]:
+    """`/agent show NAME`: the configuration an admin set, without secrets."""
+    kinds = {s.name: s for s in skills}
+
+    def skill_line(name: str) -> str:
+        skill = kinds.get(name)
+        if skill is None:
+            return f"`{escape(name)}`"
+        how = "read" if skill.kind == "read" else "action, needs approval"
+        if skill.kind != "read" and skill.is_automatable:
+            how += ", runs once approved"
+        return f"`{escape(name)}` ({how})"
+
+    persona_text = f"`{escape(agent.persona)}`"
+    if persona is not None and persona.role:
+        persona_text += f" — {escape(truncate(persona.role, 200))}"
+    approvers = (
+        ", ".join(_principal(a) for a in agent.approvers)
+        if agent.approvers
+        else "anyone in the workspace"
+    )
+    if not agent.allow_self_approval:
+        approvers += " (not the person who asked)"
+    fields = [
+        f"*Persona*\n{persona_text}",
+        f"*Model*\n`{escape(agent.model or model)}`" + ("" if agent.model else " (default)"),
+        f"*Memory*\n{'on' if agent.memory_enabled else 'off'}",
+        f"*Status*\n{_status(agent)} · version {agent.version}",
+        f"*Approvers*\n{approvers}",
+        "*Approval channel*\n"
+        + (f"<#{agent.approval_channel}>" if agent.approval_channel else "_the thread only_"),
+        "*Limits*\n"
+        f"{_limit(agent.limits.daily_output_limit, 'outputs')}, "
+        f"{_limit(agent.limits.daily_token_budget, 'tokens')}",
+        "*Webhook*\n" + ("configured" if agent.webhook else "_none_"),
+    ]
+    skill_text = ", ".join(skill_line(n) for n in agent.skills) or "_none_"
+    blocks: Blocks = [
+        _header(agent.name),
+        *([section(escape(truncate(agent.description, 1_000)))] if agent.description else []),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        section(f"*Skills*\n{skill_text}"),
+    ]
+    if agent.knowledge_bases:
+        blocks.append(section(f"*Knowledge bases*\n{code_list(agent.knowledge_bases)}"))
+    return f"Agent {agent.name}", blocks
+
+
+def memory_list(
+    agent: AgentView, records: Sequence[MemoryRecord], *, shown: int = 20
+) -> tuple[str, Blocks]:
+    name = escape(agent.name)
+    if not records:
+        text = f"*{name}* doesn't remember anything about you."
+        blocks: Blocks = [section(text)]
+    else:
+        lines = [
+            f"• {escape(truncate(r.text, 280))} _({slack_date(r.created_at)})_"
+            for r in records[:shown]
+        ]
+        more = f"\n…and {len(records) - shown} more." if len(records) > shown else ""
+        blocks = [
+            section(f"*What {name} remembers about you* ({len(records)})"),
+            section("\n".join(lines) + more),
+            context("Make it forget all of this with `/agent memory clear`."),
+        ]
+        text = f"{agent.name} remembers {len(records)} thing(s) about you."
+    if not agent.memory_enabled:
+        blocks.append(context(f"Memory is off for *{name}*: it remembers nothing new."))
+    return text, blocks
+
+
+# -- App Home -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentUsageToday:
+    agent: AgentView
+    turns: int
+    tokens: int
+    cost_usd: float
+    outputs: int
+
+
+@dataclass(frozen=True)
+class HomeData:
+    """Everything the App Home shows one person (gathered by `bot.slack.home`)."""
+
+    user_id: str
+    day: str
+    pending: list[Output]
+    pending_total: int
+    recent: list[Output]
+    agents: list[AgentView]
+    usage: list[AgentUsageToday]
+    can_configure: bool
+
+
+def decision_buttons(output: Output) -> dict[str, Any]:
+    """Approve / Reject for one output: the same action ids, values and confirmation as the
+    approval message, so the approval listeners handle clicks from the App Home too."""
+    title = skill_title(output.skill)
+    return {
+        "type": "actions",
+        "block_id": f"decide:{output.id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": APPROVE,
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "value": output.id,
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Approve this?"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": (
+                            f"*{escape(title)}* will run right away."
+                            if output.is_automatable
+                            else f"*{escape(title)}* will be marked for manual follow-up."
+                        ),
+                    },
+                    "confirm": {"type": "plain_text", "text": "Approve"},
+                    "deny": {"type": "plain_text", "text": "Cancel"},
+                },
+            },
+            {
+                "type": "button",
+                "action_id": REJECT,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Reject"},
+                "value": output.id,
+            },
+        ],
+    }
+
+
+def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
+    return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
+
+
+def home_view(data: HomeData) -> View:
+    agents = data.agents
+    blocks: Blocks = [
+        _header("Cosmo agents"),
+        context(
+            f"Hi {mention(data.user_id)}: what waits for your approval, what you asked "
+            "for lately, and the agents in this workspace. Type `/agent help` anywhere for "
+            "commands."
+        ),
+        _divider(),
+        section(f"*Waiting for your approval* ({data.pending_total})"),
+    ]
+    if not data.pending:
+        blocks.append(context("Nothing is waiting for you."))
+    for output in data.pending:
+        preview = escape(truncate(output.preview.strip(), 280))
+        quoted = "\n".join(f">{line}" for line in preview.splitlines()) or ">"
+        blocks += [
+            section(
+                f"*{escape(skill_title(output.skill))}* · proposed by "
+                f"*{escape(_agent_name(agents, output.agent_id))}* for "
+                f"{mention(output.requested_by)} · {slack_date(output.created_at)}\n{quoted}"
+            ),
+            decision_buttons(output),
+        ]
+    if data.pending_total > len(data.pending):
+        blocks.append(
+            context(
+                f"…and {data.pending_total - len(data.pending)} more; the oldest are shown first."
+            )
+        )
+    blocks += [_divider(), section("*What you asked for lately*")]
+    if not data.recent:
+        blocks.append(context("Nothing in the last week."))
+    else:
+        lines = [
+            f"{_STATUS[o.status]} · *{escape(skill_title(o.skill))}* by "
+            f"*{escape(_agent_name(agents, o.agent_id))}* · {slack_date(o.created_at)}"
+            for o in data.recent
+        ]
+        blocks.append(section("\n".join(lines)))
+    blocks += [_divider(), section(f"*Agents* ({len(agents)})")]
+    if not agents:
+        blocks.append(
+            context(
+                "No agents yet."
+                + (" Create one with `/agent create`." if data.can_configure else "")
+            )
+        )
+    shown = agents[:15]
+    for agent in shown:
+        line = f"*{escape(agent.name)}* · {_status(agent)}"
+        if agent.description:
+            line += f"\n{escape(truncate(agent.description, 200))}"
+        line += f"\nPersona `{escape(agent.persona)}` · Skills: {code_list(agent.skills)}"
+        blocks.append(section(line))
+    if len(agents) > len(shown):
+        blocks.append(context(f"…and {len(agents) - len(shown)} more: `/agent list`."))
+    if data.can_configure and agents:
+        blocks.append(
+            context(
+                "You may change agents: `/agent edit NAME`, `/agent skills NAME`, "
+                "`/agent persona NAME`, `/agent use NAME`."
+            )
+        )
+    blocks += [_divider(), section(f"*Today's usage* ({data.day}, UTC)")]
+    if not data.usage:
+        blocks.append(context("No agents, no usage."))
+    else:
+        fields = [
+            {
+                "type": "mrkdwn",
+                "text": f"*{escape(u.agent.name)}*\n{u.turns} turns · "
+                f"{_tokens(u.tokens)} tokens · ${u.cost_usd:.2f}\n"
+                f"{u.outputs} outputs"
+                + (
+                    f" of {u.agent.limits.daily_output_limit}"
+                    if u.agent.limits.daily_output_limit is not None
+                    else ""
+                ),
+            }
+            for u in data.usage[:10]
+        ]
+        blocks.append({"type": "section", "fields": fields})
+    return {"type": "home", "blocks": blocks[:VIEW_BLOCKS_MAX]}

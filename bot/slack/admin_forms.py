@@ -1,0 +1,471 @@
+"""The agent forms (modals) of `/agent create|edit|skills|persona`: rendered, read back,
+and their validation errors put on the field. Pure functions, no I/O.
+
+Each input's `block_id` (and `action_id`) is the field it edits, so a form is rendered and
+read back here, and `form_errors` maps the field paths of pydantic / `ValidationFailed`
+errors back onto those blocks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.admin_blocks import VIEW_BLOCKS_MAX, View, code_list, context, plain, section
+from bot.slack.blocks import Blocks
+from bot.slack.text import escape, truncate
+from core.errors import FieldError
+from core.schemas.common import SLUG_PATTERN
+from core.schemas.views import AgentView, PersonaView, SkillView
+
+CREATE_MODAL = "agent_create"
+EDIT_MODAL = "agent_edit"
+SKILLS_MODAL = "agent_skills"
+PERSONA_MODAL = "agent_persona"
+# Option value of "a new persona" in the create form; persona names are slugs, never this.
+NEW_PERSONA = "__new__"
+
+# Slack's limits that shape these forms.
+MAX_OPTIONS = 100  # static / multi-static select
+TEXT_INPUT_MAX = 3_000  # plain_text_input max_length and initial_value
+MODAL_TITLE_MAX = 24
+
+# Form field -> the block that edits it.
+AGENT_FIELDS = {
+    "name": "name",
+    "description": "description",
+    "persona": "persona",
+    "model": "model",
+    "skills": "skills",
+    "approvers": "approvers",
+    "approval_channel": "approval_channel",
+    "daily_output_limit": "daily_output_limit",
+    "daily_token_budget": "daily_token_budget",
+    "memory_enabled": "options",
+    "allow_self_approval": "options",
+    "is_active": "options",
+}
+NEW_PERSONA_FIELDS = {
+    "name": "name",
+    "role": "persona_role",
+    "tone": "persona_tone",
+    "instructions": "persona_instructions",
+    "variables": "persona_instructions",
+}
+PERSONA_FIELDS = {
+    "role": "role",
+    "tone": "tone",
+    "instructions": "instructions",
+    "variables": "instructions",
+}
+SKILLS_FIELDS = {"skills": "skills"}
+_OPTIONS = {
+    "memory_enabled": "Remember what people tell it (per person)",
+    "allow_self_approval": "Let people approve outputs they asked for",
+    "is_active": "Active: answers in Slack",
+}
+
+# -- forms (modals) -----------------------------------------------------------------------
+
+
+def _modal(
+    callback_id: str, title: str, blocks: Blocks, metadata: str, submit: str | None = "Save"
+) -> View:
+    view: View = {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": metadata,
+        "title": plain(title, MODAL_TITLE_MAX),
+        "close": plain("Cancel"),
+        "blocks": blocks[:VIEW_BLOCKS_MAX],
+    }
+    if submit:
+        view["submit"] = plain(submit)
+    return view
+
+
+def _input(
+    block_id: str,
+    label: str,
+    element: dict[str, Any],
+    *,
+    optional: bool = False,
+    hint: str | None = None,
+) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "type": "input",
+        "block_id": block_id,
+        "label": plain(label, 2_000),
+        "element": {**element, "action_id": block_id},
+        "optional": optional,
+    }
+    if hint:
+        block["hint"] = plain(hint, 2_000)
+    return block
+
+
+def _text_input(
+    initial: str | None = None,
+    *,
+    placeholder: str | None = None,
+    multiline: bool = False,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "plain_text_input", "multiline": multiline}
+    if initial:
+        element["initial_value"] = initial
+    if placeholder:
+        element["placeholder"] = plain(placeholder, 150)
+    if max_length:
+        element["max_length"] = max_length
+    return element
+
+
+def _number_input(initial: int | None) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "number_input",
+        "is_decimal_allowed": False,
+        "min_value": "0",
+    }
+    if initial is not None:
+        element["initial_value"] = str(initial)
+    return element
+
+
+def _option(value: str, text: str, description: str | None = None) -> dict[str, Any]:
+    option: dict[str, Any] = {"text": plain(text), "value": value}
+    if description:
+        option["description"] = plain(description)
+    return option
+
+
+def _skill_option(skill: SkillView) -> dict[str, Any]:
+    kind = "read" if skill.kind == "read" else "action · needs approval"
+    about = f"{kind} — {skill.description}" if skill.description else kind
+    return _option(skill.name, skill.name, about)
+
+
+def _skills_select(skills: Sequence[SkillView], selected: Sequence[str]) -> dict[str, Any]:
+    options = [_skill_option(s) for s in sorted(skills, key=lambda s: s.name)][:MAX_OPTIONS]
+    chosen = [o for o in options if o["value"] in set(selected)]
+    element: dict[str, Any] = {
+        "type": "multi_static_select",
+        "placeholder": plain("Choose skills"),
+        "options": options,
+    }
+    if chosen:
+        element["initial_options"] = chosen
+    return element
+
+
+def agent_form(
+    *,
+    agent: AgentView | None,
+    personas: Sequence[PersonaView],
+    skills: Sequence[SkillView],
+    default_model: str,
+    metadata: str,
+) -> View:
+    """`/agent create` (agent None) or `/agent edit NAME`: one form, validated on submit by
+    `AgentSpec` / `AgentPatch`. Skills are chosen in `/agent skills`, persona text in
+    `/agent persona`; webhooks and knowledge bases stay with the REST API and config files."""
+    creating = agent is None
+    listed = list(personas)[: MAX_OPTIONS - 1]
+    if agent is not None and all(p.name != agent.persona for p in listed):
+        listed += [p for p in personas if p.name == agent.persona]  # past Slack's 100
+    persona_options = [_option(p.name, p.name, p.role or None) for p in listed]
+    if creating:
+        persona_options.append(_option(NEW_PERSONA, "✨ A new persona (describe it below)"))
+    persona_select: dict[str, Any] = {
+        "type": "static_select",
+        "placeholder": plain("Choose a persona"),
+        "options": persona_options,
+    }
+    current = agent.persona if agent else (None if personas else NEW_PERSONA)
+    initial_persona = next((o for o in persona_options if o["value"] == current), None)
+    if initial_persona:
+        persona_select["initial_option"] = initial_persona
+
+    blocks: Blocks = [
+        _input(
+            "name",
+            "Name",
+            _text_input(agent.name if agent else None, placeholder="sales-bot", max_length=63),
+            hint="Lower-case letters, digits, - and _; people type it in /agent commands.",
+        ),
+        _input(
+            "description",
+            "What it is for",
+            _text_input(agent.description if agent else None, max_length=500),
+            optional=True,
+        ),
+        _input("persona", "Persona", persona_select),
+    ]
+    if creating:
+        blocks += [
+            _input(
+                "persona_role",
+                "New persona: role",
+                _text_input(placeholder="Sales assistant for the EMEA team", max_length=500),
+                optional=True,
+                hint="Only for a new persona. It gets the agent's name.",
+            ),
+            _input(
+                "persona_tone",
+                "New persona: tone",
+                _text_input(placeholder="warm and concise", max_length=500),
+                optional=True,
+            ),
+            _input(
+                "persona_instructions",
+                "New persona: instructions",
+                _text_input(multiline=True, max_length=TEXT_INPUT_MAX),
+                optional=True,
+                hint="Placeholders: {{user_name}}, {{channel}}, {{date}}, {{agent_name}}.",
+            ),
+        ]
+        if skills:
+            blocks.append(_input("skills", "Skills", _skills_select(skills, []), optional=True))
+    blocks.append(
+        _input(
+            "model",
+            "Claude model",
+            _text_input(agent.model if agent else None, placeholder=default_model),
+            optional=True,
+            hint=f"Empty: the default ({default_model}).",
+        )
+    )
+    users = [a for a in (agent.approvers if agent else []) if not a.startswith("S")]
+    groups = [a for a in (agent.approvers if agent else []) if a.startswith("S")]
+    approvers: dict[str, Any] = {
+        "type": "multi_users_select",
+        "placeholder": plain("Anyone may approve"),
+    }
+    if users:
+        approvers["initial_users"] = users
+    hint = "Who may approve its outputs. Empty: anyone."
+    if groups:
+        hint += (
+            f" User groups ({', '.join(groups)}) stay approvers; change them through the "
+            "REST API or a config file."
+        )
+    blocks.append(_input("approvers", "Approvers", approvers, optional=True, hint=hint))
+    channel: dict[str, Any] = {
+        "type": "conversations_select",
+        "placeholder": plain("Only in the thread"),
+        "filter": {"include": ["public", "private"], "exclude_bot_users": True},
+    }
+    if agent and agent.approval_channel:
+        channel["initial_conversation"] = agent.approval_channel
+    blocks += [
+        _input(
+            "approval_channel",
+            "Approval channel",
+            channel,
+            optional=True,
+            hint="Approval requests are also posted here.",
+        ),
+        _input(
+            "daily_output_limit",
+            "Outputs per day",
+            _number_input(agent.limits.daily_output_limit if agent else None),
+            optional=True,
+            hint="Empty: unlimited.",
+        ),
+        _input(
+            "daily_token_budget",
+            "Tokens per day",
+            _number_input(agent.limits.daily_token_budget if agent else None),
+            optional=True,
+            hint="Empty: unlimited.",
+        ),
+    ]
+    names = ["memory_enabled", "allow_self_approval"] + ([] if creating else ["is_active"])
+    options = [_option(n, _OPTIONS[n]) for n in names]
+    on = {
+        "memory_enabled": agent.memory_enabled if agent else True,
+        "allow_self_approval": agent.allow_self_approval if agent else False,
+        "is_active": agent.is_active if agent else True,
+    }
+    checkboxes: dict[str, Any] = {"type": "checkboxes", "options": options}
+    initial = [o for o in options if on[o["value"]]]
+    if initial:
+        checkboxes["initial_options"] = initial
+    blocks.append(_input("options", "Options", checkboxes, optional=True))
+    if agent is None:
+        return _modal(CREATE_MODAL, "New agent", blocks, metadata, submit="Create")
+    return _modal(EDIT_MODAL, f"Edit {agent.name}", blocks, metadata)
+
+
+def skills_form(*, agent: AgentView, skills: Sequence[SkillView], metadata: str) -> View:
+    hint = "Read skills run during the chat; action skills become outputs someone approves."
+    if len(skills) > MAX_OPTIONS:
+        hint += f" Slack shows the first {MAX_OPTIONS}; use the REST API for the rest."
+    blocks: Blocks = [
+        _input(
+            "skills",
+            f"Skills of {agent.name}",
+            _skills_select(skills, agent.skills),
+            optional=True,
+            hint=hint,
+        )
+    ]
+    return _modal(SKILLS_MODAL, f"Skills: {agent.name}", blocks, metadata)
+
+
+def persona_form(
+    *, agent: AgentView, persona: PersonaView, used_by: Sequence[str], metadata: str
+) -> View:
+    """Edit the persona `agent` speaks as; other agents sharing it change too (said so)."""
+    blocks: Blocks = [context(f"Persona `{escape(persona.name)}` of *{escape(agent.name)}*.")]
+    others = [n for n in used_by if n != agent.name]
+    if others:
+        blocks.append(context(f"⚠️ Also used by {code_list(others)}: changes apply to them too."))
+    blocks += [
+        _input("role", "Role", _text_input(persona.role, max_length=500)),
+        _input("tone", "Tone", _text_input(persona.tone, max_length=500), optional=True),
+    ]
+    variables = ["user_name", "channel", "date", "agent_name", *persona.variables]
+    placeholders = ", ".join("{{" + v + "}}" for v in variables)
+    if len(persona.instructions) <= TEXT_INPUT_MAX:
+        blocks.append(
+            _input(
+                "instructions",
+                "Instructions",
+                _text_input(persona.instructions, multiline=True, max_length=TEXT_INPUT_MAX),
+                optional=True,
+                hint=f"Placeholders: {placeholders}.",
+            )
+        )
+    else:
+        blocks.append(
+            context(
+                f"The instructions are {len(persona.instructions):,} characters, more than a "
+                f"Slack field holds ({TEXT_INPUT_MAX:,}); they stay as they are. Edit them "
+                "through the REST API or a config file."
+            )
+        )
+    return _modal(PERSONA_MODAL, f"Persona: {agent.name}", blocks, metadata)
+
+
+def done_view(title: str, text: str) -> View:
+    """What a form turns into after a successful submit."""
+    return {
+        "type": "modal",
+        "title": plain(title, MODAL_TITLE_MAX),
+        "close": plain("Done"),
+        "blocks": [section(text)],
+    }
+
+
+# -- reading forms back -------------------------------------------------------------------
+
+State = Mapping[str, Mapping[str, Any]]
+
+
+def _state(values: State, block: str) -> Mapping[str, Any]:
+    return (values.get(block) or {}).get(block) or {}
+
+
+def _text(values: State, block: str) -> str | None:
+    value = _state(values, block).get("value")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _selected(values: State, block: str) -> str | None:
+    option = _state(values, block).get("selected_option") or {}
+    return option.get("value")
+
+
+def _multi(values: State, block: str) -> list[str]:
+    return [str(o.get("value")) for o in _state(values, block).get("selected_options") or []]
+
+
+@dataclass(frozen=True)
+class AgentForm:
+    """A submitted agent form, as plain fields for `AgentSpec` / `AgentPatch`."""
+
+    agent: dict[str, Any]
+    new_persona: dict[str, Any] | None = None
+
+
+def read_agent_form(values: State, *, creating: bool) -> AgentForm:
+    options = set(_multi(values, "options"))
+    fields: dict[str, Any] = {
+        "name": (_text(values, "name") or "").strip(),
+        "description": (_text(values, "description") or "").strip(),
+        "persona": _selected(values, "persona") or "",
+        "model": (_text(values, "model") or "").strip() or None,
+        "approvers": list(_state(values, "approvers").get("selected_users") or []),
+        "approval_channel": _state(values, "approval_channel").get("selected_conversation"),
+        "limits": {
+            "daily_output_limit": _text(values, "daily_output_limit"),
+            "daily_token_budget": _text(values, "daily_token_budget"),
+        },
+        "memory_enabled": "memory_enabled" in options,
+        "allow_self_approval": "allow_self_approval" in options,
+    }
+    if not creating:
+        fields["is_active"] = "is_active" in options
+    if "skills" in values:
+        fields["skills"] = _multi(values, "skills")
+    new_persona = None
+    if creating and fields["persona"] == NEW_PERSONA:
+        new_persona = {
+            "name": fields["name"],
+            "role": (_text(values, "persona_role") or "").strip(),
+            "tone": (_text(values, "persona_tone") or "").strip(),
+            "instructions": _text(values, "persona_instructions") or "",
+        }
+        fields["persona"] = fields["name"]
+    return AgentForm(fields, new_persona)
+
+
+def read_skills_form(values: State) -> list[str]:
+    return _multi(values, "skills")
+
+
+def read_persona_form(values: State) -> dict[str, Any]:
+    """Role and tone always; instructions only when the form had the field."""
+    patch: dict[str, Any] = {
+        "role": (_text(values, "role") or "").strip(),
+        "tone": (_text(values, "tone") or "").strip(),
+    }
+    if "instructions" in values:
+        patch["instructions"] = _text(values, "instructions") or ""
+    return patch
+
+
+def form_errors(
+    errors: Iterable[FieldError], fields: Mapping[str, str], *, fallback: str
+) -> dict[str, str]:
+    """`{block_id: message}` for `ack(response_action="errors")`: each error on the block
+    that edits its field (the first error per block), anything unplaced on `fallback`."""
+    out: dict[str, str] = {}
+    for error in errors:
+        loc = [p for p in error.loc if p != "body"]
+        key = str(loc[1] if len(loc) > 1 and loc[0] == "limits" else loc[0]) if loc else ""
+        block = fields.get(key, fallback)
+        out.setdefault(block, truncate(_friendly(error.msg), 300))
+    return out
+
+
+def _friendly(message: str) -> str:
+    if SLUG_PATTERN in message:
+        return "Use lower-case letters, digits, - and _, starting with a letter (at most 63)."
+    if message.startswith("Input should be a valid integer"):
+        return "Enter a whole number."
+    return message[:1].upper() + message[1:]
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def metadata(**values: Any) -> str:
+    """`private_metadata` (Slack keeps at most 3,000 characters)."""
+    text = json.dumps(values, separators=(",", ":"))
+    if len(text) > 3_000:
+        raise ValueError("private_metadata over 3,000 characters")
+    return text
