@@ -13,5 +13,7 @@ def configure(level: str) -> None:
     )
     # Bolt logs failed signature checks with their bodies at INFO; keep them out.
     logging.getLogger("slack_bolt").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Alembic narrates its plugin setup at INFO on every schema check.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     # httpx logs full URLs at INFO; a webhook or skill URL may carry a token in its query.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
