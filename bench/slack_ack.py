@@ -6,20 +6,25 @@ Two real uvicorn servers on loopback, each in its own process, in the same run:
   fake Slack Web API and Claude at the fake Messages API (both in this process);
 * bare: Bolt's `AsyncApp` in FastAPI with an `app_mention` listener that does nothing.
 
-First 50 mentions go to ours and each starts a turn whose model is slow (it waits before
-the first token, then streams for seconds); once all 50 are at the model they are "in
-flight". Then a load process (its own process, so it does not share a GIL with anything)
-sends signed `app_mention` events from a bounded loop — a fixed number per window, a fixed
-number in flight — alternating windows bare, ours, bare, ours. Every mention to ours is the
-real path: guard, Bolt, turn recorded durably (deduplicated on `event_id`), turn scheduled;
-those turns get a fast model answer, so the 50 slow ones stay the long-running work.
+First 50 mentions go to ours and each starts a turn whose model is slow (seconds to the
+first token, then a long stream, so each turn updates its Slack message about once a
+second); once all 50 are at the model they are "in flight", and they stay so through the
+load phases. A load process (its own process, so it shares no GIL) then sends signed
+`app_mention` events, alternating windows bare, ours, bare, ours, in two shapes:
 
-Also measured, for the 50 slow turns: from the moment the fake model writes its first text
+* paced: a fixed rate (default 20/s, over twice Slack's 30,000 events/hour per workspace),
+  whatever the answers: the ack latency a workspace sees;
+* closed loop: a fixed number of senders back to back: the most events/s each server acks.
+
+Every event sent to ours is the real path — guard, Bolt, turn recorded durably (deduplicated
+on `event_id`), turn scheduled — and that turn then runs in the same process (fast model).
+
+Also, for the 50 slow turns: from the moment the fake model starts writing its first text
 delta to the moment the fake Slack receives the first `chat.update`/`chat.postMessage`
-carrying that text (timestamps taken by the fakes).
+carrying that text (both clocks in this process).
 
-Not a test: the figures depend on the machine.
-Run: `.venv/bin/python bench/slack_ack.py [--requests 400] [--rounds 2] [--concurrency 8]`.
+Not a test: the figures depend on the machine. Takes about a minute and a half.
+Run: `.venv/bin/python bench/slack_ack.py [--rate 20] [--concurrency 8] [--rounds 2]`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from fastapi import FastAPI, Request, Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, FakeSlackAPI
@@ -56,6 +66,7 @@ agents:
   - {name: sales-bot, persona: seller, skills: [current_time]}
 """
 IN_FLIGHT = 50
+PACED_CAP = 64  # unanswered requests a paced window allows before it waits
 END = "[end]"
 _SLOW = re.compile(r"slow-(\d+)")
 
@@ -95,10 +106,6 @@ def serve_ours(port: int, data_dir: str, slack_url: str, claude_url: str) -> Non
 
 def serve_bare(port: int, slack_url: str) -> None:
     import uvicorn
-    from fastapi import FastAPI, Request, Response
-    from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
-    from slack_bolt.async_app import AsyncApp
-    from slack_sdk.web.async_client import AsyncWebClient
 
     bolt = AsyncApp(
         client=AsyncWebClient(token=BOT_TOKEN, base_url=slack_url),
@@ -133,37 +140,49 @@ def _uvicorn_config(app: Any, port: int) -> Any:
 
 
 def load_worker(conn: Connection) -> None:
-    """Answers ("run", url, texts, concurrency) with (latencies in ms, wall seconds)."""
+    """Answers (url, texts, concurrency, rate) with (latencies in ms, wall seconds), or with
+    the exception. `rate` None: closed loop, `concurrency` senders back to back. A rate: open
+    loop, one request every 1/rate s whatever the answers, at most `concurrency` unanswered.
+    Requests are signed before the clock starts."""
     requests = SlackRequests(SIGNING_SECRET)
-    while True:
-        command = conn.recv()
-        if command is None:
-            return
-        _, url, texts, concurrency = command
+    while (command := conn.recv()) is not None:
+        url, texts, concurrency, rate = command
         signed = [requests.app_mention(f"<@{BOT_USER_ID}> {text}") for text in texts]
-        conn.send(asyncio.run(_drive(url, signed, concurrency)))
+        try:
+            conn.send(asyncio.run(_drive(url, signed, concurrency, rate)))
+        except Exception as exc:
+            conn.send(exc)
 
 
-async def _drive(url: str, signed: list[Any], concurrency: int) -> tuple[list[float], float]:
+async def _drive(
+    url: str, signed: list[Any], concurrency: int, rate: float | None
+) -> tuple[list[float], float]:
     latencies: list[float] = []
-    failures = 0
-    queue = iter(signed)
+    failures: dict[int, int] = {}
+    slots = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
 
-        async def one_at_a_time() -> None:
-            nonlocal failures
-            for request in queue:
-                started = time.perf_counter()
+        async def send(request: Any) -> None:
+            try:
+                began = time.perf_counter()
                 response = await client.post(url, content=request.body, headers=request.headers)
-                latencies.append((time.perf_counter() - started) * 1000)
-                failures += response.status_code != 200
+                latencies.append((time.perf_counter() - began) * 1000)
+                if response.status_code != 200:
+                    failures[response.status_code] = failures.get(response.status_code, 0) + 1
+            finally:
+                slots.release()
 
         started = time.perf_counter()
-        await asyncio.gather(*(one_at_a_time() for _ in range(concurrency)))
+        async with asyncio.TaskGroup() as group:
+            for index, request in enumerate(signed):
+                if rate is not None:
+                    await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+                await slots.acquire()
+                group.create_task(send(request))
         wall = time.perf_counter() - started
     if failures:
-        raise RuntimeError(f"{failures} of {len(signed)} requests to {url} were not answered 200")
+        raise RuntimeError(f"{url}: not 200 ({len(signed)} sent), by status: {failures}")
     return latencies, wall
 
 
@@ -171,12 +190,17 @@ async def _drive(url: str, signed: list[Any], concurrency: int) -> tuple[list[fl
 
 
 class SlowModel:
-    """Answers `slow-N` turns slowly and everything else at once. Sleeping here, then
-    returning a reply with no further first-byte delay, makes `first_token[N]` the moment
-    the fake starts writing the stream whose first text delta carries the marker."""
+    """Answers `slow-N` turns slowly and everything else at once. Turn N waits `first_byte +
+    N * spread / 50` s for its first token, so first tokens fall in every load window.
+    Sleeping here, then returning a reply with no further first-byte delay, makes
+    `first_token[marker]` the moment the fake starts writing the stream whose first text
+    delta carries the marker."""
 
-    def __init__(self, first_byte: float, stream_seconds: float, stop: threading.Event) -> None:
+    def __init__(
+        self, first_byte: float, spread: float, stream_seconds: float, stop: threading.Event
+    ) -> None:
         self.first_byte = first_byte
+        self.spread = spread
         self.stream_seconds = stream_seconds
         self.stop = stop
         self.lock = threading.Lock()
@@ -190,7 +214,7 @@ class SlowModel:
         marker = f"[slow-{found.group(1)}]"
         with self.lock:
             self.arrived.add(marker)
-        self.stop.wait(self.first_byte)
+        self.stop.wait(self.first_byte + int(found.group(1)) * self.spread / IN_FLIGHT)
         chunks = 40
         body = " ".join(f"word{i:02d}" for i in range(chunks * 2))  # 7 chars + space each
         text = f"{marker} {body} {END}"
@@ -237,8 +261,11 @@ def finished_slow_turns(slack: FakeSlackAPI) -> int:
     return len(done)
 
 
-def first_slack_text(slack: FakeSlackAPI, first_token: dict[str, float]) -> list[float]:
-    """Per slow turn: ms from the model's first text delta to the first Slack call with it."""
+def first_slack_text(
+    slack: FakeSlackAPI, first_token: dict[str, float], periods: list[tuple[str, float, float]]
+) -> dict[str, list[float]]:
+    """Per slow turn: ms from the model's first text delta to the first Slack call with it,
+    grouped by the load that was running when the token left the model."""
     seen: dict[str, float] = {}
     for call in slack.calls():
         if call.method not in ("chat.update", "chat.postMessage"):
@@ -247,14 +274,34 @@ def first_slack_text(slack: FakeSlackAPI, first_token: dict[str, float]) -> list
         for marker in first_token:
             if marker in text and marker not in seen:
                 seen[marker] = call.at
-    return [(seen[m] - first_token[m]) * 1000 for m in first_token if m in seen]
+    grouped: dict[str, list[float]] = {}
+    for marker, sent in first_token.items():
+        if marker in seen:
+            during = next((n for n, t0, t1 in periods if t0 <= sent <= t1), "between windows")
+            grouped.setdefault(during, []).append((seen[marker] - sent) * 1000)
+    return grouped
+
+
+@dataclass
+class Window:
+    """All samples of one load shape against one server."""
+
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    in_flight: list[int] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.wall
 
 
 def run(args: argparse.Namespace) -> None:
     ctx = mp.get_context("spawn")
     stop = threading.Event()
-    model = SlowModel(args.first_byte, args.stream_seconds, stop)
+    model = SlowModel(args.first_byte, args.spread, args.stream_seconds, stop)
+    periods: list[tuple[str, float, float]] = []  # (what was loaded, from, to) in time.time()
     children: list[Any] = []
+    windows: dict[tuple[str, str], Window] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
         FakeSlackAPI() as slack,
@@ -262,8 +309,7 @@ def run(args: argparse.Namespace) -> None:
     ):
         claude.respond_with(model)
         ours_port, bare_port = free_port(), free_port()
-        ours = f"http://127.0.0.1:{ours_port}"
-        bare = f"http://127.0.0.1:{bare_port}"
+        servers = {"bare": f"http://127.0.0.1:{bare_port}", "ours": f"http://127.0.0.1:{ours_port}"}
         parent_end, child_end = ctx.Pipe()
         children = [
             ctx.Process(target=serve_ours, args=(ours_port, tmp, slack.base_url, claude.base_url)),
@@ -273,44 +319,51 @@ def run(args: argparse.Namespace) -> None:
         try:
             for child in children:
                 child.start()
-            wait_until_up(ours + "/healthz")
-            wait_until_up(bare + "/healthz")
+            for url in servers.values():
+                wait_until_up(url + "/healthz")
 
-            def load(url: str, texts: list[str], concurrency: int) -> tuple[list[float], float]:
-                parent_end.send(("run", url + "/slack/events", texts, concurrency))
-                result: tuple[list[float], float] = parent_end.recv()
-                return result
+            def load(
+                server: str, texts: list[str], concurrency: int, rate: float | None = None
+            ) -> tuple[list[float], float]:
+                parent_end.send((servers[server] + "/slack/events", texts, concurrency, rate))
+                result = parent_end.recv()
+                if isinstance(result, Exception):
+                    raise result
+                return tuple(result)  # type: ignore[return-value]
 
             began = time.monotonic()
-            for url in (bare, ours):  # warm up: connections, auth.test, first queries
-                load(url, [f"warm {i}" for i in range(100)], args.concurrency)
-            time.sleep(1.0)
+            for server in servers:  # warm up: connections, auth.test, first queries
+                load(server, [f"warm {i}" for i in range(50)], args.concurrency)
+            time.sleep(2.0)
 
-            load(ours, [f"slow-{i:02d}" for i in range(IN_FLIGHT)], IN_FLIGHT)
+            load("ours", [f"slow-{i:02d}" for i in range(IN_FLIGHT)], IN_FLIGHT)
             deadline = time.monotonic() + 30
             while len(model.arrived) < IN_FLIGHT and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert len(model.arrived) == IN_FLIGHT, f"only {len(model.arrived)} turns started"
 
-            samples: dict[str, list[float]] = {"bare": [], "ours": []}
-            walls: dict[str, float] = {"bare": 0.0, "ours": 0.0}
-            in_flight: list[int] = []
-            for round_no in range(args.rounds):
-                for name, url in (("bare", bare), ("ours", ours)):
-                    texts = [f"load {round_no} {name} {i}" for i in range(args.requests)]
-                    if name == "ours":
-                        in_flight.append(IN_FLIGHT - finished_slow_turns(slack))
-                    latencies, wall = load(url, texts, args.concurrency)
-                    if name == "ours":
-                        in_flight.append(IN_FLIGHT - finished_slow_turns(slack))
-                    samples[name].extend(latencies)
-                    walls[name] += wall
-            measured = time.monotonic()
+            # Paced windows first (they leave no backlog), then the saturating ones.
+            shapes = [("paced", args.rate), ("closed", None)]
+            for shape, rate in shapes:
+                for round_no in range(args.rounds):
+                    for server in servers:
+                        window = windows.setdefault((shape, server), Window())
+                        n = args.paced if rate is not None else args.requests
+                        texts = [f"load {shape} {round_no} {server} {i}" for i in range(n)]
+                        window.in_flight.append(IN_FLIGHT - finished_slow_turns(slack))
+                        senders = args.concurrency if rate is None else PACED_CAP
+                        since = time.time()
+                        latencies, wall = load(server, texts, senders, rate)
+                        periods.append((f"{shape} load on {server}", since, time.time()))
+                        window.in_flight.append(IN_FLIGHT - finished_slow_turns(slack))
+                        window.latencies.extend(latencies)
+                        window.wall += wall
+            measured = time.monotonic() - began
 
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             while finished_slow_turns(slack) < IN_FLIGHT and time.monotonic() < deadline:
                 time.sleep(0.2)
-            lag = first_slack_text(slack, model.first_token)
+            lag = first_slack_text(slack, model.first_token, periods)
             finished = finished_slow_turns(slack)
         finally:
             stop.set()
@@ -323,56 +376,75 @@ def run(args: argparse.Namespace) -> None:
                     child.terminate()
                 child.join(timeout=10)
 
-    report(args, samples, walls, in_flight, lag, finished, measured - began)
+    report(args, windows, lag, finished, measured)
 
 
 def report(
     args: argparse.Namespace,
-    samples: dict[str, list[float]],
-    walls: dict[str, float],
-    in_flight: list[int],
-    lag: list[float],
+    windows: dict[tuple[str, str], Window],
+    lag: dict[str, list[float]],
     finished: int,
-    seconds: float,
+    measured: float,
 ) -> None:
-    n = args.requests * args.rounds
-    rows = {
-        name: (
-            statistics.median(values),
-            pct(values, 0.99),
-            len(values) / walls[name],
-        )
-        for name, values in samples.items()
-    }
     print(
-        f"\n/slack/events ack over loopback HTTP: {n} signed app_mention events per server "
-        f"({args.rounds} alternating windows of {args.requests}), {args.concurrency} in flight "
-        f"from the load process; ours had {min(in_flight)}-{max(in_flight)} of {IN_FLIGHT} "
-        f"slow turns in flight during its windows (model: {args.first_byte:g}s to first "
-        f"token, then {args.stream_seconds:g}s of streaming)\n"
+        f"\n/slack/events, signed app_mention events over loopback HTTP, servers in their own "
+        f"processes, {args.rounds} alternating windows per server and load shape.\n"
+        f"While ours is measured, {IN_FLIGHT} turns are in flight on it (slow model: "
+        f"{args.first_byte:g}-{args.first_byte + args.spread:g} s to the first token, then "
+        f"{args.stream_seconds:g} s of streaming); every event sent to ours also records "
+        "and runs a turn of its own.\n"
     )
-    print(f"{'server':<26} {'p50 ms':>8} {'p99 ms':>8} {'events/s':>9}")
-    for name, label in (("bare", "bare Bolt + FastAPI"), ("ours", "ours (turn recorded)")):
-        p50, p99, rate = rows[name]
-        print(f"{label:<26} {p50:>8.2f} {p99:>8.2f} {rate:>9.0f}")
-    (b50, b99, brate), (o50, o99, orate) = rows["bare"], rows["ours"]
-    print(f"{'ratio ours/bare':<26} {o50 / b50:>7.2f}x {o99 / b99:>7.2f}x {orate / brate:>8.2f}x")
-    if lag:
+    labels = {"bare": "bare Bolt + FastAPI", "ours": "ours"}
+    shapes = {
+        "paced": f"paced {args.rate:g}/s ({args.paced * args.rounds} events)",
+        "closed": f"closed loop, {args.concurrency} senders ({args.requests * args.rounds} events)",
+    }
+    head = (
+        f"{'load':<36} {'server':<20} {'p50 ms':>8} {'p99 ms':>8} {'events/s':>9} {'in flight':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    for shape, shape_label in shapes.items():
+        for server in ("bare", "ours"):
+            w = windows[(shape, server)]
+            flight = f"{min(w.in_flight)}-{max(w.in_flight)}" if server == "ours" else ""
+            print(
+                f"{shape_label:<36} {labels[server]:<20} {statistics.median(w.latencies):>8.2f} "
+                f"{pct(w.latencies, 0.99):>8.2f} {w.rate:>9.1f} {flight:>10}"
+            )
+            shape_label = ""
+        bare, ours = windows[(shape, "bare")], windows[(shape, "ours")]
         print(
-            f"\nfirst model token -> first text at Slack ({len(lag)} of {IN_FLIGHT} slow "
-            f"turns; {finished} finished): p50 {statistics.median(lag):.1f} ms, "
-            f"p99 {pct(lag, 0.99):.1f} ms, max {max(lag):.1f} ms"
+            f"{'':<36} {'ratio ours/bare':<20} "
+            f"{statistics.median(ours.latencies) / statistics.median(bare.latencies):>7.1f}x "
+            f"{pct(ours.latencies, 0.99) / pct(bare.latencies, 0.99):>7.1f}x "
+            f"{ours.rate / bare.rate:>8.3f}x"
         )
-    print(f"(measured phase: {seconds:.1f}s)")
+    everything = [ms for values in lag.values() for ms in values]
+    print(
+        f"\nfirst model token -> first text at the fake Slack ({len(everything)} of {IN_FLIGHT}"
+        f" slow turns, {finished} finished), by what was running when the token left:"
+    )
+    print(f"{'while':<36} {'turns':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for during, values in [*sorted(lag.items()), ("all", everything)]:
+        if values:
+            print(
+                f"{during:<36} {len(values):>5} {statistics.median(values):>8.1f} "
+                f"{pct(values, 0.99):>8.1f} {max(values):>8.1f}"
+            )
+    print(f"(load phases took {measured:.0f} s)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=400, help="events per window")
-    parser.add_argument("--rounds", type=int, default=2, help="windows per server")
-    parser.add_argument("--concurrency", type=int, default=8, help="events in flight")
+    parser = argparse.ArgumentParser(description="Ack latency of /slack/events vs bare Bolt.")
+    parser.add_argument("--rate", type=float, default=20.0, help="paced events/s")
+    parser.add_argument("--paced", type=int, default=100, help="events per paced window")
+    parser.add_argument("--requests", type=int, default=200, help="events per closed window")
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop senders")
+    parser.add_argument("--rounds", type=int, default=2, help="windows per server and shape")
     parser.add_argument("--first-byte", type=float, default=2.5, help="model s to first token")
-    parser.add_argument("--stream-seconds", type=float, default=6.0, help="model s streaming")
+    parser.add_argument("--spread", type=float, default=32.0, help="s over which they start")
+    parser.add_argument("--stream-seconds", type=float, default=40.0, help="model s streaming")
     run(parser.parse_args())
 
 

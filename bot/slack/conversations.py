@@ -149,6 +149,11 @@ async def record_event(
 
 async def process_turn(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
     """Answer one recorded turn, exactly once across workers (the claim is conditional)."""
+    async with rt.turn_slots:
+        await _answer(rt, tenant, turn_id)
+
+
+async def _answer(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
     c = rt.container
     claimed = await to_thread.run_sync(
         lambda: c.sessions.claim_turn(turn_id, stale_after=STALE_TURN)

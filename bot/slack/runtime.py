@@ -14,6 +14,7 @@ from bot.slack.reply import ThreadReply
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
+MAX_TURNS = 64
 
 
 class SlackClients:
@@ -41,6 +42,9 @@ class SlackRuntime:
     """Shows a turn in its thread: `(client, channel, thread_ts) -> ThreadReply`. A listener
     module may swap it (the assistant surface shows Slack's "is thinking…" status in DMs)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    turn_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_TURNS))
+    """Turns answered at once by this process. Turns are durable, so the rest simply wait;
+    bounding them keeps worker threads and CPU free for acking Slack within 3 seconds."""
 
     def tenant_for(self, team_id: str | None) -> str:
         """The tenant of a workspace: the default tenant for single-workspace installs."""
