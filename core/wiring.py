@@ -24,9 +24,11 @@ from core.approvals.service import ApprovalService
 from core.approvals.tokens import TokenSigner
 from core.config_document import ConfigApplier
 from core.db import Database
-from core.embeddings import default_embedder
+from core.embeddings import Embedder, default_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
+from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.service import KnowledgeService
 from core.limits.quotas import Quotas
 from core.memory.port import MemoryProvider
 from core.outputs.blobs import BlobDirectory
@@ -43,7 +45,7 @@ from core.skills.service import SkillService
 from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
 from core.webhooks.signing import generate_secret
-from core.webhooks.url_guard import check_webhook_url_syntax
+from core.webhooks.url_guard import check_webhook_url_when_saved
 
 log = logging.getLogger("cosmo")
 
@@ -73,6 +75,7 @@ class Container:
     webhooks: WebhookDispatcher
     http: httpx.AsyncClient
     mcp: McpPool
+    knowledge: KnowledgeService
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -90,13 +93,15 @@ def build_container(
     *,
     model: ModelClient | None = None,
     memory: MemoryProvider | None = None,
+    embedder: Embedder | None = None,
 ) -> Container:
-    """Build the object graph. Tests pass their own database (and may pass a model/memory)."""
+    """Build the object graph. Tests pass their own database (and may pass a model, a
+    memory, or the embedder knowledge bases use)."""
     db = db or Database.from_url(settings.resolved_database_url)
     allow_insecure = settings.webhook_allow_insecure
 
     def check_url(url: str) -> None:
-        check_webhook_url_syntax(url, allow_insecure=allow_insecure)
+        check_webhook_url_when_saved(url, allow_insecure=allow_insecure)
 
     agents = AgentService(db, check_webhook_url=check_url, generate_webhook_secret=generate_secret)
     sessions = SessionService(db)
@@ -134,6 +139,7 @@ def build_container(
         events=events,
         audit=audit,
     )
+    knowledge = KnowledgeService(db, embedder or default_embedder(), EmbeddedKnowledgeIndex(db))
     ttl = settings.output_ttl_hours
     runner = AgentRunner(
         db,
@@ -147,6 +153,7 @@ def build_container(
         events=events,
         output_ttl=timedelta(hours=ttl) if ttl else None,
         model_missing_reason=disabled.get("claude", "Claude is not configured"),
+        knowledge=knowledge,
     )
     return Container(
         settings=settings,
@@ -170,6 +177,7 @@ def build_container(
         webhooks=webhooks,
         http=http,
         mcp=mcp,
+        knowledge=knowledge,
         disabled=disabled,
     )
 

@@ -366,3 +366,21 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Addres
     if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # :: and ::1 are not IPv4 addresses
         return "an IPv4-compatible", low32
     return None
+
+
+def check_webhook_url_when_saved(
+    url: str, *, allow_insecure: bool, resolver: Resolver | None = None
+) -> WebhookUrl:
+    """The check an admin's save gets: everything `check_webhook_url` does, except that a
+    name which does not resolve yet is accepted (a receiver being set up, DNS not yet
+    propagated). A name that does resolve must resolve only to public addresses; every
+    send checks again, so nothing unsafe is ever contacted either way."""
+    parsed = check_webhook_url_syntax(url, allow_insecure=allow_insecure)
+    resolve = resolver or system_resolver
+    try:
+        answers = list(resolve(parsed.host, parsed.port))
+    except (OSError, UnicodeError):
+        return parsed
+    if answers:
+        check_webhook_url(url, allow_insecure=allow_insecure, resolver=lambda _h, _p: answers)
+    return parsed

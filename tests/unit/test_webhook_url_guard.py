@@ -500,3 +500,30 @@ def test_unsafe_webhook_url_is_a_cosmo_error() -> None:
     with pytest.raises(CosmoError) as info:
         check("https://hook.example/x", "10.0.0.5")
     assert info.value.title == "Unsafe webhook URL"
+
+
+def test_a_save_refuses_a_name_that_resolves_to_a_private_address():
+    from core.webhooks.url_guard import check_webhook_url_when_saved
+
+    with pytest.raises(UnsafeWebhookUrl, match=r"10\.1\.2\.3"):
+        check_webhook_url_when_saved(
+            "https://hooks.internal.example/x",
+            allow_insecure=False,
+            resolver=lambda host, port: ["10.1.2.3"],
+        )
+
+
+def test_a_save_accepts_a_name_that_does_not_resolve_yet():
+    from core.webhooks.url_guard import check_webhook_url_when_saved
+
+    def unresolvable(host: str, port: int) -> list[str]:
+        raise OSError(-2, "Name or service not known")
+
+    saved = check_webhook_url_when_saved(
+        "https://hooks.not-yet.example/x", allow_insecure=False, resolver=unresolvable
+    )
+    assert saved.host == "hooks.not-yet.example"
+    with pytest.raises(UnsafeWebhookUrl, match="http"):
+        check_webhook_url_when_saved(
+            "http://hooks.not-yet.example/x", allow_insecure=False, resolver=unresolvable
+        )
