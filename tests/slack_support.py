@@ -67,7 +67,7 @@ def slack_app(db: Database, tmp_path: Path, config: str, **settings: Any) -> Ite
             yield SlackApp(client, container, slack, claude, SlackRequests(SIGNING_SECRET))
 
 
-def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
     """Poll until `check()` is truthy; its last value is returned (or the test fails)."""
     deadline = time.monotonic() + timeout
     while True:
