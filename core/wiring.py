@@ -96,7 +96,7 @@ def build_container(
     embedder: Embedder | None = None,
 ) -> Container:
     """Build the object graph. Tests pass their own database (and may pass a model, a
-    memory, or the embedder knowledge bases use)."""
+    memory, or the embedder that memory and knowledge bases use)."""
     db = db or Database.from_url(settings.resolved_database_url)
     allow_insecure = settings.webhook_allow_insecure
 
@@ -107,8 +107,10 @@ def build_container(
     sessions = SessionService(db)
     quotas = Quotas(db)
     outputs = build_output_store(settings, db)
+    # One embedder for memory and knowledge bases: the model's weights load once.
+    embedder = embedder or default_embedder()
     if memory is None:
-        memory = build_memory(settings, db)
+        memory = build_memory(settings, db, embedder)
     if model is None:
         model = build_model(settings)
     # Skills may only read the environment variables an admin named in their config.
@@ -139,7 +141,7 @@ def build_container(
         events=events,
         audit=audit,
     )
-    knowledge = KnowledgeService(db, embedder or default_embedder(), EmbeddedKnowledgeIndex(db))
+    knowledge = KnowledgeService(db, embedder, EmbeddedKnowledgeIndex(db))
     ttl = settings.output_ttl_hours
     runner = AgentRunner(
         db,
@@ -240,20 +242,23 @@ def aws_clients(settings: Settings) -> tuple[Any, Any]:
     return s3, dynamodb
 
 
-def build_memory(settings: Settings, db: Database) -> MemoryProvider:
+def build_memory(
+    settings: Settings, db: Database, embedder: Embedder | None = None
+) -> MemoryProvider:
+    embedder = embedder or default_embedder()
     if settings.memory_provider == "mem0":
         from core.memory.mem0_provider import build_mem0
 
         return build_mem0(
             data_dir=settings.ensure_data_dir(),
             api_key=_secret(settings.mem0_api_key),
-            embedder=default_embedder(),
+            embedder=embedder,
             anthropic_api_key=_secret(settings.anthropic_api_key),
             anthropic_base_url=settings.anthropic_base_url,
         )
     from core.memory.local import LocalMemory
 
-    return LocalMemory(db, default_embedder())
+    return LocalMemory(db, embedder)
 
 
 def build_model(settings: Settings) -> ModelClient | None:

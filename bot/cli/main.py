@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.aws import aws_app
+from bot.cli.kb import kb_app
 from bot.cli.logging_setup import configure
 from core.config_document import DocumentInvalid, dump_document, parse_document
 from core.db import Database, upgrade
@@ -37,6 +38,7 @@ agents_app = typer.Typer(help="Inspect and export agents.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(aws_app, name="aws")
+app.add_typer(kb_app, name="kb")
 
 out = Console()
 # markup off: messages quote user input (regex patterns, YAML) that rich would eat.

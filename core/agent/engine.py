@@ -39,6 +39,7 @@ from core.sessions.models import SessionView, TurnRecord, TurnView
 from core.sessions.pricing import cost_micros
 from core.sessions.service import SessionService
 from core.skills.runtime import (
+    KnowledgeSearcher,
     Skill,
     SkillArgumentsInvalid,
     SkillContext,
@@ -114,6 +115,7 @@ class ConfigurableAgent:
         quotas: Quotas,
         memory: MemoryProvider | None = None,
         knowledge: KnowledgeLookup | None = None,
+        knowledge_search: KnowledgeSearcher | None = None,
         on_output: OutputCreated | None = None,
         events: OutputEvents | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -127,6 +129,7 @@ class ConfigurableAgent:
         self.quotas = quotas
         self.memory = memory if config.agent.memory_enabled else None
         self.knowledge = knowledge
+        self.knowledge_search = knowledge_search  # for the search_knowledge skill
         self.on_output = on_output
         self.clock = clock or (lambda: datetime.now(UTC))
 
@@ -194,6 +197,7 @@ class _TurnRun:
             user_id=session.user_id,
             user_name=session.user_name,
             memory=agent.memory,
+            knowledge=agent.knowledge_search,
         )
 
     @property

@@ -12,6 +12,8 @@ from core.agent.service import agent_view, load_agent
 from core.approvals.events import OutputEvents
 from core.db import Database
 from core.errors import Conflict, ServiceUnavailable
+from core.knowledge.agent import AgentKnowledge
+from core.knowledge.service import KnowledgeService
 from core.limits.quotas import Quotas
 from core.memory.port import MemoryProvider
 from core.outputs.port import OutputStore
@@ -50,6 +52,7 @@ class AgentRunner:
         on_output: OutputCreated | None = None,
         events: OutputEvents | None = None,
         model_missing_reason: str = "ANTHROPIC_API_KEY is not set",
+        knowledge: KnowledgeService | None = None,
     ) -> None:
         self.events = events
         self.db = db
@@ -64,6 +67,7 @@ class AgentRunner:
         self.output_ttl = output_ttl
         self.on_output = on_output
         self.model_missing_reason = model_missing_reason
+        self.knowledge = knowledge
 
     def load(self, tenant_id: str, agent_id: str) -> tuple[AgentConfig, list[SkillSpec]]:
         with self.db.session() as s:
@@ -86,6 +90,9 @@ class AgentRunner:
         config, specs = await to_thread.run_sync(self.load, tenant_id, agent_id)
         if not config.agent.is_active:
             raise Conflict(f"agent {config.agent.name!r} is inactive")
+        knowledge = None
+        if self.knowledge is not None and config.agent.knowledge_bases:
+            knowledge = AgentKnowledge(self.knowledge, tenant_id, config.agent.knowledge_bases)
         return ConfigurableAgent(
             config,
             model=self.model,
@@ -94,6 +101,8 @@ class AgentRunner:
             outputs=self.outputs,
             quotas=self.quotas,
             memory=self.memory,
+            knowledge=knowledge.snippets if knowledge else None,
+            knowledge_search=knowledge,
             on_output=self.on_output,
             events=self.events,
         )

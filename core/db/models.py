@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -393,3 +394,76 @@ class OutputMessageRow(Base):
     ts: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class KnowledgeBaseRow(TimestampedMixin, Base):
+    """A named set of documents agents search (`AgentSpec.knowledge_bases` lists names).
+
+    `embedding_model` and `embedding_dimension` say which embedder produced its vectors:
+    vectors of different models cannot be compared, so a mismatch asks for a re-index.
+    `revision` goes up in the same transaction as every change to the knowledge base's
+    content, so an in-process index tells its own writes from other processes' cheaply.
+    """
+
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_knowledge_bases_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunk_overlap: Mapped[int] = mapped_column(Integer)
+    top_k: Mapped[int] = mapped_column(Integer)
+    score_threshold: Mapped[float] = mapped_column(Float)
+    embedding_model: Mapped[str] = mapped_column(String(100))
+    embedding_dimension: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class KnowledgeDocumentRow(TimestampedMixin, Base):
+    """One ingested document; `sha256` of its bytes lets an unchanged file be skipped."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (
+        UniqueConstraint("knowledge_base_id", "name", name="uq_knowledge_documents_kb_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    knowledge_base_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("knowledge_bases.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class KnowledgeChunkRow(Base):
+    """A passage of a document and its embedding (float32 bytes): the embedded provider's
+    store of record, loaded into an exact in-process index per knowledge base."""
+
+    __tablename__ = "knowledge_chunks"
+    # Serves loading a knowledge base, deleting a document's chunks and the per-document
+    # (first id, count) summary that tells a cache which documents another process changed.
+    __table_args__ = (
+        Index("ix_knowledge_chunks_kb_document", "knowledge_base_id", "document_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    knowledge_base_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("knowledge_bases.id", ondelete="CASCADE")
+    )
+    document_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("knowledge_documents.id", ondelete="CASCADE")
+    )
+    ordinal: Mapped[int] = mapped_column(Integer)
+    section: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,221 @@
+"""Knowledge-base retrieval with the embedded provider: embedding, ingestion and search.
+
+Not a test: numbers depend on the machine. Prints
+
+* embedding throughput of all-MiniLM-L6-v2 on chunk-sized passages (and of the hashing
+  fallback), in chunks per second;
+* ingest throughput end to end (extract, chunk, embed with MiniLM, write) on a small
+  generated Markdown corpus, and how fast an unchanged re-run skips it;
+* search latency p50/p99 at 10k and 100k chunks: synthetic chunks with random unit vectors
+  and Zipf-distributed words (so both retrievers have work), the full `KnowledgeService.search`
+  path (query embedding excluded: a random vector), plus the bare NumPy top-5 scan and the
+  first search's load of the knowledge base into memory.
+
+`python bench/retrieval.py [--sizes 10000 100000] [--queries 300] [--database-url URL]`;
+the default database is a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from core.db import Database, upgrade
+from core.embeddings import HashingEmbedder, MiniLMEmbedder, is_available
+from core.embeddings.port import Embedder, Vectors
+from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.schemas import KnowledgeBaseSpec
+from core.knowledge.service import KnowledgeService
+
+TENANT = "bench"
+DIMENSION = 384
+
+
+class RandomEmbedder:
+    """Random unit vectors: stands in for the model where only the index is measured."""
+
+    model_name = "bench-random-384"
+    dimension = DIMENSION
+
+    def __init__(self, seed: int = 1) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        vectors = self._rng.standard_normal((len(texts), DIMENSION)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
+
+
+def vocabulary(n: int = 20_000, seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choices(letters, k=rng.randint(4, 10))) for _ in range(n)]
+
+
+def zipf_words(rng: np.random.Generator, words: list[str], count: int) -> list[str]:
+    ranks = np.minimum(rng.zipf(1.3, size=count), len(words)) - 1
+    return [words[int(r)] for r in ranks]
+
+
+def passage(rng: random.Random) -> str:
+    subjects = ["The deploy", "Our refund policy", "The on-call engineer", "Ticket OPS-4411"]
+    verbs = ["applies to", "was escalated to", "depends on", "is documented for"]
+    objects = ["enterprise customers", "the billing team", "the EU data centre", "API keys"]
+    sentences = [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
+        f"in case {rng.randrange(10_000)}."
+        for _ in range(rng.randint(6, 10))
+    ]
+    return " ".join(sentences)
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def fresh_database(url: str | None, workdir: Path, name: str) -> Database:
+    url = url or f"sqlite:///{workdir / name}.db"
+    upgrade(url)
+    return Database.from_url(url)
+
+
+# --- embedding ------------------------------------------------------------------------------
+
+
+def bench_embedding(embedders: list[Embedder]) -> None:
+    rng = random.Random(5)
+    texts = [passage(rng) for _ in range(256)]
+    average = statistics.mean(len(t) for t in texts)
+    print(f"\nembedding {len(texts)} passages of ~{average:.0f} characters, batches of 64")
+    for embedder in embedders:
+        embedder.embed(texts[:2])  # load weights outside the timing
+        elapsed = timed(lambda e=embedder: [e.embed(texts[i : i + 64]) for i in range(0, 256, 64)])
+        single = [timed(lambda e=embedder, t=t: e.embed([t])) * 1000 for t in texts[:40]]
+        print(
+            f"  {embedder.model_name:45s} {len(texts) / elapsed:7.0f} chunks/s batched, "
+            f"one query p50 {statistics.median(single):.1f} ms"
+        )
+
+
+# --- ingestion ------------------------------------------------------------------------------
+
+
+def bench_ingest(url: str | None, workdir: Path, embedder: Embedder) -> None:
+    rng = random.Random(9)
+    documents = []
+    for d in range(30):
+        sections = [f"## Section {s}\n\n{passage(rng)}\n\n{passage(rng)}\n" for s in range(4)]
+        documents.append((f"doc-{d:02}.md", f"# Document {d}\n\n" + "\n".join(sections)))
+    size = sum(len(text) for _, text in documents)
+    db = fresh_database(url, workdir, "ingest")
+    service = KnowledgeService(db, embedder, EmbeddedKnowledgeIndex(db))
+    kb = service.create(TENANT, KnowledgeBaseSpec(name="corpus"))
+    embedder.embed(["warm up"])
+    chunks = 0
+    start = time.perf_counter()
+    for name, text in documents:
+        chunks += service.ingest(TENANT, kb.id, name, text.encode()).chunks
+    elapsed = time.perf_counter() - start
+    skip = timed(lambda: [service.ingest(TENANT, kb.id, n, t.encode()) for n, t in documents])
+    print(
+        f"\ningest {len(documents)} Markdown files ({size / 1024:.0f} KiB) with "
+        f"{embedder.model_name} into {db.backend}:\n"
+        f"  {chunks} chunks in {elapsed:.2f} s = {chunks / elapsed:.0f} chunks/s "
+        f"({len(documents) / elapsed:.1f} files/s); unchanged re-run "
+        f"{len(documents) / skip:.0f} files/s"
+    )
+    db.dispose()
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def fill(service: KnowledgeService, kb_id: str, n: int, words: list[str]) -> tuple[float, int]:
+    """Ingest ~`n` synthetic chunks (one ~60-word paragraph each) as 5,000-chunk documents."""
+    rng = np.random.default_rng(11)
+    written = 0
+    start = time.perf_counter()
+    for offset in range(0, n, 5000):
+        count = min(5000, n - offset)
+        text = "\n\n".join(" ".join(zipf_words(rng, words, 60)) for _ in range(count))
+        written += service.ingest(TENANT, kb_id, f"synthetic-{offset}.txt", text.encode()).chunks
+    return time.perf_counter() - start, written
+
+
+def bench_search(url: str | None, workdir: Path, sizes: list[int], queries: int) -> None:
+    words = vocabulary()
+    rng = np.random.default_rng(13)
+    for n in sizes:
+        db = fresh_database(url, workdir, f"search-{n}")
+        service = KnowledgeService(db, RandomEmbedder(), EmbeddedKnowledgeIndex(db))
+        kb = service.create(TENANT, KnowledgeBaseSpec(name=f"synthetic-{n}", score_threshold=-1.0))
+        write, n = fill(service, kb.id, n, words)
+        load = timed(lambda svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, "warm up"))
+        texts = [" ".join(zipf_words(rng, words, 3)) for _ in range(queries)]
+        latencies = [
+            timed(lambda t=t, svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, t)) * 1000
+            for t in texts
+        ]
+        other = KnowledgeService(db, RandomEmbedder(seed=5), EmbeddedKnowledgeIndex(db))
+        other.ingest(TENANT, kb.id, "from-elsewhere.txt", b"A late paragraph.\n\nAnd one more.")
+        refresh = timed(lambda svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, "late"))
+        matrix = RandomEmbedder(seed=2).embed(["x"] * n)
+        query = RandomEmbedder(seed=3).embed(["q"])[0]
+
+        def scan(m: Vectors = matrix, q: Vectors = query) -> None:
+            scores = m @ q
+            top = np.argpartition(-scores, 4)[:5]
+            top[np.argsort(-scores[top])]
+
+        scans = [timed(scan) * 1000 for _ in range(50)]
+        print(
+            f"\nsearch {n:,} chunks x {DIMENSION} ({db.backend}; ingested at "
+            f"{n / write:,.0f} chunks/s, first search loads them in {load:.2f} s):\n"
+            f"  hybrid top-{kb.top_k} (vector + BM25 + RRF + fetch): "
+            f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms "
+            f"over {queries} queries\n"
+            f"  bare NumPy exact top-5 scan: p50 {percentile(scans, 50):.1f} ms, "
+            f"p99 {percentile(scans, 99):.1f} ms\n"
+            f"  first search after another process added a document: {refresh * 1000:.0f} ms"
+        )
+        db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--database-url", help="default: temporary SQLite files")
+    args = parser.parse_args()
+    print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, cpus={os.cpu_count()}")
+    model: Embedder = MiniLMEmbedder() if is_available() else HashingEmbedder()
+    if not is_available():
+        print("all-MiniLM-L6-v2 is not installed: the hashing embedder stands in for it")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        bench_embedding([model, HashingEmbedder()] if is_available() else [model])
+        bench_ingest(args.database_url, workdir, model)
+        bench_search(args.database_url, workdir, args.sizes, args.queries)
+
+
+if __name__ == "__main__":
+    main()

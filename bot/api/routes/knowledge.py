@@ -1,0 +1,170 @@
+"""`/knowledge-bases` — knowledge bases, their documents (multipart upload) and search."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from pydantic import BaseModel, Field
+
+from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.problems import problem_responses
+from bot.api.schemas import PageOut
+from core.knowledge.schemas import DocumentView, KnowledgeBaseSpec, KnowledgeBaseView
+
+router = APIRouter(
+    prefix="/knowledge-bases",
+    tags=["knowledge"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
+
+
+class DocumentIngested(BaseModel):
+    status: Literal["created", "updated", "unchanged"] = Field(
+        description="`unchanged`: a document of that name with the same bytes was already "
+        "ingested, and nothing was done."
+    )
+    chunks: int
+    document: DocumentView
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    document: str = Field(description="The document's name, to cite.")
+    section: str | None = Field(description="Heading path the passage sits under.")
+    page: int | None = Field(description="PDF page (1-based).")
+    chunk_id: str
+    snippet: str = Field(description="Up to 240 characters around the first matching word.")
+    text: str = Field(description="The whole passage.")
+    score: float = Field(description="Reciprocal-rank fusion of both retrievers; 1 is best.")
+    similarity: float | None = Field(description="Cosine to the query; null: keywords only.")
+    keyword_score: float | None = Field(description="BM25; null: matched by meaning only.")
+
+
+class SearchResults(BaseModel):
+    knowledge_base: str
+    query: str
+    items: list[SearchHit]
+
+
+@router.get("", response_model=PageOut[KnowledgeBaseView])
+def list_knowledge_bases(
+    caller: CallerDep,
+    c: ContainerDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[KnowledgeBaseView]:
+    return PageOut.of(c.knowledge.list(caller.tenant_id, cursor=cursor, limit=limit))
+
+
+@router.post("", status_code=201, responses=problem_responses(409))
+def create_knowledge_base(
+    body: KnowledgeBaseSpec, caller: CallerDep, c: ContainerDep
+) -> KnowledgeBaseView:
+    return c.knowledge.create(caller.tenant_id, body)
+
+
+@router.get("/{knowledge_base_id}", responses=problem_responses(404))
+def get_knowledge_base(
+    knowledge_base_id: str, caller: CallerDep, c: ContainerDep
+) -> KnowledgeBaseView:
+    return c.knowledge.get(caller.tenant_id, knowledge_base_id)
+
+
+@router.delete("/{knowledge_base_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_knowledge_base(knowledge_base_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+    """Delete it with its documents; 409 while an agent has it attached."""
+    c.knowledge.delete(caller.tenant_id, knowledge_base_id)
+    return Response(status_code=204)
+
+
+@router.get("/{knowledge_base_id}/documents", response_model=PageOut[DocumentView])
+def list_documents(
+    knowledge_base_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[DocumentView]:
+    page = c.knowledge.documents(caller.tenant_id, knowledge_base_id, cursor=cursor, limit=limit)
+    return PageOut.of(page)
+
+
+@router.post(
+    "/{knowledge_base_id}/documents",
+    status_code=201,
+    responses={
+        200: {"description": "Unchanged: already ingested", "model": DocumentIngested},
+        **problem_responses(404, 409, 413),
+    },
+)
+def upload_document(
+    knowledge_base_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    response: Response,
+    file: Annotated[
+        UploadFile, File(description="Text, Markdown, HTML, PDF or CSV (by extension).")
+    ],
+    name: Annotated[
+        str | None,
+        Form(max_length=500, description="Document name (default: the file's name)."),
+    ] = None,
+) -> DocumentIngested:
+    """Add a document, or replace the one with the same name (201); 200 when unchanged."""
+    limit = c.knowledge.max_document_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"documents are limited to {limit} bytes")
+    result = c.knowledge.ingest(
+        caller.tenant_id,
+        knowledge_base_id,
+        name or file.filename or "",
+        data,
+        content_type=file.content_type,
+    )
+    if result.status == "unchanged":
+        response.status_code = 200
+    return DocumentIngested(status=result.status, chunks=result.chunks, document=result.document)
+
+
+@router.get("/{knowledge_base_id}/documents/{document_id}", responses=problem_responses(404))
+def get_document(
+    knowledge_base_id: str, document_id: str, caller: CallerDep, c: ContainerDep
+) -> DocumentView:
+    return c.knowledge.document(caller.tenant_id, knowledge_base_id, document_id)
+
+
+@router.delete(
+    "/{knowledge_base_id}/documents/{document_id}",
+    status_code=204,
+    responses=problem_responses(404),
+)
+def delete_document(
+    knowledge_base_id: str, document_id: str, caller: CallerDep, c: ContainerDep
+) -> Response:
+    """Delete a document with its chunks and vectors."""
+    c.knowledge.delete_document(caller.tenant_id, knowledge_base_id, document_id)
+    return Response(status_code=204)
+
+
+@router.get("/{knowledge_base_id}/search", responses=problem_responses(404, 409))
+def search_knowledge_base(
+    knowledge_base_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
+    limit: Annotated[
+        int | None, Query(ge=1, le=50, description="Default: the knowledge base's top_k.")
+    ] = None,
+) -> SearchResults:
+    """Hybrid search (meaning + keywords); 409 when the knowledge base needs re-indexing."""
+    kb = c.knowledge.get(caller.tenant_id, knowledge_base_id)
+    matches = c.knowledge.search(caller.tenant_id, knowledge_base_id, q, limit=limit)
+    return SearchResults(
+        knowledge_base=kb.name,
+        query=q,
+        items=[SearchHit.model_validate(asdict(m)) for m in matches],
+    )

@@ -1,0 +1,283 @@
+"""`cosmo kb`: create knowledge bases, ingest files and folders, search, re-index.
+
+Exit codes of `kb ingest`: 0 every file ingested or unchanged; 1 some files failed (the
+others were ingested; each failure is reported) or the knowledge base cannot be used;
+2 bad arguments (a path that does not exist, no supported file found).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from core.knowledge.schemas import KnowledgeBaseView
+    from core.settings import Settings
+    from core.wiring import Container
+
+kb_app = typer.Typer(help="Knowledge bases agents search and cite.", no_args_is_help=True)
+
+out = Console(highlight=False)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant (Slack workspace id); default tenant.")
+]
+
+
+def _open() -> tuple[Settings, Container]:
+    from bot.cli.main import _container, _settings
+
+    settings = _settings()
+    return settings, _container(settings)
+
+
+def _knowledge_base(container: Container, tenant: str, name: str) -> KnowledgeBaseView:
+    from core.errors import NotFound
+
+    try:
+        return container.knowledge.get_by_name(tenant, name)
+    except NotFound:
+        err.print(f"error: no knowledge base named {name!r}; create it with `cosmo kb create`")
+        container.close()
+        raise typer.Exit(1) from None
+
+
+@kb_app.command("create")
+def create(
+    name: str,
+    description: Annotated[str, typer.Option(help="What it holds.")] = "",
+    chunk_size: Annotated[int, typer.Option(help="Largest chunk, in characters.")] = 800,
+    chunk_overlap: Annotated[int, typer.Option(help="Characters chunks share.")] = 100,
+    top_k: Annotated[int, typer.Option(help="Passages a search returns.")] = 5,
+    threshold: Annotated[
+        float, typer.Option(help="Cosine a passage needs to match by meaning.")
+    ] = 0.3,
+    tenant: TenantOpt = None,
+) -> None:
+    """Create a knowledge base (its chunking is fixed for documents ingested later)."""
+    from core.errors import CosmoError, ValidationFailed
+    from core.knowledge.service import parse_spec
+
+    settings, container = _open()
+    try:
+        spec = parse_spec(
+            {
+                "name": name,
+                "description": description,
+                "chunk_size": chunk_size,
+                "chunk_overlap": chunk_overlap,
+                "top_k": top_k,
+                "score_threshold": threshold,
+            }
+        )
+        kb = container.knowledge.create(tenant or settings.default_tenant, spec)
+    except ValidationFailed as exc:
+        for e in exc.errors:
+            err.print(f"invalid: {e.path.removeprefix('body.')}: {e.msg}")
+        raise typer.Exit(2) from None
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    out.print(f"knowledge base {kb.name} created ({kb.id}, {kb.embedding_model})")
+
+
+@kb_app.command("list")
+def list_(tenant: TenantOpt = None) -> None:
+    """List knowledge bases with their documents and chunks."""
+    settings, container = _open()
+    try:
+        page = container.knowledge.list(tenant or settings.default_tenant, limit=200)
+    finally:
+        container.close()
+    table = Table("name", "documents", "chunks", "chunking", "top_k", "threshold", "model")
+    for kb in page.items:
+        table.add_row(
+            kb.name,
+            str(kb.document_count),
+            str(kb.chunk_count),
+            f"{kb.chunk_size}/{kb.chunk_overlap}",
+            str(kb.top_k),
+            f"{kb.score_threshold:g}",
+            kb.embedding_model,
+        )
+    out.print(table)
+
+
+@kb_app.command("ingest")
+def ingest(
+    knowledge_base: Annotated[str, typer.Argument(metavar="KB", help="Knowledge base name.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files or folders.")],
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the knowledge base if it does not exist.")
+    ] = False,
+    tenant: TenantOpt = None,
+) -> None:
+    """Ingest files and folders (txt, md, html, pdf, csv, tsv; folders recursively).
+
+    Unchanged files (same content hash) are skipped; a file that fails is reported and the
+    others go on. Exit code 0: all ingested or unchanged; 1: some failed; 2: bad paths.
+    """
+    from core.errors import CosmoError, NotFound
+    from core.knowledge.files import discover
+    from core.knowledge.schemas import KnowledgeBaseSpec
+
+    try:
+        files = discover(paths)
+    except FileNotFoundError as exc:
+        err.print(f"error: {exc} does not exist")
+        raise typer.Exit(2) from None
+    if not files:
+        err.print("error: no supported files (txt, md, html, pdf, csv, tsv) found")
+        raise typer.Exit(2)
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    if create:
+        try:
+            container.knowledge.get_by_name(tenant_id, knowledge_base)
+        except NotFound:
+            container.knowledge.create(tenant_id, KnowledgeBaseSpec(name=knowledge_base))
+    kb = _knowledge_base(container, tenant_id, knowledge_base)
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    failures: list[tuple[str, str]] = []
+    chunks = 0
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TextColumn("{task.fields[chunks]} chunks"),
+        TextColumn("{task.fields[rate]} chunks/s"),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=out,
+    )
+    try:
+        with progress:
+            task = progress.add_task(kb.name, total=len(files), chunks=0, rate="-")
+
+            def embedded(n: int) -> None:
+                nonlocal chunks
+                chunks += n
+                rate = chunks / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, chunks=chunks, rate=f"{rate:.0f}")
+
+            for source in files:
+                progress.update(task, description=source.name)
+                try:
+                    result = container.knowledge.ingest(
+                        tenant_id, kb.id, source.name, source.path.read_bytes(), progress=embedded
+                    )
+                except OSError as exc:
+                    failures.append((source.name, exc.strerror or str(exc)))
+                except CosmoError as exc:
+                    if isinstance(exc, NotFound):
+                        raise
+                    failures.append((source.name, _reason(exc)))
+                else:
+                    counts[result.status] += 1
+                progress.advance(task)
+            progress.update(task, description=kb.name)
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    for name, reason in failures:
+        err.print(f"failed: {name}: {reason}")
+    elapsed = time.perf_counter() - started
+    rate = chunks / elapsed if elapsed > 0 else 0.0
+    out.print(
+        f"{counts['created']} created, {counts['updated']} updated, "
+        f"{counts['unchanged']} unchanged, {len(failures)} failed; "
+        f"{chunks} chunks in {elapsed:.1f}s ({rate:.0f} chunks/s)"
+    )
+    if failures:
+        raise typer.Exit(1)
+
+
+def _reason(exc: Exception) -> str:
+    from core.knowledge.schemas import DocumentRejected
+
+    if isinstance(exc, DocumentRejected):
+        return exc.reason
+    detail: str = getattr(exc, "detail", str(exc))
+    return detail
+
+
+@kb_app.command("search")
+def search(
+    knowledge_base: Annotated[str, typer.Argument(metavar="KB")],
+    query: str,
+    limit: Annotated[int | None, typer.Option(help="Default: the knowledge base's top_k.")] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Show what agents would find for QUERY, with sources and scores."""
+    from core.errors import CosmoError
+
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        kb = _knowledge_base(container, tenant_id, knowledge_base)
+        matches = container.knowledge.search(tenant_id, kb.id, query, limit=limit)
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    if not matches:
+        out.print("no matches")
+    for i, m in enumerate(matches, 1):
+        where = m.document + (f" > {m.section}" if m.section else "")
+        where += f" (page {m.page})" if m.page is not None else ""
+        out.print(f"{i}. {where}  score {m.score:.3f}", markup=False)
+        out.print(f"   {m.snippet}", markup=False)
+
+
+@kb_app.command("reindex")
+def reindex(
+    knowledge_base: Annotated[str, typer.Argument(metavar="KB")],
+    tenant: TenantOpt = None,
+) -> None:
+    """Re-embed every chunk with the current embedding model (after changing it)."""
+    from core.errors import CosmoError
+
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        kb = _knowledge_base(container, tenant_id, knowledge_base)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeElapsedColumn(),
+            console=out,
+        ) as progress:
+            task = progress.add_task(kb.name, total=kb.chunk_count)
+            done = container.knowledge.reindex(
+                tenant_id, kb.id, progress=lambda n: progress.advance(task, n)
+            )
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    model = container.knowledge.embedder.model_name
+    out.print(f"{kb.name}: {done} chunks re-embedded with {model}")

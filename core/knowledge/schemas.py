@@ -1,0 +1,158 @@
+"""Knowledge bases at the boundaries: what admins send, what core returns, what goes wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from core.errors import Conflict, FieldError, ValidationFailed
+from core.schemas.common import ShortText, Slug, StrictModel
+from core.schemas.views import View
+
+DEFAULT_CHUNK_SIZE = 800  # characters; all-MiniLM-L6-v2 reads ~256 word pieces (~1,000 chars)
+DEFAULT_CHUNK_OVERLAP = 100
+DEFAULT_TOP_K = 5
+DEFAULT_SCORE_THRESHOLD = 0.3
+
+
+class KnowledgeBaseSpec(StrictModel):
+    """A knowledge base as an admin declares it. Chunking applies to documents ingested
+    after creation; `top_k` and `score_threshold` apply to every search."""
+
+    name: Slug
+    description: ShortText = ""
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE, ge=100, le=8000, description="Largest chunk, in characters."
+    )
+    chunk_overlap: int = Field(
+        DEFAULT_CHUNK_OVERLAP,
+        ge=0,
+        description="Characters a chunk repeats from the previous one in the same section; "
+        "at most half of chunk_size.",
+    )
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=50, description="Passages a search returns.")
+    score_threshold: float = Field(
+        DEFAULT_SCORE_THRESHOLD,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a passage needs to match by meaning; passages that "
+        "contain the query's keywords match whatever their similarity.",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> KnowledgeBaseSpec:
+        if self.chunk_overlap > self.chunk_size // 2:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_size "
+                f"({self.chunk_size})"
+            )
+        return self
+
+
+class KnowledgeBaseView(View):
+    id: str
+    tenant_id: str
+    name: str
+    description: str
+    chunk_size: int
+    chunk_overlap: int
+    top_k: int
+    score_threshold: float
+    embedding_model: str
+    embedding_dimension: int
+    document_count: int
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentView(View):
+    id: str
+    knowledge_base_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    chunk_count: int
+    pages: int | None
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+IngestStatus = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingesting one document did; `unchanged` means its bytes were already indexed."""
+
+    document: DocumentView
+    status: IngestStatus
+
+    @property
+    def chunks(self) -> int:
+        return self.document.chunk_count
+
+
+@dataclass(frozen=True)
+class KnowledgeMatch:
+    """One passage a search found, with what a citation needs.
+
+    `score` is the reciprocal-rank fusion of both retrievers, scaled so that 1.0 means
+    ranked first by meaning and by keywords; `similarity` is the cosine to the query (None
+    when only keywords found it) and `keyword_score` the BM25 score (None when no keyword
+    matched).
+    """
+
+    knowledge_base: str
+    document_id: str
+    document: str
+    chunk_id: str
+    section: str | None
+    page: int | None
+    text: str
+    snippet: str
+    score: float
+    similarity: float | None
+    keyword_score: float | None
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class ReindexRequired(Conflict):
+    """The knowledge base's vectors come from another embedder than the one running now.
+
+    Comparing vectors across models returns confident nonsense, so searches and ingestion
+    refuse until `cosmo kb reindex` re-embeds the stored chunks.
+    """
+
+    title = "Knowledge base needs re-indexing"
+
+    def __init__(self, name: str, stored: str, stored_dimension: int, current: str, dim: int):
+        super().__init__(
+            f"knowledge base {name!r} was indexed with {stored} ({stored_dimension}-d) but the "
+            f"embedder now is {current} ({dim}-d); run `cosmo kb reindex {name}` to re-embed it"
+        )
+        self.knowledge_base = name
+        self.stored_model = stored
+        self.current_model = current
+
+
+class DocumentRejected(ValidationFailed):
+    """A document that cannot be ingested (unsupported type, unreadable, no text, too big).
+
+    A `ValidationFailed` on the `file` field, so REST answers 422 and the CLI reports the
+    file and goes on with the next one.
+    """
+
+    title = "Document rejected"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__([FieldError(("file",), f"{name}: {reason}")])
+        self.name = name
+        self.reason = reason
