@@ -1,0 +1,271 @@
+"""The whole product over a real `cosmo serve` process: Slack in, Claude, approvals,
+execution against a CRM, webhooks out — every outside party a local fake over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
+from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
+from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.slack_support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "process-token"
+HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+LEAD = "U0LEAD0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(
+        self,
+        base: str,
+        slack: FakeSlackAPI,
+        claude: FakeAnthropicAPI,
+        hooks: WebhookReceiver,
+        crm: WebhookReceiver,
+    ) -> None:
+        self.base = base
+        self.slack = slack
+        self.claude = claude
+        self.hooks = hooks
+        self.crm = crm
+        self.requests = SlackRequests(SIGNING_SECRET)
+        self.http = httpx.Client(base_url=base, timeout=30)
+
+    def api(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {TOKEN}", **(headers or {})}
+        return self.http.request(method, f"/api/v1{path}", headers=auth, **kw)
+
+    def slack_event(self, request: Any) -> None:
+        r = self.http.post("/slack/events", content=request.body, headers=request.headers)
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with (
+        FakeSlackAPI() as slack,
+        FakeAnthropicAPI() as claude,
+        WebhookReceiver() as hooks,
+        WebhookReceiver(path="/api/tasks") as crm,
+    ):
+        slack.add_user(LEAD, "Lena Lead")
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
+        env.update(
+            COSMO_DATA_DIR=str(tmp_path / "data"),
+            COSMO_API_TOKEN=TOKEN,
+            COSMO_WEBHOOK_ALLOW_INSECURE="true",
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.base_url,
+            ANTHROPIC_API_KEY="test-key",
+            ANTHROPIC_BASE_URL=claude.base_url,
+            CRM_TOKEN="Bearer crm-secret",
+        )
+        env.pop("DATABASE_URL", None)
+        cosmo = [sys.executable, "-m", "bot.cli"]
+        subprocess.run(
+            [*cosmo, "db", "upgrade"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        process = subprocess.Popen(
+            [*cosmo, "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, (
+                    process.stdout.read().decode() if process.stdout else ""
+                )
+                assert time.monotonic() < deadline, "the server did not become ready"
+                time.sleep(0.1)
+            yield Server(base, slack, claude, hooks, crm)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def config(hooks: WebhookReceiver, crm: WebhookReceiver) -> str:
+    return f"""
+apiVersion: cosmo/v1
+personas: [{{name: seller, role: Sales assistant}}]
+skills:
+  - name: create_task
+    description: Create a follow-up task in the CRM.
+    kind: action
+    is_automatable: true
+    input_schema: {{type: object, properties: {{title: {{type: string}}}}, required: [title]}}
+    executor:
+      type: http
+      method: POST
+      url: "{crm.url}"
+      secret_headers: {{Authorization: CRM_TOKEN}}
+      body_template: {{title: "{{{{title}}}}", source: cosmo}}
+  - name: draft_email
+    description: Draft an email for review.
+    kind: action
+    input_schema: {{type: object, properties: {{to: {{type: string}}, body: {{type: string}}}},
+                   required: [to, body]}}
+agents:
+  - name: sales-bot
+    persona: seller
+    skills: [create_task, draft_email]
+    approvers: [{LEAD}]
+    webhook: {{url: "{hooks.url}", secret: "{HOOK_SECRET}"}}
+"""
+
+
+def buttons(message: Any) -> list[dict[str, Any]]:
+    actions = [b for b in message.blocks if b["type"] == "actions"]
+    return actions[0]["elements"] if actions else []
+
+
+def approval_in(server: Server, ts: str) -> Any:
+    def find() -> Any:
+        for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts):
+            if buttons(m):
+                return m
+        return None
+
+    return eventually(find, timeout=30)
+
+
+def events(server: Server, count: int) -> list[dict[str, Any]]:
+    received = eventually(
+        lambda: server.hooks.requests if len(server.hooks.requests) >= count else None,
+        timeout=30,
+    )
+    verifier = Webhook(HOOK_SECRET)
+    return [verifier.verify(r.body, dict(r.headers)) for r in received]
+
+
+def test_mention_to_approved_action_to_webhook_over_a_real_process(server):
+    r = server.api(
+        "POST",
+        "/agents/import",
+        content=config(server.hooks, server.crm),
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 200, r.text
+    server.claude.push(
+        Reply.tool_use("create_task", {"title": "Call Globex"}, text="On it."),
+        Reply.text("I proposed the task; it is waiting for approval."),
+    )
+
+    mention = server.requests.app_mention(f"<@{BOT_USER_ID}> add a task to call Globex")
+    server.slack_event(mention)
+    ts = mention.payload["event"]["ts"]
+
+    approval = approval_in(server, ts)
+    output_id = buttons(approval)[0]["value"]
+    replies = [m.text for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts)]
+    assert any("waiting for approval" in t for t in replies)
+
+    server.slack_event(
+        server.requests.block_action(
+            "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
+        )
+    )
+
+    eventually(lambda: not buttons(server.slack.message(CHANNEL_ID, approval.ts)), timeout=30)
+    assert "Approved and done" in json.dumps(server.slack.message(CHANNEL_ID, approval.ts).blocks)
+    outcome = eventually(
+        lambda: [
+            m for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.text.startswith("✅")
+        ],
+        timeout=30,
+    )
+    assert "approved" in outcome[0].text
+    (task,) = server.crm.requests
+    assert json.loads(task.body) == {"title": "Call Globex", "source": "cosmo"}
+    assert task.headers["authorization"] == "Bearer crm-secret"
+    kinds = sorted(e["type"] for e in events(server, 3))
+    assert kinds == ["output.created", "output.decided", "output.executed"]
+    output = server.api("GET", f"/outputs/{output_id}").json()
+    assert output["status"] == "executed" and output["notification_status"] == "delivered"
+
+
+def test_reject_with_a_reason_over_a_real_process(server):
+    server.api(
+        "POST",
+        "/agents/import",
+        content=config(server.hooks, server.crm),
+        headers={"Content-Type": "application/yaml"},
+    )
+    server.claude.push(
+        Reply.tool_use("draft_email", {"to": "ana@example.com", "body": "Hi Ana"}),
+        Reply.text("Drafted; waiting for review."),
+    )
+    mention = server.requests.app_mention(f"<@{BOT_USER_ID}> email Ana")
+    server.slack_event(mention)
+    ts = mention.payload["event"]["ts"]
+    approval = approval_in(server, ts)
+    output_id = buttons(approval)[1]["value"]
+
+    server.slack_event(
+        server.requests.block_action(
+            "output_reject", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
+        )
+    )
+    opened = eventually(lambda: server.slack.calls("views.open"), timeout=30)[0].params["view"]
+    view = opened if isinstance(opened, dict) else json.loads(opened)
+    server.slack_event(
+        server.requests.view_submission(
+            "output_reject_reason",
+            {"reason": {"reason_input": "Mention the discount"}},
+            user=LEAD,
+            private_metadata=view["private_metadata"],
+        )
+    )
+
+    eventually(lambda: not buttons(server.slack.message(CHANNEL_ID, approval.ts)), timeout=30)
+    outcome = eventually(
+        lambda: [
+            m for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.text.startswith("❌")
+        ],
+        timeout=30,
+    )
+    assert "Mention the discount" in outcome[0].text
+    decided = [e for e in events(server, 2) if e["type"] == "output.decided"]
+    assert decided[0]["data"]["status"] == "rejected"
+    assert decided[0]["data"]["reason"] == "Mention the discount"
