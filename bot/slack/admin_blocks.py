@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.slack.blocks import APPROVE, REJECT, Blocks, mention, skill_title, slack_date
+from bot.slack.blocks import Blocks, decision_buttons, mention, skill_title, slack_date
 from bot.slack.text import escape, truncate
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
@@ -259,45 +259,6 @@ class HomeData:
     agents: list[AgentView]
     usage: list[AgentUsageToday]
     can_configure: bool
-
-
-def decision_buttons(output: Output) -> dict[str, Any]:
-    """Approve / Reject for one output: the same action ids, values and confirmation as the
-    approval message, so the approval listeners handle clicks from the App Home too."""
-    title = skill_title(output.skill)
-    return {
-        "type": "actions",
-        "block_id": f"decide:{output.id}",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": "Approve"},
-                "value": output.id,
-                "confirm": {
-                    "title": {"type": "plain_text", "text": "Approve this?"},
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": (
-                            f"*{escape(title)}* will run right away."
-                            if output.is_automatable
-                            else f"*{escape(title)}* will be marked for manual follow-up."
-                        ),
-                    },
-                    "confirm": {"type": "plain_text", "text": "Approve"},
-                    "deny": {"type": "plain_text", "text": "Cancel"},
-                },
-            },
-            {
-                "type": "button",
-                "action_id": REJECT,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Reject"},
-                "value": output.id,
-            },
-        ],
-    }
 
 
 def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:

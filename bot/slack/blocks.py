@@ -113,41 +113,48 @@ def approval_message(
                 }
             ],
         },
-        {
-            "type": "actions",
-            "block_id": f"decide:{output.id}",
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": APPROVE,
-                    "style": "primary",
-                    "text": {"type": "plain_text", "text": "Approve"},
-                    "value": output.id,
-                    "confirm": {
-                        "title": {"type": "plain_text", "text": "Approve this?"},
-                        "text": {
-                            "type": "mrkdwn",
-                            "text": (
-                                f"*{escape(title)}* will run right away."
-                                if output.is_automatable
-                                else f"*{escape(title)}* will be marked for manual follow-up."
-                            ),
-                        },
-                        "confirm": {"type": "plain_text", "text": "Approve"},
-                        "deny": {"type": "plain_text", "text": "Cancel"},
-                    },
-                },
-                {
-                    "type": "button",
-                    "action_id": REJECT,
-                    "style": "danger",
-                    "text": {"type": "plain_text", "text": "Reject"},
-                    "value": output.id,
-                },
-            ],
-        },
+        decision_buttons(output),
     ]
     return f"Approval needed: {title} ({output.id})", blocks
+
+
+def decision_buttons(output: Output) -> dict[str, Any]:
+    """Approve / Reject for one output: the same action ids, values and confirmation as the
+    approval message, so the approval listeners handle clicks from the App Home too."""
+    title = skill_title(output.skill)
+    return {
+        "type": "actions",
+        "block_id": f"decide:{output.id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": APPROVE,
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "value": output.id,
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Approve this?"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": (
+                            f"*{escape(title)}* will run right away."
+                            if output.is_automatable
+                            else f"*{escape(title)}* will be marked for manual follow-up."
+                        ),
+                    },
+                    "confirm": {"type": "plain_text", "text": "Approve"},
+                    "deny": {"type": "plain_text", "text": "Cancel"},
+                },
+            },
+            {
+                "type": "button",
+                "action_id": REJECT,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Reject"},
+                "value": output.id,
+            },
+        ],
+    }
 
 
 def decided_message(
