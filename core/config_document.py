@@ -254,7 +254,7 @@ class ConfigApplier:
         if row.version == version:
             return Change("agent", spec.name, "unchanged")
         after = agent_spec(row).model_dump(mode="json")
-        fields = tuple(k for k in after if after[k] != before.get(k)) or ("webhook.secret",)
+        fields = _diff(before, after) or ("webhook.secret",)
         return Change("agent", spec.name, "updated", fields)
 
     def export_agent(self, tenant_id: str, agent_id: str) -> ConfigDocument:
