@@ -53,6 +53,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+from tests.fakes.local_server import serve_in_thread, stop_serving
+
 __all__ = [
     "ApiError",
     "FakeAnthropicAPI",
@@ -935,13 +937,7 @@ class FakeAnthropicAPI:
             raise RuntimeError("FakeAnthropicAPI is already running")
         self._stopping.clear()
         self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.005},
-            name="fake-anthropic-api",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "fake-anthropic-api")
         return self
 
     def stop(self) -> None:
@@ -949,19 +945,7 @@ class FakeAnthropicAPI:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
-        with server.connections_lock:
-            connections = list(server.connections.items())
-        for conn, _ in connections:  # idle keep-alive handlers would otherwise linger
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        # Bounded, so a responder that never returns cannot hang the test suite's teardown.
-        deadline = time.monotonic() + 2.0
-        for _, handler in connections:
-            handler.join(timeout=max(0.0, deadline - time.monotonic()))
+        stop_serving(server, thread)
         self._server = None
         self._thread = None
 

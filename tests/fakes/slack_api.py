@@ -53,6 +53,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes.local_server import serve_in_thread, stop_serving
 from tests.fakes.slack_methods import HANDLERS
 from tests.fakes.slack_workspace import (
     APP_ID,
@@ -296,13 +297,7 @@ class FakeSlackAPI:
             raise RuntimeError("FakeSlackAPI is already running")
         self._stopping.clear()
         self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.005},
-            name="fake-slack-api",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "fake-slack-api")
         return self
 
     def stop(self) -> None:
@@ -310,18 +305,7 @@ class FakeSlackAPI:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
-        with server.connections_lock:
-            connections = list(server.connections.items())
-        for conn, _ in connections:  # idle keep-alive handlers would otherwise linger
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        deadline = time.monotonic() + 2.0
-        for _, handler in connections:
-            handler.join(timeout=max(0.0, deadline - time.monotonic()))
+        stop_serving(server, thread)
         self._server = None
         self._thread = None
 

@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+from tests.fakes.local_server import stop_serving
+
 Kind = Literal["answer", "down", "slow", "redirect"]
 
 
@@ -207,10 +209,7 @@ class WebhookReceiver:
         if self._server is None:
             return
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = None
 
     def __enter__(self) -> WebhookReceiver:
