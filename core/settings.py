@@ -85,6 +85,31 @@ class Settings(BaseSettings):
     memory_provider: Literal["local", "mem0"] = Field(default="local", alias="MEMORY_PROVIDER")
     mem0_api_key: SecretStr | None = Field(default=None, alias="MEM0_API_KEY")
 
+    # Embeddings (memory and knowledge bases) and knowledge-base search
+    embedder: Literal["minilm", "sentence-transformers", "fastembed", "voyage"] = Field(
+        default="minilm",
+        alias="COSMO_EMBEDDER",
+        description="Which embedder turns text into vectors for memory and knowledge bases.",
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        alias="COSMO_EMBEDDING_MODEL",
+        description="Model name for the sentence-transformers, fastembed or voyage embedder.",
+    )
+    voyage_api_key: SecretStr | None = Field(default=None, alias="VOYAGE_API_KEY")
+    voyage_api_url: str = Field(default="https://api.voyageai.com/v1", alias="VOYAGE_API_URL")
+    knowledge_provider: Literal["embedded", "pgvector"] = Field(
+        default="embedded",
+        alias="KNOWLEDGE_PROVIDER",
+        description="embedded: exact search in process; pgvector: HNSW in PostgreSQL.",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        alias="COSMO_MAX_UPLOAD_BYTES",
+        ge=1024,
+        description="Largest document accepted by the knowledge-base upload endpoint.",
+    )
+
     # Webhooks and approvals
     webhook_allow_insecure: bool = Field(default=False, alias="COSMO_WEBHOOK_ALLOW_INSECURE")
     public_url: str | None = Field(
@@ -109,6 +134,8 @@ class Settings(BaseSettings):
         "slack_app_token",
         "slack_client_id",
         "slack_client_secret",
+        "embedding_model",
+        "voyage_api_key",
         mode="before",
     )
     @classmethod
