@@ -28,6 +28,7 @@ from core.embeddings import Embedder, default_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.port import KnowledgeIndex
 from core.knowledge.service import KnowledgeService
 from core.limits.quotas import Quotas
 from core.memory.port import MemoryProvider
@@ -141,7 +142,7 @@ def build_container(
         events=events,
         audit=audit,
     )
-    knowledge = KnowledgeService(db, embedder, EmbeddedKnowledgeIndex(db))
+    knowledge = KnowledgeService(db, embedder, build_knowledge_index(settings, db))
     ttl = settings.output_ttl_hours
     runner = AgentRunner(
         db,
@@ -240,6 +241,14 @@ def aws_clients(settings: Settings) -> tuple[Any, Any]:
             "the aws output store needs AWS_REGION or AWS_DEFAULT_REGION"
         ) from exc
     return s3, dynamodb
+
+
+def build_knowledge_index(settings: Settings, db: Database) -> KnowledgeIndex:
+    if settings.knowledge_provider == "pgvector":
+        from core.knowledge.pgvector import PgvectorKnowledgeIndex
+
+        return PgvectorKnowledgeIndex(db)
+    return EmbeddedKnowledgeIndex(db)
 
 
 def build_memory(

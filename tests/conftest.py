@@ -94,6 +94,39 @@ def empty_database_url_factory(
     return make
 
 
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresDatabases]:
+    """A PostgreSQL with the pgvector extension, for the pgvector knowledge provider.
+
+    `TEST_PGVECTOR_URL` points at one you run yourself; otherwise the `pgserver` package
+    (a dev dependency) starts its bundled PostgreSQL 16 + pgvector in a temporary folder.
+    """
+    url = os.environ.get("TEST_PGVECTOR_URL", "")
+    server = None
+    if not url:
+        # platformdirs (under pgserver) warns when this is unset, as it is in CI containers.
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+        import pgserver  # type: ignore[import-untyped]
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+        # pgserver listens on a Unix socket only; its URI names the socket directory.
+        raw = make_url(server.get_uri())
+        url = raw.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    databases = PostgresDatabases(url)
+    yield databases
+    databases.drop_all()
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgvector_url(pgvector_server: PostgresDatabases) -> str:
+    """A migrated database on the pgvector server (shared by the tests of a run)."""
+    url = pgvector_server.create()
+    upgrade(url)
+    return url
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def migrated_engine(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
     url = empty_database_url_factory(request.param)

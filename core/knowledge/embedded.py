@@ -27,15 +27,15 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.db.models import KnowledgeBaseRow, KnowledgeChunkRow
+from core.knowledge import chunk_table
 from core.knowledge.port import (
     Candidate,
     Candidates,
@@ -212,30 +212,10 @@ class EmbeddedKnowledgeIndex:
     def add(
         self, session: Session, target: IndexTarget, chunks: Sequence[ChunkRecord], vectors: Vectors
     ) -> None:
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk is required")
+        vectors = chunk_table.checked_vectors(target, len(chunks), vectors)
         if len(chunks) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=_F32)
-        if vectors.shape[1] != target.dimension:
-            raise ValueError(f"vectors have {vectors.shape[1]} dimensions, not {target.dimension}")
-        session.execute(
-            insert(KnowledgeChunkRow),
-            [
-                {
-                    "id": c.id,
-                    "tenant_id": target.tenant_id,
-                    "knowledge_base_id": target.knowledge_base_id,
-                    "document_id": c.document_id,
-                    "ordinal": c.ordinal,
-                    "section": c.section,
-                    "page": c.page,
-                    "text": c.text,
-                    "embedding": vectors[i].tobytes(),
-                }
-                for i, c in enumerate(chunks)
-            ],
-        )
+        chunk_table.insert_chunks(session, target, chunks, vectors)
         if self._cached(target.knowledge_base_id) is not None:
             rows = [
                 (c.id, c.document_id, lexical.tokens(searchable_text(c.text, c.section)))
@@ -244,37 +224,21 @@ class EmbeddedKnowledgeIndex:
             self._defer(session, target, lambda cache: cache.add(rows, vectors))
 
     def remove_document(self, session: Session, target: IndexTarget, document_id: str) -> int:
-        result = session.execute(
-            delete(KnowledgeChunkRow).where(
-                KnowledgeChunkRow.tenant_id == target.tenant_id,
-                KnowledgeChunkRow.knowledge_base_id == target.knowledge_base_id,
-                KnowledgeChunkRow.document_id == document_id,
-            )
-        )
+        removed = chunk_table.delete_document_chunks(session, target, document_id)
         self._defer(session, target, lambda cache: cache.remove(document_id))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return removed
 
     def drop(self, session: Session, target: IndexTarget) -> None:
-        session.execute(
-            delete(KnowledgeChunkRow).where(
-                KnowledgeChunkRow.tenant_id == target.tenant_id,
-                KnowledgeChunkRow.knowledge_base_id == target.knowledge_base_id,
-            )
-        )
+        chunk_table.delete_all_chunks(session, target)
         self._defer(session, target, lambda _cache: self._evict(target.knowledge_base_id))
 
     def set_vectors(
         self, session: Session, target: IndexTarget, chunk_ids: Sequence[str], vectors: Vectors
     ) -> None:
-        if len(chunk_ids) != len(vectors):
-            raise ValueError("one vector per chunk is required")
+        vectors = chunk_table.checked_vectors(target, len(chunk_ids), vectors)
         if not chunk_ids:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=_F32)
-        session.execute(  # ORM bulk UPDATE by primary key; the ids come from `iter_chunks`
-            update(KnowledgeChunkRow),
-            [{"id": cid, "embedding": vectors[i].tobytes()} for i, cid in enumerate(chunk_ids)],
-        )
+        chunk_table.update_vectors(session, chunk_ids, vectors)
         self._defer(session, target, _forget)
 
     # -- reads -----------------------------------------------------------------------------
@@ -292,40 +256,10 @@ class EmbeddedKnowledgeIndex:
         return found
 
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
-        if not chunk_ids:
-            return []
-        with read_session(self.db) as s:  # by primary key; the scope is checked below
-            rows = s.execute(
-                select(
-                    *_CHUNK_COLUMNS,
-                    KnowledgeChunkRow.tenant_id,
-                    KnowledgeChunkRow.knowledge_base_id,
-                ).where(KnowledgeChunkRow.id.in_(list(chunk_ids)))
-            ).all()
-        return [
-            _stored(r)
-            for r in rows
-            if r.tenant_id == target.tenant_id and r.knowledge_base_id == target.knowledge_base_id
-        ]
+        return chunk_table.fetch_chunks(self.db, target, chunk_ids)
 
     def iter_chunks(self, target: IndexTarget, batch_size: int) -> Iterator[list[ChunkRecord]]:
-        after = ""
-        while True:
-            with read_session(self.db) as s:
-                rows = s.execute(
-                    select(*_CHUNK_COLUMNS)
-                    .where(
-                        KnowledgeChunkRow.tenant_id == target.tenant_id,
-                        KnowledgeChunkRow.knowledge_base_id == target.knowledge_base_id,
-                        KnowledgeChunkRow.id > after,
-                    )
-                    .order_by(KnowledgeChunkRow.id)
-                    .limit(batch_size)
-                ).all()
-            if not rows:
-                return
-            yield [_stored(r) for r in rows]
-            after = rows[-1].id
+        return chunk_table.iter_chunks(self.db, target, batch_size)
 
     # -- cache -----------------------------------------------------------------------------
 
@@ -473,15 +407,3 @@ _LOAD_COLUMNS = (
     KnowledgeChunkRow.text,
     KnowledgeChunkRow.embedding,
 )
-_CHUNK_COLUMNS = (
-    KnowledgeChunkRow.id,
-    KnowledgeChunkRow.document_id,
-    KnowledgeChunkRow.ordinal,
-    KnowledgeChunkRow.text,
-    KnowledgeChunkRow.section,
-    KnowledgeChunkRow.page,
-)
-
-
-def _stored(r: Any) -> ChunkRecord:
-    return ChunkRecord(r.id, r.document_id, r.ordinal, r.text, r.section, r.page)

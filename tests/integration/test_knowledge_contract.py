@@ -1,32 +1,38 @@
 """One contract for every `KnowledgeIndex` provider, through `KnowledgeService`.
 
-Runs on the `db` fixture, so on SQLite always and on PostgreSQL when TEST_DATABASE_URL is
-set. Only the embedded provider exists so far; a new provider joins by adding itself to
-`PROVIDERS`. Search by meaning needs the real model (installed by `make install`); with
-only the hashing fallback those tests skip and the rest still run.
+Each case is a provider on a database: the embedded provider on SQLite (and PostgreSQL
+when TEST_DATABASE_URL is set), the pgvector provider on a PostgreSQL with pgvector
+(`pgserver`, see the `pgvector_server` fixture). Search by meaning needs the real model
+(installed by `make install`); with only the hashing fallback those tests skip and the
+rest still run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
-from core.db import Database
+from core.db import Database, make_engine, upgrade
 from core.db.models import KnowledgeChunkRow
 from core.embeddings import HashingEmbedder, MiniLMEmbedder, is_available
 from core.embeddings.port import Embedder
 from core.errors import NotFound
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.pgvector import PgvectorKnowledgeIndex
 from core.knowledge.port import Candidate, KnowledgeIndex
 from core.knowledge.ranking import reciprocal_rank_fusion, strong_keyword_matches
 from core.knowledge.schemas import KnowledgeBaseSpec, ReindexRequired
 from core.knowledge.service import KnowledgeService
+from tests.conftest import BACKENDS
 
 PROVIDERS: dict[str, Callable[[Database], KnowledgeIndex]] = {
     "embedded": EmbeddedKnowledgeIndex,
+    "pgvector": PgvectorKnowledgeIndex,
 }
+# (provider, database) pairs the contract runs on.
+CASES = [("embedded", backend) for backend in BACKENDS] + [("pgvector", "pgvector")]
 needs_model = pytest.mark.skipif(
     not is_available(), reason="all-MiniLM-L6-v2 is not installed: no search by meaning"
 )
@@ -58,14 +64,53 @@ def embedder() -> Embedder:
     return MiniLMEmbedder() if is_available() else HashingEmbedder()
 
 
-@pytest.fixture(params=list(PROVIDERS))
+@pytest.fixture(scope="module")
+def engines(
+    request: pytest.FixtureRequest, empty_database_url_factory: Callable[[str], str]
+) -> Iterator[dict[str, Engine]]:
+    """A migrated engine per database, made when a case first needs it."""
+    made: dict[str, Engine] = {}
+
+    def engine(backend: str) -> Engine:
+        if backend not in made:
+            if backend == "pgvector":
+                url = request.getfixturevalue("pgvector_url")
+            else:
+                url = empty_database_url_factory(backend)
+                upgrade(url)
+            made[backend] = make_engine(url)
+        return made[backend]
+
+    yield engine  # type: ignore[misc]
+    for e in made.values():
+        e.dispose()
+
+
+@pytest.fixture(params=CASES, ids=[f"{p}-{b}" if p != b else p for p, b in CASES])
+def case(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(case: tuple[str, str], engines: Callable[[str], Engine]) -> Iterator[Database]:
+    """This case's database; everything a test writes is rolled back afterwards."""
+    connection = engines(case[1]).connect()
+    outer = connection.begin()
+    try:
+        yield Database.bound_to(connection)
+    finally:
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
 def make_service(
-    request: pytest.FixtureRequest, db: Database, embedder: Embedder
+    case: tuple[str, str], db: Database, embedder: Embedder
 ) -> Callable[..., KnowledgeService]:
     """Builds services over one database: a second one stands for another process."""
 
     def make(embedder_: Embedder | None = None) -> KnowledgeService:
-        return KnowledgeService(db, embedder_ or embedder, PROVIDERS[request.param](db))
+        return KnowledgeService(db, embedder_ or embedder, PROVIDERS[case[0]](db))
 
     return make
 

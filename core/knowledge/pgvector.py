@@ -1,0 +1,395 @@
+"""The server-grade knowledge index: PostgreSQL with pgvector, searched by the database.
+
+Chunks stay in `knowledge_chunks` (the store of record every provider shares, see
+`core.knowledge.chunk_table`); this provider adds `knowledge_vectors`, one row per chunk
+with its embedding as a pgvector `vector`, its searchable words as a `tsvector`, and its
+word count. Rows go with their chunk (`ON DELETE CASCADE`), inside the caller's
+transaction, so replicas never see a passage without its vector or the reverse.
+
+* **By meaning**: an HNSW index per knowledge base and dimension — a partial expression
+  index `(embedding::vector(d)) vector_cosine_ops WHERE knowledge_base_id = '…' AND
+  vector_dims(embedding) = d`. Per knowledge base, because a filter applied after a
+  shared HNSW scan returns too few rows when one knowledge base is a small part of the
+  table; per dimension, because the column holds any model's vectors while re-indexing.
+  The id and dimension are written into the SQL as literals (validated) so the planner
+  can prove the partial index applies; a bound parameter would hide it in a generic plan.
+* **By keywords**: the same BM25 as the embedded provider over the same tokens
+  (`core.memory.lexical`), evaluated in SQL: a GIN index finds the chunks holding any
+  query word, document frequencies are window counts over those matches (a chunk with a
+  word always matches), and the knowledge base's size and average length are cached per
+  revision. Lexemes are stored verbatim (`array_to_tsvector`), so `abc-1234` matches whole
+  and no PostgreSQL text-search dictionary second-guesses our tokenizer.
+
+The schema is the provider's own (`prepare()`), not an Alembic migration: it needs the
+`vector` extension, which a plain PostgreSQL (and SQLite) does not have. `prepare()` also
+indexes chunks written while another provider was configured, so switching is a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from core.db import Database
+from core.errors import ServiceUnavailable
+from core.knowledge import chunk_table
+from core.knowledge.port import (
+    Candidate,
+    Candidates,
+    ChunkRecord,
+    IndexQuery,
+    IndexTarget,
+    Vectors,
+    read_session,
+    searchable_text,
+)
+from core.memory import lexical
+
+_log = logging.getLogger(__name__)
+
+BM25_K1 = 1.2  # the embedded provider's constants: both rank keywords alike
+BM25_B = 0.75
+MAX_QUERY_TOKENS = 64
+MAX_LEXEME_CHARS = 500  # PostgreSQL refuses lexemes over 2 KB; no real word is this long
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+MIN_EF_SEARCH = 40  # pgvector's default; raised to the number of candidates asked for
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+_SCHEMA = (
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    """
+    CREATE TABLE IF NOT EXISTS knowledge_vectors (
+        chunk_id varchar(40) PRIMARY KEY
+            REFERENCES knowledge_chunks (id) ON DELETE CASCADE,
+        tenant_id varchar(64) NOT NULL,
+        knowledge_base_id varchar(40) NOT NULL,
+        embedding vector NOT NULL,
+        lexemes tsvector NOT NULL,
+        token_count integer NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_vectors_kb ON knowledge_vectors (knowledge_base_id)",
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_vectors_lexemes "
+    "ON knowledge_vectors USING gin (lexemes)",
+)
+
+
+class PgvectorKnowledgeIndex:
+    """`KnowledgeIndex` over PostgreSQL + pgvector; see the module docstring."""
+
+    name = "pgvector"
+
+    def __init__(self, db: Database, *, prepare: bool = True) -> None:
+        if db.engine.dialect.name != "postgresql":
+            raise ServiceUnavailable(
+                "KNOWLEDGE_PROVIDER=pgvector needs DATABASE_URL to be a PostgreSQL database "
+                f"with the pgvector extension (this one is {db.engine.dialect.name}); "
+                "use KNOWLEDGE_PROVIDER=embedded otherwise"
+            )
+        self.db = db
+        self._stats: dict[str, tuple[int, int, float]] = {}  # kb -> (revision, chunks, avg)
+        self._lock = threading.Lock()
+        if prepare:
+            self.prepare()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def prepare(self, batch_size: int = 1000) -> int:
+        """Create the extension, table and indexes if missing, then index every chunk that
+        has no vector row yet (written under another provider). Returns how many."""
+        try:
+            with self.db.session() as s:
+                for statement in _SCHEMA:
+                    s.execute(text(statement))
+        except DBAPIError as exc:
+            raise ServiceUnavailable(
+                "KNOWLEDGE_PROVIDER=pgvector could not set up the pgvector extension in "
+                "this database (is pgvector installed, and may this user CREATE EXTENSION?): "
+                f"{exc.orig}"
+            ) from exc
+        total = 0
+        while True:
+            with self.db.session() as s:
+                rows = s.execute(
+                    text(
+                        """
+                        SELECT c.id, c.tenant_id, c.knowledge_base_id, c.section, c.text,
+                               c.embedding
+                        FROM knowledge_chunks c
+                        LEFT JOIN knowledge_vectors v ON v.chunk_id = c.id
+                        WHERE v.chunk_id IS NULL
+                        ORDER BY c.id
+                        LIMIT :n
+                        """
+                    ),
+                    {"n": batch_size},
+                ).all()
+                if not rows:
+                    break
+                for r in rows:
+                    vector = np.frombuffer(bytes(r.embedding), dtype=np.float32)
+                    target = IndexTarget(r.tenant_id, r.knowledge_base_id, len(vector), 0)
+                    self._ensure_hnsw(s, target)
+                    self._insert_vectors(
+                        s, target, [(r.id, r.section, r.text)], vector.reshape(1, -1)
+                    )
+            total += len(rows)
+        if total:
+            _log.info("pgvector: indexed %d chunks stored before this provider was used", total)
+        return total
+
+    # -- writes (in the caller's transaction) -----------------------------------------------
+
+    def add(
+        self, session: Session, target: IndexTarget, chunks: Sequence[ChunkRecord], vectors: Vectors
+    ) -> None:
+        vectors = chunk_table.checked_vectors(target, len(chunks), vectors)
+        if len(chunks) == 0:
+            return
+        chunk_table.insert_chunks(session, target, chunks, vectors)
+        self._ensure_hnsw(session, target)
+        self._insert_vectors(session, target, [(c.id, c.section, c.text) for c in chunks], vectors)
+
+    def remove_document(self, session: Session, target: IndexTarget, document_id: str) -> int:
+        return chunk_table.delete_document_chunks(session, target, document_id)  # rows cascade
+
+    def drop(self, session: Session, target: IndexTarget) -> None:
+        chunk_table.delete_all_chunks(session, target)
+        for name in self._hnsw_indexes(session, target.knowledge_base_id):
+            session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+        with self._lock:
+            self._stats.pop(target.knowledge_base_id, None)
+
+    def set_vectors(
+        self, session: Session, target: IndexTarget, chunk_ids: Sequence[str], vectors: Vectors
+    ) -> None:
+        vectors = chunk_table.checked_vectors(target, len(chunk_ids), vectors)
+        if not chunk_ids:
+            return
+        chunk_table.update_vectors(session, chunk_ids, vectors)
+        self._ensure_hnsw(session, target)
+        session.execute(
+            text(
+                "UPDATE knowledge_vectors SET embedding = CAST(:embedding AS vector) "
+                "WHERE chunk_id = :id AND knowledge_base_id = :kb"
+            ),
+            [
+                {"id": cid, "kb": target.knowledge_base_id, "embedding": _literal(vectors[i])}
+                for i, cid in enumerate(chunk_ids)
+            ],
+        )
+
+    def _insert_vectors(
+        self,
+        session: Session,
+        target: IndexTarget,
+        chunks: Sequence[tuple[str, str | None, str]],
+        vectors: Vectors,
+    ) -> None:
+        rows = []
+        for i, (chunk_id, section, body) in enumerate(chunks):
+            words = [w for w in lexical.tokens(searchable_text(body, section))]
+            rows.append(
+                {
+                    "id": chunk_id,
+                    "tenant": target.tenant_id,
+                    "kb": target.knowledge_base_id,
+                    "embedding": _literal(vectors[i]),
+                    "lexemes": sorted(w for w in words if len(w) <= MAX_LEXEME_CHARS),
+                    "count": len(words),
+                }
+            )
+        session.execute(
+            text(
+                """
+                INSERT INTO knowledge_vectors
+                    (chunk_id, tenant_id, knowledge_base_id, embedding, lexemes, token_count)
+                VALUES (:id, :tenant, :kb, CAST(:embedding AS vector),
+                        array_to_tsvector(CAST(:lexemes AS text[])), :count)
+                """
+            ),
+            rows,
+        )
+
+    def _ensure_hnsw(self, session: Session, target: IndexTarget) -> None:
+        """The knowledge base's HNSW index for this dimension, created in this transaction
+        if missing. An advisory lock makes concurrent first writers create it once; an index
+        of another dimension (the model before a re-index) is dropped."""
+        kb, dimension = _safe(target.knowledge_base_id), int(target.dimension)
+        name = _index_name(kb, dimension)
+        if session.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
+            return
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"cosmo-kv:{kb}"}
+        )
+        for other in self._hnsw_indexes(session, kb):
+            if other != name:
+                session.execute(text(f'DROP INDEX IF EXISTS "{other}"'))
+        session.execute(
+            text(
+                f'CREATE INDEX IF NOT EXISTS "{name}" ON knowledge_vectors '
+                f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
+                f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+                f"WHERE knowledge_base_id = '{kb}' AND vector_dims(embedding) = {dimension}"
+            )
+        )
+
+    @staticmethod
+    def _hnsw_indexes(session: Session, knowledge_base_id: str) -> list[str]:
+        prefix = _index_name(_safe(knowledge_base_id), 0).rsplit("_", 1)[0] + "_"
+        return list(
+            session.scalars(
+                text(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'knowledge_vectors' "
+                    "AND starts_with(indexname, :prefix)"
+                ),
+                {"prefix": prefix},
+            )
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def search(self, target: IndexTarget, query: IndexQuery) -> Candidates:
+        if query.candidates <= 0:
+            return Candidates([], [])
+        with read_session(self.db) as s:
+            return Candidates(
+                semantic=self._semantic(s, target, query),
+                keyword=self._keyword(s, target, query),
+            )
+
+    def _semantic(self, s: Session, target: IndexTarget, query: IndexQuery) -> list[Candidate]:
+        kb, dimension = _safe(target.knowledge_base_id), int(target.dimension)
+        if query.vector.shape[-1] != dimension:
+            raise ValueError(f"query vector has {query.vector.shape[-1]} dimensions")
+        ef_search = min(max(MIN_EF_SEARCH, query.candidates), 1000)
+        s.execute(text(f"SET LOCAL hnsw.ef_search = {ef_search}"))
+        rows = s.execute(
+            text(  # literals: a checked id and an int (see the module docstring)
+                f"""
+                SELECT chunk_id, embedding::vector({dimension}) <=> CAST(:q AS vector({dimension}))
+                    AS distance
+                FROM knowledge_vectors
+                WHERE knowledge_base_id = '{kb}' AND vector_dims(embedding) = {dimension}
+                  AND tenant_id = :tenant
+                ORDER BY embedding::vector({dimension}) <=> CAST(:q AS vector({dimension}))
+                LIMIT :n
+                """  # noqa: S608
+            ),
+            {"q": _literal(query.vector), "tenant": target.tenant_id, "n": query.candidates},
+        ).all()
+        out = []
+        for chunk_id, distance in rows:
+            similarity = 1.0 - float(distance)
+            if similarity < query.min_similarity:
+                break
+            out.append(Candidate(chunk_id, similarity))
+        return out
+
+    def _keyword(self, s: Session, target: IndexTarget, query: IndexQuery) -> list[Candidate]:
+        words = sorted(w for w in lexical.tokens(query.text) if len(w) <= MAX_LEXEME_CHARS)
+        words = words[:MAX_QUERY_TOKENS]
+        if not words:
+            return []
+        chunks, average = self._size(s, target)
+        if chunks == 0:
+            return []
+        # One boolean and one document frequency per query word; the words themselves are
+        # bound parameters, only their count shapes the SQL.
+        hits = ", ".join(f"lexemes @@ CAST(:w{i} AS tsquery) AS h{i}" for i in range(len(words)))
+        frequencies = ", ".join(
+            f"count(*) FILTER (WHERE h{i}) OVER () AS df{i}" for i in range(len(words))
+        )
+        weights = " + ".join(
+            f"CASE WHEN h{i} THEN ln(1.0 + CAST(:n AS float8) / greatest(df{i}, 1)) ELSE 0 END"
+            for i in range(len(words))
+        )
+        params: dict[str, object] = {f"w{i}": _tsquery(w) for i, w in enumerate(words)}
+        params |= {
+            "any": " | ".join(_tsquery(w) for w in words),
+            "n": float(chunks),
+            "avg": max(average, 1.0),
+            "tenant": target.tenant_id,
+            "kb": target.knowledge_base_id,
+            "limit": query.candidates,
+            "k1": BM25_K1,
+            "k1p1": BM25_K1 + 1.0,
+            "b": BM25_B,
+        }
+        rows = s.execute(
+            text(  # only placeholders are generated; every value is bound
+                f"""
+                WITH matched AS (
+                    SELECT chunk_id, token_count, {hits}
+                    FROM knowledge_vectors
+                    WHERE knowledge_base_id = :kb AND tenant_id = :tenant
+                      AND lexemes @@ CAST(:any AS tsquery)
+                ), counted AS (
+                    SELECT *, {frequencies} FROM matched
+                )
+                SELECT chunk_id,
+                       ({weights}) * CAST(:k1p1 AS float8)
+                       / (1.0 + CAST(:k1 AS float8) * (1.0 - CAST(:b AS float8)
+                          + CAST(:b AS float8) * token_count / CAST(:avg AS float8))) AS score
+                FROM counted
+                ORDER BY score DESC, chunk_id
+                LIMIT :limit
+                """  # noqa: S608
+            ),
+            params,
+        ).all()
+        return [Candidate(chunk_id, float(score)) for chunk_id, score in rows if score > 0]
+
+    def _size(self, s: Session, target: IndexTarget) -> tuple[int, float]:
+        """Chunks in the knowledge base and their average word count, cached per revision."""
+        with self._lock:
+            cached = self._stats.get(target.knowledge_base_id)
+        if cached is not None and cached[0] == target.revision:
+            return cached[1], cached[2]
+        chunks, average = s.execute(
+            text(
+                "SELECT count(*), coalesce(avg(token_count), 0) FROM knowledge_vectors "
+                "WHERE knowledge_base_id = :kb AND tenant_id = :tenant"
+            ),
+            {"kb": target.knowledge_base_id, "tenant": target.tenant_id},
+        ).one()
+        with self._lock:
+            self._stats[target.knowledge_base_id] = (target.revision, int(chunks), float(average))
+        return int(chunks), float(average)
+
+    def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        return chunk_table.fetch_chunks(self.db, target, chunk_ids)
+
+    def iter_chunks(self, target: IndexTarget, batch_size: int) -> Iterator[list[ChunkRecord]]:
+        return chunk_table.iter_chunks(self.db, target, batch_size)
+
+
+def _safe(knowledge_base_id: str) -> str:
+    """An id fit to appear as a SQL literal (ours are `kb_` + ULID; anything else is refused)."""
+    if not _SAFE_ID.match(knowledge_base_id):
+        raise ValueError(f"unexpected knowledge base id {knowledge_base_id!r}")
+    return knowledge_base_id
+
+
+def _index_name(knowledge_base_id: str, dimension: int) -> str:
+    digest = hashlib.sha256(knowledge_base_id.encode()).hexdigest()[:20]
+    return f"kv_hnsw_{digest}_{dimension}"
+
+
+def _literal(vector: Vectors) -> str:
+    """pgvector's text form; float32 values print exactly in 9 significant digits."""
+    return "[" + ",".join(f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).ravel()) + "]"
+
+
+def _tsquery(word: str) -> str:
+    """A one-lexeme tsquery, quoted so the word is taken verbatim (no parsing, no stemming)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"

@@ -1,0 +1,211 @@
+"""What only the pgvector provider has: its own schema, HNSW indexes the planner can use,
+indexing chunks stored under another provider, concurrent first writers, and the wiring.
+
+The shared behaviour (ranking, deletes, re-index, tenancy) is in the contract suite.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, text
+
+from bot.server import create_app
+from core.db import Database
+from core.embeddings import HashingEmbedder
+from core.errors import ServiceUnavailable
+from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.pgvector import PgvectorKnowledgeIndex
+from core.knowledge.schemas import KnowledgeBaseSpec
+from core.knowledge.service import KnowledgeService
+from core.wiring import build_container
+from tests.conftest import AUTH, make_settings
+
+EMBEDDER = HashingEmbedder(dimension=64)
+
+
+def document(i: int) -> bytes:
+    """A Markdown file of a few sections with words of its own (`topic7`, `code-7-2`)."""
+    parts = [f"# Guide {i}"]
+    for j in range(4):
+        parts.append(
+            f"## Part {j}\n\nTopic{i} section{j} explains code-{i}-{j} for team {i % 5} "
+            f"and the {['billing', 'security', 'onboarding', 'outage'][j]} process."
+        )
+    return "\n\n".join(parts).encode()
+
+
+@pytest.fixture
+def database(pgvector_url: str) -> Iterator[Database]:
+    """The pgvector database with real connections; each test uses its own tenant."""
+    db = Database.from_url(pgvector_url)
+    yield db
+    db.dispose()
+
+
+def hnsw_indexes(db: Database, knowledge_base_id: str) -> list[str]:
+    index = PgvectorKnowledgeIndex(db, prepare=False)
+    with db.session() as s:
+        return index._hnsw_indexes(s, knowledge_base_id)
+
+
+def test_an_sqlite_database_is_refused_with_a_clear_message(tmp_path: Path):
+    db = Database.from_url(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(ServiceUnavailable) as refused:
+        PgvectorKnowledgeIndex(db)
+    assert "KNOWLEDGE_PROVIDER=pgvector needs DATABASE_URL to be a PostgreSQL" in str(
+        refused.value.detail
+    )
+    db.dispose()
+
+
+def test_search_by_meaning_can_use_the_knowledge_bases_hnsw_index(database: Database):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-hnsw", KnowledgeBaseSpec(name="guides"))
+    for i in range(40):
+        service.ingest("t-hnsw", kb.id, f"guide-{i}.md", document(i))
+    (index_name,) = hnsw_indexes(database, kb.id)
+    assert index_name.endswith("_64")
+
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "<=>" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        found = service.search("t-hnsw", kb.id, "Topic7 section2 onboarding")
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    assert found[0].document == "guide-7.md" and found[0].section == "Guide 7 > Part 2"
+
+    (statement, parameters) = statements[-1]
+    with database.engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # can it, not whether it prefers to
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+    assert index_name in plan, plan
+
+
+def test_chunks_stored_by_the_embedded_provider_are_indexed_when_switching(database: Database):
+    before = KnowledgeService(database, EMBEDDER, EmbeddedKnowledgeIndex(database))
+    kb = before.create("t-switch", KnowledgeBaseSpec(name="guides"))
+    for i in range(3):
+        before.ingest("t-switch", kb.id, f"guide-{i}.md", document(i))
+    chunks = before.get("t-switch", kb.id).chunk_count
+
+    index = PgvectorKnowledgeIndex(database, prepare=False)
+    assert index.prepare() >= chunks  # other tests' leftovers may be indexed too
+    assert index.prepare() == 0  # nothing left to do the second time
+    after = KnowledgeService(database, EMBEDDER, index)
+
+    found = after.search("t-switch", kb.id, "code-1-3")
+    assert (found[0].document, found[0].section) == ("guide-1.md", "Guide 1 > Part 3")
+    assert found[0].keyword_score is not None and found[0].similarity is not None
+    assert len(hnsw_indexes(database, kb.id)) == 1
+
+
+def test_deleting_a_knowledge_base_drops_its_index_and_vectors(database: Database):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-drop", KnowledgeBaseSpec(name="guides"))
+    service.ingest("t-drop", kb.id, "guide.md", document(1))
+    assert len(hnsw_indexes(database, kb.id)) == 1
+
+    service.delete("t-drop", kb.id)
+
+    assert hnsw_indexes(database, kb.id) == []
+    with database.session() as s:
+        left = s.scalar(
+            text("SELECT count(*) FROM knowledge_vectors WHERE knowledge_base_id = :kb"),
+            {"kb": kb.id},
+        )
+    assert left == 0
+
+
+def test_reindexing_with_another_dimension_swaps_the_index(database: Database):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-dim", KnowledgeBaseSpec(name="guides"))
+    service.ingest("t-dim", kb.id, "guide.md", document(3))
+    wider = KnowledgeService(
+        database, HashingEmbedder(dimension=96), PgvectorKnowledgeIndex(database)
+    )
+
+    wider.reindex("t-dim", kb.id)
+
+    (name,) = hnsw_indexes(database, kb.id)
+    assert name.endswith("_96")
+    found = wider.search("t-dim", kb.id, "Topic3 section1 security")
+    assert found[0].section == "Guide 3 > Part 1" and found[0].similarity is not None
+
+
+def test_concurrent_first_writers_create_one_index_and_lose_nothing(database: Database):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-race", KnowledgeBaseSpec(name="guides"))
+    writers = 6
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def ingest(i: int) -> None:
+        try:
+            barrier.wait()
+            service.ingest("t-race", kb.id, f"guide-{i}.md", document(i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ingest, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert len(hnsw_indexes(database, kb.id)) == 1
+    stored = service.get("t-race", kb.id)
+    assert stored.document_count == writers
+    with database.session() as s:
+        vectors = s.scalar(
+            text("SELECT count(*) FROM knowledge_vectors WHERE knowledge_base_id = :kb"),
+            {"kb": kb.id},
+        )
+    assert vectors == stored.chunk_count
+    for i in range(writers):
+        assert service.search("t-race", kb.id, f"code-{i}-0")[0].document == f"guide-{i}.md"
+
+
+def test_the_service_serves_knowledge_from_pgvector_when_configured(
+    pgvector_url: str, tmp_path: Path
+):
+    settings = make_settings(tmp_path, DATABASE_URL=pgvector_url, KNOWLEDGE_PROVIDER="pgvector")
+    container = build_container(settings, embedder=EMBEDDER)
+    assert container.knowledge.index.name == "pgvector"
+    with TestClient(create_app(settings, container, background=False)) as client:
+        made = client.post(
+            "/api/v1/knowledge-bases", json={"name": "served-by-pgvector"}, headers=AUTH
+        )
+        assert made.status_code == 201, made.text
+        kb = made.json()["id"]
+        upload = client.post(
+            f"/api/v1/knowledge-bases/{kb}/documents",
+            files={"file": ("guide.md", document(9), "text/markdown")},
+            headers=AUTH,
+        )
+        assert upload.status_code in (200, 201), upload.text
+        found = client.get(
+            f"/api/v1/knowledge-bases/{kb}/search", params={"q": "code-9-2"}, headers=AUTH
+        )
+        assert found.status_code == 200, found.text
+        best = found.json()["items"][0]
+        assert (best["document"], best["section"]) == ("guide.md", "Guide 9 > Part 2")
+        assert client.delete(f"/api/v1/knowledge-bases/{kb}", headers=AUTH).status_code == 204
+    container.db.dispose()
+
+
+def test_the_service_refuses_pgvector_on_sqlite_at_startup(tmp_path: Path):
+    settings = make_settings(tmp_path, KNOWLEDGE_PROVIDER="pgvector")
+    with pytest.raises(ServiceUnavailable, match="KNOWLEDGE_PROVIDER=pgvector"):
+        build_container(settings, embedder=EMBEDDER)
