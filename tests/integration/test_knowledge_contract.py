@@ -29,7 +29,8 @@ from tests.conftest import BACKENDS
 
 PROVIDERS: dict[str, Callable[[Database], KnowledgeIndex]] = {
     "embedded": EmbeddedKnowledgeIndex,
-    "pgvector": PgvectorKnowledgeIndex,
+    # An index from the first chunk, so the contract runs through HNSW, not only exact scans.
+    "pgvector": lambda db: PgvectorKnowledgeIndex(db, hnsw_from=1),
 }
 # (provider, database) pairs the contract runs on.
 CASES = [("embedded", backend) for backend in BACKENDS] + [("pgvector", "pgvector")]
