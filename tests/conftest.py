@@ -8,6 +8,8 @@ so a broken CI database can never pass as green.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see bot/cli/main.py
 import uuid
@@ -103,12 +105,15 @@ def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     """
     url = os.environ.get("TEST_PGVECTOR_URL", "")
     server = None
+    data = Path(tempfile.mkdtemp(prefix="cosmo-pgvector-"))
     if not url:
         # platformdirs (under pgserver) warns when this is unset, as it is in CI containers.
         os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
         import pgserver  # type: ignore[import-untyped]
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+        # Not under pytest's temporary root: as root, pgserver runs PostgreSQL as another
+        # user and opens the folders to it, and every pytest run resets that root to 0700.
+        server = pgserver.get_server(data, cleanup_mode="stop")
         # pgserver listens on a Unix socket only; its URI names the socket directory.
         raw = make_url(server.get_uri())
         url = raw.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -117,6 +122,7 @@ def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     databases.drop_all()
     if server is not None:
         server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

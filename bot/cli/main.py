@@ -253,6 +253,14 @@ def doctor() -> None:
         mark = "ok" if status.is_current else "behind: run `cosmo db upgrade`"
         ok = ok and status.is_current
         out.print(f"database ({db.backend}): {mark}")
+        if settings.knowledge_provider == "pgvector":
+            from core.knowledge.pgvector import pgvector_problem
+
+            problem = pgvector_problem(db)
+            ok = ok and problem is None
+            out.print(f"knowledge (pgvector): {problem or 'ok'}")
+        else:
+            out.print("knowledge (embedded): ok")
     except Exception as exc:
         ok = False
         out.print(f"database: unreachable ({type(exc).__name__})")

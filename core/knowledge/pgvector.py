@@ -87,6 +87,26 @@ _SCHEMA = (
 )
 
 
+def pgvector_problem(db: Database) -> str | None:
+    """Why the pgvector provider cannot run on this database, or None (for `cosmo doctor`)."""
+    if db.engine.dialect.name != "postgresql":
+        return f"DATABASE_URL is {db.engine.dialect.name}, not PostgreSQL"
+    with db.read_connection() as conn:
+        available = conn.execute(
+            text(
+                "SELECT installed_version, default_version FROM pg_available_extensions "
+                "WHERE name = 'vector'"
+            )
+        ).first()
+    if available is None:
+        return "the pgvector extension is not installed on this PostgreSQL server"
+    installed, default = available
+    version = installed or default
+    if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < (0, 5):
+        return f"pgvector {version} has no HNSW indexes; 0.5 or newer is needed"
+    return None
+
+
 class PgvectorKnowledgeIndex:
     """`KnowledgeIndex` over PostgreSQL + pgvector; see the module docstring."""
 

@@ -123,3 +123,18 @@ def test_doctor_reports_disabled_integrations(env):
     assert result.returncode == 0
     assert "slack: disabled" in result.stdout
     assert "ANTHROPIC_API_KEY" in result.stdout
+
+
+def test_doctor_checks_the_knowledge_provider(env, pgvector_url):
+    cosmo(env, "db", "upgrade")
+    embedded = cosmo(env, "doctor")
+    assert "knowledge (embedded): ok" in embedded.stdout
+
+    on_sqlite = cosmo({**env, "KNOWLEDGE_PROVIDER": "pgvector"}, "doctor")
+    assert on_sqlite.returncode == 1
+    assert "knowledge (pgvector): DATABASE_URL is sqlite, not PostgreSQL" in on_sqlite.stdout
+
+    served = cosmo(
+        {**env, "KNOWLEDGE_PROVIDER": "pgvector", "DATABASE_URL": pgvector_url}, "doctor"
+    )
+    assert "knowledge (pgvector): ok" in served.stdout, served.stdout + served.stderr

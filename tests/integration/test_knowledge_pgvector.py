@@ -20,11 +20,11 @@ from core.db import Database
 from core.embeddings import HashingEmbedder
 from core.errors import ServiceUnavailable
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
-from core.knowledge.pgvector import PgvectorKnowledgeIndex
+from core.knowledge.pgvector import PgvectorKnowledgeIndex, pgvector_problem
 from core.knowledge.schemas import KnowledgeBaseSpec
 from core.knowledge.service import KnowledgeService
 from core.wiring import build_container
-from tests.conftest import AUTH, make_settings
+from tests.conftest import AUTH, PG_URL, make_settings
 
 EMBEDDER = HashingEmbedder(dimension=64)
 
@@ -232,3 +232,20 @@ def test_the_service_refuses_pgvector_on_sqlite_at_startup(tmp_path: Path):
     settings = make_settings(tmp_path, KNOWLEDGE_PROVIDER="pgvector")
     with pytest.raises(ServiceUnavailable, match="KNOWLEDGE_PROVIDER=pgvector"):
         build_container(settings, embedder=EMBEDDER)
+
+
+@pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL (a PostgreSQL without pgvector) unset")
+def test_a_postgresql_without_pgvector_is_named_as_the_problem():
+    db = Database.from_url(PG_URL)
+    try:
+        assert pgvector_problem(db) == (
+            "the pgvector extension is not installed on this PostgreSQL server"
+        )
+        with pytest.raises(ServiceUnavailable, match="could not set up the pgvector extension"):
+            PgvectorKnowledgeIndex(db)
+    finally:
+        db.dispose()
+
+
+def test_the_pgvector_server_passes_the_check(database: Database):
+    assert pgvector_problem(database) is None
