@@ -24,7 +24,7 @@ from core.approvals.service import ApprovalService
 from core.approvals.tokens import TokenSigner
 from core.config_document import ConfigApplier
 from core.db import Database
-from core.embeddings import Embedder, default_embedder
+from core.embeddings import Embedder, build_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
@@ -109,7 +109,7 @@ def build_container(
     quotas = Quotas(db)
     outputs = build_output_store(settings, db)
     # One embedder for memory and knowledge bases: the model's weights load once.
-    embedder = embedder or default_embedder()
+    embedder = embedder or build_embedder(settings)
     if memory is None:
         memory = build_memory(settings, db, embedder)
     if model is None:
@@ -254,7 +254,7 @@ def build_knowledge_index(settings: Settings, db: Database) -> KnowledgeIndex:
 def build_memory(
     settings: Settings, db: Database, embedder: Embedder | None = None
 ) -> MemoryProvider:
-    embedder = embedder or default_embedder()
+    embedder = embedder or build_embedder(settings)
     if settings.memory_provider == "mem0":
         from core.memory.mem0_provider import build_mem0
 

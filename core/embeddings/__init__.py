@@ -1,23 +1,41 @@
-"""Sentence embeddings for long-term memory and knowledge bases, offline and without torch.
+"""Sentence embeddings for long-term memory and knowledge bases; offline, no torch, by default.
 
-Callers depend on `Embedder`; `default_embedder()` decides which implementation they get,
-so the choice (and the fallback when the model package is missing) lives in one place.
+Callers depend on `Embedder`; `build_embedder(settings)` decides which implementation they
+get (`COSMO_EMBEDDER`), and `default_embedder()` what "minilm" means when the model package
+is missing, so the choice lives in one place. The optional embedders import their heavy
+packages (torch, onnxruntime) only when first used.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+from core.embeddings import fastembed as _fastembed
+from core.embeddings import sentence_transformers as _sentence_transformers
+from core.embeddings import voyage as _voyage
+from core.embeddings.fastembed import FastEmbedEmbedder
 from core.embeddings.hashing import HashingEmbedder
 from core.embeddings.minilm import INSTALL_HINT, MiniLMEmbedder, is_available
 from core.embeddings.port import Embedder, EmbeddingModelUnavailable, Vectors
+from core.embeddings.sentence_transformers import SentenceTransformersEmbedder
+from core.embeddings.voyage import EmbeddingFailed, VoyageEmbedder
+from core.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = [
     "Embedder",
+    "EmbeddingFailed",
     "EmbeddingModelUnavailable",
+    "FastEmbedEmbedder",
     "HashingEmbedder",
     "MiniLMEmbedder",
+    "SentenceTransformersEmbedder",
     "Vectors",
+    "VoyageEmbedder",
+    "build_embedder",
     "default_embedder",
     "is_available",
 ]
@@ -42,3 +60,32 @@ def default_embedder(*, allow_fallback: bool = True) -> Embedder:
         INSTALL_HINT,
     )
     return HashingEmbedder()
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder `COSMO_EMBEDDER` names, with `COSMO_EMBEDDING_MODEL` or its default.
+
+    Fails at once, rather than on the first embed, when the choice cannot work here: an
+    optional package missing (`EmbeddingModelUnavailable`, naming the extra to install) or
+    `voyage` without `VOYAGE_API_KEY` (`ServiceUnavailable`).
+    """
+    model = settings.embedding_model
+    if settings.embedder == "sentence-transformers":
+        return SentenceTransformersEmbedder(model or _sentence_transformers.DEFAULT_MODEL)
+    if settings.embedder == "fastembed":
+        return FastEmbedEmbedder(model or _fastembed.DEFAULT_MODEL)
+    if settings.embedder == "voyage":
+        key = settings.voyage_api_key.get_secret_value() if settings.voyage_api_key else ""
+        if not key:
+            raise ServiceUnavailable(
+                "COSMO_EMBEDDER=voyage needs VOYAGE_API_KEY; set it, or choose another "
+                "COSMO_EMBEDDER (minilm runs offline)"
+            )
+        return VoyageEmbedder(key, model or _voyage.DEFAULT_MODEL, base_url=settings.voyage_api_url)
+    if model:
+        _log.warning(
+            "COSMO_EMBEDDING_MODEL=%s is ignored: the minilm embedder runs all-MiniLM-L6-v2 "
+            "only; set COSMO_EMBEDDER=sentence-transformers or fastembed for other models",
+            model,
+        )
+    return default_embedder()
