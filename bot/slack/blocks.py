@@ -8,10 +8,12 @@ into mrkdwn.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.slack.text import escape, truncate
+from bot.slack.text import escape, split_message, truncate
+from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
 
 APPROVE = "output_approve"
@@ -20,6 +22,10 @@ REJECT_MODAL = "output_reject_reason"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
 PREVIEW_CHARS = 1_200
+SECTION_CHARS = 3_000  # Slack's limit for a section block's text
+SOURCES_CHARS = 1_000  # of the 3,000 a context element takes: sources past it are counted
+SOURCE_NAME_CHARS = 80
+SECTION_MARK = "\u203a"  # a single right-pointing angle quote between document and section
 Blocks = list[dict[str, Any]]
 
 _STATUS = {
@@ -251,3 +257,46 @@ def ephemeral_already_decided(
 
 def thinking() -> str:
     return "_Thinking…_"
+
+
+def reply_with_sources(text: str, citations: Sequence[Citation]) -> Blocks:
+    """A reply message with the knowledge it cites under it.
+
+    `text` is the message's escaped mrkdwn (as posted in `text`); with blocks, Slack shows
+    the blocks instead, so the text goes into sections (a section takes 3,000 characters).
+    """
+    sections: Blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
+        for part in split_message(text, SECTION_CHARS)
+        if part
+    ]
+    return [*sections, sources_context(citations)]
+
+
+def sources_context(citations: Sequence[Citation]) -> dict[str, Any]:
+    """`Sources: [1] refunds.md (p. 3) · [2] pricing.pdf`, as one context line (see
+    `source_label`); past `SOURCES_CHARS` the rest are counted (`and 4 more`)."""
+    shown: list[str] = []
+    length = 0
+    for index, citation in enumerate(citations):
+        item = source_label(citation)
+        if shown and length + len(item) > SOURCES_CHARS:
+            shown.append(f"and {len(citations) - index} more")
+            break
+        shown.append(item)
+        length += len(item) + 3
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": "Sources: " + " · ".join(shown)}],
+    }
+
+
+def source_label(citation: Citation) -> str:
+    """`[1] refunds.md > EU (p. 3)` with a single angle quote for `>`, escaped: document and
+    section names are user content."""
+    where = truncate(citation.document, SOURCE_NAME_CHARS)
+    if citation.section:
+        where += f" {SECTION_MARK} {truncate(citation.section, SOURCE_NAME_CHARS)}"
+    if citation.page is not None:
+        where += f" (p. {citation.page})"
+    return f"[{citation.number}] {escape(where)}"

@@ -199,7 +199,7 @@ async def _answer(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
         )
         return
     text = f"⚠️ {result.reply}" if result.failed else result.reply
-    await reply.finish(text)
+    await reply.finish(text, citations=result.citations)
     for output in result.outputs:
         await approvals.post_approval(rt, output, session)
 

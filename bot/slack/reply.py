@@ -4,7 +4,8 @@ A placeholder goes up at once; the first text replaces it as soon as the model p
 any (no large first buffer); later text is batched into at most one `chat.update` per
 interval per message, which keeps us well under Slack's rate limits; text past
 `MESSAGE_CHARS` continues in a new message. Everything is escaped mrkdwn with unfurling
-off, so model text cannot ping `@channel` or forge links.
+off, so model text cannot ping `@channel` or forge links. When the reply cites knowledge,
+the final update puts its sources in a context block under the last message.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.slack.blocks import thinking
+from bot.slack.blocks import Blocks, reply_with_sources, thinking
 from bot.slack.text import escape, split_message
+from core.knowledge.citations import Citation
 
 log = logging.getLogger("cosmo.slack.reply")
 
@@ -37,8 +39,10 @@ class ThreadReply:
         self.interval = interval
         self.clock = clock
         self.text = ""
+        self.citations: list[Citation] = []
         self.message_ts: list[str] = []
-        self._shown: list[str] = []
+        # What each message shows now: its text and its blocks (None: a plain text message).
+        self._shown: list[tuple[str, Blocks | None]] = []
         self._last_flush = float("-inf")
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task[None] | None = None
@@ -53,7 +57,7 @@ class ThreadReply:
             unfurl_media=False,
         )
         self.message_ts.append(response["ts"])
-        self._shown.append(thinking())
+        self._shown.append((thinking(), None))
 
     async def write(self, delta: str) -> None:
         """Add streamed text; shown at once the first time, then at most once per interval."""
@@ -65,13 +69,14 @@ class ThreadReply:
             wait = max(0.0, self.interval - (self.clock() - self._last_flush))
             self._pending = asyncio.create_task(self._flush_later(wait))
 
-    async def finish(self, text: str | None = None) -> None:
-        """Show the final text (the authoritative reply) in full."""
+    async def finish(self, text: str | None = None, *, citations: Sequence[Citation] = ()) -> None:
+        """Show the final text (the authoritative reply) in full, with the sources it cites."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         if text is not None:
             self.text = text
+        self.citations = list(citations)
         await self._flush(final=True)
 
     async def _flush_later(self, wait: float) -> None:
@@ -88,12 +93,15 @@ class ThreadReply:
             for index, part in enumerate(parts):
                 if not part:
                     continue
+                sourced = final and self.citations and index == len(parts) - 1
+                blocks = reply_with_sources(part, self.citations) if sourced else None
+                extra: dict[str, Any] = {"blocks": blocks} if blocks is not None else {}
                 if index < len(self.message_ts):
-                    if self._shown[index] != part:
+                    if self._shown[index] != (part, blocks):
                         await self.client.chat_update(
-                            channel=self.channel, ts=self.message_ts[index], text=part
+                            channel=self.channel, ts=self.message_ts[index], text=part, **extra
                         )
-                        self._shown[index] = part
+                        self._shown[index] = (part, blocks)
                 else:
                     response = await self.client.chat_postMessage(
                         channel=self.channel,
@@ -101,7 +109,8 @@ class ThreadReply:
                         text=part,
                         unfurl_links=False,
                         unfurl_media=False,
+                        **extra,
                     )
                     self.message_ts.append(response["ts"])
-                    self._shown.append(part)
+                    self._shown.append((part, blocks))
             self._last_flush = self.clock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from core.agent.model import (
 from core.approvals.events import OutputEvents
 from core.db.ids import new_id
 from core.errors import CosmoError, RateLimitExceeded
+from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.memory.port import MemoryMessage, MemoryProvider
 from core.outputs.port import NewOutput, Output, OutputStore
@@ -39,6 +40,7 @@ from core.sessions.models import SessionView, TurnRecord, TurnView
 from core.sessions.pricing import cost_micros
 from core.sessions.service import SessionService
 from core.skills.runtime import (
+    KnowledgeHit,
     KnowledgeSearcher,
     Skill,
     SkillArgumentsInvalid,
@@ -95,6 +97,8 @@ class TurnResult:
     usage: ModelUsage
     cost_micros: int
     error: str | None = None
+    citations: list[Citation] = field(default_factory=list)
+    """The knowledge passages the reply cites with [n] markers, in first-cited order."""
 
 
 KnowledgeLookup = Callable[[str], Awaitable[Sequence[KnowledgeSnippet]]]
@@ -189,6 +193,9 @@ class _TurnRun:
         self.usage = ModelUsage()
         self.texts: list[str] = []
         self.new_messages: list[dict[str, Any]] = []
+        # One numbering for every knowledge passage the model sees in this turn.
+        self.passages = PassageNumbers()
+        searcher = agent.knowledge_search
         self.skill_ctx = SkillContext(
             tenant_id=session.tenant_id,
             agent_id=agent.agent.id,
@@ -197,7 +204,7 @@ class _TurnRun:
             user_id=session.user_id,
             user_name=session.user_name,
             memory=agent.memory,
-            knowledge=agent.knowledge_search,
+            knowledge=_NumberedSearcher(searcher, self.passages) if searcher else None,
         )
 
     @property
@@ -246,7 +253,8 @@ class _TurnRun:
         knowledge: Sequence[KnowledgeSnippet] = ()
         if a.knowledge is not None and a.agent.knowledge_bases:
             try:
-                knowledge = await a.knowledge(user_message)
+                found = await a.knowledge(user_message)
+                knowledge = [replace(k, number=self.passages.number(k)) for k in found]
             except Exception:
                 log.exception("turn %s: knowledge search failed", self.turn.id)
         ctx = PromptContext(
@@ -262,6 +270,7 @@ class _TurnRun:
             context_block=context_block if isinstance(context_block, str) else None,
             memories=memories,
             knowledge=knowledge,
+            cites_knowledge=bool(a.agent.knowledge_bases),
         )
 
     async def _loop(self, system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
@@ -411,6 +420,7 @@ class _TurnRun:
             cache_read=self.usage.cache_read_tokens,
             cache_write=self.usage.cache_write_tokens,
         )
+        citations = [] if failed else self.passages.cited(reply)
         total = (
             self.usage.input_tokens
             + self.usage.output_tokens
@@ -430,6 +440,7 @@ class _TurnRun:
             cache_write_tokens=self.usage.cache_write_tokens,
             cost_micros=cost,
             error=error,
+            citations=citations,
         )
         if total:
             await to_thread.run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
@@ -447,6 +458,7 @@ class _TurnRun:
             usage=self.usage,
             cost_micros=cost,
             error=error,
+            citations=citations,
         )
 
     async def _remember(self, user_message: str, reply: str) -> None:
@@ -464,6 +476,19 @@ class _TurnRun:
             )
         except Exception:
             log.exception("turn %s: writing memory failed", self.turn.id)
+
+
+class _NumberedSearcher:
+    """The agent's `KnowledgeSearcher` for one turn: hits carry their number in the turn's
+    numbering, so `search_knowledge` results continue after the prompt's passages."""
+
+    def __init__(self, searcher: KnowledgeSearcher, passages: PassageNumbers) -> None:
+        self.searcher = searcher
+        self.passages = passages
+
+    def search(self, query: str, limit: int) -> list[KnowledgeHit]:
+        hits = self.searcher.search(query, limit)[:limit]
+        return [replace(h, number=self.passages.number(h)) for h in hits]
 
 
 def _ms(started: float) -> float:

@@ -215,6 +215,11 @@ class TurnRow(Base):
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The knowledge passages the reply cites (`core.knowledge.citations.Citation` dicts);
+    # NULL for turns finished before migration 0006.
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSONDocument, nullable=True, default=list
+    )
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     day: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

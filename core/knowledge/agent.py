@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from anyio import to_thread
 
+from core.knowledge.citations import section_label
 from core.knowledge.schemas import KnowledgeMatch
 from core.knowledge.service import KnowledgeService
 from core.personas.prompt import KnowledgeSnippet
@@ -14,10 +15,7 @@ from core.skills.runtime import KnowledgeHit
 
 def cited_section(match: KnowledgeMatch) -> str | None:
     """Section and page in one label (`Refunds > EU (page 3)`), as citations show them."""
-    page = f"page {match.page}" if match.page is not None else None
-    if match.section and page:
-        return f"{match.section} ({page})"
-    return match.section or page
+    return section_label(match.section, match.page)
 
 
 class AgentKnowledge:
@@ -40,10 +38,10 @@ class AgentKnowledge:
 
     def search(self, query: str, limit: int) -> list[KnowledgeHit]:
         return [
-            KnowledgeHit(m.text, m.document, cited_section(m), m.score)
+            KnowledgeHit(m.text, m.document, m.section, m.score, m.page, m.chunk_id)
             for m in self.matches(query, limit)
         ]
 
     async def snippets(self, message: str) -> Sequence[KnowledgeSnippet]:
         found = await to_thread.run_sync(self.matches, message)
-        return [KnowledgeSnippet(m.text, m.document, cited_section(m)) for m in found]
+        return [KnowledgeSnippet(m.text, m.document, m.section, m.page, m.chunk_id) for m in found]

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.knowledge.citations import Citation
+
 
 class Usage(BaseModel):
     input_tokens: int = 0
@@ -68,6 +70,10 @@ class TurnView(BaseModel):
     model: str | None
     usage: Usage
     error: str | None
+    citations: list[Citation] = Field(
+        default_factory=list,
+        description="Knowledge passages the reply cites with [n] markers, in first-cited order.",
+    )
     payload: dict[str, Any] = Field(default_factory=dict, exclude=True)
     created_at: datetime
     finished_at: datetime | None
@@ -88,6 +94,7 @@ class TurnRecord:
     cache_write_tokens: int = 0
     cost_micros: int = 0
     error: str | None = None
+    citations: list[Citation] = field(default_factory=list)
 
 
 class UsageTotals(BaseModel):

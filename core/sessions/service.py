@@ -54,6 +54,7 @@ def turn_view(row: TurnRow) -> TurnView:
         {
             **{c: getattr(row, c) for c in TurnView.model_fields if c != "usage"},
             "usage": _usage(row),
+            "citations": row.citations or [],  # NULL: a turn from before citations
         }
     )
 
@@ -297,6 +298,7 @@ class SessionService:
             row.cache_read_tokens = record.cache_read_tokens
             row.cache_write_tokens = record.cache_write_tokens
             row.cost_micros = record.cost_micros
+            row.citations = [c.model_dump() for c in record.citations]
             row.finished_at = self.clock()
             session.input_tokens += record.input_tokens
             session.output_tokens += record.output_tokens

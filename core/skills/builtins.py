@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.memory.port import MemoryRecord
+from core.personas.prompt import knowledge_passage
 from core.schemas.common import SLUG_PATTERN
 from core.skills.runtime import KnowledgeHit, ProposalRenderer, SkillContext, SkillResult
 
@@ -200,14 +201,28 @@ async def search_knowledge(arguments: dict[str, Any], ctx: SkillContext) -> Skil
     hits = hits[:limit]
     if not hits:
         return SkillResult(f"Nothing in the knowledge base matches {query!r}.", {"hits": []})
-    lines = [f"Knowledge matching {query!r}:"]
-    for i, hit in enumerate(hits, 1):
-        where = hit.source + (f" > {hit.section}" if hit.section else "")
-        lines.append(f"{i}. [{where}] (score {hit.score:.2f})\n{hit.text}")
+    # Numbered and fenced like the passages in the system prompt: one numbering per turn
+    # (the engine sets `number`), and the text is data, never instructions.
+    numbers = [hit.number or i for i, hit in enumerate(hits, 1)]
+    lines = [f"Knowledge matching {query!r} (cite a passage by its id, like [{numbers[0]}]):"]
+    for number, hit in zip(numbers, hits, strict=True):
+        lines.append(
+            knowledge_passage(
+                hit.text, number, hit.source, hit.section, hit.page, score=f"{hit.score:.2f}"
+            )
+        )
     data = [
-        {"text": h.text, "source": h.source, "section": h.section, "score": h.score} for h in hits
+        {
+            "number": number,
+            "text": h.text,
+            "source": h.source,
+            "section": h.section,
+            "page": h.page,
+            "score": h.score,
+        }
+        for number, h in zip(numbers, hits, strict=True)
     ]
-    return SkillResult("\n\n".join(lines), {"hits": data})
+    return SkillResult("\n".join(lines), {"hits": data})
 
 
 # --- draft_email ----------------------------------------------------------------------------

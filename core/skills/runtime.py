@@ -42,12 +42,20 @@ _MAX_PROBLEM_CHARS = 300
 
 @dataclass(frozen=True)
 class KnowledgeHit:
-    """One passage found in an agent's knowledge bases."""
+    """One passage found in an agent's knowledge bases.
+
+    `section` is the heading path and `page` the page, each None when the document has
+    none; `chunk_id` tells passages apart; `number` is the passage's number in the turn's
+    citation numbering, set by the engine (None outside a turn).
+    """
 
     text: str
     source: str
     section: str | None = None
     score: float = 0.0
+    page: int | None = None
+    chunk_id: str | None = None
+    number: int | None = None
 
 
 class KnowledgeSearcher(Protocol):

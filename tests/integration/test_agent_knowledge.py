@@ -26,7 +26,7 @@ agents:
   - name: support-bot
     persona: helper
     skills: [search_knowledge]
-    knowledge_bases: [handbook, no-such-kb]
+    knowledge_bases: [handbook]
     memory_enabled: false
   - name: plain-bot
     persona: helper
@@ -103,8 +103,9 @@ def test_search_knowledge_returns_passages_with_their_sources(claude_client, fak
     result = fake_claude.message_requests[1].tool_results()[0]
     assert not result.get("is_error")
     content = str(result["content"])
-    assert content.startswith("Knowledge matching 'SEC-4411':")
-    assert "1. [handbook.md > Handbook > Security]" in content
+    assert content.startswith("Knowledge matching 'SEC-4411'")
+    assert '<data source="knowledge" id="' in content
+    assert 'document="handbook.md" section="Handbook > Security"' in content
     assert "ticket SEC-4411 tracks the vault migration" in content
 
 

@@ -13,6 +13,7 @@ from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.errors import Conflict
+from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputFilter
 from core.sessions.models import MessageView, SessionView, TurnView, Usage
 
@@ -55,6 +56,9 @@ class ChatResponse(BaseModel):
     outputs: list[Output]
     usage: Usage
     steps: list[StepOut]
+    citations: list[Citation] = Field(
+        description="Knowledge passages the reply cites with [n] markers, in first-cited order."
+    )
     replayed: bool = Field(description="True when an Idempotency-Key repeated an earlier turn.")
 
 
@@ -166,6 +170,7 @@ async def chat(
             )
             for s in result.steps
         ],
+        citations=result.citations,
         replayed=False,
     )
 
@@ -192,6 +197,7 @@ def _replayed(c: Any, tenant_id: str, turn: TurnView) -> ChatResponse:
             )
             for s in turn.steps
         ],
+        citations=turn.citations,
         replayed=True,
     )
 
