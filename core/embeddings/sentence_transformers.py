@@ -107,7 +107,11 @@ class SentenceTransformersEmbedder:
                 "Models download from the Hugging Face hub at first use; offline, download "
                 "it beforehand or set COSMO_EMBEDDING_MODEL to a local folder"
             ) from exc
-        size = getattr(model, "get_sentence_embedding_dimension", lambda: None)()
+        # sentence-transformers 6 renamed the method (the old name warns); 3.x-5.x have only it.
+        probe = getattr(model, "get_embedding_dimension", None) or getattr(
+            model, "get_sentence_embedding_dimension", lambda: None
+        )
+        size = probe()
         if not size:  # some models cannot tell without running
             size = self._encode(model, ["dimension probe"]).shape[1]
         self._dimension = int(size)
