@@ -142,7 +142,12 @@ def build_container(
         events=events,
         audit=audit,
     )
-    knowledge = KnowledgeService(db, embedder, build_knowledge_index(settings, db))
+    knowledge = KnowledgeService(
+        db,
+        embedder,
+        build_knowledge_index(settings, db),
+        max_document_bytes=settings.max_upload_bytes,
+    )
     ttl = settings.output_ttl_hours
     runner = AgentRunner(
         db,

@@ -23,6 +23,7 @@ from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from core.knowledge.schemas import KnowledgeBaseInUse
 
 log = logging.getLogger("cosmo.api")
 PROBLEM = "application/problem+json"
@@ -72,6 +73,8 @@ async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
             decided_by=exc.decided_by,
             decided_at=exc.decided_at.isoformat() if exc.decided_at else None,
         )
+    if isinstance(exc, KnowledgeBaseInUse):
+        extra["agents"] = exc.agents
     response = problem(status, exc.title, exc.detail, **extra)
     if isinstance(exc, RateLimitExceeded):
         response.headers["Retry-After"] = "3600"

@@ -1,4 +1,5 @@
-"""`cosmo kb`: create knowledge bases, ingest files and folders, search, re-index.
+"""`cosmo kb`: create, change and delete knowledge bases; ingest, list and remove their
+documents; search; re-index.
 
 Exit codes of `kb ingest`: 0 every file ingested or unchanged; 1 some files failed (the
 others were ingested; each failure is reported) or the knowledge base cannot be used;
@@ -7,6 +8,7 @@ others were ingested; each failure is reported) or the knowledge base cannot be 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from core.knowledge.schemas import KnowledgeBaseView
@@ -119,6 +122,204 @@ def list_(tenant: TenantOpt = None) -> None:
     out.print(table)
 
 
+@kb_app.command("update")
+def update(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="What it holds.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Passages a search returns.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Cosine a passage needs to match by meaning.")
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Largest chunk, in characters (new documents).")
+    ] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(help="Characters chunks share (new documents).")
+    ] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Change settings. Search settings apply at once; chunk settings to documents ingested
+    afterwards (run `cosmo kb ingest` again to re-chunk the existing ones)."""
+    from core.errors import CosmoError, ValidationFailed
+    from core.knowledge.service import parse_patch
+
+    given = {
+        "description": description,
+        "top_k": top_k,
+        "score_threshold": threshold,
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+    }
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        err.print(
+            "error: nothing to change; pass --description, --top-k, --threshold, "
+            "--chunk-size or --chunk-overlap"
+        )
+        raise typer.Exit(2)
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        before = _knowledge_base(container, tenant_id, name)
+        after = container.knowledge.update(tenant_id, before.id, parse_patch(changes))
+    except ValidationFailed as exc:
+        for e in exc.errors:
+            err.print(f"invalid: {_option(e.path)}: {e.msg}")
+        raise typer.Exit(2) from None
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    changed = [
+        f"{field} {getattr(before, field)!r} -> {getattr(after, field)!r}"
+        for field in given
+        if getattr(before, field) != getattr(after, field)
+    ]
+    out.print(f"{after.name}: " + ("; ".join(changed) or "nothing changed"), markup=False)
+    rechunk = (before.chunk_size, before.chunk_overlap) != (after.chunk_size, after.chunk_overlap)
+    if rechunk and after.document_count:
+        out.print(
+            f"{after.document_count} document(s) keep their old chunks until ingested again: "
+            f"cosmo kb ingest {after.name} PATH...",
+            markup=False,
+        )
+
+
+def _option(path: str) -> str:
+    """`body.score_threshold` as the option that sets it (`--threshold`)."""
+    field = path.removeprefix("body.")
+    return _OPTIONS.get(field, field)
+
+
+_OPTIONS = {
+    "description": "--description",
+    "top_k": "--top-k",
+    "score_threshold": "--threshold",
+    "chunk_size": "--chunk-size",
+    "chunk_overlap": "--chunk-overlap",
+}
+
+
+@kb_app.command("delete")
+def delete(
+    name: str,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also remove it from the agents that use it."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    tenant: TenantOpt = None,
+) -> None:
+    """Delete a knowledge base with its documents. Refused while agents use it, unless
+    --force (which removes it from their lists, as a new version of each)."""
+    from core.errors import CosmoError
+    from core.knowledge.schemas import KnowledgeBaseInUse
+
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        kb = _knowledge_base(container, tenant_id, name)
+        if not yes:
+            if not sys.stdin.isatty():
+                err.print("error: not a terminal: pass --yes to delete without asking")
+                raise typer.Exit(2)
+            question = (
+                f"Delete knowledge base {kb.name} with its {kb.document_count} document(s) "
+                f"and {kb.chunk_count} chunk(s)?"
+            )
+            if not typer.confirm(question, default=False):
+                err.print("not deleted")
+                raise typer.Exit(1)
+        detached = container.knowledge.delete(tenant_id, kb.id, force=force, actor="cli")
+    except KnowledgeBaseInUse as exc:
+        err.print(
+            f"error: {kb.name} is used by agent(s) {', '.join(exc.agents)}; remove it from "
+            "them first, or pass --force to remove it from their lists as well"
+        )
+        raise typer.Exit(1) from None
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    out.print(f"knowledge base {kb.name} deleted", markup=False)
+    if detached:
+        out.print(f"removed from agent(s) {', '.join(detached)}", markup=False)
+
+
+@kb_app.command("docs")
+def docs(
+    knowledge_base: Annotated[str, typer.Argument(metavar="KB")],
+    tenant: TenantOpt = None,
+) -> None:
+    """List a knowledge base's documents: name, chunks, size, last ingested."""
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        kb = _knowledge_base(container, tenant_id, knowledge_base)
+        documents = []
+        cursor: str | None = None
+        while True:
+            page = container.knowledge.documents(tenant_id, kb.id, cursor=cursor, limit=200)
+            documents.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    finally:
+        container.close()
+    if not documents:
+        out.print(f"{kb.name} has no documents; add some with `cosmo kb ingest {kb.name} PATH`")
+        return
+    table = Table("name", "chunks", "size", "updated")
+    for d in sorted(documents, key=lambda d: d.name):
+        table.add_row(
+            Text(d.name),  # a file name, not markup: `notes [draft].md` shows as it is
+            str(d.chunk_count),
+            _size(d.size),
+            d.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+@kb_app.command("rm")
+def rm(
+    knowledge_base: Annotated[str, typer.Argument(metavar="KB")],
+    document: Annotated[str, typer.Argument(metavar="DOC", help="Document name (see kb docs).")],
+    tenant: TenantOpt = None,
+) -> None:
+    """Delete a document with its chunks and vectors."""
+    from core.errors import CosmoError, NotFound
+
+    settings, container = _open()
+    tenant_id = tenant or settings.default_tenant
+    try:
+        kb = _knowledge_base(container, tenant_id, knowledge_base)
+        try:
+            doc = container.knowledge.document_named(tenant_id, kb.id, document)
+        except NotFound:
+            err.print(
+                f"error: {kb.name} has no document named {document!r}; "
+                f"see `cosmo kb docs {kb.name}`"
+            )
+            raise typer.Exit(1) from None
+        container.knowledge.delete_document(tenant_id, kb.id, doc.id)
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    out.print(f"{doc.name} deleted from {kb.name} ({doc.chunk_count} chunks)", markup=False)
+
+
 @kb_app.command("ingest")
 def ingest(
     knowledge_base: Annotated[str, typer.Argument(metavar="KB", help="Knowledge base name.")],
@@ -130,8 +331,10 @@ def ingest(
 ) -> None:
     """Ingest files and folders (txt, md, html, pdf, csv, tsv; folders recursively).
 
-    Unchanged files (same content hash) are skipped; a file that fails is reported and the
-    others go on. Exit code 0: all ingested or unchanged; 1: some failed; 2: bad paths.
+    Unchanged files (same content, same chunk settings) are skipped, so after `kb update`
+    changed the chunking, running this again re-chunks every file; a file that fails is
+    reported and the others go on. Exit code 0: all ingested or unchanged; 1: some failed;
+    2: bad paths.
     """
     from core.errors import CosmoError, NotFound
     from core.knowledge.files import discover
@@ -153,6 +356,7 @@ def ingest(
         except NotFound:
             container.knowledge.create(tenant_id, KnowledgeBaseSpec(name=knowledge_base))
     kb = _knowledge_base(container, tenant_id, knowledge_base)
+    limit = container.knowledge.max_document_bytes
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     failures: list[tuple[str, str]] = []
     chunks = 0
@@ -181,6 +385,11 @@ def ingest(
             for source in files:
                 progress.update(task, description=source.name)
                 try:
+                    size = source.path.stat().st_size
+                    if size > limit:  # said before reading it all into memory
+                        failures.append((source.name, f"is {size} bytes; the limit is {limit}"))
+                        progress.advance(task)
+                        continue
                     result = container.knowledge.ingest(
                         tenant_id, kb.id, source.name, source.path.read_bytes(), progress=embedded
                     )

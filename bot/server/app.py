@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,7 +30,7 @@ from bot.api.routes import (
     webhooks,
 )
 from bot.api.schemas import Problem
-from bot.server.body_limit import BodyLimitMiddleware
+from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.workers import Workers
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
@@ -91,8 +92,9 @@ def create_app(
         description=(
             "All `/api/v1` routes need `Authorization: Bearer <COSMO_API_TOKEN>`. Errors are "
             "`application/problem+json`. Request bodies are limited to `COSMO_MAX_BODY_BYTES` "
-            "(default 1 MiB); larger ones get 413. Select a tenant (Slack workspace) with "
-            "`X-Cosmo-Tenant`; without it the default tenant is used."
+            "(default 1 MiB), documents uploaded to a knowledge base to "
+            "`COSMO_MAX_UPLOAD_BYTES` (default 50 MiB); larger ones get 413. Select a tenant "
+            "(Slack workspace) with `X-Cosmo-Tenant`; without it the default tenant is used."
         ),
         lifespan=lifespan,
     )
@@ -124,7 +126,13 @@ def create_app(
     if slack is not None:
         # Added before the body limit, so the limit (outermost) refuses huge bodies first.
         app.add_middleware(SlackRequestGuard, signing_secret=slack.signing_secret)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    upload = RouteBodyLimit(
+        "POST",
+        re.compile(API_PREFIX + knowledge.UPLOAD_PATH),
+        settings.max_upload_bytes + knowledge.UPLOAD_ENVELOPE_BYTES,
+        knowledge.upload_limit_detail(settings.max_upload_bytes),
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=[upload])
     return app
 
 

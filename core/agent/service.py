@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.db.ids import new_id
-from core.db.models import AgentRow, AgentSkillRow, AgentVersionRow, PersonaRow, SkillRow
+from core.db.models import (
+    AgentRow,
+    AgentSkillRow,
+    AgentVersionRow,
+    KnowledgeBaseRow,
+    PersonaRow,
+    SkillRow,
+)
 from core.db.pagination import Page
 from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
 from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, ValidationFailed
@@ -158,7 +165,7 @@ class AgentService:
         shown = self._write(s, row, spec, creating=True)
         s.add(row)
         flush_unique(s, "agent", spec.name)
-        self._record_version(s, row, change="created", actor=actor)
+        record_version(s, row, change="created", actor=actor)
         return row, shown
 
     def update(
@@ -199,7 +206,7 @@ class AgentService:
             return row, shown
         row.version += 1
         flush_unique(s, "agent", spec.name)
-        self._record_version(s, row, change=change, actor=actor)
+        record_version(s, row, change=change, actor=actor)
         return row, shown
 
     def set_skills(
@@ -255,6 +262,7 @@ class AgentService:
                 [FieldError(("body", "persona"), f"no persona {spec.persona!r}")]
             )
         skill_rows = _skills_by_name(s, row.tenant_id, spec.skills)
+        _check_knowledge_bases(s, row.tenant_id, spec.knowledge_bases)
         shown_secret = None
         if spec.webhook is not None:
             try:
@@ -297,24 +305,74 @@ class AgentService:
                 row.skill_links.append(AgentSkillRow(skill_id=skill.id, position=i, skill=skill))
         return shown_secret
 
-    def _record_version(self, s: Session, row: AgentRow, *, change: str, actor: str) -> None:
-        s.flush()
-        s.add(
-            AgentVersionRow(
-                id=new_id("ver"),
-                tenant_id=row.tenant_id,
-                agent_id=row.id,
-                version=row.version,
-                snapshot=snapshot(row),
-                change=change,
-                created_by=actor,
-            )
+
+def record_version(s: Session, row: AgentRow, *, change: str, actor: str) -> None:
+    """Store the agent's configuration as it is now under its (already bumped) version."""
+    s.flush()
+    s.add(
+        AgentVersionRow(
+            id=new_id("ver"),
+            tenant_id=row.tenant_id,
+            agent_id=row.id,
+            version=row.version,
+            snapshot=snapshot(row),
+            change=change,
+            created_by=actor,
         )
-        try:
-            with s.begin_nested():
-                s.flush()
-        except Exception as exc:  # a concurrent writer took this version number
-            raise PreconditionFailed(row.version - 1, row.version) from exc
+    )
+    try:
+        with s.begin_nested():
+            s.flush()
+    except Exception as exc:  # a concurrent writer took this version number
+        raise PreconditionFailed(row.version - 1, row.version) from exc
+
+
+def agents_using_knowledge_base(
+    s: Session, tenant_id: str, name: str, *, for_update: bool = False
+) -> list[AgentRow]:
+    """The tenant's agents that list knowledge base `name`, by name."""
+    stmt = select(AgentRow).where(AgentRow.tenant_id == tenant_id).order_by(AgentRow.name)
+    if for_update:
+        stmt = stmt.with_for_update(of=AgentRow)
+    # A JSON list column: filtered here, portably (a tenant has tens of agents, not millions).
+    return [row for row in s.scalars(stmt) if name in (row.knowledge_bases or [])]
+
+
+def detach_knowledge_base(s: Session, tenant_id: str, name: str, *, actor: str) -> list[str]:
+    """Remove knowledge base `name` from every agent that lists it, each as a new version
+    (inside the caller's transaction: the knowledge base's deletion); returns their names."""
+    detached = []
+    for row in agents_using_knowledge_base(s, tenant_id, name, for_update=True):
+        row.knowledge_bases = [kb for kb in row.knowledge_bases if kb != name]
+        row.version += 1
+        record_version(s, row, change=f"knowledge base {name} deleted", actor=actor)
+        detached.append(row.name)
+    return detached
+
+
+def _check_knowledge_bases(s: Session, tenant_id: str, names: list[str]) -> None:
+    if not names:
+        return
+    # FOR SHARE: a knowledge base being deleted right now waits for this save (and then
+    # sees the agent), or this save waits for the deletion (and then finds nothing).
+    found = set(
+        s.scalars(
+            select(KnowledgeBaseRow.name)
+            .where(KnowledgeBaseRow.tenant_id == tenant_id, KnowledgeBaseRow.name.in_(names))
+            .with_for_update(read=True)
+        )
+    )
+    errors = [
+        FieldError(
+            ("body", "knowledge_bases", i),
+            f"no knowledge base {name!r}; create it with `cosmo kb create {name}` "
+            "(or POST /api/v1/knowledge-bases)",
+        )
+        for i, name in enumerate(names)
+        if name not in found
+    ]
+    if errors:
+        raise ValidationFailed(errors)
 
 
 def _check_version(row: AgentRow, expected: int | None) -> None:

@@ -108,10 +108,10 @@ class SentenceTransformersEmbedder:
                 "it beforehand or set COSMO_EMBEDDING_MODEL to a local folder"
             ) from exc
         # sentence-transformers 6 renamed the method (the old name warns); 3.x-5.x have only it.
-        probe = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension", lambda: None
+        probe: Any = getattr(model, "get_embedding_dimension", None) or getattr(
+            model, "get_sentence_embedding_dimension", None
         )
-        size = probe()
+        size = probe() if callable(probe) else None
         if not size:  # some models cannot tell without running
             size = self._encode(model, ["dimension probe"]).shape[1]
         self._dimension = int(size)

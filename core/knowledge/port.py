@@ -69,13 +69,16 @@ class IndexQuery:
     """What to look for: the query's text (for keywords) and its unit vector.
 
     `min_similarity` is the cosine a chunk needs to count as a match by meaning;
-    `candidates` is how many chunks each retriever returns at most.
+    `candidates` is how many chunks each retriever returns at most. Keyword matches scoring
+    under `keyword_floor` times the best keyword score may be left out (the service drops
+    them anyway), which lets an index skip scoring chunks that hold only common words.
     """
 
     text: str
     vector: Vectors
     min_similarity: float
     candidates: int
+    keyword_floor: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from core.errors import Conflict, FieldError, ValidationFailed
 from core.schemas.common import ShortText, Slug, StrictModel
@@ -18,38 +18,60 @@ DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 
 
-class KnowledgeBaseSpec(StrictModel):
-    """A knowledge base as an admin declares it. Chunking applies to documents ingested
-    after creation; `top_k` and `score_threshold` apply to every search."""
-
-    name: Slug
-    description: ShortText = ""
-    chunk_size: int = Field(
-        DEFAULT_CHUNK_SIZE, ge=100, le=8000, description="Largest chunk, in characters."
-    )
-    chunk_overlap: int = Field(
-        DEFAULT_CHUNK_OVERLAP,
+ChunkSize = Annotated[int, Field(ge=100, le=8000, description="Largest chunk, in characters.")]
+ChunkOverlap = Annotated[
+    int,
+    Field(
         ge=0,
         description="Characters a chunk repeats from the previous one in the same section; "
         "at most half of chunk_size.",
-    )
-    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=50, description="Passages a search returns.")
-    score_threshold: float = Field(
-        DEFAULT_SCORE_THRESHOLD,
+    ),
+]
+TopK = Annotated[int, Field(ge=1, le=50, description="Passages a search returns.")]
+ScoreThreshold = Annotated[
+    float,
+    Field(
         ge=-1.0,
         le=1.0,
         description="Cosine similarity a passage needs to match by meaning; passages that "
         "contain the query's keywords match whatever their similarity.",
-    )
+    ),
+]
 
-    @model_validator(mode="after")
-    def _overlap_fits(self) -> KnowledgeBaseSpec:
-        if self.chunk_overlap > self.chunk_size // 2:
+
+class KnowledgeBaseSpec(StrictModel):
+    """A knowledge base as an admin declares it. Chunking applies to documents ingested
+    after it is set (re-ingesting re-chunks them); `top_k` and `score_threshold` apply to
+    every search."""
+
+    name: Slug
+    description: ShortText = ""
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE
+    chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
+    top_k: TopK = DEFAULT_TOP_K
+    score_threshold: ScoreThreshold = DEFAULT_SCORE_THRESHOLD
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_fits(cls, overlap: int, info: ValidationInfo) -> int:
+        size = info.data.get("chunk_size")  # absent when chunk_size itself was invalid
+        if size is not None and overlap > size // 2:
             raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_size "
-                f"({self.chunk_size})"
+                f"chunk_overlap ({overlap}) must be at most half of chunk_size ({size})"
             )
-        return self
+        return overlap
+
+
+class KnowledgeBasePatch(StrictModel):
+    """Settings to change; fields left out keep their value. The name is fixed (agents
+    refer to it). New chunk settings apply to documents ingested afterwards: re-run
+    `cosmo kb ingest` (or upload again) to re-chunk the existing ones."""
+
+    description: ShortText | None = None
+    chunk_size: ChunkSize | None = None
+    chunk_overlap: ChunkOverlap | None = None
+    top_k: TopK | None = None
+    score_threshold: ScoreThreshold | None = None
 
 
 class KnowledgeBaseView(View):
@@ -75,7 +97,11 @@ class DocumentView(View):
     name: str
     content_type: str
     size: int
-    sha256: str
+    sha256: str = Field(
+        description="SHA-256 over the chunk settings the document was cut with "
+        "(`chunk_size/chunk_overlap`) and its bytes: uploading the same bytes again is "
+        "skipped only while the knowledge base's chunk settings are unchanged."
+    )
     chunk_count: int
     pages: int | None
     title: str | None
@@ -156,3 +182,21 @@ class DocumentRejected(ValidationFailed):
         super().__init__([FieldError(("file",), f"{name}: {reason}")])
         self.name = name
         self.reason = reason
+
+
+class KnowledgeBaseInUse(Conflict):
+    """Agents list the knowledge base; deleting it would leave them pointing at nothing.
+
+    `agents` names them, so the caller can detach it or delete with `force`.
+    """
+
+    title = "Knowledge base in use"
+
+    def __init__(self, name: str, agents: list[str]) -> None:
+        super().__init__(
+            f"knowledge base {name!r} is attached to agent(s) {', '.join(agents)}; detach it "
+            f"first, or delete with force (`?force=true`, `cosmo kb delete {name} --force`) to "
+            "remove it from their lists as well"
+        )
+        self.knowledge_base = name
+        self.agents = agents

@@ -3,10 +3,10 @@
 Ingestion reads a document (`extractors`), cuts it into chunks that respect its structure
 (`chunking`), embeds them outside any transaction, then writes the document row and its
 chunks in one transaction that also bumps the knowledge base's `revision`. Re-ingesting
-a document whose bytes did not change (same SHA-256) does nothing. Search embeds the
-query once, asks the index for its nearest chunks (cosine at least the knowledge base's
-`score_threshold`) and its best keyword matches, fuses both with reciprocal rank fusion
-(`ranking`) and keeps the knowledge base's `top_k`.
+a document whose bytes and chunk settings did not change (same `ingest_key`) does nothing.
+Search embeds the query once, asks the index for its nearest chunks (cosine at least the
+knowledge base's `score_threshold`) and its best keyword matches, fuses both with
+reciprocal rank fusion (`ranking`) and keeps the knowledge base's `top_k`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.agent.service import agents_using_knowledge_base, detach_knowledge_base
 from core.db import Database
 from core.db.ids import new_id
-from core.db.models import AgentRow, KnowledgeBaseRow, KnowledgeDocumentRow
+from core.db.models import KnowledgeBaseRow, KnowledgeDocumentRow
 from core.db.pagination import Page
 from core.db.repository import flush_unique, paginate, storable
 from core.embeddings.port import Embedder
@@ -41,11 +42,18 @@ from core.knowledge.port import (
     read_session,
     searchable_text,
 )
-from core.knowledge.ranking import reciprocal_rank_fusion, snippet, strong_keyword_matches
+from core.knowledge.ranking import (
+    KEYWORD_FLOOR,
+    reciprocal_rank_fusion,
+    snippet,
+    strong_keyword_matches,
+)
 from core.knowledge.schemas import (
     DocumentRejected,
     DocumentView,
     IngestResult,
+    KnowledgeBaseInUse,
+    KnowledgeBasePatch,
     KnowledgeBaseSpec,
     KnowledgeBaseView,
     KnowledgeMatch,
@@ -166,23 +174,54 @@ class KnowledgeService:
                 raise NotFound("knowledge base", name)
             return _view(row, *_counts(s, [row.id]).get(row.id, (0, 0)))
 
-    def delete(self, tenant_id: str, knowledge_base_id: str) -> None:
-        """Delete a knowledge base with its documents and chunks, unless an agent uses it."""
+    def update(
+        self, tenant_id: str, knowledge_base_id: str, patch: KnowledgeBasePatch
+    ) -> KnowledgeBaseView:
+        """Change settings; validated as a whole like `create` (422 naming the field).
+
+        Search settings apply at once. Chunk settings apply to documents ingested from now
+        on, and since they are part of each document's ingest key, ingesting the same files
+        again re-chunks them instead of skipping them as unchanged.
+        """
+        with self.db.session() as s:
+            row = _load(s, tenant_id, knowledge_base_id, for_update=True)
+            current = _spec(row)
+            spec = parse_spec(current.model_dump() | patch.model_dump(exclude_unset=True))
+            if spec != current:
+                row.description = spec.description
+                row.chunk_size = spec.chunk_size
+                row.chunk_overlap = spec.chunk_overlap
+                row.top_k = spec.top_k
+                row.score_threshold = spec.score_threshold
+                s.flush()
+            return _view(row, *_counts(s, [row.id]).get(row.id, (0, 0)))
+
+    def delete(
+        self, tenant_id: str, knowledge_base_id: str, *, force: bool = False, actor: str = "api"
+    ) -> builtins.list[str]:
+        """Delete a knowledge base with its documents and chunks.
+
+        While agents list it, `KnowledgeBaseInUse` names them; with `force` it is removed
+        from their lists too (a new version of each, in the same transaction). Returns the
+        agents it was removed from.
+        """
         with self.db.session() as s:
             row = _load(s, tenant_id, knowledge_base_id)
-            agents = s.execute(
-                select(AgentRow.name, AgentRow.knowledge_bases).where(
-                    AgentRow.tenant_id == tenant_id
-                )
-            )
-            users = sorted(name for name, attached in agents if row.name in (attached or []))
-            if users:
-                raise Conflict(
-                    f"knowledge base {row.name!r} is attached to agent(s) {', '.join(users)}; "
-                    "detach it first"
-                )
+            if force:
+                # Agents first, then the knowledge base: the order an agent save takes them
+                # (its row, then the knowledge bases it lists), so the two never deadlock.
+                agents_using_knowledge_base(s, tenant_id, row.name, for_update=True)
+            _lock(s, row.id)  # agents saved meanwhile listing it have committed: seen below
+            if force:
+                detached = detach_knowledge_base(s, tenant_id, row.name, actor=actor)
+            else:
+                users = agents_using_knowledge_base(s, tenant_id, row.name)
+                if users:
+                    raise KnowledgeBaseInUse(row.name, [a.name for a in users])
+                detached = []
             self.index.drop(s, _KnowledgeBase.of(row).target())
             s.delete(row)
+            return detached
 
     # -- documents ---------------------------------------------------------------------------
 
@@ -208,6 +247,15 @@ class KnowledgeService:
                 _document(s, tenant_id, knowledge_base_id, document_id)
             )
 
+    def document_named(self, tenant_id: str, knowledge_base_id: str, name: str) -> DocumentView:
+        """The document called `name` (its path in the knowledge base)."""
+        with self.db.session() as s:
+            _load(s, tenant_id, knowledge_base_id)
+            row = _document_named(s, knowledge_base_id, name) if storable(name) else None
+            if row is None:
+                raise NotFound("document", name)
+            return DocumentView.model_validate(row)
+
     def delete_document(self, tenant_id: str, knowledge_base_id: str, document_id: str) -> None:
         """Delete a document with its chunks and vectors."""
         with self.db.session() as s:
@@ -227,7 +275,8 @@ class KnowledgeService:
         content_type: str | None = None,
         progress: Progress | None = None,
     ) -> IngestResult:
-        """Add or replace the document called `name`; unchanged bytes are skipped.
+        """Add or replace the document called `name`; skipped when the same bytes were
+        already cut with the knowledge base's current chunk settings.
 
         Raises `DocumentRejected` (unreadable, unsupported, empty, too large) before
         anything is written, and `ReindexRequired` when the knowledge base holds vectors
@@ -238,9 +287,9 @@ class KnowledgeService:
             raise DocumentRejected(
                 name, f"is {len(data)} bytes; documents are limited to {self.max_document_bytes}"
             )
-        digest = hashlib.sha256(data).hexdigest()
         with read_session(self.db) as s:
             kb = _KnowledgeBase.of(_load(s, tenant_id, knowledge_base_id))
+            digest = ingest_key(data, kb.chunk_size, kb.chunk_overlap)
             existing = _document_named(s, kb.id, name)
             if existing is not None and existing.sha256 == digest:
                 return IngestResult(DocumentView.model_validate(existing), "unchanged")
@@ -347,6 +396,7 @@ class KnowledgeService:
             vector=vector,
             min_similarity=kb.score_threshold,
             candidates=max(limit * CANDIDATES_PER_RESULT, MIN_CANDIDATES),
+            keyword_floor=KEYWORD_FLOOR,
         )
         found = self.index.search(target, query)
         keyword = strong_keyword_matches(found.keyword)
@@ -472,6 +522,17 @@ def check_document_name(name: str) -> str:
     return cleaned
 
 
+def ingest_key(data: bytes, chunk_size: int, chunk_overlap: int) -> str:
+    """What makes a document unchanged: its bytes and the chunk settings that cut them.
+
+    Stored as the document's `sha256`, so a change of chunk settings makes re-ingesting
+    the same file re-chunk it, without a column of its own.
+    """
+    digest = hashlib.sha256(f"chunking {chunk_size}/{chunk_overlap}\n".encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def parse_spec(data: object) -> KnowledgeBaseSpec:
     """A `KnowledgeBaseSpec` from untrusted input, errors naming their fields."""
     try:
@@ -480,11 +541,33 @@ def parse_spec(data: object) -> KnowledgeBaseSpec:
         raise_validation_failed(exc, prefix=("body",))
 
 
-def _load(s: Session, tenant_id: str, knowledge_base_id: str) -> KnowledgeBaseRow:
-    row = s.get(KnowledgeBaseRow, knowledge_base_id) if storable(knowledge_base_id) else None
+def parse_patch(data: object) -> KnowledgeBasePatch:
+    """A `KnowledgeBasePatch` from untrusted input, errors naming their fields."""
+    try:
+        return KnowledgeBasePatch.model_validate(data)
+    except ValidationError as exc:
+        raise_validation_failed(exc, prefix=("body",))
+
+
+def _load(
+    s: Session, tenant_id: str, knowledge_base_id: str, *, for_update: bool = False
+) -> KnowledgeBaseRow:
+    row = None
+    if storable(knowledge_base_id):
+        row = s.get(KnowledgeBaseRow, knowledge_base_id, with_for_update=for_update or None)
     if row is None or row.tenant_id != tenant_id:
         raise NotFound("knowledge base", knowledge_base_id)
     return row
+
+
+def _lock(s: Session, knowledge_base_id: str) -> None:
+    """Hold the knowledge base's row until the transaction ends (PostgreSQL; SQLite
+    already serialises writers)."""
+    s.execute(
+        select(KnowledgeBaseRow.id)
+        .where(KnowledgeBaseRow.id == knowledge_base_id)
+        .with_for_update()
+    )
 
 
 def _named(s: Session, tenant_id: str, name: str) -> KnowledgeBaseRow | None:
@@ -554,6 +637,17 @@ def _counts(s: Session, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         .group_by(KnowledgeDocumentRow.knowledge_base_id)
     )
     return {kb_id: (int(docs), int(chunks)) for kb_id, docs, chunks in rows}
+
+
+def _spec(row: KnowledgeBaseRow) -> KnowledgeBaseSpec:
+    return KnowledgeBaseSpec(
+        name=row.name,
+        description=row.description,
+        chunk_size=row.chunk_size,
+        chunk_overlap=row.chunk_overlap,
+        top_k=row.top_k,
+        score_threshold=row.score_threshold,
+    )
 
 
 def _view(row: KnowledgeBaseRow, documents: int, chunks: int) -> KnowledgeBaseView:

@@ -6,11 +6,12 @@ failed (the others are still ingested, each failure is reported), 2 for bad argu
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import cosmo, env  # noqa: F401  (the `env` fixture)
+from tests.e2e.test_cli import COSMO, ROOT, cosmo, env  # noqa: F401  (the `env` fixture)
 
 
 @pytest.fixture
@@ -71,3 +72,90 @@ def test_bad_arguments_exit_2_and_an_unknown_knowledge_base_exits_1(env, tmp_pat
     unknown = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "a.txt"))
     assert unknown.returncode == 1
     assert "no knowledge base named 'handbook'" in unknown.stderr
+
+
+def test_update_then_ingest_again_re_chunks_and_docs_and_rm_manage_documents(env, folder):  # noqa: F811
+    (folder / "broken.pdf").unlink()
+    cosmo(env, "db", "upgrade")
+    cosmo(env, "kb", "ingest", "handbook", str(folder), "--create")
+    before = cosmo(env, "kb", "docs", "handbook")
+    assert before.returncode == 0, before.stderr
+    assert "guides/setup.html" in before.stdout and "plans.csv" in before.stdout
+
+    nothing = cosmo(env, "kb", "update", "handbook")
+    assert nothing.returncode == 2
+    assert "nothing to change" in nothing.stderr
+    bad = cosmo(env, "kb", "update", "handbook", "--chunk-size", "200", "--chunk-overlap", "150")
+    assert bad.returncode == 2
+    assert "invalid: --chunk-overlap: chunk_overlap (150) must be at most half" in bad.stderr
+
+    changed = cosmo(
+        env, "kb", "update", "handbook", "--chunk-size", "120", "--chunk-overlap", "0",
+        "--top-k", "2",
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert "chunk_size 800 -> 120" in changed.stdout
+    assert "top_k 5 -> 2" in changed.stdout
+    assert "3 document(s) keep their old chunks until ingested again" in changed.stdout
+
+    again = cosmo(env, "kb", "ingest", "handbook", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert "0 created, 3 updated, 0 unchanged, 0 failed" in again.stdout
+    settled = cosmo(env, "kb", "ingest", "handbook", str(folder))
+    assert "0 created, 0 updated, 3 unchanged" in settled.stdout
+    listed = cosmo(env, "kb", "list")
+    assert "120/0" in listed.stdout
+
+    removed = cosmo(env, "kb", "rm", "handbook", "plans.csv")
+    assert removed.returncode == 0, removed.stderr
+    assert "plans.csv deleted from handbook" in removed.stdout
+    after = cosmo(env, "kb", "docs", "handbook")
+    assert "plans.csv" not in after.stdout and "handbook.md" in after.stdout
+    missing = cosmo(env, "kb", "rm", "handbook", "plans.csv")
+    assert missing.returncode == 1
+    assert "no document named 'plans.csv'" in missing.stderr
+
+
+AGENT = """
+apiVersion: cosmo/v1
+personas:
+  - name: helper
+    role: Support assistant
+agents:
+  - name: support-bot
+    persona: helper
+    knowledge_bases: [handbook]
+"""
+
+
+def test_an_agent_needs_its_knowledge_base_and_delete_is_forced_while_used(env, tmp_path):  # noqa: F811
+    cosmo(env, "db", "upgrade")
+    config = tmp_path / "agent.yaml"
+    config.write_text(AGENT)
+    unknown = cosmo(env, "apply", "-f", str(config))
+    assert unknown.returncode == 1
+    assert "agents.0.knowledge_bases.0: no knowledge base 'handbook'" in unknown.stderr
+    assert "cosmo kb create handbook" in unknown.stderr
+
+    assert cosmo(env, "kb", "create", "handbook").returncode == 0
+    applied = cosmo(env, "apply", "-f", str(config))
+    assert applied.returncode == 0, applied.stderr
+
+    refused = cosmo(env, "kb", "delete", "handbook", "--yes")
+    assert refused.returncode == 1
+    assert "handbook is used by agent(s) support-bot" in refused.stderr
+    assert "--force" in refused.stderr
+    unasked = subprocess.run(
+        [*COSMO, "kb", "delete", "handbook", "--force"],
+        env=env, cwd=ROOT, input="y\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unasked.returncode == 2
+    assert "pass --yes" in unasked.stderr
+
+    forced = cosmo(env, "kb", "delete", "handbook", "--force", "--yes")
+    assert forced.returncode == 0, forced.stderr
+    assert "knowledge base handbook deleted" in forced.stdout
+    assert "removed from agent(s) support-bot" in forced.stdout
+    assert "handbook" not in cosmo(env, "kb", "list").stdout
+    exported = cosmo(env, "agents", "export", "support-bot").stdout
+    assert "knowledge_bases: []" in exported

@@ -10,6 +10,7 @@ from core.wiring import build_container
 from tests.conftest import AUTH, make_settings
 
 AGENTS = "/api/v1/agents"
+KNOWLEDGE = "/api/v1/knowledge-bases"
 
 
 def problem(r, status):
@@ -66,6 +67,7 @@ def test_created_agent_has_defaults_an_etag_and_reads_back(setup):
 
 def test_full_agent_configuration_round_trips(setup):
     client = setup
+    assert client.post(KNOWLEDGE, json={"name": "handbook"}).status_code == 201
     created = create_agent(
         client,
         description="Helps the sales team",
@@ -101,6 +103,49 @@ def test_unknown_persona_or_skill_is_a_422_naming_the_field(setup):
     )
     assert error_fields(body) == ["body.skills"]
     assert "nope" in body["errors"][0]["msg"]
+    assert client.get(AGENTS).json()["items"] == []
+
+
+def test_an_unknown_knowledge_base_is_a_422_naming_the_item_and_how_to_create_it(setup):
+    client = setup
+    assert client.post(KNOWLEDGE, json={"name": "handbook"}).status_code == 201
+    body = problem(
+        client.post(
+            AGENTS,
+            json={"name": "a", "persona": "helper", "knowledge_bases": ["handbook", "pricing"]},
+        ),
+        422,
+    )
+    assert error_fields(body) == ["body.knowledge_bases.1"]
+    assert "no knowledge base 'pricing'" in body["errors"][0]["msg"]
+    assert "cosmo kb create pricing" in body["errors"][0]["msg"]
+    assert client.get(AGENTS).json()["items"] == []
+
+    agent = create_agent(client, "a", knowledge_bases=["handbook"])
+    body = problem(
+        client.patch(f"{AGENTS}/{agent['id']}", json={"knowledge_bases": ["ghost", "handbook"]}),
+        422,
+    )
+    assert error_fields(body) == ["body.knowledge_bases.0"]
+    stored = client.get(f"{AGENTS}/{agent['id']}").json()
+    assert (stored["knowledge_bases"], stored["version"]) == (["handbook"], 1)
+
+
+def test_an_unknown_knowledge_base_in_a_config_document_names_its_place(setup):
+    client = setup
+    document = """
+apiVersion: cosmo/v1
+agents:
+  - name: support-bot
+    persona: helper
+    knowledge_bases: [ghost]
+"""
+    r = client.post(
+        f"{AGENTS}/import", content=document, headers={"Content-Type": "application/yaml"}
+    )
+    body = problem(r, 422)
+    assert error_fields(body) == ["agents.0.knowledge_bases.0"]
+    assert "cosmo kb create ghost" in body["detail"]
     assert client.get(AGENTS).json()["items"] == []
 
 

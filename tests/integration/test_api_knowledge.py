@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Message
 
+from bot.api.routes.knowledge import UPLOAD_ENVELOPE_BYTES
 from bot.server import create_app
 from core.db import Database
 from core.embeddings import HashingEmbedder
@@ -88,7 +91,7 @@ def test_a_duplicate_name_is_a_409(api, kb):
     [
         ({"name": "Bad Name"}, "body.name"),
         ({"name": "kb", "chunk_size": 50}, "body.chunk_size"),
-        ({"name": "kb", "chunk_size": 400, "chunk_overlap": 300}, "body"),
+        ({"name": "kb", "chunk_size": 400, "chunk_overlap": 300}, "body.chunk_overlap"),
         ({"name": "kb", "top_k": 0}, "body.top_k"),
         ({"name": "kb", "score_threshold": 2}, "body.score_threshold"),
         ({"name": "kb", "surprise": True}, "body.surprise"),
@@ -172,13 +175,107 @@ def test_an_upload_without_a_file_is_a_422(api, kb):
     assert_problem(api.post(f"{BASE}/{kb['id']}/documents", data={"name": "x"}), 422, "file")
 
 
-def test_an_upload_over_the_body_limit_is_a_413(db, tmp_path: Path):
-    settings = make_settings(tmp_path / "small", COSMO_MAX_BODY_BYTES=2048)
-    with client_for(db, settings, HashingEmbedder()) as small:
-        kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
-        r = upload(small, kb_id, "big.txt", b"word " * 1000)
-        assert_problem(r, 413, "2048 bytes")
-        assert small.get(f"{BASE}/{kb_id}/documents").json()["items"] == []
+def multipart(filename: str, data: bytes) -> tuple[bytes, str]:
+    """A one-file multipart body written by hand, to send in chunks without a length."""
+    boundary = "cosmo-test-boundary"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+@pytest.fixture
+def small(db: Database, tmp_path: Path) -> Iterator[TestClient]:
+    """Request bodies limited to 2 KiB, uploaded documents to 8 KiB."""
+    settings = make_settings(
+        tmp_path / "small", COSMO_MAX_BODY_BYTES=2048, COSMO_MAX_UPLOAD_BYTES=8192
+    )
+    with client_for(db, settings, HashingEmbedder()) as c:
+        yield c
+
+
+def test_an_upload_may_be_as_large_as_the_upload_limit_beyond_the_body_limit(small):
+    kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
+    exactly = (b"word " * 2000)[:8192]
+    r = upload(small, kb_id, "exactly.txt", exactly)
+    assert r.status_code == 201, r.text
+    assert r.json()["document"]["size"] == 8192
+
+
+def test_an_upload_one_byte_over_the_upload_limit_is_a_413_naming_it(small):
+    kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
+    r = upload(small, kb_id, "over.txt", b"w" * 8193)
+    assert_problem(r, 413, "documents are limited to 8192 bytes (COSMO_MAX_UPLOAD_BYTES)")
+    assert small.get(f"{BASE}/{kb_id}/documents").json()["items"] == []
+
+
+def test_an_upload_far_over_the_limit_is_refused_before_it_is_read(small):
+    kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
+    declared = upload(small, kb_id, "huge.txt", b"w" * 200_000)
+    assert_problem(declared, 413, "8192 bytes (COSMO_MAX_UPLOAD_BYTES)")
+
+    body, boundary = multipart("chunked.txt", b"w" * 200_000)
+    chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))  # no Content-Length
+    streamed = small.post(
+        f"{BASE}/{kb_id}/documents",
+        content=chunks,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert_problem(streamed, 413, "8192 bytes (COSMO_MAX_UPLOAD_BYTES)")
+    assert small.get(f"{BASE}/{kb_id}/documents").json()["items"] == []
+
+
+def test_a_streamed_upload_is_cut_off_once_it_passes_the_limit(small):
+    """Driven at the ASGI level to count what the app pulled: the rest is never read."""
+    kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
+    body, boundary = multipart("endless.txt", b"w" * 1_000_000)
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    pulled = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal pulled
+        pulled += 1
+        more = pulled < len(chunks)
+        return {"type": "http.request", "body": chunks[pulled - 1], "more_body": more}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{BASE}/{kb_id}/documents",
+        "raw_path": f"{BASE}/{kb_id}/documents".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", AUTH["Authorization"].encode()),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    anyio.run(small.app, scope, receive, send)
+
+    assert sent[0]["status"] == 413
+    assert b"COSMO_MAX_UPLOAD_BYTES" in b"".join(m.get("body", b"") for m in sent[1:])
+    allowed = 8192 + UPLOAD_ENVELOPE_BYTES
+    assert pulled * 4096 <= allowed + 4096 < len(body)
+
+
+def test_other_routes_keep_the_body_limit(small):
+    r = small.post(BASE, json={"name": "small", "description": "x" * 3000})
+    assert_problem(r, 413, "2048 bytes (COSMO_MAX_BODY_BYTES)")
+    kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
+    r = small.patch(f"{BASE}/{kb_id}", json={"description": "x" * 3000})
+    assert_problem(r, 413, "2048 bytes (COSMO_MAX_BODY_BYTES)")
 
 
 def test_deleting_a_document_removes_it_from_search(api, kb):
@@ -212,13 +309,139 @@ def test_search_needs_a_query(api, kb):
     assert "query.q" in [e["field"] for e in problem["errors"]]  # type: ignore[union-attr]
 
 
-def test_a_knowledge_base_attached_to_an_agent_cannot_be_deleted(api, kb):
-    assert api.post("/api/v1/personas", json={"name": "p", "role": "helper"}).status_code == 201
-    agent = api.post(
-        "/api/v1/agents", json={"name": "helper", "persona": "p", "knowledge_bases": ["handbook"]}
+def make_agent(api: TestClient, name: str, knowledge_bases: list[str]) -> dict[str, object]:
+    if api.get("/api/v1/personas").json()["items"] == []:
+        assert api.post("/api/v1/personas", json={"name": "p", "role": "helper"}).status_code == 201
+    r = api.post(
+        "/api/v1/agents", json={"name": name, "persona": "p", "knowledge_bases": knowledge_bases}
     )
-    assert agent.status_code == 201, agent.text
-    assert_problem(api.delete(f"{BASE}/{kb['id']}"), 409, "attached to agent(s) helper")
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_a_knowledge_base_agents_use_is_a_409_naming_them(api, kb):
+    api.post(BASE, json={"name": "faq"})
+    make_agent(api, "support", ["faq", "handbook"])
+    make_agent(api, "helper", ["handbook"])
+    make_agent(api, "other", ["faq"])
+
+    problem = assert_problem(api.delete(f"{BASE}/{kb['id']}"), 409, "helper, support", "force")
+    assert problem["title"] == "Knowledge base in use"
+    assert problem["agents"] == ["helper", "support"]
+    assert api.get(f"{BASE}/{kb['id']}").status_code == 200
+
+
+def test_force_deletes_it_and_removes_it_from_the_agents_as_a_new_version(api, kb):
+    api.post(BASE, json={"name": "faq"})
+    support = make_agent(api, "support", ["faq", "handbook"])
+    other = make_agent(api, "other", ["faq"])
+    upload(api, kb["id"], "handbook.md", HANDBOOK)
+
+    assert api.delete(f"{BASE}/{kb['id']}", params={"force": "true"}).status_code == 204
+
+    assert_problem(api.get(f"{BASE}/{kb['id']}"), 404)
+    after = api.get(f"/api/v1/agents/{support['id']}").json()
+    assert (after["knowledge_bases"], after["version"]) == (["faq"], 2)
+    versions = api.get(f"/api/v1/agents/{support['id']}/versions").json()
+    assert versions[0]["change"] == "knowledge base handbook deleted"
+    assert versions[0]["created_by"] == "api"
+    assert versions[0]["snapshot"]["agent"]["knowledge_bases"] == ["faq"]
+    untouched = api.get(f"/api/v1/agents/{other['id']}").json()
+    assert untouched["version"] == 1
+    # The name is free again, and the agent can be given the new one.
+    new = api.post(BASE, json={"name": "handbook"}).json()
+    assert new["document_count"] == 0
+    r = api.patch(f"/api/v1/agents/{support['id']}", json={"knowledge_bases": ["handbook"]})
+    assert r.status_code == 200, r.text
+
+
+def test_force_on_an_unused_knowledge_base_just_deletes_it(api, kb):
+    assert api.delete(f"{BASE}/{kb['id']}", params={"force": "true"}).status_code == 204
+    assert api.get(BASE).json()["items"] == []
+
+
+# -- changing settings -------------------------------------------------------------------
+
+GUIDE = b"# Guide\n\n" + b"\n\n".join(
+    f"Paragraph {i} explains step {i} of the vault rotation in plain words.".encode()
+    for i in range(30)
+)
+
+
+def test_patch_changes_only_the_given_settings(api, kb):
+    r = api.patch(f"{BASE}/{kb['id']}", json={"top_k": 7, "description": "Policies"})
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert (changed["top_k"], changed["description"]) == (7, "Policies")
+    assert changed["chunk_size"] == kb["chunk_size"]
+    assert changed["score_threshold"] == kb["score_threshold"]
+    assert api.get(f"{BASE}/{kb['id']}").json() == changed
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"top_k": 0}, "body.top_k"),
+        ({"top_k": 51}, "body.top_k"),
+        ({"score_threshold": 1.5}, "body.score_threshold"),
+        ({"score_threshold": None}, "body.score_threshold"),
+        ({"chunk_size": 99}, "body.chunk_size"),
+        ({"chunk_overlap": -1}, "body.chunk_overlap"),
+        ({"chunk_overlap": 401}, "body.chunk_overlap"),  # more than half of 800
+        ({"chunk_size": 150}, "body.chunk_overlap"),  # the stored 100 is more than 75
+        ({"description": "x" * 501}, "body.description"),
+        ({"name": "renamed"}, "body.name"),
+    ],
+)
+def test_an_invalid_patch_is_a_422_naming_the_field_and_changes_nothing(api, kb, body, field):
+    problem = assert_problem(api.patch(f"{BASE}/{kb['id']}", json=body), 422)
+    assert field in [e["field"] for e in problem["errors"]]  # type: ignore[union-attr]
+    assert api.get(f"{BASE}/{kb['id']}").json() == kb
+
+
+def test_patch_of_an_unknown_knowledge_base_is_a_404(api):
+    assert_problem(api.patch(f"{BASE}/kb_01m0000000000000000000000z", json={"top_k": 2}), 404)
+
+
+def test_a_smaller_top_k_returns_fewer_passages_at_once(api):
+    kb_id = api.post(BASE, json={"name": "guide", "chunk_size": 200, "chunk_overlap": 0}).json()[
+        "id"
+    ]
+    upload(api, kb_id, "guide.md", GUIDE)
+    found = api.get(f"{BASE}/{kb_id}/search", params={"q": "vault rotation"}).json()["items"]
+    assert len(found) == 5  # the default top_k
+
+    assert api.patch(f"{BASE}/{kb_id}", json={"top_k": 2}).status_code == 200
+    found = api.get(f"{BASE}/{kb_id}/search", params={"q": "vault rotation"}).json()["items"]
+    assert len(found) == 2
+
+
+def test_new_chunk_settings_make_the_same_file_re_chunk_instead_of_unchanged(api, kb):
+    first = upload(api, kb["id"], "guide.md", GUIDE).json()
+    assert first["status"] == "created"
+    assert upload(api, kb["id"], "guide.md", GUIDE).json()["status"] == "unchanged"
+
+    # Search settings are not part of how a document was cut: still unchanged.
+    api.patch(f"{BASE}/{kb['id']}", json={"top_k": 4, "score_threshold": 0.1})
+    assert upload(api, kb["id"], "guide.md", GUIDE).json()["status"] == "unchanged"
+
+    r = api.patch(f"{BASE}/{kb['id']}", json={"chunk_size": 200, "chunk_overlap": 20})
+    assert (r.json()["chunk_size"], r.json()["chunk_overlap"]) == (200, 20)
+    again = upload(api, kb["id"], "guide.md", GUIDE)
+    assert again.status_code == 201
+    assert again.json()["status"] == "updated"
+    assert again.json()["chunks"] > first["chunks"]
+    assert again.json()["document"]["id"] == first["document"]["id"]
+    assert again.json()["document"]["sha256"] != first["document"]["sha256"]
+    counts = api.get(f"{BASE}/{kb['id']}").json()
+    assert counts["chunk_count"] == again.json()["chunks"]
+    assert upload(api, kb["id"], "guide.md", GUIDE).json()["status"] == "unchanged"
+
+    # Back to the first settings: cut like the first time again.
+    api.patch(f"{BASE}/{kb['id']}", json={"chunk_size": 800, "chunk_overlap": 100})
+    back = upload(api, kb["id"], "guide.md", GUIDE).json()
+    assert (back["status"], back["chunks"]) == ("updated", first["chunks"])
+    assert back["document"]["sha256"] == first["document"]["sha256"]
 
 
 def test_search_after_the_embedder_changed_is_a_409_asking_for_a_reindex(api, kb, db, settings):

@@ -11,10 +11,27 @@ from pydantic import BaseModel, Field
 from bot.api.deps import BearerRoute, CallerDep, ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
-from core.knowledge.schemas import DocumentView, KnowledgeBaseSpec, KnowledgeBaseView
+from core.knowledge.schemas import (
+    DocumentView,
+    KnowledgeBasePatch,
+    KnowledgeBaseSpec,
+    KnowledgeBaseView,
+)
+
+PREFIX = "/knowledge-bases"
+UPLOAD_LIMIT_SETTING = "COSMO_MAX_UPLOAD_BYTES"
+UPLOAD_ENVELOPE_BYTES = 64 * 1024
+"""Room on top of the document for the multipart boundaries, part headers and `name`."""
+UPLOAD_PATH = rf"{PREFIX}/[^/]+/documents/?"
+"""The upload route under the API prefix: the one route whose body limit is the upload's."""
+
+
+def upload_limit_detail(limit: int) -> str:
+    return f"documents are limited to {limit} bytes ({UPLOAD_LIMIT_SETTING})"
+
 
 router = APIRouter(
-    prefix="/knowledge-bases",
+    prefix=PREFIX,
     tags=["knowledge"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,
@@ -24,7 +41,7 @@ router = APIRouter(
 class DocumentIngested(BaseModel):
     status: Literal["created", "updated", "unchanged"] = Field(
         description="`unchanged`: a document of that name with the same bytes was already "
-        "ingested, and nothing was done."
+        "ingested with the knowledge base's current chunk settings, and nothing was done."
     )
     chunks: int
     document: DocumentView
@@ -73,10 +90,27 @@ def get_knowledge_base(
     return c.knowledge.get(caller.tenant_id, knowledge_base_id)
 
 
+@router.patch("/{knowledge_base_id}", responses=problem_responses(404))
+def update_knowledge_base(
+    knowledge_base_id: str, body: KnowledgeBasePatch, caller: CallerDep, c: ContainerDep
+) -> KnowledgeBaseView:
+    """Change its description, search settings (at once) or chunk settings (for documents
+    ingested afterwards: upload them again, or re-run `cosmo kb ingest`, to re-chunk)."""
+    return c.knowledge.update(caller.tenant_id, knowledge_base_id, body)
+
+
 @router.delete("/{knowledge_base_id}", status_code=204, responses=problem_responses(404, 409))
-def delete_knowledge_base(knowledge_base_id: str, caller: CallerDep, c: ContainerDep) -> Response:
-    """Delete it with its documents; 409 while an agent has it attached."""
-    c.knowledge.delete(caller.tenant_id, knowledge_base_id)
+def delete_knowledge_base(
+    knowledge_base_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    force: Annotated[
+        bool,
+        Query(description="Also remove it from the agents that list it (a new version each)."),
+    ] = False,
+) -> Response:
+    """Delete it with its documents; 409 naming the agents that list it, unless `force`."""
+    c.knowledge.delete(caller.tenant_id, knowledge_base_id, force=force, actor=caller.actor)
     return Response(status_code=204)
 
 
@@ -113,11 +147,15 @@ def upload_document(
         Form(max_length=500, description="Document name (default: the file's name)."),
     ] = None,
 ) -> DocumentIngested:
-    """Add a document, or replace the one with the same name (201); 200 when unchanged."""
-    limit = c.knowledge.max_document_bytes
+    """Add a document, or replace the one with the same name (201); 200 when unchanged
+    (same bytes, same chunk settings). Documents are limited to `COSMO_MAX_UPLOAD_BYTES`
+    (default 50 MiB); larger ones get 413."""
+    limit = c.settings.max_upload_bytes
+    # The body limit let at most the limit plus a multipart envelope through, and the
+    # parser spooled the file to disk past 1 MiB: reading limit + 1 bytes is bounded.
     data = file.file.read(limit + 1)
     if len(data) > limit:
-        raise HTTPException(413, f"documents are limited to {limit} bytes")
+        raise HTTPException(413, upload_limit_detail(limit))
     result = c.knowledge.ingest(
         caller.tenant_id,
         knowledge_base_id,
