@@ -17,11 +17,13 @@ transaction, so replicas never see a passage without its vector or the reverse.
   The id and dimension are written into the SQL as literals (validated) so the planner
   can prove the partial index applies; a bound parameter would hide it in a generic plan.
 * **By keywords**: the same BM25 as the embedded provider over the same tokens
-  (`core.memory.lexical`), evaluated in SQL: a GIN index finds the chunks holding any
-  query word, document frequencies are window counts over those matches (a chunk with a
-  word always matches), and the knowledge base's size and average length are cached per
-  revision. Lexemes are stored verbatim (`array_to_tsvector`), so `abc-1234` matches whole
-  and no PostgreSQL text-search dictionary second-guesses our tokenizer.
+  (`core.memory.lexical`), evaluated in SQL over a GIN index. Document frequencies live in
+  `knowledge_terms`, kept in step by every write (upserts in term order, so concurrent
+  writers never deadlock). Scoring starts with the chunks holding the query's rarer words;
+  chunks holding only its common words are scored only when their best possible score could
+  still reach the results — a word in most chunks weighs little, so that is seldom. Lexemes
+  are stored verbatim (`array_to_tsvector`), so `abc-1234` matches whole and no PostgreSQL
+  text-search dictionary second-guesses our tokenizer.
 
 The schema is the provider's own (`prepare()`), not an Alembic migration: it needs the
 `vector` extension, which a plain PostgreSQL (and SQLite) does not have. `prepare()` also
@@ -34,7 +36,8 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import text
@@ -61,6 +64,7 @@ _log = logging.getLogger(__name__)
 BM25_K1 = 1.2  # the embedded provider's constants: both rank keywords alike
 BM25_B = 0.75
 MAX_QUERY_TOKENS = 64
+RARE_SHARE = 0.02  # words in at most this share of chunks are scored first
 MAX_LEXEME_CHARS = 500  # PostgreSQL refuses lexemes over 2 KB; no real word is this long
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -84,6 +88,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS ix_knowledge_vectors_kb ON knowledge_vectors (knowledge_base_id)",
     "CREATE INDEX IF NOT EXISTS ix_knowledge_vectors_lexemes "
     "ON knowledge_vectors USING gin (lexemes)",
+    """
+    CREATE TABLE IF NOT EXISTS knowledge_terms (
+        knowledge_base_id varchar(40) NOT NULL
+            REFERENCES knowledge_bases (id) ON DELETE CASCADE,
+        term text NOT NULL,
+        df integer NOT NULL,
+        PRIMARY KEY (knowledge_base_id, term)
+    )
+    """,
 )
 
 
@@ -121,7 +134,7 @@ class PgvectorKnowledgeIndex:
             )
         self.db = db
         self.hnsw_from = hnsw_from
-        self._stats: dict[str, tuple[int, int, float]] = {}  # kb -> (revision, chunks, avg)
+        self._stats: dict[str, tuple[int, int, float, int]] = {}  # kb -> revision, sizes
         self._lock = threading.Lock()
         if prepare:
             self.prepare()
@@ -188,10 +201,27 @@ class PgvectorKnowledgeIndex:
         self._ensure_hnsw(session, target)
 
     def remove_document(self, session: Session, target: IndexTarget, document_id: str) -> int:
+        counts = session.execute(
+            text(
+                """
+                SELECT term, count(*) FROM knowledge_vectors v
+                JOIN knowledge_chunks c ON c.id = v.chunk_id,
+                LATERAL unnest(tsvector_to_array(v.lexemes)) AS term
+                WHERE c.knowledge_base_id = :kb AND c.document_id = :doc
+                GROUP BY term
+                """
+            ),
+            {"kb": target.knowledge_base_id, "doc": document_id},
+        ).all()
+        self._count_terms(session, target, {term: -int(n) for term, n in counts})
         return chunk_table.delete_document_chunks(session, target, document_id)  # rows cascade
 
     def drop(self, session: Session, target: IndexTarget) -> None:
         chunk_table.delete_all_chunks(session, target)
+        session.execute(
+            text("DELETE FROM knowledge_terms WHERE knowledge_base_id = :kb"),
+            {"kb": target.knowledge_base_id},
+        )
         for name in self._hnsw_indexes(session, target.knowledge_base_id):
             session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
         with self._lock:
@@ -224,8 +254,10 @@ class PgvectorKnowledgeIndex:
         vectors: Vectors,
     ) -> None:
         rows = []
+        terms: Counter[str] = Counter()
         for i, (chunk_id, section, body) in enumerate(chunks):
             words = [w for w in lexical.tokens(searchable_text(body, section))]
+            terms.update(w for w in words if len(w) <= MAX_LEXEME_CHARS)
             rows.append(
                 {
                     "id": chunk_id,
@@ -247,6 +279,34 @@ class PgvectorKnowledgeIndex:
             ),
             rows,
         )
+        self._count_terms(session, target, terms)
+
+    @staticmethod
+    def _count_terms(session: Session, target: IndexTarget, change: Mapping[str, int]) -> None:
+        """Add `change` to the knowledge base's document frequencies, in term order (the
+        lock order every writer shares), and forget terms no chunk holds any more."""
+        if not change:
+            return
+        terms = sorted(change)
+        session.execute(
+            text(
+                """
+                INSERT INTO knowledge_terms (knowledge_base_id, term, df)
+                SELECT :kb, t.term, t.df
+                FROM unnest(CAST(:terms AS text[]), CAST(:dfs AS integer[]))
+                    WITH ORDINALITY AS t(term, df, n)
+                ORDER BY t.n
+                ON CONFLICT (knowledge_base_id, term)
+                DO UPDATE SET df = knowledge_terms.df + EXCLUDED.df
+                """
+            ),
+            {"kb": target.knowledge_base_id, "terms": terms, "dfs": [change[t] for t in terms]},
+        )
+        if any(change[t] < 0 for t in terms):
+            session.execute(
+                text("DELETE FROM knowledge_terms WHERE knowledge_base_id = :kb AND df <= 0"),
+                {"kb": target.knowledge_base_id},
+            )
 
     def _ensure_hnsw(self, session: Session, target: IndexTarget) -> None:
         """After a write: give the knowledge base its HNSW index for this dimension once it
@@ -344,50 +404,84 @@ class PgvectorKnowledgeIndex:
 
     def _keyword(self, s: Session, target: IndexTarget, query: IndexQuery) -> list[Candidate]:
         words = sorted(w for w in lexical.tokens(query.text) if len(w) <= MAX_LEXEME_CHARS)
-        words = words[:MAX_QUERY_TOKENS]
         if not words:
             return []
-        chunks, average = self._size(s, target)
+        chunks, average, shortest = self._size(s, target)
         if chunks == 0:
             return []
-        # One boolean and one document frequency per query word; the words themselves are
-        # bound parameters, only their count shapes the SQL.
-        hits = ", ".join(f"lexemes @@ CAST(:w{i} AS tsquery) AS h{i}" for i in range(len(words)))
-        frequencies = ", ".join(
-            f"count(*) FILTER (WHERE h{i}) OVER () AS df{i}" for i in range(len(words))
-        )
-        weights = " + ".join(
-            f"CASE WHEN h{i} THEN ln(1.0 + CAST(:n AS float8) / greatest(df{i}, 1)) ELSE 0 END"
+        found: dict[str, int] = {
+            term: int(df)
+            for term, df in s.execute(
+                text(
+                    "SELECT term, df FROM knowledge_terms WHERE knowledge_base_id = :kb "
+                    "AND term = ANY(CAST(:terms AS text[]))"
+                ),
+                {"kb": target.knowledge_base_id, "terms": words},
+            )
+        }
+        if not found:
+            return []
+        # Rarest first; the rest of the words only add to the scores of chunks found here.
+        present = sorted(found, key=lambda w: (found[w], w))[:MAX_QUERY_TOKENS]
+        weight = {w: lexical.idf(int(found[w]), chunks) for w in present}
+        rare = [w for w in present if found[w] <= RARE_SHARE * chunks] or present[:1]
+        common = [w for w in present if w not in rare]
+        scored = self._bm25(s, target, present, weight, rare, average, query.candidates)
+        if common and scored:
+            best = scored[0].score
+            floor = best * query.keyword_floor
+            if len(scored) == query.candidates:
+                floor = max(floor, scored[-1].score)
+            # BM25's largest factor for one word is the shortest chunk's: a chunk holding
+            # only common words scores at most this.
+            factor = (BM25_K1 + 1.0) / (
+                1.0 + BM25_K1 * (1.0 - BM25_B + BM25_B * shortest / max(average, 1.0))
+            )
+            reachable = factor * sum(weight[w] for w in common)
+            if reachable < floor or (reachable == floor and query.keyword_floor > 0):
+                return scored
+        if common:
+            return self._bm25(s, target, present, weight, present, average, query.candidates)
+        return scored
+
+    @staticmethod
+    def _bm25(
+        s: Session,
+        target: IndexTarget,
+        words: Sequence[str],
+        weight: Mapping[str, float],
+        among: Sequence[str],
+        average: float,
+        limit: int,
+    ) -> list[Candidate]:
+        """BM25 over `words` of the chunks holding any of `among`, best first."""
+        # Only placeholders are generated; every word and weight is bound.
+        terms = " + ".join(
+            f"CASE WHEN lexemes @@ CAST(:w{i} AS tsquery) THEN CAST(:idf{i} AS float8) ELSE 0 END"
             for i in range(len(words))
         )
         params: dict[str, object] = {f"w{i}": _tsquery(w) for i, w in enumerate(words)}
+        params |= {f"idf{i}": weight[w] for i, w in enumerate(words)}
         params |= {
-            "any": " | ".join(_tsquery(w) for w in words),
-            "n": float(chunks),
+            "any": " | ".join(_tsquery(w) for w in among),
             "avg": max(average, 1.0),
             "tenant": target.tenant_id,
             "kb": target.knowledge_base_id,
-            "limit": query.candidates,
+            "limit": limit,
             "k1": BM25_K1,
             "k1p1": BM25_K1 + 1.0,
             "b": BM25_B,
         }
         rows = s.execute(
-            text(  # only placeholders are generated; every value is bound
+            text(
                 f"""
-                WITH matched AS (
-                    SELECT chunk_id, token_count, {hits}
-                    FROM knowledge_vectors
-                    WHERE knowledge_base_id = :kb AND tenant_id = :tenant
-                      AND lexemes @@ CAST(:any AS tsquery)
-                ), counted AS (
-                    SELECT *, {frequencies} FROM matched
-                )
                 SELECT chunk_id,
-                       ({weights}) * CAST(:k1p1 AS float8)
+                       ({terms}) * CAST(:k1p1 AS float8)
                        / (1.0 + CAST(:k1 AS float8) * (1.0 - CAST(:b AS float8)
                           + CAST(:b AS float8) * token_count / CAST(:avg AS float8))) AS score
-                FROM counted
+                FROM knowledge_vectors
+                WHERE knowledge_base_id = :kb AND tenant_id = :tenant
+                  AND lexemes @@ CAST(:any AS tsquery)
                 ORDER BY score DESC, chunk_id
                 LIMIT :limit
                 """  # noqa: S608
@@ -396,22 +490,24 @@ class PgvectorKnowledgeIndex:
         ).all()
         return [Candidate(chunk_id, float(score)) for chunk_id, score in rows if score > 0]
 
-    def _size(self, s: Session, target: IndexTarget) -> tuple[int, float]:
-        """Chunks in the knowledge base and their average word count, cached per revision."""
+    def _size(self, s: Session, target: IndexTarget) -> tuple[int, float, int]:
+        """Chunks in the knowledge base, their average and shortest word counts, cached per
+        revision (every write bumps it)."""
         with self._lock:
             cached = self._stats.get(target.knowledge_base_id)
         if cached is not None and cached[0] == target.revision:
-            return cached[1], cached[2]
-        chunks, average = s.execute(
+            return cached[1], cached[2], cached[3]
+        chunks, average, shortest = s.execute(
             text(
-                "SELECT count(*), coalesce(avg(token_count), 0) FROM knowledge_vectors "
-                "WHERE knowledge_base_id = :kb AND tenant_id = :tenant"
+                "SELECT count(*), coalesce(avg(token_count), 0), coalesce(min(token_count), 0) "
+                "FROM knowledge_vectors WHERE knowledge_base_id = :kb AND tenant_id = :tenant"
             ),
             {"kb": target.knowledge_base_id, "tenant": target.tenant_id},
         ).one()
+        stats = (target.revision, int(chunks), float(average), int(shortest))
         with self._lock:
-            self._stats[target.knowledge_base_id] = (target.revision, int(chunks), float(average))
-        return int(chunks), float(average)
+            self._stats[target.knowledge_base_id] = stats
+        return stats[1], stats[2], stats[3]
 
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         return chunk_table.fetch_chunks(self.db, target, chunk_ids)

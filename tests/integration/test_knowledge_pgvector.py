@@ -6,21 +6,27 @@ The shared behaviour (ranking, deletes, re-index, tenancy) is in the contract su
 
 from __future__ import annotations
 
+import random
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 
 from bot.server import create_app
 from core.db import Database
+from core.db.models import KnowledgeBaseRow
 from core.embeddings import HashingEmbedder
 from core.errors import ServiceUnavailable
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
 from core.knowledge.pgvector import PgvectorKnowledgeIndex, pgvector_problem
+from core.knowledge.port import Candidate, IndexQuery, IndexTarget
+from core.knowledge.ranking import KEYWORD_FLOOR, strong_keyword_matches
 from core.knowledge.schemas import KnowledgeBaseSpec
 from core.knowledge.service import KnowledgeService
 from core.wiring import build_container
@@ -249,3 +255,92 @@ def test_a_postgresql_without_pgvector_is_named_as_the_problem():
 
 def test_the_pgvector_server_passes_the_check(database: Database):
     assert pgvector_problem(database) is None
+
+
+def zipf_corpus(chunks: int, seed: int) -> list[bytes]:
+    """Paragraphs of Zipf-distributed words: a few words in most chunks, most in few."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(300)]
+    weights = [1.0 / (rank + 1) ** 1.1 for rank in range(len(words))]
+    paragraphs = [
+        " ".join(rng.choices(words, weights, k=rng.randint(5, 40))) for _ in range(chunks)
+    ]
+    # A heading per paragraph: one chunk each (a section never shares a chunk), 50 per file.
+    sections = [f"# S{i}\n\n{p}" for i, p in enumerate(paragraphs)]
+    return ["\n\n".join(sections[i : i + 50]).encode() for i in range(0, chunks, 50)]
+
+
+@pytest.fixture
+def zipf_kb(database: Database) -> tuple[KnowledgeService, str]:
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-zipf", KnowledgeBaseSpec(name=f"zipf-{uuid.uuid4().hex[:8]}"))
+    for i, body in enumerate(zipf_corpus(400, seed=7)):
+        service.ingest("t-zipf", kb.id, f"part-{i}.md", body)
+    return service, kb.id
+
+
+def keyword_scores(index: Any, target: IndexTarget, q: str, candidates: int) -> list[Candidate]:
+    query = IndexQuery(q, np.zeros(64, np.float32), 2.0, candidates, keyword_floor=KEYWORD_FLOOR)
+    return strong_keyword_matches(index.search(target, query).keyword)
+
+
+def test_keyword_ranking_matches_the_embedded_providers_bm25(database, zipf_kb):
+    """Both providers read the same chunks here, so their BM25 must agree exactly: same
+    chunks above the floor, same scores, whether or not the common words were pruned."""
+    service, kb_id = zipf_kb
+    with database.session() as s:
+        revision = s.scalar(select(KnowledgeBaseRow.revision).where(KnowledgeBaseRow.id == kb_id))
+    target = IndexTarget("t-zipf", kb_id, 64, int(revision or 0))
+    pg, embedded = service.index, EmbeddedKnowledgeIndex(database)
+    rng = random.Random(3)
+    for _ in range(60):
+        q = " ".join(f"w{rng.choice([0, 1, 2, 5, 20, 80, 150, 299])}" for _ in range(3))
+        for candidates in (5, 1000):
+            ours = keyword_scores(pg, target, q, candidates)
+            theirs = keyword_scores(embedded, target, q, candidates)
+            assert [round(c.score, 3) for c in ours] == [round(c.score, 3) for c in theirs], q
+            assert {c.chunk_id for c in ours if c.score > ours[-1].score + 1e-3} == {
+                c.chunk_id for c in theirs if c.score > theirs[-1].score + 1e-3
+            }, q
+
+
+def test_chunks_holding_only_common_words_are_not_scored_when_they_cannot_rank(database, zipf_kb):
+    service, kb_id = zipf_kb
+    scoring: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "token_count / CAST" in statement:
+            scoring.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        found = service.search("t-zipf", kb_id, "w0 w1 w299")  # two of the commonest, one rare
+        service.search("t-zipf", kb_id, "w0 w1")  # only common words: scored in full
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    assert found and all(m.keyword_score is None or "w299" in m.text.split() for m in found)
+    assert len(scoring) == 2  # one pass each: the rare word's chunks, then every match
+
+
+def test_document_frequencies_follow_ingest_replace_and_delete(database: Database):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database))
+    kb = service.create("t-df", KnowledgeBaseSpec(name="terms"))
+    first = service.ingest("t-df", kb.id, "a.md", b"# A\n\nalpha beta\n\n# B\n\nalpha gamma")
+    service.ingest("t-df", kb.id, "b.txt", b"alpha delta")
+
+    def frequencies() -> dict[str, int]:
+        with database.session() as s:
+            rows = s.execute(
+                text("SELECT term, df FROM knowledge_terms WHERE knowledge_base_id = :kb"),
+                {"kb": kb.id},
+            ).all()
+        return {term: df for term, df in rows}
+
+    assert first.chunks == 2
+    assert frequencies() == {"alpha": 3, "beta": 1, "gamma": 1, "delta": 1}
+    service.ingest("t-df", kb.id, "b.txt", b"epsilon")  # replaced
+    assert frequencies() == {"alpha": 2, "beta": 1, "gamma": 1, "epsilon": 1}
+    service.delete_document("t-df", kb.id, first.document.id)
+    assert frequencies() == {"epsilon": 1}
+    service.delete("t-df", kb.id)
+    assert frequencies() == {}
