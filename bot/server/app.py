@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
 from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
@@ -65,6 +66,9 @@ def create_app(
         )
     if slack is not None:
         workers.every(60, "recover-slack-turns", slack.recover)
+    # The first question to a large knowledge base would otherwise wait for its load (seconds
+    # at 100k chunks); later runs pick up what other replicas wrote, cheaply when current.
+    workers.every(300, "warm-knowledge", lambda: to_thread.run_sync(container.knowledge.warm))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

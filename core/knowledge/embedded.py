@@ -255,6 +255,23 @@ class EmbeddedKnowledgeIndex:
         self._evict_beyond_budget(keep=target.knowledge_base_id)
         return found
 
+    def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
+        """Load knowledge bases, most wanted first, while they fit in the cache budget;
+        one already current costs a revision comparison."""
+        loaded = 0
+        budget = self.max_cached_chunks
+        for target, size in targets:
+            if size > budget:
+                break
+            budget -= size
+            cache = self._cache(target.knowledge_base_id)
+            with cache.lock:
+                before = cache.revision
+                self._refresh(target, cache)
+                if cache.revision != before:
+                    loaded += cache.count
+        return loaded
+
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         return chunk_table.fetch_chunks(self.db, target, chunk_ids)
 

@@ -512,6 +512,9 @@ class PgvectorKnowledgeIndex:
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         return chunk_table.fetch_chunks(self.db, target, chunk_ids)
 
+    def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
+        return 0  # PostgreSQL keeps its own buffer cache; there is nothing of ours to load
+
     def iter_chunks(self, target: IndexTarget, batch_size: int) -> Iterator[list[ChunkRecord]]:
         return chunk_table.iter_chunks(self.db, target, batch_size)
 

@@ -147,3 +147,9 @@ class KnowledgeIndex(Protocol):
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         """The chunks with these ids (any order; missing ids are left out)."""
         ...
+
+    def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
+        """Get ready to search these knowledge bases (each with its chunk count, most
+        wanted first) so the first question after a start does not wait for a load;
+        returns how many chunks were loaded. An index with nothing to load returns 0."""
+        ...

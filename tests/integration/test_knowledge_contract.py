@@ -327,3 +327,11 @@ def test_deleting_a_knowledge_base_removes_its_documents_and_chunks(service, han
     assert chunk_rows(db, knowledge_base_id=handbook) == 0
     with pytest.raises(NotFound):
         service.search("t1", handbook, "vault")
+
+
+def test_warming_is_safe_and_changes_no_answer(make_service, service, handbook):
+    before = service.search("t1", handbook, "ABC-1234 refunds")
+    fresh = make_service()
+    assert fresh.warm() >= 0
+    assert fresh.warm() == 0  # nothing changed since
+    assert fresh.search("t1", handbook, "ABC-1234 refunds") == before
