@@ -144,8 +144,12 @@ class PgvectorKnowledgeIndex:
     def prepare(self, batch_size: int = 1000) -> int:
         """Create the extension, table and indexes if missing, then index every chunk that
         has no vector row yet (written under another provider). Returns how many."""
+        # Replicas starting together would race on CREATE … IF NOT EXISTS (it is not atomic
+        # against itself) and on indexing the same chunks: one of them does it at a time.
+        lock = text("SELECT pg_advisory_xact_lock(hashtext('cosmo-knowledge-vectors'))")
         try:
             with self.db.session() as s:
+                s.execute(lock)
                 for statement in _SCHEMA:
                     s.execute(text(statement))
         except DBAPIError as exc:
@@ -157,6 +161,7 @@ class PgvectorKnowledgeIndex:
         total = 0
         while True:
             with self.db.session() as s:
+                s.execute(lock)
                 rows = s.execute(
                     text(
                         """

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, text
 
 from bot.server import create_app
-from core.db import Database
+from core.db import Database, upgrade
 from core.db.models import KnowledgeBaseRow
 from core.embeddings import HashingEmbedder
 from core.errors import ServiceUnavailable
@@ -344,3 +344,41 @@ def test_document_frequencies_follow_ingest_replace_and_delete(database: Databas
     assert frequencies() == {"epsilon": 1}
     service.delete("t-df", kb.id)
     assert frequencies() == {}
+
+
+def test_replicas_starting_together_prepare_the_schema_once(pgvector_server):
+    """Several processes start on one new database: none fails, chunks are indexed once."""
+    url = pgvector_server.create()
+    upgrade(url)
+    seed = Database.from_url(url)
+    writer = KnowledgeService(seed, EMBEDDER, EmbeddedKnowledgeIndex(seed))
+    kb = writer.create("t-boot", KnowledgeBaseSpec(name="guides"))
+    for i in range(4):
+        writer.ingest("t-boot", kb.id, f"guide-{i}.md", document(i))
+    chunks = writer.get("t-boot", kb.id).chunk_count
+    replicas = [Database.from_url(url) for _ in range(4)]
+    barrier = threading.Barrier(len(replicas))
+    indexed: list[int] = []
+    errors: list[BaseException] = []
+
+    def start(db: Database) -> None:
+        try:
+            barrier.wait()
+            indexed.append(PgvectorKnowledgeIndex(db, prepare=False, hnsw_from=1).prepare())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(db,)) for db in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert sorted(indexed) == [0] * (len(replicas) - 1) + [chunks]
+    service = KnowledgeService(seed, EMBEDDER, PgvectorKnowledgeIndex(seed))
+    found = service.search("t-boot", kb.id, "code-2-1")
+    best_keyword = max(found, key=lambda m: m.keyword_score or 0.0)
+    assert (best_keyword.document, best_keyword.section) == ("guide-2.md", "Guide 2 > Part 1")
+    for db in [seed, *replicas]:
+        db.dispose()
