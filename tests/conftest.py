@@ -56,10 +56,12 @@ class PostgresDatabases:
             pytest.exit(f"TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}", 2)
         self.created: list[str] = []
 
-    def create(self) -> str:
+    def create(self, template: str | None = None) -> str:
+        """A new database (a copy of `template`, a URL nobody is connected to, if given)."""
         name = f"cosmo_test_{uuid.uuid4().hex[:12]}"
+        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
         with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         self.created.append(name)
         return self.base.set(database=name).render_as_string(hide_password=False)
 
@@ -123,6 +125,20 @@ def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     if server is not None:
         server.cleanup()
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgvector_template(pgvector_server: PostgresDatabases) -> str:
+    """A migrated database with the pgvector schema that no one connects to: tests that
+    need commits of their own copy it (`pgvector_server.create(template=…)`), fast."""
+    from core.knowledge.pgvector import PgvectorKnowledgeIndex
+
+    url = pgvector_server.create()
+    upgrade(url)
+    db = Database.from_url(url)
+    PgvectorKnowledgeIndex(db)
+    db.dispose()
+    return url
 
 
 @pytest.fixture(scope="session")

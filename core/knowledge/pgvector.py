@@ -12,8 +12,13 @@ transaction, so replicas never see a passage without its vector or the reverse.
   vector_dims(embedding) = d`. Per knowledge base, because a filter applied after a
   shared HNSW scan returns too few rows when one knowledge base is a small part of the
   table; per dimension, because the column holds any model's vectors while re-indexing.
-  The index is built in bulk by the write that takes the knowledge base past
-  `hnsw_from` chunks (about 8x faster per vector than inserting into an existing graph).
+  Once a write takes the knowledge base past `hnsw_from` chunks, the index is built in
+  bulk (about 8x faster per vector than inserting into an existing graph) right after that
+  write commits, with `CREATE INDEX CONCURRENTLY`: writers and searches go on meanwhile,
+  and no ingest transaction ever holds a table lock that another could deadlock on. One
+  build runs at a time; a knowledge base whose build finds another running gets its index
+  from the sweep (`warm`, every few minutes). The search is the same SQL with or without
+  the index, so results never depend on timing.
   The id and dimension are written into the SQL as literals (validated) so the planner
   can prove the partial index applies; a bound parameter would hide it in a generic plan.
 * **By keywords**: the same BM25 as the embedded provider over the same tokens
@@ -40,7 +45,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -70,6 +75,8 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_FROM = 20_000  # chunks (of one dimension) from which a knowledge base gets its index
 MIN_EF_SEARCH = 100  # pgvector's default is 40; raised further to the candidates asked for
+_PENDING = "cosmo.pgvector.maintain"
+_DDL_LOCK = 0x636F736D6F6B76  # one process at a time builds or drops HNSW indexes
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _SCHEMA = (
@@ -187,7 +194,8 @@ class PgvectorKnowledgeIndex:
                     vectors.setdefault(target, []).append(vector)
                 for target, chunks in by_target.items():
                     self._insert_vectors(s, target, chunks, np.stack(vectors[target]))
-                    self._ensure_hnsw(s, target)
+            for target in by_target:
+                self.maintain(target.knowledge_base_id, target.dimension)
             total += len(rows)
         if total:
             _log.info("pgvector: indexed %d chunks stored before this provider was used", total)
@@ -203,7 +211,7 @@ class PgvectorKnowledgeIndex:
             return
         chunk_table.insert_chunks(session, target, chunks, vectors)
         self._insert_vectors(session, target, [(c.id, c.section, c.text) for c in chunks], vectors)
-        self._ensure_hnsw(session, target)
+        self._after_commit(session, target.knowledge_base_id, target.dimension)
 
     def remove_document(self, session: Session, target: IndexTarget, document_id: str) -> int:
         counts = session.execute(
@@ -227,8 +235,7 @@ class PgvectorKnowledgeIndex:
             text("DELETE FROM knowledge_terms WHERE knowledge_base_id = :kb"),
             {"kb": target.knowledge_base_id},
         )
-        for name in self._hnsw_indexes(session, target.knowledge_base_id):
-            session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+        self._after_commit(session, target.knowledge_base_id, None)
         with self._lock:
             self._stats.pop(target.knowledge_base_id, None)
 
@@ -249,7 +256,7 @@ class PgvectorKnowledgeIndex:
                 for i, cid in enumerate(chunk_ids)
             ],
         )
-        self._ensure_hnsw(session, target)
+        self._after_commit(session, target.knowledge_base_id, target.dimension)
 
     def _insert_vectors(
         self,
@@ -313,60 +320,109 @@ class PgvectorKnowledgeIndex:
                 {"kb": target.knowledge_base_id},
             )
 
-    def _ensure_hnsw(self, session: Session, target: IndexTarget) -> None:
-        """After a write: give the knowledge base its HNSW index for this dimension once it
-        holds `hnsw_from` such chunks, built in bulk in this transaction, and drop an index
-        of another dimension (the model before a re-index). An advisory lock makes
-        concurrent writers build it once."""
-        kb, dimension = _safe(target.knowledge_base_id), int(target.dimension)
-        name = _index_name(kb, dimension)
-        if session.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
+    # -- HNSW indexes (outside any write's transaction) -------------------------------------
+
+    def _after_commit(
+        self, session: Session, knowledge_base_id: str, dimension: int | None
+    ) -> None:
+        """Maintain the knowledge base's index once `session` commits (never on rollback);
+        `dimension` None: the knowledge base is gone, drop its indexes."""
+        pending: dict[str, int | None] = session.info.setdefault(_PENDING, {})
+        if not pending:
+            event.listen(session, "after_commit", self._maintain_pending, once=True)
+        pending[knowledge_base_id] = dimension
+
+    def _maintain_pending(self, session: Session) -> None:
+        for knowledge_base_id, dimension in session.info.pop(_PENDING, {}).items():
+            try:
+                self.maintain(knowledge_base_id, dimension)
+            except Exception:  # the write is committed; the next write or restart retries
+                _log.exception("pgvector: could not maintain the index of %s", knowledge_base_id)
+
+    def maintain(self, knowledge_base_id: str, dimension: int | None) -> bool:
+        """Bring a knowledge base's HNSW indexes in line with its chunks: build the one for
+        `dimension` once it holds `hnsw_from` such chunks, drop any other (another model's,
+        a failed build's, or all of them when `dimension` is None). False: deferred.
+
+        Runs on its own autocommit connection with the `CONCURRENTLY` forms. Two of those on
+        one table wait for each other's transactions and deadlock, so one process at a time
+        does this work, under an advisory lock it only *tries* to take (a blocked attempt
+        would hold a snapshot the running build waits for). Whoever finds it taken leaves the
+        work to the sweep (`warm`, every few minutes); searches are exact meanwhile.
+        """
+        kb = _safe(knowledge_base_id)
+        want = None if dimension is None else _index_name(kb, int(dimension))
+        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not conn.scalar(text(f"SELECT pg_try_advisory_lock({_DDL_LOCK})")):
+                return False
+            try:
+                self._reconcile(conn, kb, want, dimension)
+            finally:
+                conn.execute(text(f"SELECT pg_advisory_unlock({_DDL_LOCK})"))
+        return True
+
+    def _reconcile(
+        self, conn: Connection, kb: str, want: str | None, dimension: int | None
+    ) -> None:
+        for name, valid in self._hnsw_indexes(conn, kb).items():
+            if name != want or not valid:
+                conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+        if want is None or dimension is None or want in self._hnsw_indexes(conn, kb):
             return
-        stale = [other for other in self._hnsw_indexes(session, kb) if other != name]
-        if not stale and self._count(session, kb, dimension) < self.hnsw_from:
-            return
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"cosmo-kv:{kb}"}
-        )
-        for other in stale:
-            session.execute(text(f'DROP INDEX IF EXISTS "{other}"'))
-        if self._count(session, kb, dimension) < self.hnsw_from:
-            return
-        session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-        session.execute(
+        count = conn.scalar(
             text(
-                f'CREATE INDEX IF NOT EXISTS "{name}" ON knowledge_vectors '
-                f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) "
+                "SELECT count(*) FROM knowledge_vectors WHERE knowledge_base_id = :kb "
+                "AND vector_dims(embedding) = :dimension"
+            ),
+            {"kb": kb, "dimension": int(dimension)},
+        )
+        if int(count or 0) < self.hnsw_from:
+            return
+        conn.execute(text("SET maintenance_work_mem = '256MB'"))
+        conn.execute(
+            text(
+                f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{want}" ON knowledge_vectors '
+                f"USING hnsw ((embedding::vector({int(dimension)})) vector_cosine_ops) "
                 f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
-                f"WHERE knowledge_base_id = '{kb}' AND vector_dims(embedding) = {dimension}"
+                f"WHERE knowledge_base_id = '{kb}' AND vector_dims(embedding) = {int(dimension)}"
             )
         )
+        conn.execute(text("RESET maintenance_work_mem"))
+
+    def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
+        """The sweep: build indexes that writes had to leave for later, and drop those of
+        knowledge bases that are gone. Nothing is loaded into memory, so it returns 0."""
+        wanted = {_index_name(_safe(t.knowledge_base_id), t.dimension) for t, _ in targets}
+        for target, size in targets:
+            if size >= self.hnsw_from:
+                self.maintain(target.knowledge_base_id, target.dimension)
+        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not conn.scalar(text(f"SELECT pg_try_advisory_lock({_DDL_LOCK})")):
+                return 0
+            try:
+                for name in self._hnsw_indexes(conn, None):
+                    if name not in wanted:
+                        conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+            finally:
+                conn.execute(text(f"SELECT pg_advisory_unlock({_DDL_LOCK})"))
+        return 0
 
     @staticmethod
-    def _count(session: Session, knowledge_base_id: str, dimension: int) -> int:
-        return int(
-            session.scalar(
-                text(
-                    "SELECT count(*) FROM knowledge_vectors WHERE knowledge_base_id = :kb "
-                    "AND vector_dims(embedding) = :dimension"
-                ),
-                {"kb": knowledge_base_id, "dimension": dimension},
-            )
-            or 0
+    def _hnsw_indexes(conn: Connection | Session, knowledge_base_id: str | None) -> dict[str, bool]:
+        """HNSW indexes of one knowledge base (None: of all) by name, with whether each is
+        usable (a build that failed half way leaves an invalid one behind)."""
+        prefix = "kv_hnsw_"
+        if knowledge_base_id is not None:
+            prefix = _index_name(_safe(knowledge_base_id), 0).rsplit("_", 1)[0] + "_"
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, i.indisvalid FROM pg_class c "
+                "JOIN pg_index i ON i.indexrelid = c.oid "
+                "WHERE c.relkind = 'i' AND starts_with(c.relname, :prefix)"
+            ),
+            {"prefix": prefix},
         )
-
-    @staticmethod
-    def _hnsw_indexes(session: Session, knowledge_base_id: str) -> list[str]:
-        prefix = _index_name(_safe(knowledge_base_id), 0).rsplit("_", 1)[0] + "_"
-        return list(
-            session.scalars(
-                text(
-                    "SELECT indexname FROM pg_indexes WHERE tablename = 'knowledge_vectors' "
-                    "AND starts_with(indexname, :prefix)"
-                ),
-                {"prefix": prefix},
-            )
-        )
+        return {name: bool(valid) for name, valid in rows}
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -516,9 +572,6 @@ class PgvectorKnowledgeIndex:
 
     def chunks(self, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         return chunk_table.fetch_chunks(self.db, target, chunk_ids)
-
-    def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
-        return 0  # PostgreSQL keeps its own buffer cache; there is nothing of ours to load
 
     def iter_chunks(self, target: IndexTarget, batch_size: int) -> Iterator[list[ChunkRecord]]:
         return chunk_table.iter_chunks(self.db, target, batch_size)

@@ -24,7 +24,7 @@ from core.db.models import KnowledgeBaseRow
 from core.embeddings import HashingEmbedder
 from core.errors import ServiceUnavailable
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
-from core.knowledge.pgvector import PgvectorKnowledgeIndex, pgvector_problem
+from core.knowledge.pgvector import _DDL_LOCK, PgvectorKnowledgeIndex, pgvector_problem
 from core.knowledge.port import Candidate, IndexQuery, IndexTarget
 from core.knowledge.ranking import KEYWORD_FLOOR, strong_keyword_matches
 from core.knowledge.schemas import KnowledgeBaseSpec
@@ -55,9 +55,10 @@ def database(pgvector_url: str) -> Iterator[Database]:
 
 
 def hnsw_indexes(db: Database, knowledge_base_id: str) -> list[str]:
+    """The knowledge base's usable HNSW indexes."""
     index = PgvectorKnowledgeIndex(db, prepare=False)
     with db.session() as s:
-        return index._hnsw_indexes(s, knowledge_base_id)
+        return sorted(name for name, ok in index._hnsw_indexes(s, knowledge_base_id).items() if ok)
 
 
 def test_a_small_knowledge_base_is_searched_exactly_until_it_earns_an_index(
@@ -382,3 +383,56 @@ def test_replicas_starting_together_prepare_the_schema_once(pgvector_server):
     assert (best_keyword.document, best_keyword.section) == ("guide-2.md", "Guide 2 > Part 1")
     for db in [seed, *replicas]:
         db.dispose()
+
+
+def test_knowledge_bases_crossing_the_threshold_together_all_get_their_index(
+    database: Database,
+):
+    """Each writer has already deleted vectors (a replaced document) when its knowledge
+    base earns an index: building inside those transactions could deadlock them."""
+    index = PgvectorKnowledgeIndex(database, hnsw_from=6)
+    service = KnowledgeService(database, EMBEDDER, index)
+    bases = [service.create("t-cross", KnowledgeBaseSpec(name=f"kb-{i}")) for i in range(4)]
+    for kb in bases:
+        service.ingest("t-cross", kb.id, "guide.md", document(1))  # 4 chunks: no index yet
+    assert all(hnsw_indexes(database, kb.id) == [] for kb in bases)
+    barrier = threading.Barrier(len(bases))
+    errors: list[BaseException] = []
+
+    def replace(kb_id: str) -> None:
+        try:
+            barrier.wait()
+            bigger = document(2) + b"\n\n" + document(3).replace(b"# Guide 3", b"# More")
+            service.ingest("t-cross", kb_id, "guide.md", bigger)  # 8 chunks
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replace, args=(kb.id,)) for kb in bases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    built = [kb for kb in bases if hnsw_indexes(database, kb.id)]
+    assert built  # at least the first builder's; the others may wait for the sweep
+    service.warm()
+    assert all(len(hnsw_indexes(database, kb.id)) == 1 for kb in bases)
+
+
+def test_the_sweep_drops_the_index_of_a_knowledge_base_deleted_during_another_build(
+    database: Database,
+):
+    service = KnowledgeService(database, EMBEDDER, PgvectorKnowledgeIndex(database, hnsw_from=1))
+    kb = service.create("t-sweep", KnowledgeBaseSpec(name="guides"))
+    service.ingest("t-sweep", kb.id, "guide.md", document(4))
+    assert len(hnsw_indexes(database, kb.id)) == 1
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+        other.execute(text(f"SELECT pg_advisory_lock({_DDL_LOCK})"))  # a build elsewhere
+        service.delete("t-sweep", kb.id)
+        assert len(hnsw_indexes(database, kb.id)) == 1  # left for later
+        other.execute(text(f"SELECT pg_advisory_unlock({_DDL_LOCK})"))
+
+    service.warm()
+
+    assert hnsw_indexes(database, kb.id) == []
