@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,6 +50,28 @@ def _open() -> tuple[Settings, Container]:
     return settings, _container(settings)
 
 
+@contextmanager
+def _session(tenant: str | None) -> Iterator[tuple[str, Container]]:
+    """The tenant id (`--tenant` or the default) and a container, closed at the end."""
+    settings, container = _open()
+    try:
+        yield tenant or settings.default_tenant, container
+    finally:
+        container.close()
+
+
+@contextmanager
+def _errors_exit_1() -> Iterator[None]:
+    """A `CosmoError` is reported as `error: <detail>` and ends the command with exit code 1."""
+    from core.errors import CosmoError
+
+    try:
+        yield
+    except CosmoError as exc:
+        err.print(f"error: {exc.detail}")
+        raise typer.Exit(1) from None
+
+
 def _knowledge_base(container: Container, tenant: str, name: str) -> KnowledgeBaseView:
     from core.errors import NotFound
 
@@ -72,42 +96,34 @@ def create(
     tenant: TenantOpt = None,
 ) -> None:
     """Create a knowledge base (its chunking is fixed for documents ingested later)."""
-    from core.errors import CosmoError, ValidationFailed
+    from core.errors import ValidationFailed
     from core.knowledge.service import parse_spec
 
-    settings, container = _open()
-    try:
-        spec = parse_spec(
-            {
-                "name": name,
-                "description": description,
-                "chunk_size": chunk_size,
-                "chunk_overlap": chunk_overlap,
-                "top_k": top_k,
-                "score_threshold": threshold,
-            }
-        )
-        kb = container.knowledge.create(tenant or settings.default_tenant, spec)
-    except ValidationFailed as exc:
-        for e in exc.errors:
-            err.print(f"invalid: {e.path.removeprefix('body.')}: {e.msg}")
-        raise typer.Exit(2) from None
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
+        try:
+            spec = parse_spec(
+                {
+                    "name": name,
+                    "description": description,
+                    "chunk_size": chunk_size,
+                    "chunk_overlap": chunk_overlap,
+                    "top_k": top_k,
+                    "score_threshold": threshold,
+                }
+            )
+            kb = container.knowledge.create(tenant_id, spec)
+        except ValidationFailed as exc:
+            for e in exc.errors:
+                err.print(f"invalid: {e.path.removeprefix('body.')}: {e.msg}")
+            raise typer.Exit(2) from None
     out.print(f"knowledge base {kb.name} created ({kb.id}, {kb.embedding_model})")
 
 
 @kb_app.command("list")
 def list_(tenant: TenantOpt = None) -> None:
     """List knowledge bases with their documents and chunks."""
-    settings, container = _open()
-    try:
-        page = container.knowledge.list(tenant or settings.default_tenant, limit=200)
-    finally:
-        container.close()
+    with _session(tenant) as (tenant_id, container):
+        page = container.knowledge.list(tenant_id, limit=200)
     table = Table("name", "documents", "chunks", "chunking", "top_k", "threshold", "model")
     for kb in page.items:
         table.add_row(
@@ -140,7 +156,7 @@ def update(
 ) -> None:
     """Change settings. Search settings apply at once; chunk settings to documents ingested
     afterwards (run `cosmo kb ingest` again to re-chunk the existing ones)."""
-    from core.errors import CosmoError, ValidationFailed
+    from core.errors import ValidationFailed
     from core.knowledge.service import parse_patch
 
     given = {
@@ -157,20 +173,14 @@ def update(
             "--chunk-size or --chunk-overlap"
         )
         raise typer.Exit(2)
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
-        before = _knowledge_base(container, tenant_id, name)
-        after = container.knowledge.update(tenant_id, before.id, parse_patch(changes))
-    except ValidationFailed as exc:
-        for e in exc.errors:
-            err.print(f"invalid: {_option(e.path)}: {e.msg}")
-        raise typer.Exit(2) from None
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
+        try:
+            before = _knowledge_base(container, tenant_id, name)
+            after = container.knowledge.update(tenant_id, before.id, parse_patch(changes))
+        except ValidationFailed as exc:
+            for e in exc.errors:
+                err.print(f"invalid: {_option(e.path)}: {e.msg}")
+            raise typer.Exit(2) from None
     changed = [
         f"{field} {getattr(before, field)!r} -> {getattr(after, field)!r}"
         for field in given
@@ -213,36 +223,29 @@ def delete(
 ) -> None:
     """Delete a knowledge base with its documents. Refused while agents use it, unless
     --force (which removes it from their lists, as a new version of each)."""
-    from core.errors import CosmoError
     from core.knowledge.schemas import KnowledgeBaseInUse
 
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
-        kb = _knowledge_base(container, tenant_id, name)
-        if not yes:
-            if not sys.stdin.isatty():
-                err.print("error: not a terminal: pass --yes to delete without asking")
-                raise typer.Exit(2)
-            question = (
-                f"Delete knowledge base {kb.name} with its {kb.document_count} document(s) "
-                f"and {kb.chunk_count} chunk(s)?"
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
+        try:
+            kb = _knowledge_base(container, tenant_id, name)
+            if not yes:
+                if not sys.stdin.isatty():
+                    err.print("error: not a terminal: pass --yes to delete without asking")
+                    raise typer.Exit(2)
+                question = (
+                    f"Delete knowledge base {kb.name} with its {kb.document_count} document(s) "
+                    f"and {kb.chunk_count} chunk(s)?"
+                )
+                if not typer.confirm(question, default=False):
+                    err.print("not deleted")
+                    raise typer.Exit(1)
+            detached = container.knowledge.delete(tenant_id, kb.id, force=force, actor="cli")
+        except KnowledgeBaseInUse as exc:
+            err.print(
+                f"error: {kb.name} is used by agent(s) {', '.join(exc.agents)}; remove it from "
+                "them first, or pass --force to remove it from their lists as well"
             )
-            if not typer.confirm(question, default=False):
-                err.print("not deleted")
-                raise typer.Exit(1)
-        detached = container.knowledge.delete(tenant_id, kb.id, force=force, actor="cli")
-    except KnowledgeBaseInUse as exc:
-        err.print(
-            f"error: {kb.name} is used by agent(s) {', '.join(exc.agents)}; remove it from "
-            "them first, or pass --force to remove it from their lists as well"
-        )
-        raise typer.Exit(1) from None
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
+            raise typer.Exit(1) from None
     out.print(f"knowledge base {kb.name} deleted", markup=False)
     if detached:
         out.print(f"removed from agent(s) {', '.join(detached)}", markup=False)
@@ -254,9 +257,7 @@ def docs(
     tenant: TenantOpt = None,
 ) -> None:
     """List a knowledge base's documents: name, chunks, size, last ingested."""
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
+    with _session(tenant) as (tenant_id, container):
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         documents = []
         cursor: str | None = None
@@ -266,8 +267,6 @@ def docs(
             cursor = page.next_cursor
             if cursor is None:
                 break
-    finally:
-        container.close()
     if not documents:
         out.print(f"{kb.name} has no documents; add some with `cosmo kb ingest {kb.name} PATH`")
         return
@@ -297,11 +296,9 @@ def rm(
     tenant: TenantOpt = None,
 ) -> None:
     """Delete a document with its chunks and vectors."""
-    from core.errors import CosmoError, NotFound
+    from core.errors import NotFound
 
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         try:
             doc = container.knowledge.document_named(tenant_id, kb.id, document)
@@ -312,11 +309,6 @@ def rm(
             )
             raise typer.Exit(1) from None
         container.knowledge.delete_document(tenant_id, kb.id, doc.id)
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
     out.print(f"{doc.name} deleted from {kb.name} ({doc.chunk_count} chunks)", markup=False)
 
 
@@ -373,7 +365,7 @@ def ingest(
         console=out,
     )
     try:
-        with progress:
+        with _errors_exit_1(), progress:
             task = progress.add_task(kb.name, total=len(files), chunks=0, rate="-")
 
             def embedded(n: int) -> None:
@@ -403,9 +395,6 @@ def ingest(
                     counts[result.status] += 1
                 progress.advance(task)
             progress.update(task, description=kb.name)
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
     finally:
         container.close()
     for name, reason in failures:
@@ -438,18 +427,9 @@ def search(
     tenant: TenantOpt = None,
 ) -> None:
     """Show what agents would find for QUERY, with sources and scores."""
-    from core.errors import CosmoError
-
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         matches = container.knowledge.search(tenant_id, kb.id, query, limit=limit)
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
     if not matches:
         out.print("no matches")
     for i, m in enumerate(matches, 1):
@@ -465,11 +445,7 @@ def reindex(
     tenant: TenantOpt = None,
 ) -> None:
     """Re-embed every chunk with the current embedding model (after changing it)."""
-    from core.errors import CosmoError
-
-    settings, container = _open()
-    tenant_id = tenant or settings.default_tenant
-    try:
+    with _session(tenant) as (tenant_id, container), _errors_exit_1():
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -483,10 +459,5 @@ def reindex(
             done = container.knowledge.reindex(
                 tenant_id, kb.id, progress=lambda n: progress.advance(task, n)
             )
-    except CosmoError as exc:
-        err.print(f"error: {exc.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
     model = container.knowledge.embedder.model_name
     out.print(f"{kb.name}: {done} chunks re-embedded with {model}")

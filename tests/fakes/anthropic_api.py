@@ -40,20 +40,16 @@ import dataclasses
 import json
 import math
 import secrets
-import socket
 import string
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 
-from tests.fakes.local_server import serve_in_thread, stop_serving
+from tests.fakes.local_server import ServedFake, TrackedHandler, TrackedHTTPServer
 
 __all__ = [
     "ApiError",
@@ -676,25 +672,16 @@ class _Stopping(Exception):
     """Raised inside a handler's sleep so a stopping fake does not wait out scripted latency."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackedHTTPServer["FakeAnthropicAPI"]):
     request_queue_size = 256  # benchmarks open ~50 connections at once; 5 would drop SYNs
-
-    def __init__(self, fake: FakeAnthropicAPI) -> None:
-        self.fake = fake
-        self.connections: dict[socket.socket, threading.Thread] = {}
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up mid-stream are normal (a test may stop reading early).
-        if not isinstance(sys.exc_info()[1], ConnectionError | _Stopping):
-            super().handle_error(request, client_address)
+    # Clients that hang up mid-stream are normal (a test may stop reading early).
+    ignored_errors = (ConnectionError, _Stopping)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, like the real API
     disable_nagle_algorithm = True  # small SSE frames must leave at once for latency tests
+    thread_name = HANDLER_THREAD_NAME
     server: _Server
     _headers_sent = False
 
@@ -702,29 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_sent = True
         super().end_headers()
 
-    def setup(self) -> None:
-        super().setup()
-        thread = threading.current_thread()
-        thread.name = f"{HANDLER_THREAD_NAME}:{self.server.server_address[1]}"
-        with self.server.connections_lock:
-            self.server.connections[self.connection] = thread
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        with self.server.connections_lock:
-            self.server.connections.pop(self.connection, None)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    # -- entry points ------------------------------------------------------------------------
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
+    # -- entry point (`do_GET` and `do_POST` call it) ----------------------------------------
 
     def _serve(self) -> None:
         try:
@@ -897,7 +862,9 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 
 
-class FakeAnthropicAPI:
+class FakeAnthropicAPI(
+    ServedFake, server=_Server, handler=_Handler, thread_name="fake-anthropic-api"
+):
     """A scripted Messages API on 127.0.0.1:<ephemeral>, served from a background thread.
 
     Everything a handler thread touches is guarded, so one instance can serve many
@@ -927,44 +894,8 @@ class FakeAnthropicAPI:
         self._request_arrived = threading.Condition(self._lock)
         self._errors: list[BaseException] = []
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> FakeAnthropicAPI:
-        if self._server is not None:
-            raise RuntimeError("FakeAnthropicAPI is already running")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = serve_in_thread(self._server, "fake-anthropic-api")
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        stop_serving(server, thread)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeAnthropicAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeAnthropicAPI is not running; call start() first")
-        return int(self._server.server_address[1])
+    # -- lifecycle: start(), stop(), `with` and `port` come from ServedFake ------------------------
 
     @property
     def base_url(self) -> str:

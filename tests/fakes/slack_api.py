@@ -41,19 +41,15 @@ import copy
 import dataclasses
 import json
 import math
-import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes.local_server import serve_in_thread, stop_serving
+from tests.fakes.local_server import ServedFake, TrackedHandler, TrackedHTTPServer
 from tests.fakes.slack_methods import HANDLERS
 from tests.fakes.slack_workspace import (
     APP_ID,
@@ -159,60 +155,20 @@ class _Throttle:
 # --------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackedHTTPServer["FakeSlackAPI"]):
     request_queue_size = 128
 
-    def __init__(self, fake: FakeSlackAPI) -> None:
-        self.fake = fake
-        self.connections: dict[socket.socket, threading.Thread] = {}
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackedHandler):
+    thread_name = HANDLER_THREAD_NAME
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        thread = threading.current_thread()
-        thread.name = f"{HANDLER_THREAD_NAME}:{self.server.server_address[1]}"
-        with self.server.connections_lock:
-            self.server.connections[self.connection] = thread
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        with self.server.connections_lock:
-            self.server.connections.pop(self.connection, None)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         body = self._body()
         status, headers, payload = self.server.fake._handle(
             self.command, self.path, dict(self.headers.items()), body
         )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self._send(status, "application/json; charset=utf-8", json.dumps(payload).encode(), headers)
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -230,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fake-slack-api"):
     """A Slack Web API on 127.0.0.1:<ephemeral>, served from a background thread.
 
     One lock guards the workspace and the record, so handler threads, the test thread and an
@@ -273,8 +229,6 @@ class FakeSlackAPI:
         self._latency: dict[str | None, float] = {}
         self._errors: list[BaseException] = []
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._ws = self._fresh_workspace()
 
     def _fresh_workspace(self) -> Workspace:
@@ -290,41 +244,7 @@ class FakeSlackAPI:
         ws.usergroups.update({k: list(v) for k, v in self._seed_groups.items()})
         return ws
 
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    def start(self) -> FakeSlackAPI:
-        if self._server is not None:
-            raise RuntimeError("FakeSlackAPI is already running")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = serve_in_thread(self._server, "fake-slack-api")
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        stop_serving(server, thread)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeSlackAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeSlackAPI is not running; call start() first")
-        return int(self._server.server_address[1])
+    # -- lifecycle: start(), stop(), `with` and `port` come from ServedFake ------------------------
 
     @property
     def base_url(self) -> str:

@@ -23,15 +23,15 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.local_server import StartStop
 from tests.fakes.slack_workspace import APP_ID, MethodCall, Refused, Workspace
 
 
-class FakeSocketModeServer:
+class FakeSocketModeServer(StartStop):
     """Accepts Socket Mode connections, pushes envelopes, records acks."""
 
     def __init__(self) -> None:
@@ -59,17 +59,6 @@ class FakeSocketModeServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
-
-    def __enter__(self) -> FakeSocketModeServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -29,24 +29,19 @@ Failures are scripted: `fail_next(n, status, retry_after=..., detail=...)` answe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import socket
-import sys
 import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tests.fakes.local_server import serve_in_thread, stop_serving
+from tests.fakes.local_server import ServedFake, TrackedHandler, TrackedHTTPServer
 
 API_KEY = "pa-fake-voyage-key"
 
@@ -116,61 +111,22 @@ _DEFAULT_DETAILS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackedHTTPServer["FakeVoyageAPI"]):
     request_queue_size = 64
 
-    def __init__(self, fake: FakeVoyageAPI) -> None:
-        self.fake = fake
-        self.connections: dict[socket.socket, threading.Thread] = {}
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackedHandler):
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections[self.connection] = threading.current_thread()
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        with self.server.connections_lock:
-            self.server.connections.pop(self.connection, None)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, headers, payload = self.server.fake._handle(
             self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
         )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self._send(status, "application/json", json.dumps(payload).encode(), headers)
 
 
-class FakeVoyageAPI:
+class FakeVoyageAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fake-voyage-api"):
     """Voyage's `/v1/embeddings` on 127.0.0.1:<ephemeral>, served from a background thread."""
 
     def __init__(
@@ -188,42 +144,14 @@ class FakeVoyageAPI:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # set while stopping; nothing here waits on it
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeVoyageAPI:
-        if self._server is not None:
-            raise RuntimeError("FakeVoyageAPI is already running")
-        self._server = _Server(self)
-        self._thread = serve_in_thread(self._server, "fake-voyage-api")
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        stop_serving(self._server, self._thread)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeVoyageAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # -- lifecycle: start(), stop(), `with` and `port` come from ServedFake --------------------
 
     @property
     def base_url(self) -> str:
         """Pass as `base_url=` (or `VOYAGE_API_URL`), like https://api.voyageai.com/v1."""
-        if self._server is None:
-            raise RuntimeError("FakeVoyageAPI is not running; call start() first")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def reset(self) -> None:
         """Forget recorded requests and scripted failures; settings stay."""

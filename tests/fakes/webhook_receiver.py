@@ -22,17 +22,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 
-from tests.fakes.local_server import stop_serving
+from tests.fakes.local_server import FakeHTTPServer, QuietHandler, ServedFake
 
 Kind = Literal["answer", "down", "slow", "redirect"]
 
@@ -105,13 +102,9 @@ class _Stopping(Exception):
     """Raised inside a slow reply so a stopping receiver does not wait it out."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(FakeHTTPServer["WebhookReceiver"]):
     request_queue_size = 256  # the benchmark opens dozens of connections at once
-
-    def __init__(self, fake: WebhookReceiver) -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+    ignored_errors = (ConnectionError, ssl.SSLError, _Stopping)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
@@ -122,28 +115,14 @@ class _Server(ThreadingHTTPServer):
         # certificate cannot stall the accept loop.
         return context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), addr
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | _Stopping):
-            super().handle_error(request, client_address)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Server
 
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
             self.request.do_handshake()
         super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         fake = self.server.fake
@@ -172,7 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(content)
 
 
-class WebhookReceiver:
+class WebhookReceiver(
+    ServedFake, server=_Server, handler=_Handler, thread_name="fake-webhook-receiver"
+):
     """A recording webhook endpoint on 127.0.0.1:<ephemeral>, served from a thread."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, path: str = "/hook") -> None:
@@ -186,47 +167,10 @@ class WebhookReceiver:
         self._queue: deque[Reply] = deque()
         self._requests: list[ReceivedRequest] = []
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         if ssl_context is not None:
             ssl_context.sni_callback = self._sni
 
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> WebhookReceiver:
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.005},
-            name="fake-webhook-receiver",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._stopping.set()
-        stop_serving(self._server, self._thread)
-        self._server = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "receiver is not running"
-        return int(self._server.server_address[1])
+    # -- lifecycle: start(), stop(), `with` and `port` come from ServedFake -------------
 
     @property
     def url(self) -> str:
