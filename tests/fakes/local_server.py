@@ -38,9 +38,12 @@ def stop_serving(server: ThreadingHTTPServer, thread: threading.Thread | None) -
     server.shutdown()
     lock = getattr(server, "connections_lock", None)
     connections: list[tuple[socket.socket, threading.Thread]] = []
+    handlers: list[threading.Thread] = []
     if lock is not None:
         with lock:
             connections = list(server.connections.items())  # type: ignore[attr-defined]
+            # Also handlers whose connection just closed: they may not have returned yet.
+            handlers = list(server.handler_threads)  # type: ignore[attr-defined]
     for conn, _ in connections:  # idle keep-alive handlers would otherwise linger
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)
@@ -49,7 +52,7 @@ def stop_serving(server: ThreadingHTTPServer, thread: threading.Thread | None) -
         thread.join(timeout=5)
     # Bounded, so a handler that never returns cannot hang a test suite's teardown.
     deadline = time.monotonic() + 2.0
-    for _, handler in connections:
+    for handler in handlers:
         handler.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
@@ -74,6 +77,7 @@ class TrackedHTTPServer(FakeHTTPServer[F]):
 
     def __init__(self, fake: F, handler: type[BaseHTTPRequestHandler]) -> None:
         self.connections: dict[socket.socket, threading.Thread] = {}
+        self.handler_threads: set[threading.Thread] = set()  # every handler not yet joined
         self.connections_lock = threading.Lock()
         super().__init__(fake, handler)
 
@@ -124,6 +128,9 @@ class TrackedHandler(QuietHandler):
             thread.name = f"{self.thread_name}:{self.server.server_address[1]}"
         with self.server.connections_lock:
             self.server.connections[self.connection] = thread
+            done = {t for t in self.server.handler_threads if not t.is_alive()}
+            self.server.handler_threads -= done
+            self.server.handler_threads.add(thread)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
