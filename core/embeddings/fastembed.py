@@ -10,14 +10,18 @@ failure is reported as `EmbeddingModelUnavailable`, like a missing package.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from core.embeddings.port import EmbeddingModelUnavailable, Vectors, check_texts, empty_vectors
+from core.embeddings.port import (
+    EmbeddingModelUnavailable,
+    Vectors,
+    check_texts,
+    empty_vectors,
+    package_installed,
+    unit_rows,
+)
 
 PACKAGE = "fastembed"
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
@@ -26,12 +30,7 @@ INSTALL_HINT = "install the extra with `pip install 'cosmo-agents[fastembed]'`"
 
 def is_installed() -> bool:
     """Whether the package can be imported, without importing it (and onnxruntime)."""
-    try:
-        return importlib.util.find_spec(PACKAGE) is not None
-    except ImportError:
-        return False
-    except ValueError:  # in sys.modules without a spec: imported some unusual way, but there
-        return True
+    return package_installed(PACKAGE)
 
 
 class FastEmbedEmbedder:
@@ -125,10 +124,7 @@ class FastEmbedEmbedder:
     def _encode_locked(self, texts: list[str]) -> Vectors:
         model = self._load_locked()
         rows = list(model.embed(texts, batch_size=self._batch_size))
-        out = np.array(rows, dtype=np.float32, ndmin=2)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out /= np.maximum(norms, np.float32(1e-12))
-        return out
+        return unit_rows(rows)
 
     def _probe_locked(self) -> int:
         return int(self._encode_locked(["dimension probe"]).shape[1])

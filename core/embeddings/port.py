@@ -7,6 +7,7 @@ ever imports numpy-heavy model code or learns where the weights live.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -69,3 +70,22 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 def empty_vectors(dimension: int) -> Vectors:
     return np.zeros((0, dimension), dtype=np.float32)
+
+
+def unit_rows(raw: object) -> Vectors:
+    """A model's output as the port promises it: float32 rows of unit length (a zero row
+    stays zero rather than turning into NaNs)."""
+    out = np.array(raw, dtype=np.float32, ndmin=2)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out /= np.maximum(norms, np.float32(1e-12))
+    return out
+
+
+def package_installed(name: str) -> bool:
+    """Whether `name` can be imported, without paying for importing it (torch, onnxruntime)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+    except ValueError:  # in sys.modules without a spec: imported some unusual way, but there
+        return True

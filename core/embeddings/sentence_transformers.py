@@ -9,14 +9,18 @@ same install got the CPU wheel on our machines (see FIELD-NOTES).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from core.embeddings.port import EmbeddingModelUnavailable, Vectors, check_texts, empty_vectors
+from core.embeddings.port import (
+    EmbeddingModelUnavailable,
+    Vectors,
+    check_texts,
+    empty_vectors,
+    package_installed,
+    unit_rows,
+)
 
 PACKAGE = "sentence_transformers"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -29,12 +33,7 @@ _PREFIX = "sentence-transformers/"
 
 def is_installed() -> bool:
     """Whether the package can be imported, without paying for importing it (and torch)."""
-    try:
-        return importlib.util.find_spec(PACKAGE) is not None
-    except ImportError:
-        return False
-    except ValueError:  # in sys.modules without a spec: imported some unusual way, but there
-        return True
+    return package_installed(PACKAGE)
 
 
 class SentenceTransformersEmbedder:
@@ -126,12 +125,9 @@ class SentenceTransformersEmbedder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        out = np.array(raw, dtype=np.float32, ndmin=2)
-        # Normalised again here: not every model honours the flag the same way, and the
-        # port promises unit rows whatever the model did.
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out /= np.maximum(norms, np.float32(1e-12))
-        return out
+        # Normalised again: not every model honours the flag the same way, and the port
+        # promises unit rows whatever the model did.
+        return unit_rows(raw)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         items = check_texts(texts)
