@@ -46,13 +46,12 @@ from core.knowledge.port import (
     read_session,
     searchable_text,
 )
+from core.knowledge.ranking import BM25_B, BM25_K1
 from core.memory import lexical
 
 _log = logging.getLogger(__name__)
 _F32 = np.float32
 DEFAULT_MAX_CACHED_CHUNKS = 200_000  # ~300 MB of 384-d float32 vectors
-BM25_K1 = 1.2
-BM25_B = 0.75
 _PENDING = "cosmo.knowledge.pending"
 
 _Op = Callable[["_KnowledgeBaseCache"], None]

@@ -44,6 +44,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from sqlalchemy import Connection, event, text
@@ -63,12 +64,11 @@ from core.knowledge.port import (
     read_session,
     searchable_text,
 )
+from core.knowledge.ranking import BM25_B, BM25_K1
 from core.memory import lexical
 
 _log = logging.getLogger(__name__)
 
-BM25_K1 = 1.2  # the embedded provider's constants: both rank keywords alike
-BM25_B = 0.75
 MAX_QUERY_TOKENS = 64
 RARE_SHARE = 0.02  # words in at most this share of chunks are scored first
 MAX_LEXEME_CHARS = 500  # PostgreSQL refuses lexemes over 2 KB; no real word is this long
@@ -77,6 +77,7 @@ HNSW_EF_CONSTRUCTION = 64
 HNSW_FROM = 5_000  # chunks (of one dimension) from which a knowledge base gets its index
 MIN_EF_SEARCH = 100  # pgvector's default is 40; raised further to the candidates asked for
 _PENDING = "cosmo.pgvector.maintain"
+_INDEX_PREFIX = "kv_hnsw_"
 _DDL_LOCK = 0x636F736D6F6B76  # one process at a time builds or drops HNSW indexes
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -269,15 +270,16 @@ class PgvectorKnowledgeIndex:
         rows = []
         terms: Counter[str] = Counter()
         for i, (chunk_id, section, body) in enumerate(chunks):
-            words = [w for w in lexical.tokens(searchable_text(body, section))]
-            terms.update(w for w in words if len(w) <= MAX_LEXEME_CHARS)
+            words = lexical.tokens(searchable_text(body, section))
+            lexemes = sorted(w for w in words if len(w) <= MAX_LEXEME_CHARS)
+            terms.update(lexemes)
             rows.append(
                 {
                     "id": chunk_id,
                     "tenant": target.tenant_id,
                     "kb": target.knowledge_base_id,
                     "embedding": _literal(vectors[i]),
-                    "lexemes": sorted(w for w in words if len(w) <= MAX_LEXEME_CHARS),
+                    "lexemes": lexemes,
                     "count": len(words),
                 }
             )
@@ -353,14 +355,24 @@ class PgvectorKnowledgeIndex:
         """
         kb = _safe(knowledge_base_id)
         want = None if dimension is None else _index_name(kb, int(dimension))
+        with self._ddl_connection() as conn:
+            if conn is None:
+                return False
+            self._reconcile(conn, kb, want, dimension)
+        return True
+
+    @contextmanager
+    def _ddl_connection(self) -> Iterator[Connection | None]:
+        """An autocommit connection holding the index-maintenance lock, or None when another
+        process holds it (see `maintain` for why it is only tried, never waited for)."""
         with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if not conn.scalar(text(f"SELECT pg_try_advisory_lock({_DDL_LOCK})")):
-                return False
+                yield None
+                return
             try:
-                self._reconcile(conn, kb, want, dimension)
+                yield conn
             finally:
                 conn.execute(text(f"SELECT pg_advisory_unlock({_DDL_LOCK})"))
-        return True
 
     def _reconcile(
         self, conn: Connection, kb: str, want: str | None, dimension: int | None
@@ -393,28 +405,22 @@ class PgvectorKnowledgeIndex:
     def warm(self, targets: Sequence[tuple[IndexTarget, int]]) -> int:
         """The sweep: build indexes that writes had to leave for later, and drop those of
         knowledge bases that are gone. Nothing is loaded into memory, so it returns 0."""
-        wanted = {_index_name(_safe(t.knowledge_base_id), t.dimension) for t, _ in targets}
+        wanted = {_index_name(t.knowledge_base_id, t.dimension) for t, _ in targets}
         for target, size in targets:
             if size >= self.hnsw_from:
                 self.maintain(target.knowledge_base_id, target.dimension)
-        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if not conn.scalar(text(f"SELECT pg_try_advisory_lock({_DDL_LOCK})")):
-                return 0
-            try:
+        with self._ddl_connection() as conn:
+            if conn is not None:
                 for name in self._hnsw_indexes(conn, None):
                     if name not in wanted:
                         conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
-            finally:
-                conn.execute(text(f"SELECT pg_advisory_unlock({_DDL_LOCK})"))
         return 0
 
     @staticmethod
     def _hnsw_indexes(conn: Connection | Session, knowledge_base_id: str | None) -> dict[str, bool]:
         """HNSW indexes of one knowledge base (None: of all) by name, with whether each is
         usable (a build that failed half way leaves an invalid one behind)."""
-        prefix = "kv_hnsw_"
-        if knowledge_base_id is not None:
-            prefix = _index_name(_safe(knowledge_base_id), 0).rsplit("_", 1)[0] + "_"
+        prefix = _INDEX_PREFIX if knowledge_base_id is None else _index_prefix(knowledge_base_id)
         rows = conn.execute(
             text(
                 "SELECT c.relname, i.indisvalid FROM pg_class c "
@@ -585,9 +591,14 @@ def _safe(knowledge_base_id: str) -> str:
     return knowledge_base_id
 
 
+def _index_prefix(knowledge_base_id: str) -> str:
+    """What the names of a knowledge base's HNSW indexes start with (one per dimension)."""
+    digest = hashlib.sha256(_safe(knowledge_base_id).encode()).hexdigest()[:20]
+    return f"{_INDEX_PREFIX}{digest}_"
+
+
 def _index_name(knowledge_base_id: str, dimension: int) -> str:
-    digest = hashlib.sha256(knowledge_base_id.encode()).hexdigest()[:20]
-    return f"kv_hnsw_{digest}_{dimension}"
+    return f"{_index_prefix(knowledge_base_id)}{dimension}"
 
 
 def _literal(vector: Vectors) -> str:

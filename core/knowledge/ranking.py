@@ -25,6 +25,10 @@ from core.memory import lexical
 RRF_K = 60
 RETRIEVERS = 2
 KEYWORD_FLOOR = 0.5  # of the best keyword score
+# BM25's term-frequency saturation and length normalisation, shared by every provider so
+# they rank keywords alike.
+BM25_K1 = 1.2
+BM25_B = 0.75
 SNIPPET_CHARS = 240
 
 
