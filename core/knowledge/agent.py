@@ -6,16 +6,10 @@ from collections.abc import Sequence
 
 from anyio import to_thread
 
-from core.knowledge.citations import section_label
 from core.knowledge.schemas import KnowledgeMatch
 from core.knowledge.service import KnowledgeService
 from core.personas.prompt import KnowledgeSnippet
 from core.skills.runtime import KnowledgeHit
-
-
-def cited_section(match: KnowledgeMatch) -> str | None:
-    """Section and page in one label (`Refunds > EU (page 3)`), as citations show them."""
-    return section_label(match.section, match.page)
 
 
 class AgentKnowledge:
