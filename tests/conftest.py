@@ -142,11 +142,9 @@ def pgvector_template(pgvector_server: PostgresDatabases) -> str:
 
 
 @pytest.fixture(scope="session")
-def pgvector_url(pgvector_server: PostgresDatabases) -> str:
+def pgvector_url(pgvector_server: PostgresDatabases, pgvector_template: str) -> str:
     """A migrated database on the pgvector server (shared by the tests of a run)."""
-    url = pgvector_server.create()
-    upgrade(url)
-    return url
+    return pgvector_server.create(template=pgvector_template)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
