@@ -221,7 +221,14 @@ def test_mention_to_approved_action_to_webhook_over_a_real_process(server):
     assert task.headers["authorization"] == "Bearer crm-secret"
     kinds = sorted(e["type"] for e in events(server, 3))
     assert kinds == ["output.created", "output.decided", "output.executed"]
-    output = server.api("GET", f"/outputs/{output_id}").json()
+
+    # The receiver records an event before its answer reaches the worker, which then marks
+    # the delivery: the output says "delivered" a moment after the third event arrives.
+    def once_delivered() -> dict[str, Any] | None:
+        found: dict[str, Any] = server.api("GET", f"/outputs/{output_id}").json()
+        return found if found["notification_status"] == "delivered" else None
+
+    output = eventually(once_delivered, timeout=30)
     assert output["status"] == "executed" and output["notification_status"] == "delivered"
 
 
