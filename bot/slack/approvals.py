@@ -121,7 +121,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
     async def decide_in_background(
         body: dict[str, Any], tenant: str, output_id: str, decision: str, reason: str | None
     ) -> None:
-        actor = Actor(body["user"]["id"], "slack")
+        actor = Actor(body["user"]["id"], "slack", verified=True)
         try:
             result = await c.approvals.decide(tenant, output_id, decision, actor, reason)  # type: ignore[arg-type]
         except CosmoError as exc:
@@ -147,7 +147,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         await ack()
         output_id = body["actions"][0]["value"]
         tenant = rt.tenant_for((body.get("team") or {}).get("id"))
-        actor = Actor(body["user"]["id"], "slack")
+        actor = Actor(body["user"]["id"], "slack", verified=True)
         try:
             await c.approvals.precheck(tenant, output_id, "reject", actor)
         except CosmoError as exc:
@@ -173,7 +173,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ack(response_action="errors", errors={blocks.REASON_BLOCK: "Please say why."})
             return
         tenant = rt.tenant_for((body.get("team") or {}).get("id"))
-        actor = Actor(body["user"]["id"], "slack")
+        actor = Actor(body["user"]["id"], "slack", verified=True)
         try:
             await c.approvals.precheck(tenant, output_id, "reject", actor)
         except CosmoError as exc:

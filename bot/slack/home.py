@@ -87,7 +87,7 @@ def _gather(rt: SlackRuntime, tenant: str, user: str) -> _Stored:
 async def home_data(rt: SlackRuntime, tenant: str, user: str) -> ui.HomeData:
     stored = await to_thread.run_sync(_gather, rt, tenant, user)
     by_id = {a.id: a for a in stored.agents}
-    actor = Actor(user, "slack")
+    actor = Actor(user, "slack", verified=True)
     mine = []
     for output in stored.pending:
         agent = by_id.get(output.agent_id)

@@ -15,11 +15,25 @@ Via = Literal["slack", "api", "webhook", "system"]
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is deciding. `trusted` marks the REST admin token acting for itself."""
+    """Who is deciding, and how sure we are of it.
+
+    `verified`: something we trust vouched for the identity (Slack signed who clicked, or
+    an API key bound to that Slack user). Otherwise the id is only *asserted* (a
+    callback's `userId`, a REST `user_id`) and is recorded as such. `trusted` marks an
+    admin or root key acting for itself (no approver rules). `key_id`/`key_name` name the
+    API key used, never the key itself.
+    """
 
     id: str
     via: Via
     trusted: bool = False
+    verified: bool = False
+    key_id: str | None = None
+    key_name: str | None = None
+
+    @property
+    def identity(self) -> Literal["verified", "asserted"]:
+        return "verified" if self.verified or self.via == "system" else "asserted"
 
 
 class GroupDirectory(Protocol):
