@@ -64,6 +64,7 @@ class Output(BaseModel):
     content_size: int
     preview: str
     status: OutputStatus
+    revision: int = 1
     requested_by: str | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
