@@ -111,6 +111,30 @@ class OutputAlreadyDecided(CosmoError):
         self.decided_at = decided_at
 
 
+class StaleRevision(Conflict):
+    """A decision or edit named a revision of an output that is no longer current."""
+
+    title = "Output changed"
+
+    def __init__(self, output_id: str, seen: int, current: int) -> None:
+        super().__init__(
+            f"output changed since you saw it (revision {current} is current, "
+            f"you saw revision {seen}); review the latest revision and decide again"
+        )
+        self.output_id = output_id
+        self.seen = seen
+        self.current = current
+
+
+class StaleRevisionPrecondition(PreconditionFailed):
+    """`StaleRevision` found through an `If-Match` header: HTTP says 412 for that."""
+
+    def __init__(self, stale: StaleRevision) -> None:
+        CosmoError.__init__(self, stale.detail)
+        self.expected = stale.seen
+        self.actual = stale.current
+
+
 class NotAllowedToDecide(CosmoError):
     title = "Not allowed to decide"
 

@@ -32,6 +32,7 @@ from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.memory.port import MemoryMessage, MemoryProvider
 from core.outputs.port import NewOutput, Output, OutputStore
+from core.outputs.snapshot import arguments_too_large, skill_snapshot
 from core.personas.prompt import CACHE, KnowledgeSnippet, PromptContext, build_system
 from core.schemas.persona import PersonaSpec
 from core.schemas.skill import SkillKind
@@ -65,6 +66,7 @@ class AgentConfig:
     max_steps: int = 8
     max_tokens: int = 4096
     output_ttl: timedelta | None = None
+    skill_versions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -364,6 +366,9 @@ class _TurnRun:
     ) -> tuple[SkillResult, dict[str, Any]]:
         """An action never runs here: it becomes a pending output for a human to decide."""
         a = self.a
+        too_large = arguments_too_large(arguments)
+        if too_large:
+            return SkillResult(f"Not submitted: {too_large}.", is_error=True), {"error": too_large}
         limit = a.agent.limits.daily_output_limit
         if limit is not None:
             try:
@@ -373,6 +378,7 @@ class _TurnRun:
                 return SkillResult(message, is_error=True), {"error": "output limit"}
         content, content_type = skill.render_proposal(arguments)
         ttl = a.config.output_ttl
+        snapshot = skill_snapshot(skill.spec, skill.version)
         new = NewOutput(
             id=new_id("out"),
             tenant_id=self.tenant,
@@ -386,6 +392,7 @@ class _TurnRun:
             content_type=content_type,
             requested_by=self.session.user_id,
             expires_at=a.clock() + ttl if ttl else None,
+            skill_snapshot=snapshot,
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []

@@ -75,12 +75,14 @@ class AgentRunner:
             view = agent_view(row)
             persona = persona_spec(row.persona)
             specs = [skill_spec(link.skill) for link in row.skill_links]
+            versions = {link.skill.name: link.skill.version for link in row.skill_links}
         config = AgentConfig(
             agent=view,
             persona=persona,
             model=view.model or self.default_model,
             max_steps=self.max_steps,
             output_ttl=self.output_ttl,
+            skill_versions=versions,
         )
         return config, specs
 
@@ -96,7 +98,7 @@ class AgentRunner:
         return ConfigurableAgent(
             config,
             model=self.model,
-            skills=self.skill_factory.registry(specs),
+            skills=self.skill_factory.registry(specs, config.skill_versions),
             sessions=self.sessions,
             outputs=self.outputs,
             quotas=self.quotas,

@@ -55,6 +55,8 @@ def agent_spec(row: AgentRow) -> AgentSpec:
         },
         approvers=list(row.approvers),
         allow_self_approval=row.allow_self_approval,
+        require_distinct_editor_approver=row.require_distinct_editor_approver,
+        accept_asserted_decisions=row.accept_asserted_decisions,
         approval_channel=row.approval_channel,
         webhook=webhook,
         is_active=row.is_active,
@@ -294,6 +296,8 @@ class AgentService:
         row.daily_token_budget = spec.limits.daily_token_budget
         row.approvers = list(spec.approvers)
         row.allow_self_approval = spec.allow_self_approval
+        row.require_distinct_editor_approver = spec.require_distinct_editor_approver
+        row.accept_asserted_decisions = spec.accept_asserted_decisions
         row.approval_channel = spec.approval_channel
         row.is_active = spec.is_active
         current = [link.skill_id for link in row.skill_links] if not creating else []

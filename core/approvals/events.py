@@ -3,6 +3,7 @@
 Payload (Standard Webhooks shape): `{"type", "timestamp", "data": {...}}` where data
 carries outputId, agentId, sessionId, skill, status, contentUrl and, on creation, an
 `approvalToken` the receiver can send back to `POST /api/v1/webhooks/approval`.
+`output.edited` announces a reviewer's edit (revision, editor, per-field changes).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from core.approvals.tokens import TokenSigner
-from core.outputs.port import NewEvent, NewOutput, Output
+from core.outputs.port import NewEvent, NewOutput, Output, OutputEdit
 
 CREATED = "output.created"
 DECIDED = "output.decided"
+EDITED = "output.edited"
 EXECUTED = "output.executed"
 
 
@@ -40,6 +42,7 @@ class OutputEvents:
             "sessionId": new.session_id,
             "skill": new.skill,
             "status": "pending",
+            "revision": 1,
             "isAutomatable": new.is_automatable,
             "requestedBy": new.requested_by,
             "contentUrl": self.content_url(new.tenant_id, new.id),
@@ -47,6 +50,24 @@ class OutputEvents:
             "expiresAt": new.expires_at.isoformat() if new.expires_at else None,
         }
         return [NewEvent(CREATED, new.agent_id, webhook_url, _envelope(CREATED, data))]
+
+    def edited(
+        self, webhook_url: str | None, output: Output, edit: OutputEdit, content_sha256: str
+    ) -> list[NewEvent]:
+        """A reviewer changed the arguments: revision, who, and the diff per field."""
+        return self._about(
+            EDITED,
+            webhook_url,
+            output,
+            {
+                "revision": edit.revision,
+                "contentSha256": content_sha256,
+                "editedBy": edit.edited_by,
+                "identity": edit.identity,
+                "editedAt": edit.edited_at.isoformat(),
+                "changes": edit.changes,
+            },
+        )
 
     def decided(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
         return self._about(DECIDED, webhook_url, output, extra)
@@ -65,6 +86,8 @@ class OutputEvents:
             "sessionId": output.session_id,
             "skill": output.skill,
             "status": extra.pop("status", output.status.value),
+            "revision": output.revision,
+            "contentSha256": output.content_sha256,
             "contentUrl": self.content_url(output.tenant_id, output.id),
             **extra,
         }

@@ -46,15 +46,35 @@ async def check_may_decide(
     agent: AgentView,
     output: Output,
     actor: Actor,
-    decision: Literal["approve", "reject"],
+    decision: Literal["approve", "reject", "edit"],
     directory: GroupDirectory | None,
 ) -> None:
+    """Raise `NotAllowedToDecide` unless `actor` may take `decision` on `output`.
+
+    Editing follows the approve rules: whoever may approve may fix the draft first, and a
+    requester who may not approve their own output may not rewrite it either.
+    """
     if actor.trusted:
         return
-    if decision == "approve" and output.requested_by == actor.id and not agent.allow_self_approval:
+    verb = "edit" if decision == "edit" else "decide"
+    if actor.identity == "asserted" and not agent.accept_asserted_decisions:
         raise NotAllowedToDecide(
-            "you asked for this output, so someone else has to approve it "
+            f"agent {agent.name} accepts only verified decisions: {actor.id} was asserted "
+            f"(via {actor.via}), so {verb} from Slack or with a key bound to that Slack user"
+        )
+    if decision != "reject" and output.requested_by == actor.id and not agent.allow_self_approval:
+        raise NotAllowedToDecide(
+            f"you asked for this output, so someone else has to {decision} it "
             f"(agent {agent.name} does not allow self-approval)"
+        )
+    if (
+        decision == "approve"
+        and agent.require_distinct_editor_approver
+        and actor.id in editors_of(output)
+    ):
+        raise NotAllowedToDecide(
+            f"you edited this output, and agent {agent.name} requires someone other than its "
+            "editors to approve it"
         )
     if not agent.approvers or actor.id in agent.approvers:
         return
@@ -62,5 +82,9 @@ async def check_may_decide(
         if directory is not None and actor.id in await directory.members(agent.tenant_id, group):
             return
     raise NotAllowedToDecide(
-        f"only {agent.name}'s approvers may decide its outputs: {', '.join(agent.approvers)}"
+        f"only {agent.name}'s approvers may {verb} its outputs: {', '.join(agent.approvers)}"
     )
+
+
+def editors_of(output: Output) -> set[str]:
+    return {edit.edited_by for edit in output.edits or ()}

@@ -19,16 +19,25 @@ from anyio import to_thread
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
-from core.approvals.policy import Actor, GroupDirectory, check_may_decide
+from core.approvals.policy import Actor, GroupDirectory, check_may_decide, editors_of
 from core.errors import (
+    Conflict,
     FieldError,
     NotAllowedToDecide,
     NotFound,
     OutputAlreadyDecided,
+    StaleRevision,
     ValidationFailed,
 )
 from core.execution.executor import OutputExecutor
-from core.outputs.port import Output, OutputStatus, OutputStore, Transition
+from core.outputs.port import Output, OutputEdit, OutputStatus, OutputStore, Revise, Transition
+from core.outputs.snapshot import (
+    argument_changes,
+    check_arguments,
+    content_fingerprint,
+    describe_changes,
+    spec_of,
+)
 from core.schemas.views import AgentView
 from core.sessions.service import SessionService
 
@@ -88,7 +97,14 @@ class ApprovalService:
         decision: Decision,
         actor: Actor,
         reason: str | None = None,
+        revision: int | None = None,
     ) -> DecisionResult:
+        """Decide the output as it stands at `revision` (the one the decider saw).
+
+        Without `revision` the decision applies to the revision read here; either way the
+        write is conditional on that revision, so an edit landing in between makes the
+        decision fail as stale instead of approving something nobody looked at.
+        """
         reason = (reason or "").strip() or None
         if decision == "reject" and reason is None:
             raise ValidationFailed([FieldError(("reason",), "a rejection needs a reason")])
@@ -99,6 +115,10 @@ class ApprovalService:
         action = "approve" if decision == "approve" else "reject"
         if output.status != OutputStatus.PENDING:
             return await self._already(output, decision, actor, action)
+        if revision is not None and revision != output.revision:
+            stale = StaleRevision(output.id, revision, output.revision)
+            await self._audit(output, actor, action, "refused", stale.detail)
+            raise stale
         try:
             await check_may_decide(agent, output, actor, decision, self.directory)
         except NotAllowedToDecide as exc:
@@ -120,6 +140,8 @@ class ApprovalService:
             decision="approved" if decision == "approve" else "rejected",
             reason=reason,
             via=actor.via,
+            expected_revision=output.revision,
+            identity=actor.identity,
         )
         events = self.events.decided(
             _webhook(agent),
@@ -128,6 +150,8 @@ class ApprovalService:
             decidedBy=actor.id,
             decidedAt=now.isoformat(),
             reason=reason,
+            revision=output.revision,
+            identity=actor.identity,
         )
         try:
             decided = await to_thread.run_sync(
@@ -136,11 +160,23 @@ class ApprovalService:
         except OutputAlreadyDecided as lost:
             current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
             return await self._already(current, decision, actor, action, lost=lost)
-        await self._audit(decided, actor, action, "applied", reason)
+        except StaleRevision as stale:
+            await self._audit(output, actor, action, "refused", stale.detail)
+            raise
+        own_edit = actor.id in editors_of(decided)
+        await self._audit(
+            decided,
+            actor,
+            action,
+            "applied",
+            "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
+        )
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
             final = decided
         else:
+            if decided.edits:
+                await self._tell_session(decided, _approved_with_edits(decided, actor))
             final = await self.executor.run(decided, agent)
             await self._audit(
                 final,
@@ -153,17 +189,100 @@ class ApprovalService:
         return DecisionResult(final, applied=True)
 
     async def precheck(
-        self, tenant_id: str, output_id: str, decision: Decision, actor: Actor
+        self,
+        tenant_id: str,
+        output_id: str,
+        decision: Decision | Literal["edit"],
+        actor: Actor,
+        revision: int | None = None,
     ) -> Output:
-        """Raise now what `decide` would refuse (already decided, not allowed), so a UI can
-        say so before asking for a reason. `decide` checks again: this is advisory."""
+        """Raise now what `decide` (or `edit`) would refuse (already decided, stale, not
+        allowed), so a UI can say so before opening a form. They check again: advisory."""
         output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
         if output.status != OutputStatus.PENDING:
             raise OutputAlreadyDecided(
                 output.id, output.status.value, output.decided_by, output.decided_at
             )
+        if revision is not None and revision != output.revision:
+            raise StaleRevision(output.id, revision, output.revision)
         await check_may_decide(await self._agent(output), output, actor, decision, self.directory)
         return output
+
+    async def edit(
+        self,
+        tenant_id: str,
+        output_id: str,
+        arguments: object,
+        actor: Actor,
+        revision: int | None = None,
+    ) -> Output:
+        """A reviewer's correction of a pending output: revision + 1 with new arguments.
+
+        The arguments are checked against the schema in the output's own snapshot (what
+        will run), the content is rendered again from them, and the fingerprint covers
+        the new pair. The write is conditional on the revision the editor saw (`revision`,
+        else the one read here), so of two racing edits one wins and the other is stale.
+        """
+        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+        agent = await self._agent(output)
+        if output.status != OutputStatus.PENDING:
+            raise OutputAlreadyDecided(
+                output.id, output.status.value, output.decided_by, output.decided_at
+            )
+        if revision is not None and revision != output.revision:
+            stale = StaleRevision(output.id, revision, output.revision)
+            await self._audit(output, actor, "edit", "refused", stale.detail)
+            raise stale
+        try:
+            await check_may_decide(agent, output, actor, "edit", self.directory)
+        except NotAllowedToDecide as exc:
+            await self._audit(output, actor, "edit", "refused", exc.detail)
+            raise
+        now = self.clock()
+        if output.expires_at is not None and now >= output.expires_at:
+            await self.expire(output, agent)
+            current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+            raise OutputAlreadyDecided(
+                output_id, current.status.value, current.decided_by, current.decided_at
+            )
+        if output.skill_snapshot is None:
+            raise Conflict(
+                f"output {output.id} was proposed before outputs kept a snapshot of their "
+                "skill, so it cannot be edited; reject it and ask the agent again"
+            )
+        skill = self.executor.skills.build(spec_of(output.skill_snapshot))
+        checked = check_arguments(skill, arguments)
+        changes = argument_changes(output.arguments, checked)
+        if not changes:
+            raise ValidationFailed([FieldError(("arguments",), "the edit changes nothing")])
+        content, content_type = skill.render_proposal(checked)
+        edit = OutputEdit(
+            revision=output.revision + 1,
+            edited_by=actor.id,
+            identity=actor.identity,
+            via=actor.via,
+            edited_at=now,
+            changes=changes,
+        )
+        change = Revise(
+            expected_revision=output.revision,
+            arguments=checked,
+            content=content,
+            content_type=content_type,
+            content_sha256=content_fingerprint(output.skill_snapshot, checked, content),
+            edit=edit,
+        )
+        events = self.events.edited(_webhook(agent), output, edit, change.content_sha256)
+        try:
+            edited = await to_thread.run_sync(
+                lambda: self.outputs.revise(tenant_id, output_id, change, events)
+            )
+        except StaleRevision as stale:
+            await self._audit(output, actor, "edit", "refused", stale.detail)
+            raise
+        await self._audit(edited, actor, "edit", "applied", describe_changes(changes))
+        await self._notify(edited)
+        return edited
 
     async def retry_execution(self, tenant_id: str, output_id: str, actor: Actor) -> Output:
         """Run a failed execution again: `execution_failed -> approved -> …`, once."""
@@ -265,6 +384,9 @@ class ApprovalService:
             f"rejected by {actor.id}. Reason: {reason}\n"
             "Take this into account; if it makes sense, propose a revised version."
         )
+        await self._tell_session(output, note)
+
+    async def _tell_session(self, output: Output, note: str) -> None:
         try:
             await to_thread.run_sync(
                 self.sessions.append_note, output.tenant_id, output.session_id, note
@@ -293,6 +415,17 @@ class ApprovalService:
                 await listener(output)
             except Exception:
                 log.exception("output %s: a decision listener failed", output.id)
+
+
+def _approved_with_edits(output: Output, actor: Actor) -> str:
+    lines = [
+        f"[Reviewer feedback] Your proposed {output.skill} (output {output.id}) was approved "
+        f"by {actor.id} at revision {output.revision}, with edits:"
+    ]
+    for edit in output.edits or ():
+        lines.append(f"- by {edit.edited_by}: {describe_changes(edit.changes)}")
+    lines.append("What runs is the edited version; remember the corrections.")
+    return "\n".join(lines)
 
 
 def _webhook(agent: AgentView) -> str | None:

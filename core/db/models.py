@@ -17,6 +17,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -66,6 +68,8 @@ class SkillRow(TimestampedMixin, Base):
     kind: Mapped[str] = mapped_column(String(16))
     is_automatable: Mapped[bool] = mapped_column(Boolean, default=False)
     executor: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # Grows with every change, so an output's snapshot says which version it was made with.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class AgentSkillRow(Base):
@@ -104,6 +108,12 @@ class AgentRow(TimestampedMixin, Base):
     daily_token_budget: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     approvers: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
     allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_distinct_editor_approver: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    accept_asserted_decisions: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
     approval_channel: Mapped[str | None] = mapped_column(String(32), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -263,6 +273,12 @@ class OutputRow(Base):
     content_size: Mapped[int] = mapped_column(BigInteger)
     preview: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(24), default="pending")
+    # What will run when approved (see core.outputs.snapshot); NULL only for old outputs.
+    skill_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    edits: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument, nullable=True)
+    decision_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decision_identity: Mapped[str | None] = mapped_column(String(16), nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

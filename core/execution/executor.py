@@ -1,5 +1,10 @@
 """Runs an approved output exactly once and records how it ended.
 
+What runs is the output's own skill snapshot (`core.outputs.snapshot`) with the arguments
+of the approved revision: never the skill as it is stored today, which an admin may have
+changed or deleted since the reviewer looked. Only outputs made before snapshots existed
+fall back to the stored skill, by name.
+
 Only the caller whose decision won the `pending -> approved` write gets here, and the
 closing write is conditional on `approved`, so two racing approvals cannot run a skill
 twice. Approved outputs of skills that are not automatable end as `manual`.
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from anyio import to_thread
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from core.approvals.events import OutputEvents
@@ -19,6 +25,7 @@ from core.db import Database
 from core.db.models import SkillRow
 from core.errors import CosmoError
 from core.outputs.port import Output, OutputStatus, OutputStore, Transition
+from core.outputs.snapshot import spec_of
 from core.schemas.skill import SkillSpec
 from core.schemas.views import AgentView
 from core.skills.factory import SkillFactory
@@ -50,7 +57,18 @@ class OutputExecutor:
         webhook = agent.webhook.url if agent.webhook else None
         if not output.is_automatable:
             return await self._close(output, webhook, OutputStatus.MANUAL)
-        spec = await to_thread.run_sync(self._skill_spec, output.tenant_id, output.skill)
+        if output.skill_snapshot is not None:
+            try:
+                spec: SkillSpec | None = spec_of(output.skill_snapshot)
+            except ValidationError:
+                return await self._close(
+                    output,
+                    webhook,
+                    OutputStatus.EXECUTION_FAILED,
+                    error="the output's skill snapshot is not a valid skill",
+                )
+        else:
+            spec = await to_thread.run_sync(self._skill_spec, output.tenant_id, output.skill)
         if spec is None:
             return await self._close(
                 output,
@@ -58,7 +76,12 @@ class OutputExecutor:
                 OutputStatus.EXECUTION_FAILED,
                 error=f"the skill {output.skill!r} no longer exists",
             )
-        skill = self.skills.build(spec)
+        try:
+            skill = self.skills.build(spec)
+        except CosmoError as exc:
+            return await self._close(
+                output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail
+            )
         ctx = SkillContext(
             tenant_id=output.tenant_id,
             agent_id=output.agent_id,

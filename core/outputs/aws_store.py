@@ -63,21 +63,20 @@ the same conditional write. The marks make the outcome checkable afterwards:
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError, ParamValidationError
 
 from core.db.ids import new_id
 from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
-from core.errors import Conflict, NotFound, OutputAlreadyDecided
+from core.errors import Conflict, NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.port import (
     NewEvent,
     NewOutput,
@@ -85,9 +84,11 @@ from core.outputs.port import (
     Output,
     OutputFilter,
     OutputStatus,
+    Revise,
     Transition,
     preview_of,
 )
+from core.outputs.snapshot import content_fingerprint
 from core.webhooks.outbox import Outbox
 
 log = logging.getLogger("cosmo.outputs.aws")
@@ -105,7 +106,7 @@ INDEXES: dict[str, tuple[str, str]] = {
     "by_expiry": ("expiry_queue", "expiry_key"),
 }
 EXPIRY_QUEUE = "pending"
-_JSON_FIELDS = ("arguments", "execution_result")
+_JSON_FIELDS = ("arguments", "execution_result", "skill_snapshot", "edits")
 _ID_PREFIX = "out_"
 _TIME_SLACK_MS = 5 * 60_000  # ids are minted (by the caller) just before create
 _ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -140,7 +141,7 @@ def _attr(value: Any) -> dict[str, Any]:
         return {"N": str(value)}
     if isinstance(value, datetime):
         return {"S": _iso(value)}
-    if isinstance(value, dict):
+    if isinstance(value, dict | list):
         return {"S": json.dumps(value, separators=(",", ":"), ensure_ascii=False)}
     if isinstance(value, str):
         return {"S": value}
@@ -273,10 +274,14 @@ class AwsOutputStore:
             is_automatable=new.is_automatable,
             arguments=new.arguments,
             content_type=new.content_type,
-            content_sha256=hashlib.sha256(data).hexdigest(),
+            content_sha256=content_fingerprint(
+                new.skill_snapshot or {}, new.arguments, new.content
+            ),
             content_size=len(data),
             preview=preview_of(new.content),
             status=OutputStatus.PENDING,
+            skill_snapshot=new.skill_snapshot,
+            revision=1,
             requested_by=new.requested_by,
             expires_at=new.expires_at,
             created_at=now,
@@ -336,6 +341,8 @@ class AwsOutputStore:
             "execution_result": change.execution_result,
             "execution_error": change.execution_error,
             "executed_at": change.at if change.executed else None,
+            "decision_revision": change.expected_revision,
+            "decision_identity": change.identity,
         }
         assignments = ", ".join(ex.equals(k, v) for k, v in sets.items() if v is not None)
         update = f"SET {assignments} ADD {ex.name('write_marks')} {ex.raw({'SS': marks})}"
@@ -343,6 +350,8 @@ class AwsOutputStore:
             update += f" REMOVE {ex.name('expiry_queue')}, {ex.name('expiry_key')}"
         expected = ex.equals("status", change.expected.value)
         condition = f"{expected} AND {ex.equals('tenant_id', tenant_id)}"
+        if change.expected_revision is not None:
+            condition += f" AND {_revision_is(ex, change.expected_revision)}"
         try:
             reply = self.dynamodb.update_item(
                 TableName=self.table,
@@ -364,13 +373,74 @@ class AwsOutputStore:
                 self._release(held)  # botocore retried our write after it had landed
                 return _output_of(current)
             self._drop(held)
-            if not current or current.get("tenant_id", {}).get("S") != tenant_id:
-                raise NotFound("output", output_id) from None
-            winner = _output_of(current)
-            raise OutputAlreadyDecided(
-                output_id, winner.status.value, winner.decided_by, winner.decided_at
-            ) from None
+            _raise_lost(tenant_id, output_id, current, change.expected, change.expected_revision)
         self._release(held)
+        return _output_of(reply["Attributes"])
+
+    def revise(
+        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+    ) -> Output:
+        """New content object first, then one conditional `UpdateItem` (pending, at the
+        expected revision) that points the item at it; the old object is deleted after."""
+        before = self._get_item(tenant_id, output_id)  # 404 before anything is written
+        data = change.content.encode("utf-8")
+        key = content_key(tenant_id, output_id, secrets.token_hex(8))
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=_typed(change))
+        try:
+            held = self.outbox.hold(events, tenant_id=tenant_id, output_id=output_id)
+        except BaseException:
+            self._delete_content(key)
+            raise
+        marks = held or [new_id("wrt")]
+        history = json.loads(before["edits"]["S"]) if "edits" in before else []
+        history.append(change.edit.model_dump(mode="json"))
+        ex = _Expression()
+        sets = {
+            "arguments": change.arguments,
+            "content_type": change.content_type,
+            "content_key": key,
+            "content_sha256": change.content_sha256,
+            "content_size": len(data),
+            "preview": preview_of(change.content),
+            "revision": change.edit.revision,
+            "edits": history,
+            "updated_at": change.edit.edited_at,
+        }
+        assignments = ", ".join(ex.equals(k, v) for k, v in sets.items())
+        update = f"SET {assignments} ADD {ex.name('write_marks')} {ex.raw({'SS': marks})}"
+        condition = (
+            f"{ex.equals('status', OutputStatus.PENDING.value)} AND "
+            f"{ex.equals('tenant_id', tenant_id)} AND "
+            f"{_revision_is(ex, change.expected_revision)}"
+        )
+        try:
+            reply = self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"id": {"S": output_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **ex.kwargs(),
+            )
+        except BaseException as exc:
+            if _error_code(exc) != _CONDITION_FAILED:
+                if _certainly_not_applied(exc):
+                    self._drop(held)
+                    self._delete_content(key)
+                raise
+            assert isinstance(exc, ClientError)
+            current: dict[str, Any] = exc.response.get("Item") or {}
+            if _marks_of(current) & set(marks):
+                self._release(held)
+                return _output_of(current)
+            self._drop(held)
+            self._delete_content(key)
+            _raise_lost(
+                tenant_id, output_id, current, OutputStatus.PENDING, change.expected_revision
+            )
+        self._release(held)
+        self._delete_content(before["content_key"]["S"])
         return _output_of(reply["Attributes"])
 
     def set_notification_status(
@@ -636,6 +706,39 @@ class AwsOutputStore:
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         except Exception:  # an orphan object is garbage, never a dangling pointer
             log.warning("could not delete orphan content %s", key, exc_info=True)
+
+
+def _typed(change: Revise) -> str:
+    content_type = change.content_type
+    if content_type.startswith("text/") and "charset" not in content_type:
+        content_type += "; charset=utf-8"
+    return content_type
+
+
+def _revision_is(ex: _Expression, revision: int) -> str:
+    """Items written before revisions existed have no `revision`: they are revision 1."""
+    condition = ex.equals("revision", revision)
+    if revision == 1:
+        condition = f"(attribute_not_exists({ex.name('revision')}) OR {condition})"
+    return condition
+
+
+def _raise_lost(
+    tenant_id: str,
+    output_id: str,
+    current: dict[str, Any],
+    expected: OutputStatus,
+    expected_revision: int | None,
+) -> NoReturn:
+    """Why a conditional write failed, from the item as it was (ALL_OLD)."""
+    if not current or current.get("tenant_id", {}).get("S") != tenant_id:
+        raise NotFound("output", output_id) from None
+    winner = _output_of(current)
+    if winner.status != expected or expected_revision is None:
+        raise OutputAlreadyDecided(
+            output_id, winner.status.value, winner.decided_by, winner.decided_at
+        ) from None
+    raise StaleRevision(output_id, expected_revision, winner.revision) from None
 
 
 def _valid_id(output_id: str) -> bool:

@@ -46,6 +46,21 @@ class NewOutput:
     turn_id: str | None = None
     requested_by: str | None = None
     expires_at: datetime | None = None
+    skill_snapshot: dict[str, Any] | None = None
+    """What approval runs (`core.outputs.snapshot`); stores fingerprint it with the
+    arguments and content into `content_sha256`."""
+
+
+class OutputEdit(BaseModel):
+    """One reviewer edit: it produced `revision` from the revision before it."""
+
+    revision: int
+    edited_by: str
+    identity: str
+    via: str
+    edited_at: datetime
+    changes: list[dict[str, Any]]
+    """Top-level argument changes: `{"field", "old", "new"}` (see `argument_changes`)."""
 
 
 class Output(BaseModel):
@@ -65,12 +80,16 @@ class Output(BaseModel):
     preview: str
     status: OutputStatus
     revision: int = 1
+    skill_snapshot: dict[str, Any] | None = None
+    edits: list[OutputEdit] | None = None
     requested_by: str | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
     decision: str | None = None
     decision_reason: str | None = None
     decision_via: str | None = None
+    decision_revision: int | None = None
+    decision_identity: str | None = None
     execution_result: dict[str, Any] | None = None
     execution_error: str | None = None
     executed_at: datetime | None = None
@@ -140,6 +159,22 @@ class Transition:
     execution_result: dict[str, Any] | None = None
     execution_error: str | None = None
     executed: bool = False
+    expected_revision: int | None = None
+    """Also require this revision (a decision names the revision its decider saw)."""
+    identity: str | None = None
+
+
+@dataclass(frozen=True)
+class Revise:
+    """A reviewer's edit of a pending output: applied only if it is still pending at
+    `expected_revision`; the stored revision becomes `edit.revision`."""
+
+    expected_revision: int
+    arguments: dict[str, Any]
+    content: str
+    content_type: str
+    content_sha256: str
+    edit: OutputEdit
 
 
 class OutputStore(Protocol):
@@ -159,6 +194,15 @@ class OutputStore(Protocol):
     def transition(
         self, tenant_id: str, output_id: str, change: Transition, events: Sequence[NewEvent] = ()
     ) -> Output: ...
+
+    def revise(
+        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+    ) -> Output:
+        """One conditional write (`status = pending AND revision = expected`): new
+        arguments, content and fingerprint, revision + 1, the edit appended. Raises
+        `OutputAlreadyDecided` when it is no longer pending, `StaleRevision` when someone
+        else edited first."""
+        ...
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import builtins
-import hashlib
 import re
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.db.models import OutputRow
 from core.db.pagination import Page
 from core.db.repository import paginate
-from core.errors import NotFound, OutputAlreadyDecided
+from core.errors import NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
     NewEvent,
@@ -25,9 +25,11 @@ from core.outputs.port import (
     Output,
     OutputFilter,
     OutputStatus,
+    Revise,
     Transition,
     preview_of,
 )
+from core.outputs.snapshot import content_fingerprint
 from core.webhooks.outbox import Outbox
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -67,10 +69,14 @@ class SqlOutputStore:
                     arguments=new.arguments,
                     content_type=new.content_type,
                     content_key=key,
-                    content_sha256=hashlib.sha256(data).hexdigest(),
+                    content_sha256=content_fingerprint(
+                        new.skill_snapshot or {}, new.arguments, new.content
+                    ),
                     content_size=len(data),
                     preview=preview_of(new.content),
                     status="pending",
+                    skill_snapshot=new.skill_snapshot,
+                    revision=1,
                     notification_status="pending",
                     requested_by=new.requested_by,
                     expires_at=new.expires_at,
@@ -97,28 +103,98 @@ class SqlOutputStore:
             values["decision_reason"] = change.reason
         if change.executed:
             values["executed_at"] = change.at
+        if change.identity is not None:
+            values["decision_identity"] = change.identity
+        conditions = [
+            OutputRow.id == output_id,
+            OutputRow.tenant_id == tenant_id,
+            OutputRow.status == change.expected.value,
+        ]
+        if change.expected_revision is not None:
+            conditions.append(OutputRow.revision == change.expected_revision)
+            values["decision_revision"] = change.expected_revision
         with self.db.session() as s:
             result = s.execute(
                 update(OutputRow)
-                .where(
-                    OutputRow.id == output_id,
-                    OutputRow.tenant_id == tenant_id,
-                    OutputRow.status == change.expected.value,
-                )
+                .where(*conditions)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                current = s.get(OutputRow, output_id)
-                if current is None or current.tenant_id != tenant_id:
-                    raise NotFound("output", output_id)
-                raise OutputAlreadyDecided(
-                    output_id, current.status, current.decided_by, current.decided_at
-                )
+                self._lost(s, tenant_id, output_id, change.expected, change.expected_revision)
             self.outbox.add_in(s, events, tenant_id=tenant_id, output_id=output_id)
             row = s.get(OutputRow, output_id, populate_existing=True)
             assert row is not None
             return Output.model_validate(row, from_attributes=True)
+
+    def revise(
+        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+    ) -> Output:
+        data = change.content.encode("utf-8")
+        key = content_key(tenant_id, output_id)
+        self.blobs.put(key, data)
+        try:
+            with self.db.session() as s:
+                current = s.get(OutputRow, output_id)
+                history = list(current.edits or []) if current is not None else []
+                history.append(change.edit.model_dump(mode="json"))
+                result = s.execute(
+                    update(OutputRow)
+                    .where(
+                        OutputRow.id == output_id,
+                        OutputRow.tenant_id == tenant_id,
+                        OutputRow.status == OutputStatus.PENDING.value,
+                        OutputRow.revision == change.expected_revision,
+                    )
+                    .values(
+                        arguments=change.arguments,
+                        content_type=change.content_type,
+                        content_key=key,
+                        content_sha256=change.content_sha256,
+                        content_size=len(data),
+                        preview=preview_of(change.content),
+                        revision=change.edit.revision,
+                        edits=history,
+                        updated_at=change.edit.edited_at,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    self._lost(
+                        s, tenant_id, output_id, OutputStatus.PENDING, change.expected_revision
+                    )
+                self.outbox.add_in(s, events, tenant_id=tenant_id, output_id=output_id)
+                row = s.get(OutputRow, output_id, populate_existing=True)
+                assert row is not None
+                old_key = current.content_key if current is not None else None
+                output = Output.model_validate(row, from_attributes=True)
+        except BaseException:
+            self.blobs.delete(key)
+            raise
+        if old_key and old_key != key:
+            # What the earlier revision said survives as its arguments (in `edits`) and its
+            # fingerprint (in the audit chain); its rendered blob is garbage now.
+            self.blobs.delete(old_key)
+        return output
+
+    @staticmethod
+    def _lost(
+        s: Session,
+        tenant_id: str,
+        output_id: str,
+        expected: OutputStatus,
+        expected_revision: int | None,
+    ) -> NoReturn:
+        """Raise why a conditional write matched no row."""
+        current = s.get(OutputRow, output_id, populate_existing=True)
+        if current is None or current.tenant_id != tenant_id:
+            raise NotFound("output", output_id)
+        if current.status != expected.value:
+            raise OutputAlreadyDecided(
+                output_id, current.status, current.decided_by, current.decided_at
+            )
+        assert expected_revision is not None
+        raise StaleRevision(output_id, expected_revision, current.revision)
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus

@@ -84,6 +84,16 @@ class AgentSpec(StrictModel):
         default_factory=list, description="Slack user or user-group ids; empty: anyone."
     )
     allow_self_approval: bool = False
+    require_distinct_editor_approver: bool = Field(
+        default=False,
+        description="A reviewer who edited an output may not also approve it.",
+    )
+    accept_asserted_decisions: bool = Field(
+        default=True,
+        description="Accept decisions whose decider is only asserted (a webhook callback's "
+        "userId, a REST user_id); when false only Slack clicks and keys bound to a Slack "
+        "user may decide.",
+    )
     approval_channel: str | None = Field(default=None, description="Slack channel id.")
     webhook: WebhookSpec | None = None
     is_active: bool = True
@@ -117,6 +127,8 @@ class AgentPatch(StrictModel):
     limits: AgentLimits | None = None
     approvers: list[str] | None = None
     allow_self_approval: bool | None = None
+    require_distinct_editor_approver: bool | None = None
+    accept_asserted_decisions: bool | None = None
     approval_channel: str | None = None
     webhook: WebhookSpec | None = None
     is_active: bool | None = None

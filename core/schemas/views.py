@@ -37,6 +37,7 @@ class SkillView(View):
     kind: SkillKind
     is_automatable: bool
     executor: Executor
+    version: int = 1
     created_at: datetime
     updated_at: datetime
 
@@ -63,6 +64,8 @@ class AgentView(View):
     limits: AgentLimits
     approvers: list[str]
     allow_self_approval: bool
+    require_distinct_editor_approver: bool = False
+    accept_asserted_decisions: bool = True
     approval_channel: str | None
     webhook: WebhookView | None
     is_active: bool

@@ -7,7 +7,7 @@ values are read through it at call time, so nothing else in core reads the envir
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
@@ -33,8 +33,13 @@ class SkillFactory:
         self.secrets = secrets
         self.mcp = mcp
 
-    def build(self, spec: SkillSpec) -> Skill:
+    def build(self, spec: SkillSpec, version: int = 1) -> Skill:
         """Raises `SkillConfigInvalid` (e.g. `UnknownBuiltin`) for a config that cannot run."""
+        skill = self._build(spec)
+        skill.version = version
+        return skill
+
+    def _build(self, spec: SkillSpec) -> Skill:
         config = spec.executor
         if isinstance(config, BuiltinExecutor):
             function = config.function or spec.name
@@ -48,6 +53,9 @@ class SkillFactory:
             return Skill(spec, McpSkillExecutor(spec.name, config, self.mcp))
         raise TypeError(f"unsupported executor {type(config).__name__}")  # pragma: no cover
 
-    def registry(self, specs: Sequence[SkillSpec]) -> SkillRegistry:
+    def registry(
+        self, specs: Sequence[SkillSpec], versions: Mapping[str, int] | None = None
+    ) -> SkillRegistry:
         """The registry of one agent: exactly these skills, in this order."""
-        return SkillRegistry([self.build(spec) for spec in specs])
+        versions = versions or {}
+        return SkillRegistry([self.build(spec, versions.get(spec.name, 1)) for spec in specs])

@@ -62,6 +62,8 @@ _URL = re.compile(
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _MISSING: Any = object()
+#: What `render_json_body` returns when the request has no body.
+MISSING_BODY: Any = _MISSING
 
 
 def value_text(value: Any) -> str:

@@ -217,6 +217,8 @@ class Skill:
     ) -> None:
         self.spec = spec
         self.executor = executor
+        self.version = 1
+        """The stored skill's version (set by the factory); outputs snapshot it."""
         self._render = render
         self._validator = jsonschema.Draft202012Validator(
             spec.input_schema, format_checker=_FORMATS
@@ -245,6 +247,14 @@ class Skill:
             "description": self.spec.description,
             "input_schema": copy.deepcopy(self.spec.input_schema),
         }
+
+    def schema_errors(self, arguments: object) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every schema problem as (path, message), for forms that show errors per field."""
+        errors = sorted(
+            self._validator.iter_errors(arguments),
+            key=lambda e: (list(map(str, e.absolute_path)), e.message),
+        )
+        return [(tuple(e.absolute_path), e.message[:_MAX_PROBLEM_CHARS]) for e in errors]
 
     def validate(self, arguments: object) -> dict[str, Any]:
         """Check a call against the schema (Draft 2020-12, formats checked).

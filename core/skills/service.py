@@ -31,6 +31,9 @@ def skill_spec(row: SkillRow) -> SkillSpec:
 
 
 def write_skill(row: SkillRow, spec: SkillSpec) -> None:
+    """Store `spec`; a stored skill whose spec changes moves to its next version."""
+    if row.version is not None and skill_spec(row) != spec:
+        row.version += 1
     row.name = spec.name
     row.description = spec.description
     row.input_schema = spec.input_schema

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,18 +25,21 @@ from core.db import Database, make_engine, upgrade
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
 from core.db.pagination import encode_cursor
-from core.errors import NotFound, OutputAlreadyDecided, ValidationFailed
+from core.errors import NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
     NewEvent,
     NewOutput,
     NotificationStatus,
     Output,
+    OutputEdit,
     OutputFilter,
     OutputStatus,
     OutputStore,
+    Revise,
     Transition,
 )
+from core.outputs.snapshot import content_fingerprint
 from core.outputs.sql_store import SqlOutputStore
 from core.webhooks.outbox import Outbox
 from tests.conftest import BACKENDS
@@ -484,3 +487,118 @@ def test_content_url_is_presigned_for_s3_and_none_for_sql(h: Harness) -> None:
         assert reply.status_code == 200
         assert reply.content == b"hello, **world**"
         assert reply.headers["content-type"].startswith("text/markdown")
+
+
+# -- revisions --------------------------------------------------------------------------
+
+SNAPSHOT = {
+    "name": "create_task",
+    "version": 3,
+    "kind": "action",
+    "is_automatable": True,
+    "input_schema": {"type": "object", "properties": {"title": {"type": "string"}}},
+    "executor": {"type": "http", "method": "POST", "url": "https://crm.example/tasks"},
+}
+
+
+def revise(h: Harness, output: Output, title: str, *, expected: int | None = None) -> Output:
+    arguments = {"title": title}
+    content = f"# {title}"
+    revision = expected if expected is not None else output.revision
+    edit = OutputEdit(
+        revision=revision + 1,
+        edited_by="U0EDIT",
+        identity="verified",
+        via="slack",
+        edited_at=datetime.now(UTC),
+        changes=[{"field": "title", "old": output.arguments.get("title"), "new": title}],
+    )
+    change = Revise(
+        expected_revision=revision,
+        arguments=arguments,
+        content=content,
+        content_type="text/markdown",
+        content_sha256=content_fingerprint(SNAPSHOT, arguments, content),
+        edit=edit,
+    )
+    return h.store.revise(output.tenant_id, output.id, change)
+
+
+def test_an_output_keeps_its_skill_snapshot_and_fingerprints_what_was_shown(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+
+    got = h.store.get(T1, created.id)
+
+    assert got.revision == 1
+    assert got.skill_snapshot == SNAPSHOT
+    assert got.content_sha256 == content_fingerprint(SNAPSHOT, {"title": "A"}, "# A")
+
+
+def test_an_edit_makes_the_next_revision_with_new_arguments_and_content(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "Call Globx"}, content="x")
+
+    edited = revise(h, created, "Call Globex")
+
+    got = h.store.get(T1, created.id)
+    assert edited.revision == got.revision == 2
+    assert got.arguments == {"title": "Call Globex"}
+    assert h.store.read_content(T1, created.id) == b"# Call Globex"
+    assert got.content_sha256 == content_fingerprint(SNAPSHOT, got.arguments, "# Call Globex")
+    assert got.skill_snapshot == SNAPSHOT
+    assert got.edits is not None and [e.revision for e in got.edits] == [2]
+    assert got.edits[0].changes == [{"field": "title", "old": "Call Globx", "new": "Call Globex"}]
+    again = revise(h, got, "Call Globex Inc")
+    assert again.revision == 3 and [e.revision for e in again.edits or []] == [2, 3]
+
+
+def test_an_edit_from_a_stale_revision_is_refused_and_changes_nothing(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+    revise(h, created, "B")
+
+    with pytest.raises(StaleRevision) as refused:
+        revise(h, created, "C", expected=1)
+
+    assert (refused.value.seen, refused.value.current) == (1, 2)
+    got = h.store.get(T1, created.id)
+    assert got.arguments == {"title": "B"} and got.revision == 2
+    assert h.store.read_content(T1, created.id) == b"# B"
+
+
+def test_a_decided_output_cannot_be_edited(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+    h.store.transition(T1, created.id, reject("U1"))
+
+    with pytest.raises(OutputAlreadyDecided):
+        revise(h, created, "B")
+    assert h.store.get(T1, created.id).arguments == {"title": "A"}
+
+
+def test_a_decision_naming_an_old_revision_is_refused_as_stale(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+    revise(h, created, "B")
+    change = Transition(
+        expected=OutputStatus.PENDING,
+        to=OutputStatus.APPROVED,
+        at=datetime.now(UTC),
+        decided_by="U1",
+        decision="approved",
+        expected_revision=1,
+        identity="verified",
+    )
+
+    with pytest.raises(StaleRevision):
+        h.store.transition(T1, created.id, change)
+    assert h.store.get(T1, created.id).status == OutputStatus.PENDING
+
+    decided = h.store.transition(T1, created.id, replace(change, expected_revision=2))
+    assert decided.status == OutputStatus.APPROVED
+    assert (decided.decision_revision, decided.decision_identity) == (2, "verified")
+
+
+def test_another_tenant_cannot_edit_an_output(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+    foreign = created.model_copy(update={"tenant_id": T2})
+
+    with pytest.raises(NotFound):
+        revise(h, foreign, "B")
+    assert h.store.get(T1, created.id).arguments == {"title": "A"}

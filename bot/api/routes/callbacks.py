@@ -25,6 +25,12 @@ class ApprovalCallback(BaseModel):
     decision: Literal["approve", "reject"]
     user_id: str = Field(alias="userId", min_length=1, max_length=64)
     reason: str | None = Field(default=None, max_length=2_000)
+    revision: int | None = Field(
+        default=None,
+        ge=1,
+        description="The revision the decider reviewed (`output.created`/`output.edited` "
+        "carry it); a decision on an older one is refused with 409.",
+    )
 
 
 class CallbackResult(BaseModel):
@@ -39,7 +45,7 @@ class CallbackResult(BaseModel):
 
 @router.post(
     "/webhooks/approval",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
     response_model_by_alias=True,
 )
 async def approval_callback(body: ApprovalCallback, c: ContainerDep) -> CallbackResult:
@@ -47,10 +53,10 @@ async def approval_callback(body: ApprovalCallback, c: ContainerDep) -> Callback
     `output.created` event. A decision that loses the race is still a 200 with
     `applied: false` and who decided, so senders do not retry forever."""
     claims = c.tokens.verify(body.approval_token, "approve")
-    actor = Actor(body.user_id, "webhook")
+    actor = Actor(body.user_id, "webhook")  # asserted: the token proves the system, not who
     try:
         result = await c.approvals.decide(
-            claims.tenant_id, claims.output_id, body.decision, actor, body.reason
+            claims.tenant_id, claims.output_id, body.decision, actor, body.reason, body.revision
         )
     except OutputAlreadyDecided as lost:
         return CallbackResult(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
@@ -14,7 +16,10 @@ from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
 from core.approvals.policy import Actor
+from core.errors import StaleRevision, StaleRevisionPrecondition
+from core.execution.effect import PlannedEffect, planned_effect
 from core.outputs.port import Output, OutputFilter, OutputStatus
+from core.wiring import Container
 
 router = APIRouter(
     prefix="/outputs",
@@ -48,9 +53,26 @@ def list_outputs(
     return PageOut.of(c.outputs.list(caller.tenant_id, filters, cursor=cursor, limit=limit))
 
 
+class OutputDetail(Output):
+    effect: PlannedEffect | None = Field(
+        default=None,
+        description="For automatable http/mcp skills: the request approval will make "
+        "(secret header values shown as `\u2039from VARIABLE\u203a`).",
+    )
+
+    @classmethod
+    def of(cls, c: Container, output: Output, response: Response | None = None) -> OutputDetail:
+        if response is not None:
+            response.headers["ETag"] = f'"{output.revision}"'
+        return cls(**output.model_dump(), effect=planned_effect(c.skill_factory, output))
+
+
 @router.get("/{output_id}", responses=problem_responses(404))
-def get_output(output_id: str, caller: CallerDep, c: ContainerDep) -> Output:
-    return c.outputs.get(caller.tenant_id, output_id)
+def get_output(
+    output_id: str, caller: CallerDep, c: ContainerDep, response: Response
+) -> OutputDetail:
+    """The output, its current `revision` (also the `ETag`) and the effect approval has."""
+    return OutputDetail.of(c, c.outputs.get(caller.tenant_id, output_id), response)
 
 
 CONTENT_TTL_SECONDS = 900
@@ -78,7 +100,12 @@ def content_response(c: ContainerDep, tenant_id: str, output_id: str) -> Respons
     return Response(
         data,
         media_type=output.content_type,
-        headers={"X-Content-SHA256": output.content_sha256, "Cache-Control": "private"},
+        headers={
+            # The fingerprint covers snapshot + arguments + content, not these bytes alone.
+            "X-Output-Revision": str(output.revision),
+            "X-Output-SHA256": output.content_sha256,
+            "Cache-Control": "private",
+        },
     )
 
 
@@ -93,6 +120,12 @@ class DecisionBody(BaseModel):
         "Omitted: the API token's holder decides as an admin.",
     )
     reason: str | None = Field(default=None, max_length=2_000)
+    revision: int | None = Field(
+        default=None,
+        ge=1,
+        description="The revision you reviewed; if the output was edited since, the "
+        "decision is refused (409) instead of deciding a revision you did not see.",
+    )
 
 
 class RejectBody(DecisionBody):
@@ -104,36 +137,128 @@ class DecisionOut(BaseModel):
     output: Output
 
 
-def _actor(body: DecisionBody) -> Actor:
-    if body.user_id:
-        return Actor(body.user_id, "api")
-    return Actor("api", "api", trusted=True)
+def _actor(user_id: str | None) -> Actor:
+    """A `user_id` is only asserted: the token holder says who is deciding. Without one
+    the token's holder decides as itself, which the token does prove."""
+    if user_id:
+        return Actor(user_id, "api")
+    return Actor("api", "api", trusted=True, verified=True)
 
 
-@router.post("/{output_id}/approve", responses=problem_responses(403, 404, 409))
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description='The revision you reviewed, as the `ETag` of `GET /outputs/{id}` (`"2"`); '
+        "412 if the output was edited since."
+    ),
+]
+T = TypeVar("T")
+
+
+def _if_match(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _IF_MATCH.match(if_match)
+    if not match:
+        raise HTTPException(400, 'If-Match must be the output\'s ETag, e.g. "2"')
+    return int(match.group(1))
+
+
+def _expected(if_match: str | None, revision: int | None) -> tuple[int | None, bool]:
+    """The revision the caller saw, and whether it came from `If-Match` (412, not 409)."""
+    header = _if_match(if_match)
+    if header is not None and revision is not None and header != revision:
+        raise HTTPException(400, "If-Match and revision name different revisions")
+    return (header, True) if header is not None else (revision, False)
+
+
+async def _guarded(call: Awaitable[T], from_header: bool) -> T:
+    try:
+        return await call
+    except StaleRevision as stale:
+        if from_header:
+            raise StaleRevisionPrecondition(stale) from None
+        raise
+
+
+@router.post("/{output_id}/approve", responses=problem_responses(403, 404, 409, 412))
 async def approve_output(
-    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+    output_id: str,
+    caller: CallerDep,
+    c: ContainerDep,
+    body: DecisionBody | None = None,
+    if_match: IfMatch = None,
 ) -> DecisionOut:
     """Approve a pending output. Automatable outputs run at once; others become `manual`.
 
     Repeating the decision that stands answers 200 with `applied: false`; a conflicting
-    decision answers 409 naming who decided first."""
+    decision answers 409 naming who decided first. Name the revision you reviewed
+    (`revision` or `If-Match`) so an edit made meanwhile is never approved unseen."""
     body = body or DecisionBody()
-    result = await c.approvals.decide(
-        caller.tenant_id, output_id, "approve", _actor(body), body.reason
+    revision, from_header = _expected(if_match, body.revision)
+    result = await _guarded(
+        c.approvals.decide(
+            caller.tenant_id, output_id, "approve", _actor(body.user_id), body.reason, revision
+        ),
+        from_header,
     )
     return DecisionOut(applied=result.applied, output=result.output)
 
 
-@router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409))
+@router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409, 412))
 async def reject_output(
-    output_id: str, body: RejectBody, caller: CallerDep, c: ContainerDep
+    output_id: str,
+    body: RejectBody,
+    caller: CallerDep,
+    c: ContainerDep,
+    if_match: IfMatch = None,
 ) -> DecisionOut:
     """Reject a pending output with a reason; the agent sees the reason in its session."""
-    result = await c.approvals.decide(
-        caller.tenant_id, output_id, "reject", _actor(body), body.reason
+    revision, from_header = _expected(if_match, body.revision)
+    result = await _guarded(
+        c.approvals.decide(
+            caller.tenant_id, output_id, "reject", _actor(body.user_id), body.reason, revision
+        ),
+        from_header,
     )
     return DecisionOut(applied=result.applied, output=result.output)
+
+
+class EditBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    arguments: dict[str, Any] = Field(
+        description="The complete new arguments, checked against the skill's input schema."
+    )
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Slack user editing (asserted); the agent's approver rules apply.",
+    )
+
+
+@router.patch("/{output_id}", responses=problem_responses(403, 404, 409, 412))
+async def edit_output(
+    output_id: str,
+    body: EditBody,
+    caller: CallerDep,
+    c: ContainerDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> OutputDetail:
+    """Edit a pending output's arguments before deciding it: a new `revision`, its content
+    rendered again, every approval message updated and `output.edited` sent. 422 names
+    each invalid field; 409 once decided (or, without If-Match, edited by someone else)."""
+    revision = _if_match(if_match)
+    output = await _guarded(
+        c.approvals.edit(
+            caller.tenant_id, output_id, body.arguments, _actor(body.user_id), revision
+        ),
+        revision is not None,
+    )
+    return OutputDetail.of(c, output, response)
 
 
 @router.post("/{output_id}/retry", responses=problem_responses(403, 404, 409))
@@ -142,7 +267,7 @@ async def retry_output(
 ) -> Output:
     """Run an output whose execution failed again."""
     return await c.approvals.retry_execution(
-        caller.tenant_id, output_id, _actor(body or DecisionBody())
+        caller.tenant_id, output_id, _actor((body or DecisionBody()).user_id)
     )
 
 
