@@ -8,9 +8,16 @@ decision as in production:
 * distinct outputs, `--threads` callers at once: decisions/s;
 * one output, `--racers` callers at once: winners (must be 1), wall time, p50/p99 per call.
 
+Then the whole decision as a reviewer gets it (`ApprovalService.decide`: read, approver
+rules, conditional write, audit, executing a builtin, session note) on SQLite, p50/p99:
+plain approvals (`decide` without a revision, the call every version supports, so running
+this script on an older commit gives the "before"), approvals naming the revision they
+saw, and an edit followed by the approval of the edited revision.
+
 Not a test: the figures depend on the machine, and moto is not DynamoDB (it shows what
 our side costs, not what AWS latency will be).
-Run: `.venv/bin/python bench/approvals.py [--decisions 300] [--threads 8] [--racers 200]`.
+Run: `.venv/bin/python bench/approvals.py [--decisions 300] [--threads 8] [--racers 200]
+[--service 200]`.
 """
 
 from __future__ import annotations
@@ -172,6 +179,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=300)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--racers", type=int, default=200)
+    parser.add_argument("--service", type=int, default=200)
     args = parser.parse_args()
     pg = os.environ.get("TEST_DATABASE_URL", "")
 
@@ -196,6 +204,101 @@ def main() -> None:
         outbox = f"sqlite:///{root / 'outbox.db'}"
         with aws_store(outbox, max(args.racers, args.threads)) as store:
             measure("aws-moto-server", store, args.decisions, args.threads, args.racers)
+        if args.service:
+            measure_service(args.service, root)
+
+
+SERVICE_CONFIG = """
+apiVersion: cosmo/v1
+personas: [{name: p, role: Bench}]
+skills:
+  - name: create_task
+    description: Create a task.
+    kind: action
+    is_automatable: true
+    input_schema: {type: object, properties: {title: {type: string}}, required: [title]}
+agents: [{name: bench, persona: p, skills: [create_task], approvers: [U0LEAD]}]
+"""
+
+
+def measure_service(count: int, root: Path) -> None:
+    """Latency of `ApprovalService.decide` end to end on SQLite (see the module docstring)."""
+    import asyncio
+    from dataclasses import fields
+    from typing import Any
+
+    from core.approvals.policy import Actor
+    from core.config_document import parse_document
+    from core.settings import Settings
+    from core.skills.runtime import SkillResult
+    from core.wiring import build_container
+
+    url = f"sqlite:///{root / 'service.db'}"
+    upgrade(url)
+    db = Database.from_url(url)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, COSMO_DATA_DIR=str(root / "data"), COSMO_API_TOKEN="bench"
+    )
+    c = build_container(settings, db=db)
+
+    async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
+        return SkillResult("done")
+
+    c.skill_factory.builtins.register("create_task", create_task)
+    c.config.apply("default", parse_document(SERVICE_CONFIG), actor="bench")
+    agent = c.agents.get_by_name("default", "bench")
+    session = c.sessions.start("default", agent.id, user_id="U0REQ")
+    snapshots = "skill_snapshot" in {f.name for f in fields(NewOutput)}
+    snapshot: dict[str, Any] = {}
+    if snapshots:
+        from core.outputs.snapshot import skill_snapshot
+
+        spec = parse_document(SERVICE_CONFIG).skills[0]
+        snapshot = {"skill_snapshot": skill_snapshot(spec, 1)}
+
+    def new() -> str:
+        made = NewOutput(
+            id=new_id("out"),
+            tenant_id="default",
+            agent_id=agent.id,
+            session_id=session.id,
+            skill="create_task",
+            is_automatable=True,
+            arguments={"title": "Call Maria"},
+            content="**create_task**: Create a task.\n\n**title**: Call Maria",
+            requested_by="U0REQ",
+            **snapshot,
+        )
+        return c.outputs.create(made).id
+
+    lead = Actor("U0LEAD", "slack", verified=True) if snapshots else Actor("U0LEAD", "slack")
+
+    async def run(kind: str) -> list[float]:
+        samples = []
+        for _ in range(count):
+            output_id = await asyncio.to_thread(new)
+            t = time.perf_counter()
+            if kind == "plain":
+                await c.approvals.decide("default", output_id, "approve", lead)
+            elif kind == "revision":
+                await c.approvals.decide("default", output_id, "approve", lead, revision=1)
+            else:
+                await c.approvals.edit("default", output_id, {"title": "Call Mario"}, lead, 1)
+                await c.approvals.decide("default", output_id, "approve", lead, revision=2)
+            samples.append(time.perf_counter() - t)
+        return samples
+
+    kinds = ["plain", "revision", "edit+approve"] if snapshots else ["plain"]
+    print(f"\nApprovalService on SQLite, {count} outputs each (builtin skill, no webhook)")
+    print(f"{'decision':<16} {'p50 ms':>8} {'p99 ms':>8} {'per s':>8}")
+    for kind in kinds:
+        samples = asyncio.run(run(kind))
+        print(
+            f"{kind:<16} {statistics.median(samples) * 1000:>8.2f}"
+            f" {_percentile(samples, 99) * 1000:>8.2f} {len(samples) / sum(samples):>8.0f}",
+            flush=True,
+        )
+    db.dispose()
 
 
 if __name__ == "__main__":
