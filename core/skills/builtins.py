@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.memory.port import MemoryRecord
-from core.personas.prompt import knowledge_passage
+from core.personas.prompt import fence, knowledge_passage
 from core.schemas.common import SLUG_PATTERN
 from core.skills.runtime import KnowledgeHit, ProposalRenderer, SkillContext, SkillResult
 
@@ -168,13 +168,15 @@ async def recall_memory(arguments: dict[str, Any], ctx: SkillContext) -> SkillRe
     if not records:
         return SkillResult(f"No memories match {query!r}.", {"memories": []})
     memories = [_memory_data(r) for r in records]
-    lines = [f"Memories matching {query!r}:"]
+    lines = []
     for i, memory in enumerate(memories, 1):
         details = [f"score {memory['score']:.2f}" if memory["score"] is not None else None]
         details.append(memory["created_at"][:10] if memory["created_at"] else None)
         shown = ", ".join(d for d in details if d)
         lines.append(f"{i}. {memory['text']}" + (f" ({shown})" if shown else ""))
-    return SkillResult("\n".join(lines), {"memories": memories})
+    # What users said before is outside text: fenced like the memories in the prompt.
+    listed = fence("\n".join(lines), source="memory")
+    return SkillResult(f"Memories matching {query!r}:\n{listed}", {"memories": memories})
 
 
 def _memory_data(record: MemoryRecord) -> dict[str, Any]:

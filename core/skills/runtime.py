@@ -234,6 +234,15 @@ class Skill:
         return self.spec.kind
 
     @property
+    def data_source(self) -> str | None:
+        """How the model is told where this skill's results come from (`tool:<name>`), or
+        None when they are written by our own code and carry no outside text.
+
+        Only builtins are ours; every other executor (http, mcp, and any added later)
+        answers with text from outside, which reaches the model fenced as data."""
+        return None if self.spec.executor.type == "builtin" else f"tool:{self.name}"
+
+    @property
     def is_action(self) -> bool:
         """Action skills never run during the chat: their calls become outputs."""
         return self.spec.kind is SkillKind.ACTION
