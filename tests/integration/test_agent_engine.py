@@ -102,8 +102,9 @@ def test_persona_is_rendered_into_a_cached_system_prompt(claude_client, fake_cla
     assert "Sales assistant at Acme Analytics" in persona["text"]
     assert "Help the current speaker in the current channel" in persona["text"]
     assert "Ana " not in persona["text"] and "#deals" not in persona["text"]
-    assert '<data source="speaker">\nname: Ana\nuser_id: U123\nchannel: #deals\n</data>' == (
-        request.messages[-1]["content"][0]["text"]
+    assert (
+        (request.messages[-1]["content"][0]["text"])
+        == '<data source="speaker">\nname: Ana\nuser_id: U123\nchannel: #deals\n</data>'
     )
     assert "You are sales-bot" in persona["text"]
     assert "{{" not in persona["text"]
