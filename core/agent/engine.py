@@ -33,7 +33,15 @@ from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.memory.port import MemoryMessage, MemoryProvider
 from core.outputs.port import NewOutput, Output, OutputStore
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
-from core.personas.prompt import CACHE, KnowledgeSnippet, PromptContext, build_system
+from core.personas.prompt import (
+    CACHE,
+    KnowledgeSnippet,
+    PromptContext,
+    Speaker,
+    build_system,
+    fence,
+    speaker_block,
+)
 from core.schemas.persona import PersonaSpec
 from core.schemas.skill import SkillKind
 from core.schemas.views import AgentView
@@ -223,7 +231,10 @@ class _TurnRun:
                 )
             system = await self._system_prompt(user_message)
             history = await to_thread.run_sync(a.sessions.history, self.tenant, self.session.id)
-            user = {"role": "user", "content": [{"type": "text", "text": user_message}]}
+            who = self.session
+            speaker = speaker_block(Speaker(who.user_id, who.user_name, who.channel_name))
+            text = {"type": "text", "text": user_message}
+            user = {"role": "user", "content": [speaker, text]}
             self.new_messages.append(user)
             await self._loop(system, _merge_roles([*history, user]))
         except ModelError as exc:
@@ -259,12 +270,7 @@ class _TurnRun:
                 knowledge = [replace(k, number=self.passages.number(k)) for k in found]
             except Exception:
                 log.exception("turn %s: knowledge search failed", self.turn.id)
-        ctx = PromptContext(
-            agent_name=a.agent.name,
-            user_name=self.session.user_name,
-            channel=self.session.channel_name,
-            today=a.clock().date(),
-        )
+        ctx = PromptContext(agent_name=a.agent.name, today=a.clock().date())
         context_block = self.session.context.get("prompt_context")
         return build_system(
             a.config.persona,
@@ -344,13 +350,15 @@ class _TurnRun:
         except SkillArgumentsInvalid as exc:
             self.steps.append(Step("tool", name, _ms(started), {"error": exc.detail}))
             return _tool_result(block, SkillResult(exc.detail, is_error=True))
+        source = None
         if skill.spec.kind == SkillKind.ACTION:
             result, detail = await self._propose(skill, arguments)
         else:
             result = await self._read(skill, arguments)
             detail = {"is_error": result.is_error}
+            source = skill.data_source
         self.steps.append(Step("tool", name, _ms(started), {"input": arguments, **detail}))
-        return _tool_result(block, result)
+        return _tool_result(block, result, fenced_as=source)
 
     async def _read(self, skill: Skill, arguments: dict[str, Any]) -> SkillResult:
         try:
@@ -502,14 +510,19 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _tool_result(block: dict[str, Any], result: SkillResult) -> dict[str, Any]:
+def _tool_result(
+    block: dict[str, Any], result: SkillResult, *, fenced_as: str | None = None
+) -> dict[str, Any]:
+    """`fenced_as` names the source of a result that carries outside text (an http or mcp
+    skill's answer, errors included): it is fenced after the cut, so the fence stays whole."""
     text = result.content
     if len(text) > MAX_TOOL_RESULT_CHARS:
         text = text[:MAX_TOOL_RESULT_CHARS] + "\n…(truncated)"
+    text = text or "(no output)"
     out: dict[str, Any] = {
         "type": "tool_result",
         "tool_use_id": block.get("id"),
-        "content": text or "(no output)",
+        "content": fence(text, source=fenced_as) if fenced_as else text,
     }
     if result.is_error:
         out["is_error"] = True

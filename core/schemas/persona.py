@@ -12,9 +12,12 @@ from core.schemas.common import LongText, ShortText, Slug, StrictModel
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
+# `user_name` and `channel` render as fixed words, never the names themselves: the persona
+# block holds admin text only, and each user message names its speaker in a fenced block
+# (core/personas/prompt.py).
 BUILTIN_VARIABLES: dict[str, str] = {
-    "user_name": "display name of the Slack user talking to the agent",
-    "channel": "name of the Slack channel (or 'direct message')",
+    "user_name": "'the current speaker' (the name itself comes, fenced, with each message)",
+    "channel": "'the current channel' (the name itself comes, fenced, with each message)",
     "date": "today's date (UTC, ISO 8601)",
     "agent_name": "the agent's name",
 }

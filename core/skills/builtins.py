@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.memory.port import MemoryRecord
-from core.personas.prompt import knowledge_passage
+from core.personas.prompt import fence, knowledge_passage
 from core.schemas.common import SLUG_PATTERN
 from core.skills.runtime import KnowledgeHit, ProposalRenderer, SkillContext, SkillResult
 
@@ -33,11 +33,16 @@ MAX_RESULTS = 20
 
 @dataclass(frozen=True)
 class Builtin:
-    """A registered function and, for action skills, how to show its proposal."""
+    """A registered function and, for action skills, how to show its proposal.
+
+    `own_text`: its results are our own words, or fence any outside text themselves, so
+    the engine may hand them to the model as they are. Functions the composition root adds
+    default to False: their results reach the model fenced as data, like http and mcp."""
 
     name: str
     function: BuiltinFunction
     render: ProposalRenderer | None = None
+    own_text: bool = False
 
 
 class BuiltinCatalog:
@@ -50,20 +55,26 @@ class BuiltinCatalog:
     def default(cls, *, clock: Clock | None = None) -> BuiltinCatalog:
         """The catalogue Cosmo ships. `clock` (returning an aware datetime) is for tests."""
         catalog = cls()
-        catalog.register("current_time", current_time_function(clock or _utc_now))
-        catalog.register("recall_memory", recall_memory)
-        catalog.register("search_knowledge", search_knowledge)
-        catalog.register("draft_email", draft_email, render=render_email)
+        # Audited: our words only; recalled memories and knowledge passages come fenced.
+        catalog.register("current_time", current_time_function(clock or _utc_now), own_text=True)
+        catalog.register("recall_memory", recall_memory, own_text=True)
+        catalog.register("search_knowledge", search_knowledge, own_text=True)
+        catalog.register("draft_email", draft_email, render=render_email, own_text=True)
         return catalog
 
     def register(
-        self, name: str, fn: BuiltinFunction, *, render: ProposalRenderer | None = None
+        self,
+        name: str,
+        fn: BuiltinFunction,
+        *,
+        render: ProposalRenderer | None = None,
+        own_text: bool = False,
     ) -> None:
         if not re.match(SLUG_PATTERN, name):
             raise ValueError(f"built-in name {name!r} must match {SLUG_PATTERN}")
         if name in self._entries:
             raise ValueError(f"a built-in named {name!r} is already registered")
-        self._entries[name] = Builtin(name, fn, render)
+        self._entries[name] = Builtin(name, fn, render, own_text)
 
     def get(self, name: str) -> Builtin | None:
         return self._entries.get(name)
@@ -168,13 +179,15 @@ async def recall_memory(arguments: dict[str, Any], ctx: SkillContext) -> SkillRe
     if not records:
         return SkillResult(f"No memories match {query!r}.", {"memories": []})
     memories = [_memory_data(r) for r in records]
-    lines = [f"Memories matching {query!r}:"]
+    lines = []
     for i, memory in enumerate(memories, 1):
         details = [f"score {memory['score']:.2f}" if memory["score"] is not None else None]
         details.append(memory["created_at"][:10] if memory["created_at"] else None)
         shown = ", ".join(d for d in details if d)
         lines.append(f"{i}. {memory['text']}" + (f" ({shown})" if shown else ""))
-    return SkillResult("\n".join(lines), {"memories": memories})
+    # What users said before is outside text: fenced like the memories in the prompt.
+    listed = fence("\n".join(lines), source="memory")
+    return SkillResult(f"Memories matching {query!r}:\n{listed}", {"memories": memories})
 
 
 def _memory_data(record: MemoryRecord) -> dict[str, Any]:

@@ -46,7 +46,12 @@ class SkillFactory:
             builtin = self.builtins.get(function)
             if builtin is None:
                 raise UnknownBuiltin(spec.name, function, self.builtins.names())
-            return Skill(spec, BuiltinSkillExecutor(builtin), render=builtin.render)
+            return Skill(
+                spec,
+                BuiltinSkillExecutor(builtin),
+                render=builtin.render,
+                outside_text=not builtin.own_text,
+            )
         if isinstance(config, HttpExecutor):
             return Skill(spec, HttpSkillExecutor(spec.name, config, self.http, self.secrets))
         if isinstance(config, McpExecutor):

@@ -214,12 +214,14 @@ class Skill:
         executor: SkillExecutor,
         *,
         render: ProposalRenderer | None = None,
+        outside_text: bool = True,
     ) -> None:
         self.spec = spec
         self.executor = executor
         self.version = 1
         """The stored skill's version (set by the factory); outputs snapshot it."""
         self._render = render
+        self._outside_text = outside_text
         self._validator = jsonschema.Draft202012Validator(
             spec.input_schema, format_checker=_FORMATS
         )
@@ -234,6 +236,16 @@ class Skill:
     @property
     def kind(self) -> SkillKind:
         return self.spec.kind
+
+    @property
+    def data_source(self) -> str | None:
+        """How the model is told where this skill's results come from (`tool:<name>`), or
+        None when they are our own words and carry no outside text.
+
+        Only the audited builtins (`Builtin.own_text`) are ours; http and mcp skills and
+        any function added to the catalogue answer with text from outside, which reaches
+        the model fenced as data."""
+        return f"tool:{self.name}" if self._outside_text else None
 
     @property
     def is_action(self) -> bool:

@@ -387,8 +387,11 @@ def test_each_speaker_in_a_thread_is_addressed_and_remembered_as_themselves(app)
     app.send(app.requests.message("I am Bob and I like Fridays", user=bob, thread_ts=ts))
     app.drain()
 
-    second = app.claude.message_requests[1]
-    assert "Help Bob Builder." in second.system_text
+    first, second = app.claude.message_requests[:2]
+    assert second.system[0] == first.system[0]  # one persona block for every speaker
+    assert "Help the current speaker." in second.system_text
+    speakers = [m["content"][0]["text"] for m in second.messages if m["role"] == "user"]
+    assert "name: alice\n" in speakers[0] and "name: Bob Builder\n" in speakers[-1]
     (output,) = app.container.outputs.list("default", OutputFilter(), cursor=None, limit=10).items
     assert output.requested_by == bob
     agent_id = app.agent_id("sales-bot")

@@ -27,7 +27,10 @@ Choices worth knowing (they are deliberate, not accidents):
   JSON; each block counts at least 1. `Reply(input_tokens=..., output_tokens=...)` overrides.
 * Prompt caching follows the real prefix order tools -> system -> messages. Each
   `cache_control` marker ends a cacheable prefix (a top-level `cache_control` marks the last
-  block). The longest prefix seen before (same model, same content) is reported as
+  block), and only marked prefixes are written. A read looks, like the real API, at the
+  marker and at up to `CACHE_LOOKBACK_BLOCKS` block boundaries before it, so the prefix a
+  conversation's previous turn marked is found again although this turn's marker moved on.
+  The longest prefix written before (same model, same content) is reported as
   `cache_read_input_tokens`; the rest up to the last marker as `cache_creation_input_tokens`;
   `input_tokens` counts only what follows the last marker, as the real API does. Prefixes
   shorter than `min_cacheable_tokens` (default 0) are not cached. There is no TTL.
@@ -63,6 +66,10 @@ __all__ = [
 ]
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]
+
+#: How many block boundaries before a `cache_control` marker a read also checks (the real
+#: API's documented lookback is about 20 blocks).
+CACHE_LOOKBACK_BLOCKS = 20
 
 # The status the real API pairs with each error type, used when an error that the script
 # meant for the middle of a stream has to be sent to a non-streaming request instead.
@@ -328,7 +335,10 @@ class RecordedRequest:
         return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
 
     def last_user_text(self) -> str:
-        """Text the user (not a tool result) last said, for responders that echo or branch."""
+        """Text the user (not a tool result) last said, for responders that echo or branch.
+
+        Text blocks that are `<data ...>` fences (the speaker block an app puts before the
+        user's words) are context, not what the user said, and are left out."""
         for message in reversed(self.messages):
             if message.get("role") != "user":
                 continue
@@ -339,7 +349,9 @@ class RecordedRequest:
                 texts = [
                     str(b.get("text", ""))
                     for b in content
-                    if isinstance(b, dict) and b.get("type") == "text"
+                    if isinstance(b, dict)
+                    and b.get("type") == "text"
+                    and not str(b.get("text", "")).startswith("<data ")
                 ]
                 if texts:
                     return "\n".join(texts)
@@ -522,20 +534,25 @@ class _PromptCache:
         segments = _segments(body)
         total = sum(s.tokens for s in segments)
         digest = sha256(str(body.get("model")).encode())
-        marks: list[tuple[str, int]] = []  # (prefix hash, prefix tokens) at each marker
+        prefixes: list[tuple[str, int]] = []  # (prefix hash, prefix tokens) at each boundary
+        marks: list[int] = []  # indexes into `prefixes` of the cacheable markers
         running = 0
         for segment in segments:
             digest.update(b"\x00" + segment.key.encode())
             running += segment.tokens
+            prefixes.append((digest.copy().hexdigest(), running))
             if segment.breakpoint and running >= self._min:
-                marks.append((digest.copy().hexdigest(), running))
+                marks.append(len(prefixes) - 1)
         if not marks:
             return _Usage(total, 0, 0)
+        looked_at = {
+            prefixes[i] for m in marks for i in range(max(0, m - CACHE_LOOKBACK_BLOCKS), m + 1)
+        }
         with self._lock:
-            read = max((n for h, n in marks if h in self._prefixes), default=0)
+            read = max((n for h, n in looked_at if h in self._prefixes), default=0)
             if record:
-                self._prefixes.update(h for h, _ in marks)
-        cached = marks[-1][1]
+                self._prefixes.update(prefixes[m][0] for m in marks)
+        cached = prefixes[marks[-1]][1]
         return _Usage(total - cached, cached - read, read)
 
 

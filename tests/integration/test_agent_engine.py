@@ -100,7 +100,12 @@ def test_persona_is_rendered_into_a_cached_system_prompt(claude_client, fake_cla
     persona = request.system[0]
     assert persona["cache_control"] == {"type": "ephemeral"}
     assert "Sales assistant at Acme Analytics" in persona["text"]
-    assert "Help Ana in #deals" in persona["text"]
+    assert "Help the current speaker in the current channel" in persona["text"]
+    assert "Ana " not in persona["text"] and "#deals" not in persona["text"]
+    assert (
+        (request.messages[-1]["content"][0]["text"])
+        == '<data source="speaker">\nname: Ana\nuser_id: U123\nchannel: #deals\n</data>'
+    )
     assert "You are sales-bot" in persona["text"]
     assert "{{" not in persona["text"]
     assert request.stream is True

@@ -606,6 +606,39 @@ def test_prompt_cache_creation_then_read(fake: FakeAnthropicAPI, sdk: anthropic.
     assert third.usage.input_tokens == 0
 
 
+def test_a_moved_marker_still_reads_the_prefix_the_previous_turn_marked(
+    fake: FakeAnthropicAPI, sdk: anthropic.Anthropic
+) -> None:
+    """The real API also checks the block boundaries before a marker (about 20): a
+    conversation whose marker moves to the newest message reads the previous turn's prefix."""
+    fake.respond_with(lambda request: Reply.text("ok"))
+    mark = {"type": "ephemeral"}
+    first_turn: Any = [{"role": "user", "content": [{"type": "text", "text": "q" * 400}]}]
+    first_turn[0]["content"][0]["cache_control"] = mark
+    first = sdk.messages.create(model=MODEL, max_tokens=64, messages=first_turn)
+    second_turn: Any = [
+        {"role": "user", "content": [{"type": "text", "text": "q" * 400}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+        {"role": "user", "content": [{"type": "text", "text": "r" * 40, "cache_control": mark}]},
+    ]
+    second = sdk.messages.create(model=MODEL, max_tokens=64, messages=second_turn)
+
+    assert first.usage.cache_creation_input_tokens == 100
+    assert second.usage.cache_read_input_tokens == 100
+    assert second.usage.cache_creation_input_tokens == 1 + 10
+
+    # Beyond the lookback the old prefix is out of sight: written anew, nothing read.
+    filler: Any = [
+        {"role": role, "content": [{"type": "text", "text": f"{role} {i}"}]}
+        for i in range(11)
+        for role in ("assistant", "user")
+    ]
+    far: Any = [second_turn[0], *filler]
+    far[-1] = {"role": "user", "content": [{"type": "text", "text": "late", "cache_control": mark}]}
+    third = sdk.messages.create(model=MODEL, max_tokens=64, messages=far)
+    assert third.usage.cache_read_input_tokens == 0
+
+
 def test_cached_tools_reported_in_streamed_usage(
     fake: FakeAnthropicAPI, sdk: anthropic.Anthropic
 ) -> None:

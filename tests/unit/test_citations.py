@@ -64,7 +64,7 @@ def test_section_and_page_make_one_label() -> None:
 # --- the prompt ---------------------------------------------------------------------------------
 
 PERSONA = PersonaSpec.model_validate({"name": "helper", "role": "Support assistant"})
-CTX = PromptContext(agent_name="support-bot", user_name="Ada", channel=None, today=date(2026, 3, 2))
+CTX = PromptContext(agent_name="support-bot", today=date(2026, 3, 2))
 
 
 def test_an_agent_with_knowledge_is_told_to_cite_by_number_and_to_admit_gaps() -> None:

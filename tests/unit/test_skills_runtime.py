@@ -392,10 +392,13 @@ async def test_recall_memory_searches_this_users_memories_with_this_agent() -> N
 
     result = await skill.execute({"query": "  contact preference "}, ctx(memory=memory))
 
+    # What users said before is outside text: fenced like the memories in the prompt.
     assert result.content == (
         "Memories matching 'contact preference':\n"
+        '<data source="memory">\n'
         "1. Prefers email over calls (score 0.91, 2026-03-06)\n"
-        "2. Works at Acme (2026-03-06)"
+        "2. Works at Acme (2026-03-06)\n"
+        "</data>"
     )
     assert result.data["memories"][0] == {
         "id": "mem_1",
