@@ -20,6 +20,7 @@ from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
 from core.approvals.policy import Actor, GroupDirectory, check_may_decide
+from core.approvals.receipts import ReceiptDecision, Receipts
 from core.errors import (
     FieldError,
     NotAllowedToDecide,
@@ -66,6 +67,7 @@ class ApprovalService:
         audit: AuditLog,
         directory: GroupDirectory | None = None,
         clock: Callable[[], datetime] | None = None,
+        receipts: Receipts | None = None,
     ) -> None:
         self.outputs = outputs
         self.agents = agents
@@ -73,6 +75,7 @@ class ApprovalService:
         self.executor = executor
         self.events = events
         self.audit = audit
+        self.receipts = receipts
         self.directory = directory
         self.clock = clock or (lambda: datetime.now(UTC))
         self.listeners: list[Listener] = []
@@ -136,19 +139,13 @@ class ApprovalService:
         except OutputAlreadyDecided as lost:
             current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
             return await self._already(current, decision, actor, action, lost=lost)
-        await self._audit(decided, actor, action, "applied", reason)
+        await self._audit(decided, actor, action, "applied", reason, receipt=actor)
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
             final = decided
         else:
             final = await self.executor.run(decided, agent)
-            await self._audit(
-                final,
-                Actor("system", "system"),
-                "execute",
-                "applied",
-                final.execution_error or final.status.value,
-            )
+            await self._audit_execution(final, actor)
         await self._notify(final)
         return DecisionResult(final, applied=True)
 
@@ -182,6 +179,7 @@ class ApprovalService:
         )
         await self._audit(approved, actor, "retry", "applied")
         final = await self.executor.run(approved, agent)
+        await self._audit_execution(final, actor)
         await self._notify(final)
         return final
 
@@ -210,7 +208,8 @@ class ApprovalService:
             )
         except OutputAlreadyDecided:
             return None
-        await self._audit(expired, Actor("system", "system"), "expire", "applied")
+        system = Actor("system", "system")
+        await self._audit(expired, system, "expire", "applied", receipt=system)
         await self._notify(expired)
         return expired
 
@@ -273,18 +272,48 @@ class ApprovalService:
             log.info("output %s: its session is gone; rejection reason not handed back", output.id)
 
     async def _audit(
-        self, output: Output, actor: Actor, action: str, outcome: str, detail: str | None = None
+        self,
+        output: Output,
+        actor: Actor,
+        action: str,
+        outcome: str,
+        detail: str | None = None,
+        *,
+        receipt: Actor | None = None,
     ) -> None:
-        await to_thread.run_sync(
-            lambda: self.audit.record(
-                output.tenant_id,
-                output.id,
-                actor=actor.id,
-                action=action,
-                outcome=outcome,  # type: ignore[arg-type]
-                via=actor.via,
-                detail=detail,
-            )
+        """Append an audit entry; with `receipt` (who the effect is owed to), also sign a
+        receipt for the output's current status, linked to the entry, in one transaction."""
+
+        def write() -> None:
+            with self.audit.db.session() as s:
+                entry = self.audit.record_in(
+                    s,
+                    output.tenant_id,
+                    output.id,
+                    actor=actor,
+                    action=action,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    detail=detail,
+                    revision=output.revision,
+                    content_sha256=output.content_sha256,
+                )
+                if receipt is not None and self.receipts is not None:
+                    decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
+                    at = output.executed_at or output.decided_at or output.updated_at
+                    self.receipts.issue_in(s, entry, output, decision, receipt, at)
+
+        await to_thread.run_sync(write)
+
+    async def _audit_execution(self, final: Output, decider: Actor) -> None:
+        # `approved` means the execution never finished: nothing to sign for yet.
+        done = final.status != OutputStatus.APPROVED
+        await self._audit(
+            final,
+            Actor("system", "system"),
+            "execute",
+            "applied",
+            final.execution_error or final.status.value,
+            receipt=decider if done else None,
         )
 
     async def _notify(self, output: Output) -> None:
