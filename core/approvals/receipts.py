@@ -245,7 +245,7 @@ def _receipts_with_entries(conn: Connection, tenant_id: str) -> Iterator[tuple[A
         .order_by(ReceiptRow.created_at, ReceiptRow.id)
         .execution_options(yield_per=1000)
     )
-    yield from Session(bind=conn).execute(stmt).tuples()
+    yield from ((row[0], row[1]) for row in Session(bind=conn).execute(stmt))
 
 
 def _receipt_problem(

@@ -102,8 +102,9 @@ def _chain_existing_entries() -> None:
     bind = op.get_bind()
     audit = sa.table(
         "audit_log",
-        *(sa.column(name) for name in HASHED if name not in ("created_at",)),
+        *(sa.column(name) for name in HASHED if name != "created_at"),
         sa.column("created_at", sa.DateTime(timezone=True)),
+        sa.column("entry_hash"),
     )
     heads = sa.table(
         "audit_heads",
@@ -113,7 +114,9 @@ def _chain_existing_entries() -> None:
         sa.column("updated_at", sa.DateTime(timezone=True)),
     )
     rows = bind.execute(
-        sa.select(audit).order_by(audit.c.tenant_id, audit.c.created_at, audit.c.id)
+        sa.select(*(audit.c[name] for name in HASHED if name not in ("seq", "prev_hash"))).order_by(
+            audit.c.tenant_id, audit.c.created_at, audit.c.id
+        )
     ).mappings()
     chains: dict[str, tuple[int, str]] = {}
     updates = []
