@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from core.approvals.audit import AuditEntry, identity_of, snapshot
+from core.approvals.audit import AuditEntry, entry_hash, identity_of, snapshot
 from core.approvals.canonical import canonical_bytes, sha256_hex, timestamp
 from core.approvals.policy import Actor
 from core.db import Database
@@ -263,7 +263,8 @@ def _receipt_problem(
         return f"the audit entry it names ({row.audit_id}) is missing"
     if entry.tenant_id != row.tenant_id or entry.output_id != row.output_id:
         return f"the audit entry it names ({row.audit_id}) is about another output"
-    if entry.entry_hash != row.audit_hash:
+    # Recomputed, not read: the entry's stored hash may have been rewritten along with it.
+    if entry.entry_hash != row.audit_hash or entry_hash(entry) != row.audit_hash:
         return f"the audit entry it names ({row.audit_id}) no longer has the hash it signed"
     return None
 
