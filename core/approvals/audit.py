@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, select, union, update
+from sqlalchemy import Connection, insert, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -156,9 +156,10 @@ class AuditLog:
     ) -> AuditEntry:
         """Append an entry inside the caller's transaction (commits or rolls back with it)."""
         seq, prev = _lock_head(s, tenant_id)
-        row = AuditRow(
+        entry = AuditEntry(
             id=new_id("aud"),
             tenant_id=tenant_id,
+            seq=seq + 1,
             output_id=output_id,
             actor=storable_text(actor.id)[:200],
             identity=identity_of(actor),
@@ -170,20 +171,20 @@ class AuditLog:
             revision=revision,
             content_sha256=content_sha256,
             detail=(detail or None) and storable_text(detail)[:2000],
-            # Truncated to what both backends store, so the hash survives the round trip.
             created_at=self.clock().astimezone(UTC),
-            seq=seq + 1,
             prev_hash=prev,
+            entry_hash="",
         )
-        row.entry_hash = entry_hash(row)
-        s.add(row)
+        entry.entry_hash = entry_hash(entry)
+        # Core statements, not the ORM unit of work: appends are on every decision's path.
+        s.execute(insert(AuditRow).values(**entry.model_dump()))
         s.execute(
             update(AuditHeadRow)
             .where(AuditHeadRow.tenant_id == tenant_id)
-            .values(seq=row.seq, last_hash=row.entry_hash, updated_at=row.created_at)
+            .values(seq=entry.seq, last_hash=entry.entry_hash, updated_at=entry.created_at)
+            .execution_options(synchronize_session=False)
         )
-        s.flush()
-        return AuditEntry.model_validate(row)
+        return entry
 
     def for_output(self, tenant_id: str, output_id: str) -> list[AuditEntry]:
         with self.db.session() as s:
