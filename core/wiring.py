@@ -20,6 +20,7 @@ from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.receipts import Receipts, ReceiptSigner
 from core.approvals.service import ApprovalService
 from core.approvals.tokens import TokenSigner
 from core.config_document import ConfigApplier
@@ -71,6 +72,7 @@ class Container:
     bindings: ChannelBindings
     output_messages: OutputMessages
     audit: AuditLog
+    receipts: Receipts
     tokens: TokenSigner
     events: OutputEvents
     webhooks: WebhookDispatcher
@@ -133,6 +135,7 @@ def build_container(
     )
     events = OutputEvents(settings.resolved_public_url, tokens)
     audit = AuditLog(db)
+    receipts = Receipts(db, ReceiptSigner(settings.secret_key_value()))
     executor = OutputExecutor(db, outputs=outputs, skills=skill_factory, events=events)
     approvals = ApprovalService(
         outputs=outputs,
@@ -141,6 +144,7 @@ def build_container(
         executor=executor,
         events=events,
         audit=audit,
+        receipts=receipts,
     )
     knowledge = KnowledgeService(
         db,
@@ -180,6 +184,7 @@ def build_container(
         bindings=ChannelBindings(db),
         output_messages=OutputMessages(db),
         audit=audit,
+        receipts=receipts,
         tokens=tokens,
         events=events,
         webhooks=webhooks,

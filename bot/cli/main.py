@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from bot.cli.audit import audit_app
 from bot.cli.aws import aws_app
 from bot.cli.kb import kb_app
 from bot.cli.logging_setup import configure
@@ -38,6 +39,7 @@ agents_app = typer.Typer(help="Inspect and export agents.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(aws_app, name="aws")
+app.add_typer(audit_app, name="audit")
 app.add_typer(kb_app, name="kb")
 
 out = Console()

@@ -25,6 +25,7 @@ from bot.api.routes import (
     memory,
     outputs,
     personas,
+    receipts,
     sessions,
     skills,
     usage,
@@ -118,6 +119,7 @@ def create_app(
         knowledge,
         usage,
         outputs,
+        receipts,
         webhooks,
         callbacks,
     ):

@@ -20,6 +20,7 @@ from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
 from core.approvals.policy import Actor, GroupDirectory, check_may_decide, editors_of
+from core.approvals.receipts import ReceiptDecision, Receipts
 from core.errors import (
     Conflict,
     FieldError,
@@ -75,6 +76,7 @@ class ApprovalService:
         audit: AuditLog,
         directory: GroupDirectory | None = None,
         clock: Callable[[], datetime] | None = None,
+        receipts: Receipts | None = None,
     ) -> None:
         self.outputs = outputs
         self.agents = agents
@@ -82,6 +84,7 @@ class ApprovalService:
         self.executor = executor
         self.events = events
         self.audit = audit
+        self.receipts = receipts
         self.directory = directory
         self.clock = clock or (lambda: datetime.now(UTC))
         self.listeners: list[Listener] = []
@@ -170,6 +173,7 @@ class ApprovalService:
             action,
             "applied",
             "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
+            receipt=actor,
         )
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
@@ -178,13 +182,7 @@ class ApprovalService:
             if decided.edits:
                 await self._tell_session(decided, _approved_with_edits(decided, actor))
             final = await self.executor.run(decided, agent)
-            await self._audit(
-                final,
-                Actor("system", "system"),
-                "execute",
-                "applied",
-                final.execution_error or final.status.value,
-            )
+            await self._audit_execution(final, actor)
         await self._notify(final)
         return DecisionResult(final, applied=True)
 
@@ -301,6 +299,7 @@ class ApprovalService:
         )
         await self._audit(approved, actor, "retry", "applied")
         final = await self.executor.run(approved, agent)
+        await self._audit_execution(final, actor)
         await self._notify(final)
         return final
 
@@ -329,7 +328,8 @@ class ApprovalService:
             )
         except OutputAlreadyDecided:
             return None
-        await self._audit(expired, Actor("system", "system"), "expire", "applied")
+        system = Actor("system", "system")
+        await self._audit(expired, system, "expire", "applied", receipt=system)
         await self._notify(expired)
         return expired
 
@@ -395,18 +395,48 @@ class ApprovalService:
             log.info("output %s: its session is gone; rejection reason not handed back", output.id)
 
     async def _audit(
-        self, output: Output, actor: Actor, action: str, outcome: str, detail: str | None = None
+        self,
+        output: Output,
+        actor: Actor,
+        action: str,
+        outcome: str,
+        detail: str | None = None,
+        *,
+        receipt: Actor | None = None,
     ) -> None:
-        await to_thread.run_sync(
-            lambda: self.audit.record(
-                output.tenant_id,
-                output.id,
-                actor=actor.id,
-                action=action,
-                outcome=outcome,  # type: ignore[arg-type]
-                via=actor.via,
-                detail=detail,
-            )
+        """Append an audit entry; with `receipt` (who the effect is owed to), also sign a
+        receipt for the output's current status, linked to the entry, in one transaction."""
+
+        def write() -> None:
+            with self.audit.db.session() as s:
+                entry = self.audit.record_in(
+                    s,
+                    output.tenant_id,
+                    output.id,
+                    actor=actor,
+                    action=action,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    detail=detail,
+                    revision=output.revision,
+                    content_sha256=output.content_sha256,
+                )
+                if receipt is not None and self.receipts is not None:
+                    decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
+                    at = output.executed_at or output.decided_at or output.updated_at
+                    self.receipts.issue_in(s, entry, output, decision, receipt, at)
+
+        await to_thread.run_sync(write)
+
+    async def _audit_execution(self, final: Output, decider: Actor) -> None:
+        # `approved` means the execution never finished: nothing to sign for yet.
+        done = final.status != OutputStatus.APPROVED
+        await self._audit(
+            final,
+            Actor("system", "system"),
+            "execute",
+            "applied",
+            final.execution_error or final.status.value,
+            receipt=decider if done else None,
         )
 
     async def _notify(self, output: Output) -> None:

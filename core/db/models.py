@@ -373,10 +373,18 @@ class WebhookAttemptRow(Base):
 
 
 class AuditRow(Base):
-    """Every decision and every refused attempt to decide, append-only."""
+    """Every decision and every refused attempt to decide, append-only.
+
+    Entries of a tenant form a hash chain: `seq` counts from 1, `prev_hash` is the
+    `entry_hash` of entry `seq - 1` (64 zeros for the first), and `entry_hash` covers the
+    canonical rendering of every column (core/approvals/audit.py).
+    """
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_tenant_output", "tenant_id", "output_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_tenant_output", "tenant_id", "output_id", "created_at"),
+        Index("ux_audit_log_tenant_seq", "tenant_id", "seq", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -386,6 +394,54 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     via: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    identity: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The last entry of a tenant's audit chain. Appends lock this row, so entries of a
+    tenant get consecutive `seq` values even with many writers in many processes."""
+
+    __tablename__ = "audit_heads"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReceiptRow(Base):
+    """A signed statement of one decision or execution, linked to its audit entry."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        Index("ix_receipts_tenant_output", "tenant_id", "output_id", "id"),
+        Index("ix_receipts_audit", "audit_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    output_id: Mapped[str] = mapped_column(String(40))
+    audit_id: Mapped[str] = mapped_column(String(40))
+    audit_hash: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(24))
+    decided_by: Mapped[str] = mapped_column(String(200))
+    how: Mapped[str] = mapped_column(String(16))
+    identity: Mapped[str] = mapped_column(String(16))
+    api_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    result_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

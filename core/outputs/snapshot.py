@@ -6,18 +6,17 @@ skill as it is today: an admin who edits or deletes the skill after a reviewer l
 cannot change what the approval runs. Secrets stay as the *names* of variables in the
 executor config, so a snapshot holds no secret value.
 
-`content_sha256` fingerprints exactly what the reviewer saw: a SHA-256 over a canonical
-JSON rendering of (snapshot, arguments, content). Canonical means sorted keys, no
-insignificant whitespace, UTF-8 without escaping, so the same output hashes the same on
-every store, process and Python version, whatever order its keys arrived in.
+`content_sha256` fingerprints exactly what the reviewer saw: a SHA-256 over the canonical
+JSON (`core.approvals.canonical`, the rendering audit hashes and receipts use) of
+`{"skill": snapshot, "arguments": arguments, "content": content}`, so the same output
+hashes the same on every store and process, whatever order its keys arrived in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
+from core.approvals.canonical import canonical_bytes, sha256_hex
 from core.errors import FieldError, ValidationFailed
 from core.schemas.common import check_storable
 from core.schemas.skill import SkillSpec
@@ -41,15 +40,8 @@ def spec_of(snapshot: dict[str, Any]) -> SkillSpec:
     return SkillSpec.model_validate({k: v for k, v in snapshot.items() if k != "version"})
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
-
-
 def content_fingerprint(snapshot: dict[str, Any], arguments: dict[str, Any], content: str) -> str:
-    document = {"skill": snapshot, "arguments": arguments, "content": content}
-    return hashlib.sha256(canonical_json(document)).hexdigest()
+    return sha256_hex({"skill": snapshot, "arguments": arguments, "content": content})
 
 
 def argument_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,7 +52,7 @@ def argument_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict
         if (
             key in before
             and key in after
-            and canonical_json(before[key]) == canonical_json(after[key])
+            and canonical_bytes(before[key]) == canonical_bytes(after[key])
         ):
             continue
         change: dict[str, Any] = {"field": key}
@@ -73,7 +65,7 @@ def argument_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict
 
 
 def arguments_too_large(arguments: dict[str, Any]) -> str | None:
-    size = len(canonical_json(arguments))
+    size = len(canonical_bytes(arguments))
     if size > MAX_ARGUMENTS_BYTES:
         return f"the arguments take {size} bytes as JSON; at most {MAX_ARGUMENTS_BYTES} are kept"
     return None
@@ -110,7 +102,7 @@ def describe_changes(changes: list[dict[str, Any]], limit: int = 200) -> str:
         if key not in change:
             return "(none)"
         value = change[key]
-        shown = value if isinstance(value, str) else canonical_json(value).decode()
+        shown = value if isinstance(value, str) else canonical_bytes(value).decode()
         return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
     return "; ".join(f"{c['field']}: {text(c, 'old')} → {text(c, 'new')}" for c in changes)

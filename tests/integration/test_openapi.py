@@ -27,11 +27,13 @@ def openapi() -> dict[str, Any]:
 
 # Authenticated by a signed token of their own instead of the API token (see callbacks.py).
 TOKEN_AUTHENTICATED = {"/api/v1/webhooks/approval", "/api/v1/shared/outputs/{output_id}/content"}
+# Public on purpose: outsiders verify receipts with it (see receipts.py).
+PUBLIC = {"/api/v1/receipts/public-key"}
 
 
 def api_operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path, item in document["paths"].items():
-        if path.startswith("/api/v1/") and path not in TOKEN_AUTHENTICATED:
+        if path.startswith("/api/v1/") and path not in TOKEN_AUTHENTICATED | PUBLIC:
             for method in METHODS:
                 if method in item:
                     yield path, method, item[method]
