@@ -163,6 +163,7 @@ def build_container(
         memory=memory,
         default_model=settings.model,
         events=events,
+        audit=audit,
         output_ttl=timedelta(hours=ttl) if ttl else None,
         model_missing_reason=disabled.get("claude", "Claude is not configured"),
         knowledge=knowledge,

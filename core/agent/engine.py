@@ -25,13 +25,15 @@ from core.agent.model import (
     ModelUsage,
     TextSink,
 )
+from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.policy import Actor
 from core.db.ids import new_id
 from core.errors import CosmoError, RateLimitExceeded
 from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.memory.port import MemoryMessage, MemoryProvider
-from core.outputs.port import NewOutput, Output, OutputStore
+from core.outputs.port import NewOutput, Output, OutputStore, Recorder
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
 from core.personas.prompt import (
     CACHE,
@@ -132,10 +134,12 @@ class ConfigurableAgent:
         knowledge_search: KnowledgeSearcher | None = None,
         on_output: OutputCreated | None = None,
         events: OutputEvents | None = None,
+        audit: AuditLog | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.events = events
+        self.audit = audit
         self.model = model
         self.skills = skills
         self.sessions = sessions
@@ -404,8 +408,9 @@ class _TurnRun:
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []
+        record = self._proposal_recorder()
         try:
-            output = await to_thread.run_sync(lambda: a.outputs.create(new, events))
+            output = await to_thread.run_sync(lambda: a.outputs.create(new, events, record))
         except Exception:
             if limit is not None:
                 await to_thread.run_sync(a.quotas.release, self.tenant, a.agent.id, OUTPUTS, 1)
@@ -424,6 +429,35 @@ class _TurnRun:
             "it; it has NOT been carried out yet."
         )
         return SkillResult(message, data={"output_id": output.id}), {"output_id": output.id}
+
+    def _proposal_recorder(self) -> Recorder | None:
+        """The `proposed` audit entry, written with the output itself: the chain starts with
+        what the reviewer will be shown (revision 1 and its fingerprint)."""
+        audit = self.a.audit
+        if audit is None:
+            return None
+        agent = self.a.agent
+        proposer = Actor(f"agent:{agent.name}", "system")
+        requester = self.session.user_id
+
+        def record(session: Any | None, output: Output) -> None:
+            if session is None:
+                with audit.db.session() as own:
+                    record(own, output)
+                return
+            audit.record_in(
+                session,
+                output.tenant_id,
+                output.id,
+                actor=proposer,
+                action="propose",
+                outcome="applied",
+                detail=f"{output.skill} for {requester}" if requester else output.skill,
+                revision=output.revision,
+                content_sha256=output.content_sha256,
+            )
+
+        return record
 
     async def _finish(self, *, failed: bool, reply: str, error: str | None = None) -> TurnResult:
         a = self.a

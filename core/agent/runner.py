@@ -9,6 +9,7 @@ from anyio import to_thread
 from core.agent.engine import AgentConfig, ConfigurableAgent, OutputCreated, TurnResult
 from core.agent.model import ModelClient, TextSink
 from core.agent.service import agent_view, load_agent
+from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
 from core.db import Database
 from core.errors import Conflict, ServiceUnavailable
@@ -51,10 +52,12 @@ class AgentRunner:
         output_ttl: timedelta | None = None,
         on_output: OutputCreated | None = None,
         events: OutputEvents | None = None,
+        audit: AuditLog | None = None,
         model_missing_reason: str = "ANTHROPIC_API_KEY is not set",
         knowledge: KnowledgeService | None = None,
     ) -> None:
         self.events = events
+        self.audit = audit
         self.db = db
         self.model = model
         self.skill_factory = skills
@@ -107,6 +110,7 @@ class AgentRunner:
             knowledge_search=knowledge,
             on_output=self.on_output,
             events=self.events,
+            audit=self.audit,
         )
 
     async def chat(

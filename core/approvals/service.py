@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from anyio import to_thread
 
@@ -31,7 +31,15 @@ from core.errors import (
     ValidationFailed,
 )
 from core.execution.executor import OutputExecutor
-from core.outputs.port import Output, OutputEdit, OutputStatus, OutputStore, Revise, Transition
+from core.outputs.port import (
+    Output,
+    OutputEdit,
+    OutputStatus,
+    OutputStore,
+    Recorder,
+    Revise,
+    Transition,
+)
 from core.outputs.snapshot import (
     argument_changes,
     check_arguments,
@@ -55,6 +63,7 @@ _APPROVED_FAMILY = {
     OutputStatus.EXECUTION_FAILED,
 }
 MAX_REASON = 2_000
+SYSTEM = Actor("system", "system")
 
 
 @dataclass(frozen=True)
@@ -156,9 +165,17 @@ class ApprovalService:
             revision=output.revision,
             identity=actor.identity,
         )
+        own_edit = decision == "approve" and actor.id in editors_of(output)
+        record = self._recorder(
+            actor,
+            action,
+            "applied",
+            "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
+            receipt=actor,
+        )
         try:
             decided = await to_thread.run_sync(
-                lambda: self.outputs.transition(tenant_id, output_id, change, events)
+                lambda: self.outputs.transition(tenant_id, output_id, change, events, record)
             )
         except OutputAlreadyDecided as lost:
             current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
@@ -166,23 +183,13 @@ class ApprovalService:
         except StaleRevision as stale:
             await self._audit(output, actor, action, "refused", stale.detail)
             raise
-        own_edit = actor.id in editors_of(decided)
-        await self._audit(
-            decided,
-            actor,
-            action,
-            "applied",
-            "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
-            receipt=actor,
-        )
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
             final = decided
         else:
             if decided.edits:
                 await self._tell_session(decided, _approved_with_edits(decided, actor))
-            final = await self.executor.run(decided, agent)
-            await self._audit_execution(final, actor)
+            final = await self.executor.run(decided, agent, self._execution_recorder(actor))
         await self._notify(final)
         return DecisionResult(final, applied=True)
 
@@ -271,14 +278,14 @@ class ApprovalService:
             edit=edit,
         )
         events = self.events.edited(_webhook(agent), output, edit, change.content_sha256)
+        record = self._recorder(actor, "edit", "applied", describe_changes(changes))
         try:
             edited = await to_thread.run_sync(
-                lambda: self.outputs.revise(tenant_id, output_id, change, events)
+                lambda: self.outputs.revise(tenant_id, output_id, change, events, record)
             )
         except StaleRevision as stale:
             await self._audit(output, actor, "edit", "refused", stale.detail)
             raise
-        await self._audit(edited, actor, "edit", "applied", describe_changes(changes))
         await self._notify(edited)
         return edited
 
@@ -294,12 +301,11 @@ class ApprovalService:
         change = Transition(
             expected=OutputStatus.EXECUTION_FAILED, to=OutputStatus.APPROVED, at=self.clock()
         )
+        record = self._recorder(actor, "retry", "applied")
         approved = await to_thread.run_sync(
-            lambda: self.outputs.transition(tenant_id, output_id, change)
+            lambda: self.outputs.transition(tenant_id, output_id, change, (), record)
         )
-        await self._audit(approved, actor, "retry", "applied")
-        final = await self.executor.run(approved, agent)
-        await self._audit_execution(final, actor)
+        final = await self.executor.run(approved, agent, self._execution_recorder(actor))
         await self._notify(final)
         return final
 
@@ -322,14 +328,13 @@ class ApprovalService:
             decidedBy="system",
             decidedAt=now.isoformat(),
         )
+        record = self._recorder(SYSTEM, "expire", "applied", receipt=SYSTEM)
         try:
             expired = await to_thread.run_sync(
-                lambda: self.outputs.transition(output.tenant_id, output.id, change, events)
+                lambda: self.outputs.transition(output.tenant_id, output.id, change, events, record)
             )
         except OutputAlreadyDecided:
             return None
-        system = Actor("system", "system")
-        await self._audit(expired, system, "expire", "applied", receipt=system)
         await self._notify(expired)
         return expired
 
@@ -401,43 +406,58 @@ class ApprovalService:
         action: str,
         outcome: str,
         detail: str | None = None,
+    ) -> None:
+        """Record an attempt that changed nothing (refused, lost, repeated)."""
+        record = self._recorder(actor, action, outcome, detail)
+        await to_thread.run_sync(record, None, output)
+
+    def _recorder(
+        self,
+        actor: Actor,
+        action: str,
+        outcome: str,
+        detail: str | None = None,
         *,
         receipt: Actor | None = None,
-    ) -> None:
-        """Append an audit entry; with `receipt` (who the effect is owed to), also sign a
-        receipt for the output's current status, linked to the entry, in one transaction."""
+    ) -> Recorder:
+        """The audit entry for a change, for the store to write in the change's own
+        transaction; with `receipt` (who the effect is owed to) also a signed receipt for
+        the output's new status, linked to the entry."""
 
-        def write() -> None:
-            with self.audit.db.session() as s:
-                entry = self.audit.record_in(
-                    s,
-                    output.tenant_id,
-                    output.id,
-                    actor=actor,
-                    action=action,
-                    outcome=outcome,  # type: ignore[arg-type]
-                    detail=detail,
-                    revision=output.revision,
-                    content_sha256=output.content_sha256,
-                )
-                if receipt is not None and self.receipts is not None:
-                    decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
-                    at = output.executed_at or output.decided_at or output.updated_at
-                    self.receipts.issue_in(s, entry, output, decision, receipt, at)
+        def record(session: Any | None, output: Output) -> None:
+            if session is None:
+                with self.audit.db.session() as own:
+                    record(own, output)
+                return
+            entry = self.audit.record_in(
+                session,
+                output.tenant_id,
+                output.id,
+                actor=actor,
+                action=action,
+                outcome=outcome,  # type: ignore[arg-type]
+                detail=detail,
+                revision=output.revision,
+                content_sha256=output.content_sha256,
+            )
+            if receipt is not None and self.receipts is not None:
+                decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
+                at = output.executed_at or output.decided_at or output.updated_at
+                self.receipts.issue_in(session, entry, output, decision, receipt, at)
 
-        await to_thread.run_sync(write)
+        return record
 
-    async def _audit_execution(self, final: Output, decider: Actor) -> None:
-        # `approved` means the execution never finished: nothing to sign for yet.
-        done = final.status != OutputStatus.APPROVED
-        await self._audit(
-            final,
-            Actor("system", "system"),
-            "execute",
-            "applied",
-            final.execution_error or final.status.value,
-            receipt=decider if done else None,
-        )
+    def _execution_recorder(self, decider: Actor) -> Recorder:
+        def record(session: Any | None, output: Output) -> None:
+            self._recorder(
+                SYSTEM,
+                "execute",
+                "applied",
+                output.execution_error or output.status.value,
+                receipt=decider,
+            )(session, output)
+
+        return record
 
     async def _notify(self, output: Output) -> None:
         for listener in self.listeners:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 from anyio import to_thread
 from pydantic import ValidationError
@@ -24,7 +25,7 @@ from core.approvals.events import OutputEvents
 from core.db import Database
 from core.db.models import SkillRow
 from core.errors import CosmoError
-from core.outputs.port import Output, OutputStatus, OutputStore, Transition
+from core.outputs.port import Output, OutputStatus, OutputStore, Recorder, Transition
 from core.outputs.snapshot import spec_of
 from core.schemas.skill import SkillSpec
 from core.schemas.views import AgentView
@@ -52,16 +53,20 @@ class OutputExecutor:
         self.events = events
         self.clock = clock or (lambda: datetime.now(UTC))
 
-    async def run(self, output: Output, agent: AgentView) -> Output:
-        """Finish an `approved` output: execute it, or mark it for manual follow-up."""
+    async def run(self, output: Output, agent: AgentView, record: Recorder | None = None) -> Output:
+        """Finish an `approved` output: execute it, or mark it for manual follow-up.
+
+        `record` writes the audit entry and receipt of the outcome with the closing write.
+        """
         webhook = agent.webhook.url if agent.webhook else None
+        close = partial(self._close, record=record)
         if not output.is_automatable:
-            return await self._close(output, webhook, OutputStatus.MANUAL)
+            return await close(output, webhook, OutputStatus.MANUAL)
         if output.skill_snapshot is not None:
             try:
                 spec: SkillSpec | None = spec_of(output.skill_snapshot)
             except ValidationError:
-                return await self._close(
+                return await close(
                     output,
                     webhook,
                     OutputStatus.EXECUTION_FAILED,
@@ -70,7 +75,7 @@ class OutputExecutor:
         else:
             spec = await to_thread.run_sync(self._skill_spec, output.tenant_id, output.skill)
         if spec is None:
-            return await self._close(
+            return await close(
                 output,
                 webhook,
                 OutputStatus.EXECUTION_FAILED,
@@ -79,9 +84,7 @@ class OutputExecutor:
         try:
             skill = self.skills.build(spec)
         except CosmoError as exc:
-            return await self._close(
-                output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail
-            )
+            return await close(output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail)
         ctx = SkillContext(
             tenant_id=output.tenant_id,
             agent_id=output.agent_id,
@@ -93,12 +96,10 @@ class OutputExecutor:
         try:
             result = await skill.execute(output.arguments, ctx)
         except CosmoError as exc:
-            return await self._close(
-                output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail
-            )
+            return await close(output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail)
         except Exception:
             log.exception("output %s: executing %s raised", output.id, output.skill)
-            return await self._close(
+            return await close(
                 output,
                 webhook,
                 OutputStatus.EXECUTION_FAILED,
@@ -106,8 +107,8 @@ class OutputExecutor:
             )
         text = result.content[:MAX_RESULT_CHARS]
         if result.is_error:
-            return await self._close(output, webhook, OutputStatus.EXECUTION_FAILED, error=text)
-        return await self._close(
+            return await close(output, webhook, OutputStatus.EXECUTION_FAILED, error=text)
+        return await close(
             output,
             webhook,
             OutputStatus.EXECUTED,
@@ -129,6 +130,7 @@ class OutputExecutor:
         *,
         result: dict[str, object] | None = None,
         error: str | None = None,
+        record: Recorder | None = None,
     ) -> Output:
         extra: dict[str, object] = {"status": status.value}
         if result is not None:
@@ -145,5 +147,5 @@ class OutputExecutor:
         )
         events = self.events.executed(webhook, output, **extra)
         return await to_thread.run_sync(
-            lambda: self.outputs.transition(output.tenant_id, output.id, change, events)
+            lambda: self.outputs.transition(output.tenant_id, output.id, change, events, record)
         )

@@ -84,6 +84,7 @@ from core.outputs.port import (
     Output,
     OutputFilter,
     OutputStatus,
+    Recorder,
     Revise,
     Transition,
     preview_of,
@@ -257,7 +258,12 @@ class AwsOutputStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def create(self, new: NewOutput, events: Sequence[NewEvent] = ()) -> Output:
+    def create(
+        self,
+        new: NewOutput,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
+    ) -> Output:
         output_id = new.id
         now = datetime.now(UTC)
         data = new.content.encode("utf-8")
@@ -310,7 +316,7 @@ class AwsOutputStore:
             old = exc.response.get("Item") if isinstance(exc, ClientError) else None
             if _error_code(exc) == _CONDITION_FAILED and _marks_of(old) & set(marks):
                 self._release(held)  # a retry of our own write, which had landed
-                return output
+                return _recorded(output, record)
             if _error_code(exc) == _CONDITION_FAILED or _certainly_not_applied(exc):
                 self._drop(held)
                 self._delete_content(key)
@@ -318,10 +324,15 @@ class AwsOutputStore:
                 raise Conflict(f"an output with id {output_id!r} already exists") from None
             raise  # if it may have landed, the object stays and the held-row sweep decides
         self._release(held)
-        return output
+        return _recorded(output, record)
 
     def transition(
-        self, tenant_id: str, output_id: str, change: Transition, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Transition,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output:
         """One conditional `UpdateItem`; the loser is told the winner from ALL_OLD."""
         if not _valid_id(output_id):
@@ -371,14 +382,19 @@ class AwsOutputStore:
             current: dict[str, Any] = exc.response.get("Item") or {}
             if _marks_of(current) & set(marks):
                 self._release(held)  # botocore retried our write after it had landed
-                return _output_of(current)
+                return _recorded(_output_of(current), record)
             self._drop(held)
             _raise_lost(tenant_id, output_id, current, change.expected, change.expected_revision)
         self._release(held)
-        return _output_of(reply["Attributes"])
+        return _recorded(_output_of(reply["Attributes"]), record)
 
     def revise(
-        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Revise,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output:
         """New content object first, then one conditional `UpdateItem` (pending, at the
         expected revision) that points the item at it; the old object is deleted after."""
@@ -433,7 +449,7 @@ class AwsOutputStore:
             current: dict[str, Any] = exc.response.get("Item") or {}
             if _marks_of(current) & set(marks):
                 self._release(held)
-                return _output_of(current)
+                return _recorded(_output_of(current), record)
             self._drop(held)
             self._delete_content(key)
             _raise_lost(
@@ -441,7 +457,7 @@ class AwsOutputStore:
             )
         self._release(held)
         self._delete_content(before["content_key"]["S"])
-        return _output_of(reply["Attributes"])
+        return _recorded(_output_of(reply["Attributes"]), record)
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus
@@ -706,6 +722,15 @@ class AwsOutputStore:
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         except Exception:  # an orphan object is garbage, never a dangling pointer
             log.warning("could not delete orphan content %s", key, exc_info=True)
+
+
+def _recorded(output: Output, record: Recorder | None) -> Output:
+    """DynamoDB cannot share our database's transaction: the record follows the write that
+    won, in a transaction of its own (a crash in between loses the record, not the change;
+    `cosmo audit verify` still finds every entry that was written intact)."""
+    if record is not None:
+        record(None, output)
+    return output
 
 
 def _typed(change: Revise) -> str:

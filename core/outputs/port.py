@@ -177,6 +177,18 @@ class Revise:
     edit: OutputEdit
 
 
+class Recorder(Protocol):
+    """Writes what a state change means elsewhere (the audit entry and receipt for it).
+
+    The sql store calls it inside the transaction of the change, with that `session`, after
+    the row and its events, so the record commits or rolls back with the change. Stores
+    whose writes are not in our database call it with `session=None` right after their
+    write has won, and the recorder uses a transaction of its own.
+    """
+
+    def __call__(self, session: Any | None, output: Output) -> None: ...
+
+
 class OutputStore(Protocol):
     """Where outputs live. Content is written before metadata, so metadata never dangles.
 
@@ -189,14 +201,29 @@ class OutputStore(Protocol):
 
     name: str
 
-    def create(self, new: NewOutput, events: Sequence[NewEvent] = ()) -> Output: ...
+    def create(
+        self,
+        new: NewOutput,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
+    ) -> Output: ...
 
     def transition(
-        self, tenant_id: str, output_id: str, change: Transition, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Transition,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output: ...
 
     def revise(
-        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Revise,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output:
         """One conditional write (`status = pending AND revision = expected`): new
         arguments, content and fingerprint, revision + 1, the edit appended. Raises

@@ -25,6 +25,7 @@ from core.outputs.port import (
     Output,
     OutputFilter,
     OutputStatus,
+    Recorder,
     Revise,
     Transition,
     preview_of,
@@ -51,7 +52,12 @@ class SqlOutputStore:
         self.blobs = blobs
         self.outbox = outbox
 
-    def create(self, new: NewOutput, events: Sequence[NewEvent] = ()) -> Output:
+    def create(
+        self,
+        new: NewOutput,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
+    ) -> Output:
         output_id = new.id
         data = new.content.encode("utf-8")
         key = content_key(new.tenant_id, output_id)
@@ -84,13 +90,21 @@ class SqlOutputStore:
                 s.add(row)
                 self.outbox.add_in(s, events, tenant_id=new.tenant_id, output_id=output_id)
                 s.flush()
-                return Output.model_validate(row, from_attributes=True)
+                created = Output.model_validate(row, from_attributes=True)
+                if record is not None:
+                    record(s, created)
+                return created
         except BaseException:
             self.blobs.delete(key)  # no orphan content when the metadata write fails
             raise
 
     def transition(
-        self, tenant_id: str, output_id: str, change: Transition, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Transition,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output:
         """`UPDATE … WHERE status = expected`; the rowcount says who won."""
         values: dict[str, Any] = {"status": change.to.value, "updated_at": change.at}
@@ -125,10 +139,18 @@ class SqlOutputStore:
             self.outbox.add_in(s, events, tenant_id=tenant_id, output_id=output_id)
             row = s.get(OutputRow, output_id, populate_existing=True)
             assert row is not None
-            return Output.model_validate(row, from_attributes=True)
+            changed = Output.model_validate(row, from_attributes=True)
+            if record is not None:
+                record(s, changed)
+            return changed
 
     def revise(
-        self, tenant_id: str, output_id: str, change: Revise, events: Sequence[NewEvent] = ()
+        self,
+        tenant_id: str,
+        output_id: str,
+        change: Revise,
+        events: Sequence[NewEvent] = (),
+        record: Recorder | None = None,
     ) -> Output:
         data = change.content.encode("utf-8")
         key = content_key(tenant_id, output_id)
@@ -168,6 +190,8 @@ class SqlOutputStore:
                 assert row is not None
                 old_key = current.content_key if current is not None else None
                 output = Output.model_validate(row, from_attributes=True)
+                if record is not None:
+                    record(s, output)
         except BaseException:
             self.blobs.delete(key)
             raise

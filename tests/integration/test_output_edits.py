@@ -354,3 +354,71 @@ async def test_racing_edits_and_approvals_decide_once_on_a_revision_that_existed
         body = edits[final.revision].changes[0]["new"]
         expected_args = {**ARGS, "body": body}
     assert sent == [expected_args]
+
+
+# -- the audit follows every step, written with the change it records ---------------------
+
+
+def test_the_chain_records_proposal_edit_approval_and_execution_with_their_revisions(
+    claude_client, claude_container, fake_claude
+):
+    from tests.fakes.anthropic_api import Reply
+
+    install(claude_container)
+    r = claude_client.post(
+        "/api/v1/agents/import", content=CONFIG, headers={"Content-Type": "application/yaml"}
+    )
+    assert r.status_code == 200, r.text
+    agent_id = claude_client.get("/api/v1/agents").json()["items"][0]["id"]
+    session = claude_client.post(
+        f"/api/v1/agents/{agent_id}/sessions", json={"user_id": "U0REQ", "user_name": "Rey"}
+    ).json()
+    fake_claude.push(Reply.tool_use("send_email", ARGS), Reply.text("Proposed."))
+    r = claude_client.post(f"/api/v1/sessions/{session['id']}/chat", json={"message": "mail"})
+    assert r.status_code == 200, r.text
+    (output,) = claude_client.get("/api/v1/outputs").json()["items"]
+    proposed_sha = output["content_sha256"]
+
+    edited = edit(claude_client, output["id"], {**ARGS, "body": "Hello Ana"}).json()
+    claude_client.post(
+        f"/api/v1/outputs/{output['id']}/approve", json={"user_id": "U0PEER", "revision": 2}
+    )
+
+    audit = claude_client.get(f"/api/v1/outputs/{output['id']}/audit").json()
+    steps = [(e["action"], e["revision"], e["content_sha256"]) for e in audit]
+    assert steps == [
+        ("propose", 1, proposed_sha),
+        ("edit", 2, edited["content_sha256"]),
+        ("approve", 2, edited["content_sha256"]),
+        ("execute", 2, edited["content_sha256"]),
+    ]
+    assert audit[0]["actor"] == "agent:bot" and audit[0]["identity"] == "system"
+    assert claude_container.audit.verify_chain("default").intact
+    receipt = claude_client.get(f"/api/v1/outputs/{output['id']}/receipt").json()
+    assert receipt["latest"]["receipt"]["revision"] == 2
+
+
+def test_a_decision_and_its_audit_entry_commit_or_fail_together(container, agent):
+    """The sql store writes the entry inside the decision's transaction: if recording
+    fails, the decision did not happen either (nothing decided without its record)."""
+    from datetime import UTC, datetime
+
+    from core.outputs.port import Transition
+
+    output = propose(container, agent["id"])
+
+    def broken(session: Any, decided: Output) -> None:
+        raise RuntimeError("audit write failed")
+
+    change = Transition(
+        expected=OutputStatus.PENDING,
+        to=OutputStatus.APPROVED,
+        at=datetime.now(UTC),
+        decided_by="U0LEAD",
+        decision="approved",
+        expected_revision=1,
+    )
+    with pytest.raises(RuntimeError):
+        container.outputs.transition("default", output.id, change, (), broken)
+
+    assert container.outputs.get("default", output.id).status == OutputStatus.PENDING
