@@ -22,8 +22,10 @@ Templating rules (`{{name}}` names a top-level argument):
 
 Secret headers are read through `secrets(ENV_NAME)` at call time and never written into a
 result or an error; a response that echoes one back has it replaced by `[redacted]`.
-Redirects are not followed. The whole exchange is bounded by `timeout_seconds`, and the
-body is read as a stream and cut at `max_response_bytes`.
+Where a request may go is `core.skills.egress`'s call: the client the wiring passes
+refuses internal addresses, this server and the database. Redirects are not followed.
+The whole exchange is bounded by `timeout_seconds`, and the body is read as a stream and
+cut at `max_response_bytes`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from core.schemas.skill import HttpExecutor
+from core.skills.egress import SkillDestinationRefused
 from core.skills.runtime import (
     SkillArgumentsInvalid,
     SkillConfigInvalid,
@@ -208,6 +211,9 @@ class HttpSkillExecutor:
                     raw, truncated = await self._read_capped(response)
                 finally:
                     await response.aclose()
+        except SkillDestinationRefused as exc:
+            # Refused before connecting (core.skills.egress): nothing of the target is read.
+            raise SkillDestinationRefused(f"{self.skill}: {exc.detail}") from None
         except (TimeoutError, httpx.TimeoutException):
             raise SkillFailed(
                 f"{self.skill}: {self.host} did not answer within {timeout:g} s"
