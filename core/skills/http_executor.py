@@ -127,7 +127,10 @@ class HttpSkillExecutor:
         self._origin: str = match["origin"]
         self._path: str = match["path"]
         self._query: str | None = match["query"]
-        self.host = httpx.URL(self._origin).host
+        try:
+            self.host = httpx.URL(self._origin).host
+        except httpx.InvalidURL as exc:  # e.g. an IPv4 address with a leading zero
+            raise SkillConfigInvalid(f"skill {skill!r}: the URL's host is invalid: {exc}") from None
 
     # --- request -------------------------------------------------------------------------
 
