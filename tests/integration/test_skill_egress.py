@@ -422,3 +422,26 @@ async def test_a_refusal_is_logged_without_path_or_query(caplog: pytest.LogCaptu
     assert "refused" in text and "10.0.0.5" in text
     assert "s3cret" not in text and "/contacts" not in text
     assert "s3cret" not in refused.value.detail
+
+
+async def test_our_public_url_is_never_reachable_by_name() -> None:
+    policy = SkillEgressPolicy.build(
+        allow_insecure=False,
+        allow_hosts="",
+        server_port=OUR_PORT,
+        database_url=None,
+        public_url="https://cosmo.example.com",
+    )
+    g = SkillEgressGuard(policy, resolver=resolver({"cosmo.example.com": ["93.184.215.14"]}))
+    with pytest.raises(SkillFailed, match="is this server's public URL; skills may never"):
+        g.check("https://cosmo.example.com/api/v1/outputs/out_1/approve")
+    assert g.check("https://cosmo.example.com:8443/x").addresses == ("93.184.215.14",)
+
+
+def test_a_bad_allow_list_stops_the_server_at_startup(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from tests.conftest import make_settings
+
+    with pytest.raises(ValidationError, match="'crm corp' is neither a host name"):
+        make_settings(tmp_path, COSMO_SKILL_ALLOW_HOSTS="crm corp")
