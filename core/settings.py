@@ -112,6 +112,14 @@ class Settings(BaseSettings):
 
     # Webhooks and approvals
     webhook_allow_insecure: bool = Field(default=False, alias="COSMO_WEBHOOK_ALLOW_INSECURE")
+    # What skills may reach beyond public addresses: the operator's call, never a REST
+    # caller's, so this is read from the environment only.
+    skill_allow_hosts: str = Field(
+        default="",
+        alias="COSMO_SKILL_ALLOW_HOSTS",
+        description="Internal hosts (crm.corp, *.corp.example) and networks (10.20.0.0/16) "
+        "http and MCP skills may reach, comma-separated.",
+    )
     public_url: str | None = Field(
         default=None,
         alias="COSMO_PUBLIC_URL",
@@ -142,6 +150,14 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `.env.example` copied as is leaves these empty: that means "not configured".
         return None if value == "" else value
+
+    @field_validator("skill_allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: str) -> str:
+        from core.skills.egress import parse_allow_hosts
+
+        parse_allow_hosts(value)  # raises ValueError naming the bad entry
+        return value
 
     @field_validator("slack_scopes", mode="before")
     @classmethod

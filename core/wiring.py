@@ -41,6 +41,7 @@ from core.personas.service import PersonaService
 from core.sessions.service import SessionService
 from core.settings import Settings
 from core.skills.builtins import BuiltinCatalog
+from core.skills.egress import SkillEgressGuard, SkillEgressPolicy
 from core.skills.factory import SkillFactory
 from core.skills.mcp_executor import McpPool
 from core.skills.service import SkillService
@@ -126,8 +127,19 @@ def build_container(
         # Stores that write outside our database settle their held events this way.
         held_check=getattr(outputs, "held_check", None),
     )
-    http = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
-    mcp = McpPool(secrets=secrets)
+    # Every skill request goes through the egress guard: public addresses, plus what the
+    # operator allowed; never this server or the database.
+    egress = SkillEgressGuard(
+        SkillEgressPolicy.build(
+            allow_insecure=settings.webhook_allow_insecure,
+            allow_hosts=settings.skill_allow_hosts,
+            server_port=settings.port,
+            database_url=settings.resolved_database_url,
+            public_url=settings.public_url,
+        )
+    )
+    http = egress.http_client(timeout=30.0)
+    mcp = McpPool(secrets=secrets, http_client=egress.mcp_http_client)
     skill_factory = SkillFactory(BuiltinCatalog.default(), http, secrets, mcp)
     disabled = disabled_integrations(settings)
     tokens = TokenSigner(

@@ -88,6 +88,9 @@ def serve(
     from bot.server import create_app
 
     settings = _settings()
+    if port:
+        # Skills must never reach the port we actually listen on (core.skills.egress).
+        settings = settings.model_copy(update={"port": port})
     configure(settings.log_level)
     container = _container(settings)
     for integration, reason in container.disabled.items():
@@ -99,7 +102,7 @@ def serve(
             (settings.cosmo_data_dir / "api-token").resolve(),
         )
     application = create_app(settings, container=container)
-    bind_port = port or settings.port
+    bind_port = settings.port
     log.info(
         "serving on http://%s:%d (database: %s)",
         host or settings.host,

@@ -22,8 +22,10 @@ Templating rules (`{{name}}` names a top-level argument):
 
 Secret headers are read through `secrets(ENV_NAME)` at call time and never written into a
 result or an error; a response that echoes one back has it replaced by `[redacted]`.
-Redirects are not followed. The whole exchange is bounded by `timeout_seconds`, and the
-body is read as a stream and cut at `max_response_bytes`.
+Where a request may go is `core.skills.egress`'s call: the client the wiring passes
+refuses internal addresses, this server and the database. Redirects are not followed.
+The whole exchange is bounded by `timeout_seconds`, and the body is read as a stream and
+cut at `max_response_bytes`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from core.schemas.skill import HttpExecutor
+from core.skills.egress import SkillDestinationRefused
 from core.skills.runtime import (
     SkillArgumentsInvalid,
     SkillConfigInvalid,
@@ -126,7 +129,10 @@ class HttpSkillExecutor:
         self._origin: str = match["origin"]
         self._path: str = match["path"]
         self._query: str | None = match["query"]
-        self.host = httpx.URL(self._origin).host
+        try:
+            self.host = httpx.URL(self._origin).host
+        except httpx.InvalidURL as exc:  # e.g. an IPv4 address with a leading zero
+            raise SkillConfigInvalid(f"skill {skill!r}: the URL's host is invalid: {exc}") from None
 
     # --- request -------------------------------------------------------------------------
 
@@ -210,6 +216,9 @@ class HttpSkillExecutor:
                     raw, truncated = await self._read_capped(response)
                 finally:
                     await response.aclose()
+        except SkillDestinationRefused as exc:
+            # Refused before connecting (core.skills.egress): nothing of the target is read.
+            raise SkillDestinationRefused(f"{self.skill}: {exc.detail}") from None
         except (TimeoutError, httpx.TimeoutException):
             raise SkillFailed(
                 f"{self.skill}: {self.host} did not answer within {timeout:g} s"

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import anyio
+import httpx2
 import mcp_types
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import Transport
@@ -36,6 +37,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from core.schemas.skill import McpExecutor, SkillKind, SkillSpec, check_input_schema
+from core.skills.egress import SkillDestinationRefused
 from core.skills.runtime import SkillContext, SkillFailed, SkillResult
 
 if TYPE_CHECKING:  # typing only: these live in private SDK modules
@@ -111,6 +113,19 @@ class _WatchedReadStream:
 
 
 @asynccontextmanager
+async def _http_transport(
+    url: str, make_client: Callable[[], httpx2.AsyncClient] | None
+) -> AsyncIterator[TransportStreams]:
+    if make_client is None:
+        async with streamable_http_client(url) as streams:
+            yield streams
+        return
+    # The SDK leaves a client it was given open; this connection owns it.
+    async with make_client() as client, streamable_http_client(url, http_client=client) as streams:
+        yield streams
+
+
+@asynccontextmanager
 async def _watched(
     transport: Transport, on_end: Callable[[], None]
 ) -> AsyncIterator[TransportStreams]:
@@ -182,6 +197,8 @@ def _describe(exc: BaseException | None) -> str:
         exc = exc.exceptions[0]
     if exc is None:
         return "connection closed"
+    if isinstance(exc, SkillDestinationRefused):
+        return exc.detail  # written to be shown: where, and why it is refused
     if isinstance(exc, FileNotFoundError):
         return "command not found"
     if isinstance(exc, PermissionError):
@@ -218,7 +235,9 @@ class McpPool:
     """One open MCP client per server, shared by every skill and agent in the process.
 
     `secrets` resolves the environment variables a stdio server is given (`env`), at
-    connect time. `errlog` receives the stderr of stdio servers (default: ours). A pool
+    connect time. `http_client` makes the client of each streamable-HTTP connection (the
+    wiring passes the skill egress guard's); without one the SDK's default is used.
+    `errlog` receives the stderr of stdio servers (default: ours). A pool
     belongs to one event loop; close it with `aclose()` at shutdown so stdio servers exit.
     """
 
@@ -228,8 +247,10 @@ class McpPool:
         secrets: SecretLookup | None = None,
         errlog: TextIO | None = None,
         connect_timeout_seconds: float = 30.0,
+        http_client: Callable[[], httpx2.AsyncClient] | None = None,
     ) -> None:
         self._secrets = secrets or (lambda _name: None)
+        self._http_client = http_client
         self._errlog = errlog
         self.connect_timeout_seconds = connect_timeout_seconds
         self._connections: dict[ServerKey, _Connection] = {}
@@ -244,7 +265,8 @@ class McpPool:
     def _transport(self, server: McpExecutor) -> Callable[[Callable[[], None]], Transport]:
         if server.transport == "http":
             url = server.url or ""
-            return lambda on_end: _watched(streamable_http_client(url), on_end)
+            make_client = self._http_client
+            return lambda on_end: _watched(_http_transport(url, make_client), on_end)
         command = server.command or []
         env: dict[str, str] = {}
         for their_name, our_name in server.env.items():

@@ -1,4 +1,4 @@
-"""SSRF protection for webhook URLs.
+"""SSRF protection for webhook URLs, and for skill requests (`core.skills.egress`).
 
 Agent authors type webhook URLs, and the server then POSTs to them from inside our
 network. Without a guard, a URL is a way to reach the cloud metadata service, the
@@ -14,6 +14,11 @@ check and the connection). Addresses are judged after resolution, never as strin
 IPv6 can carry an IPv4 address inside it (mapped, compatible, NAT64, 6to4, Teredo);
 those are unwrapped and the IPv4 address is judged too, since that is where the
 packets end up.
+
+Skills reach outside through the same guard, with their own wording (`Wording`), plain
+http allowed (`allow_http`), and the operator's exceptions (`exempt`): an address the
+operator allowed for a host is not judged. Everything else is shared, so a form this
+module learns to refuse is refused for webhooks and skills alike.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -38,7 +43,23 @@ _HOST_RE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 # WHATWG URL parsing (and getaddrinfo) treats a host whose last label is a number as an
 # IPv4 address, in octal, hex or shortened forms.
 _NUMERIC_LABEL_RE = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
-_INSECURE_HINT = "(allowed only when insecure webhooks are enabled for local development)"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How refusals name what is checked, so each caller's messages say what they mean."""
+
+    url: str = "webhook URL"
+    rule: str = "webhooks may only be sent to public addresses"
+    insecure_hint: str = "(allowed only when insecure webhooks are enabled for local development)"
+    credentials_hint: str = "authenticate with the webhook signature instead"
+
+
+WEBHOOK = Wording()
+
+Exemption = Callable[[str, "IPAddress | None"], bool]
+"""(host, address) -> True when the operator allowed that address for that host (an
+address of None asks about the host name alone). Exempt addresses are not judged."""
 
 
 class Resolver(Protocol):
@@ -81,57 +102,67 @@ def system_resolver(host: str, port: int, /) -> list[str]:
     return [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
 
 
-def check_webhook_url_syntax(url: str, *, allow_insecure: bool) -> WebhookUrl:
+def check_webhook_url_syntax(
+    url: str,
+    *,
+    allow_insecure: bool,
+    allow_http: bool | None = None,
+    exempt: Exemption | None = None,
+    wording: Wording = WEBHOOK,
+) -> WebhookUrl:
     """Everything `check_webhook_url` checks except DNS, for validating config offline.
 
     IP literals are judged here already; host names are only judged once resolved.
+    `allow_http` defaults to `allow_insecure`.
     """
+    w = wording
+    if allow_http is None:
+        allow_http = allow_insecure
     if len(url) > MAX_URL_LENGTH:
-        raise UnsafeWebhookUrl(f"webhook URL is longer than {MAX_URL_LENGTH} characters")
+        raise UnsafeWebhookUrl(f"{w.url} is longer than {MAX_URL_LENGTH} characters")
     # URL parsers disagree about whitespace, control characters and backslashes (Python
     # silently drops tabs; browsers read "\" as "/"): refuse rather than guess which
     # host the HTTP client will pick.
     if any(ch == " " or ch == "\\" or not ch.isprintable() for ch in url):
-        raise UnsafeWebhookUrl(
-            "webhook URL contains whitespace, a backslash or a control character"
-        )
+        raise UnsafeWebhookUrl(f"{w.url} contains whitespace, a backslash or a control character")
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise UnsafeWebhookUrl(f"webhook URL is not a valid URL: {exc}") from None
+        raise UnsafeWebhookUrl(f"{w.url} is not a valid URL: {exc}") from None
 
     scheme = parts.scheme.lower()
-    if scheme == "http" and not allow_insecure:
-        raise UnsafeWebhookUrl(f"webhook URL must use https, not http {_INSECURE_HINT}")
+    if scheme == "http" and not allow_http:
+        raise UnsafeWebhookUrl(f"{w.url} must use https, not http {w.insecure_hint}")
     if scheme not in _DEFAULT_PORTS:
-        raise UnsafeWebhookUrl("webhook URL must be an absolute https:// URL")
+        raise UnsafeWebhookUrl(f"{w.url} must be an absolute https:// URL")
     if not parts.netloc:
-        raise UnsafeWebhookUrl("webhook URL has no host")
+        raise UnsafeWebhookUrl(f"{w.url} has no host")
     if "@" in parts.netloc:
         # Never echo the URL here: the part before "@" is someone's password.
         raise UnsafeWebhookUrl(
-            "webhook URL must not contain credentials (user:password@); "
-            "authenticate with the webhook signature instead"
+            f"{w.url} must not contain credentials (user:password@); {w.credentials_hint}"
         )
 
-    host, literal = _parse_host(parts)
+    host, literal = _parse_host(parts, w)
     try:
         explicit_port = parts.port
     except ValueError:
-        raise UnsafeWebhookUrl("webhook URL has an invalid port") from None
+        raise UnsafeWebhookUrl(f"{w.url} has an invalid port") from None
     if explicit_port == 0:
-        raise UnsafeWebhookUrl("webhook URL has an invalid port (0)")
+        raise UnsafeWebhookUrl(f"{w.url} has an invalid port (0)")
     port = _DEFAULT_PORTS[scheme] if explicit_port is None else explicit_port
 
     if literal is not None:
-        _refuse_if_unsafe(literal, f"webhook URL points at {literal}", allow_insecure)
-    elif not allow_insecure and (
-        host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost")
+        if exempt is None or not exempt(host, literal):
+            _refuse_if_unsafe(literal, f"{w.url} points at {literal}", allow_insecure, w)
+    elif (
+        not allow_insecure
+        and (host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"))
+        and (exempt is None or not exempt(host, None))
     ):
         # RFC 6761: these names always mean loopback; say so without waiting for DNS.
         raise UnsafeWebhookUrl(
-            f"{host} always means this machine (loopback); "
-            f"webhooks may only be sent to public addresses {_INSECURE_HINT}"
+            f"{host} always means this machine (loopback); {w.rule} {w.insecure_hint}"
         )
 
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -145,7 +176,13 @@ def check_webhook_url_syntax(url: str, *, allow_insecure: bool) -> WebhookUrl:
 
 
 def check_webhook_url(
-    url: str, *, allow_insecure: bool, resolver: Resolver | None = None
+    url: str,
+    *,
+    allow_insecure: bool,
+    resolver: Resolver | None = None,
+    allow_http: bool | None = None,
+    exempt: Exemption | None = None,
+    wording: Wording = WEBHOOK,
 ) -> ResolvedTarget:
     """Refuse `url` unless it is https and every address its host resolves to is public.
 
@@ -153,14 +190,17 @@ def check_webhook_url(
     private addresses; cloud metadata, link-local, multicast and the like stay refused.
     The default resolver blocks, so async callers should run this in a worker thread.
     """
-    parsed = check_webhook_url_syntax(url, allow_insecure=allow_insecure)
+    parsed = check_webhook_url_syntax(
+        url, allow_insecure=allow_insecure, allow_http=allow_http, exempt=exempt, wording=wording
+    )
     literal = _ip_literal(parsed.host)
     if literal is not None:
         judged = [literal]  # already judged by the syntax check
     else:
         judged = []
         for ip in _resolve(parsed.host, parsed.port, resolver or system_resolver):
-            _refuse_if_unsafe(ip, f"{parsed.host} resolves to {ip}", allow_insecure)
+            if exempt is None or not exempt(parsed.host, ip):
+                _refuse_if_unsafe(ip, f"{parsed.host} resolves to {ip}", allow_insecure, wording)
             judged.append(ip)
     # An IPv4-mapped address is its IPv4 address; connecting by the IPv4 form also works
     # on sockets that are IPv6-only.
@@ -180,31 +220,29 @@ def check_webhook_url(
     )
 
 
-def _parse_host(parts: SplitResult) -> tuple[str, IPAddress | None]:
+def _parse_host(parts: SplitResult, w: Wording) -> tuple[str, IPAddress | None]:
     """The ASCII host name and, when the host is an IP literal, its address."""
     hostname = parts.hostname
     if not hostname:
-        raise UnsafeWebhookUrl("webhook URL has no host")
+        raise UnsafeWebhookUrl(f"{w.url} has no host")
     if parts.netloc.rpartition("@")[2].startswith("["):
         try:
             return hostname, ipaddress.IPv6Address(hostname.replace("%25", "%", 1))
         except ValueError:
-            raise UnsafeWebhookUrl(
-                f"webhook URL host [{hostname}] is not an IPv6 address"
-            ) from None
+            raise UnsafeWebhookUrl(f"{w.url} host [{hostname}] is not an IPv6 address") from None
     try:
         host = hostname.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise UnsafeWebhookUrl(f"webhook URL host {hostname!r} is not a valid host name") from None
+        raise UnsafeWebhookUrl(f"{w.url} host {hostname!r} is not a valid host name") from None
     if not _HOST_RE.fullmatch(host):
-        raise UnsafeWebhookUrl(f"webhook URL host {hostname!r} is not a valid host name")
+        raise UnsafeWebhookUrl(f"{w.url} host {hostname!r} is not a valid host name")
     bare = host.rstrip(".")
     if _NUMERIC_LABEL_RE.fullmatch(bare.rpartition(".")[2]):
         try:
             return bare, ipaddress.IPv4Address(bare)
         except ValueError:
             raise UnsafeWebhookUrl(
-                f"webhook URL host {hostname!r} is an IPv4 address in a non-standard form "
+                f"{w.url} host {hostname!r} is an IPv4 address in a non-standard form "
                 "(octal, hex or shortened); write it as four decimal numbers"
             ) from None
     return host, None
@@ -236,14 +274,12 @@ def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     return addresses
 
 
-def _refuse_if_unsafe(ip: IPAddress, subject: str, allow_insecure: bool) -> None:
+def _refuse_if_unsafe(ip: IPAddress, subject: str, allow_insecure: bool, w: Wording) -> None:
     verdict = _judge(ip)
     if verdict is None or (allow_insecure and not verdict.always):
         return
-    hint = "" if verdict.always else f" {_INSECURE_HINT}"
-    raise UnsafeWebhookUrl(
-        f"{subject}, {verdict.reason}; webhooks may only be sent to public addresses{hint}"
-    )
+    hint = "" if verdict.always else f" {w.insecure_hint}"
+    raise UnsafeWebhookUrl(f"{subject}, {verdict.reason}; {w.rule}{hint}")
 
 
 # --- Judging one address ------------------------------------------------------------
