@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
-from core.approvals.policy import Actor
 from core.outputs.port import Output, OutputFilter, OutputStatus
 
 router = APIRouter(
@@ -26,7 +26,7 @@ router = APIRouter(
 
 @router.get("", response_model=PageOut[Output])
 def list_outputs(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     agent_id: Annotated[str | None, Query(max_length=40)] = None,
     session_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -49,7 +49,7 @@ def list_outputs(
 
 
 @router.get("/{output_id}", responses=problem_responses(404))
-def get_output(output_id: str, caller: CallerDep, c: ContainerDep) -> Output:
+def get_output(output_id: str, caller: ReaderDep, c: ContainerDep) -> Output:
     return c.outputs.get(caller.tenant_id, output_id)
 
 
@@ -65,7 +65,7 @@ CONTENT_TTL_SECONDS = 900
         **problem_responses(404),
     },
 )
-def get_output_content(output_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+def get_output_content(output_id: str, caller: ReaderDep, c: ContainerDep) -> Response:
     return content_response(c, caller.tenant_id, output_id)
 
 
@@ -89,8 +89,10 @@ class DecisionBody(BaseModel):
         default=None,
         min_length=1,
         max_length=64,
-        description="Slack user deciding; the agent's approver rules apply to them. "
-        "Omitted: the API token's holder decides as an admin.",
+        description="Slack user deciding (asserted); the agent's approver rules apply to "
+        "them. A key bound to a Slack user decides as that user (verified) and may only name "
+        "it. Omitted: an admin key or the root key decides as itself; a reviewer key must "
+        "name the user unless it is bound.",
     )
     reason: str | None = Field(default=None, max_length=2_000)
 
@@ -104,15 +106,9 @@ class DecisionOut(BaseModel):
     output: Output
 
 
-def _actor(body: DecisionBody) -> Actor:
-    if body.user_id:
-        return Actor(body.user_id, "api")
-    return Actor("api", "api", trusted=True)
-
-
 @router.post("/{output_id}/approve", responses=problem_responses(403, 404, 409))
 async def approve_output(
-    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+    output_id: str, caller: ReviewerDep, c: ContainerDep, body: DecisionBody | None = None
 ) -> DecisionOut:
     """Approve a pending output. Automatable outputs run at once; others become `manual`.
 
@@ -120,33 +116,33 @@ async def approve_output(
     decision answers 409 naming who decided first."""
     body = body or DecisionBody()
     result = await c.approvals.decide(
-        caller.tenant_id, output_id, "approve", _actor(body), body.reason
+        caller.tenant_id, output_id, "approve", caller.decider(body.user_id), body.reason
     )
     return DecisionOut(applied=result.applied, output=result.output)
 
 
 @router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409))
 async def reject_output(
-    output_id: str, body: RejectBody, caller: CallerDep, c: ContainerDep
+    output_id: str, body: RejectBody, caller: ReviewerDep, c: ContainerDep
 ) -> DecisionOut:
     """Reject a pending output with a reason; the agent sees the reason in its session."""
     result = await c.approvals.decide(
-        caller.tenant_id, output_id, "reject", _actor(body), body.reason
+        caller.tenant_id, output_id, "reject", caller.decider(body.user_id), body.reason
     )
     return DecisionOut(applied=result.applied, output=result.output)
 
 
 @router.post("/{output_id}/retry", responses=problem_responses(403, 404, 409))
 async def retry_output(
-    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+    output_id: str, caller: ReviewerDep, c: ContainerDep, body: DecisionBody | None = None
 ) -> Output:
     """Run an output whose execution failed again."""
     return await c.approvals.retry_execution(
-        caller.tenant_id, output_id, _actor(body or DecisionBody())
+        caller.tenant_id, output_id, caller.decider((body or DecisionBody()).user_id)
     )
 
 
 @router.get("/{output_id}/audit", responses=problem_responses(404))
-def output_audit(output_id: str, caller: CallerDep, c: ContainerDep) -> list[AuditEntry]:
+def output_audit(output_id: str, caller: ReaderDep, c: ContainerDep) -> list[AuditEntry]:
     c.outputs.get(caller.tenant_id, output_id)
     return c.audit.for_output(caller.tenant_id, output_id)
