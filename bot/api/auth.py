@@ -15,7 +15,6 @@ Two kinds of bearer token are accepted:
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -31,9 +30,8 @@ from bot.api.problems import problem_responses
 from core.approvals.policy import Actor
 from core.errors import FieldError, Forbidden, ValidationFailed
 from core.keys.roles import Role
-from core.keys.service import ApiKeyView, looks_like_key
+from core.keys.service import TENANT_ID, ApiKeyView, looks_like_key
 
-TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ROLE_EXTENSION = "x-cosmo-role"
 ROOT_KEY_ID = "root"
 ROOT_KEY_NAME = "COSMO_API_TOKEN"
@@ -77,14 +75,14 @@ class Caller:
         Without a user, an admin key (or root) decides as itself, trusted, named by the key;
         a reviewer key must name the user, since nobody vouches for it as an approver.
         """
-        named = {"key_id": self.key_id, "key_name": self.key_name}
+        key_id, key_name = self.key_id, self.key_name
         if self.user_id is not None:
             self._same_user(user_id)
-            return Actor(self.user_id, "api", verified=True, **named)
+            return Actor(self.user_id, "api", verified=True, key_id=key_id, key_name=key_name)
         if user_id:
-            return Actor(user_id, "api", **named)
+            return Actor(user_id, "api", key_id=key_id, key_name=key_name)
         if self.role is Role.ADMIN:
-            return Actor(self.actor, "api", trusted=True, **named)
+            return Actor(self.actor, "api", trusted=True, key_id=key_id, key_name=key_name)
         raise ValidationFailed(
             [
                 FieldError(
@@ -150,7 +148,7 @@ async def authorize(request: Request, required: Role) -> Caller:
 
 def _caller(request: Request, key: ApiKeyView | None) -> Caller:
     header = request.headers.get("x-cosmo-tenant")
-    if header is not None and not TENANT.match(header):
+    if header is not None and not TENANT_ID.match(header):
         raise HTTPException(400, "X-Cosmo-Tenant must be 1-64 letters, digits, '-' or '_'")
     if key is None:
         tenant = header or get_container(request).settings.default_tenant

@@ -28,11 +28,12 @@ from core.db.database import READ_ONLY
 from core.db.ids import new_id
 from core.db.models import ApiKeyRow
 from core.db.types import utcnow
-from core.errors import Forbidden, NotFound
+from core.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from core.keys.roles import Role
 
 PREFIX = "cosmo_"
 _KEY = re.compile(r"^cosmo_(key_[0-9a-z]{26})_([A-Za-z0-9_-]{43})$")
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 
 
@@ -93,6 +94,10 @@ def looks_like_key(token: str) -> bool:
     return _KEY.match(token) is not None
 
 
+def _a(role: Role) -> str:
+    return f"{'an' if role is Role.ADMIN else 'a'} {role.value}"
+
+
 def _digest(key_id: str, secret: str) -> str:
     return hashlib.sha256(f"cosmo-api-key:v1:{key_id}:{secret}".encode()).hexdigest()
 
@@ -111,8 +116,12 @@ class ApiKeys:
         may not exceed."""
         if creator_role is not None and not creator_role.includes(spec.role):
             raise Forbidden(
-                f"a {creator_role.value} key cannot create a {spec.role.value} key: "
+                f"{_a(creator_role)} key cannot create {_a(spec.role)} key: "
                 "a key can only create keys of its own role or lower"
+            )
+        if not TENANT_ID.match(tenant_id):
+            raise ValidationFailed(
+                [FieldError(("tenant",), "must be 1-64 letters, digits, '-' or '_'")]
             )
         key_id = new_id("key")
         secret = secrets.token_urlsafe(32)
