@@ -139,6 +139,13 @@ class NotAllowedToDecide(CosmoError):
     title = "Not allowed to decide"
 
 
+class Forbidden(CosmoError):
+    """The caller is known but its key does not reach this: another tenant, a role too low,
+    or a Slack user other than the one the key is bound to."""
+
+    title = "Forbidden"
+
+
 class RateLimitExceeded(CosmoError):
     """A per-agent daily quota is used up."""
 

@@ -28,6 +28,7 @@ from core.db import Database
 from core.embeddings import Embedder, build_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
+from core.keys.service import ApiKeys
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
 from core.knowledge.port import KnowledgeIndex
 from core.knowledge.service import KnowledgeService
@@ -80,6 +81,7 @@ class Container:
     http: httpx.AsyncClient
     mcp: McpPool
     knowledge: KnowledgeService
+    keys: ApiKeys
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -204,6 +206,7 @@ def build_container(
         http=http,
         mcp=mcp,
         knowledge=knowledge,
+        keys=ApiKeys(db),
         disabled=disabled,
     )
 

@@ -14,6 +14,7 @@ from core.approvals.tokens import InvalidToken
 from core.errors import (
     Conflict,
     CosmoError,
+    Forbidden,
     NotAllowedToDecide,
     NotFound,
     OutputAlreadyDecided,
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[CosmoError], int]] = [
     (NotFound, 404),
     (InvalidToken, 401),
     (NotAllowedToDecide, 403),
+    (Forbidden, 403),
     (OutputAlreadyDecided, 409),
     (Conflict, 409),
     (PreconditionFailed, 412),

@@ -22,6 +22,7 @@ from rich.table import Table
 from bot.cli.audit import audit_app
 from bot.cli.aws import aws_app
 from bot.cli.kb import kb_app
+from bot.cli.keys import keys_app
 from bot.cli.logging_setup import configure
 from core.config_document import DocumentInvalid, dump_document, parse_document
 from core.db import Database, upgrade
@@ -41,6 +42,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(aws_app, name="aws")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kb_app, name="kb")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 # markup off: messages quote user input (regex patterns, YAML) that rich would eat.
@@ -98,7 +100,8 @@ def serve(
     _token, generated = settings.api_token_value()
     if generated:
         log.warning(
-            "COSMO_API_TOKEN not set: generated one for the REST API, stored in %s",
+            "COSMO_API_TOKEN not set: generated the root key for the REST API (every tenant, "
+            "every role), stored in %s; give integrations tenant keys (`cosmo keys create`)",
             (settings.cosmo_data_dir / "api-token").resolve(),
         )
     application = create_app(settings, container=container)

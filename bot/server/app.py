@@ -21,6 +21,7 @@ from bot.api.routes import (
     agents,
     callbacks,
     health,
+    keys,
     knowledge,
     memory,
     outputs,
@@ -95,11 +96,16 @@ def create_app(
         version="1.0.0",
         summary="Configure Claude agents that work in Slack with a human in the loop.",
         description=(
-            "All `/api/v1` routes need `Authorization: Bearer <COSMO_API_TOKEN>`. Errors are "
+            "All `/api/v1` routes need `Authorization: Bearer <key>`: a tenant key with a role "
+            "(`reader`, `reviewer`, `admin`; each operation names the least role it needs, "
+            "also as `x-cosmo-role`) or `COSMO_API_TOKEN`, the operator's root key, which "
+            "reaches every tenant with every role (root-equivalent). Errors are "
             "`application/problem+json`. Request bodies are limited to `COSMO_MAX_BODY_BYTES` "
             "(default 1 MiB), documents uploaded to a knowledge base to "
             "`COSMO_MAX_UPLOAD_BYTES` (default 50 MiB); larger ones get 413. Select a tenant "
-            "(Slack workspace) with `X-Cosmo-Tenant`; without it the default tenant is used."
+            "(Slack workspace) with `X-Cosmo-Tenant`; without it a tenant key acts on its own "
+            "tenant and the root key on the default tenant. A tenant key naming another "
+            "tenant gets 403."
         ),
         lifespan=lifespan,
     )
@@ -121,6 +127,7 @@ def create_app(
         outputs,
         receipts,
         webhooks,
+        keys,
         callbacks,
     ):
         api.include_router(module.router)

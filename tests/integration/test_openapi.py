@@ -87,7 +87,9 @@ def test_every_api_operation_requires_the_bearer_scheme(openapi: dict[str, Any])
     assert openapi["components"]["securitySchemes"]["HTTPBearer"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "`Authorization: Bearer <COSMO_API_TOKEN>`.",
+        "description": "`Authorization: Bearer <key>`: a tenant key (`cosmo keys create`; one "
+        "tenant, one role) or `COSMO_API_TOKEN`, the operator's root key (every tenant, every "
+        "role: root-equivalent).",
     }
     unsecured = [
         f"{method.upper()} {path}"

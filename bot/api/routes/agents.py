@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
 from core.config_document import dump_document, parse_document
@@ -48,7 +49,7 @@ IfMatch = Annotated[
 
 @router.get("", response_model=PageOut[AgentView])
 def list_agents(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
     active: bool | None = None,
@@ -61,7 +62,7 @@ def list_agents(
 
 @router.post("", status_code=201, responses=problem_responses(409))
 def create_agent(
-    body: AgentSpec, caller: CallerDep, c: ContainerDep, response: Response
+    body: AgentSpec, caller: AdminDep, c: ContainerDep, response: Response
 ) -> AgentView:
     return _etag(response, c.agents.create(caller.tenant_id, body, actor=caller.actor))
 
@@ -82,7 +83,7 @@ def create_agent(
 )
 async def import_config(
     request: Request,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     dry_run: bool = False,
 ) -> ApplyReportOut:
@@ -109,7 +110,7 @@ async def import_config(
 
 
 @router.get("/{agent_id}", responses=problem_responses(404))
-def get_agent(agent_id: str, caller: CallerDep, c: ContainerDep, response: Response) -> AgentView:
+def get_agent(agent_id: str, caller: ReaderDep, c: ContainerDep, response: Response) -> AgentView:
     return _etag(response, c.agents.get(caller.tenant_id, agent_id))
 
 
@@ -117,7 +118,7 @@ def get_agent(agent_id: str, caller: CallerDep, c: ContainerDep, response: Respo
 def update_agent(
     agent_id: str,
     body: AgentPatch,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     response: Response,
     if_match: IfMatch = None,
@@ -133,7 +134,7 @@ def update_agent(
 
 
 @router.delete("/{agent_id}", status_code=204, responses=problem_responses(404))
-def delete_agent(agent_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+def delete_agent(agent_id: str, caller: AdminDep, c: ContainerDep) -> Response:
     c.agents.delete(caller.tenant_id, agent_id)
     return Response(status_code=204)
 
@@ -142,7 +143,7 @@ def delete_agent(agent_id: str, caller: CallerDep, c: ContainerDep) -> Response:
 def set_agent_skills(
     agent_id: str,
     body: SkillList,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     response: Response,
     if_match: IfMatch = None,
@@ -159,14 +160,14 @@ def set_agent_skills(
 
 @router.get("/{agent_id}/versions", responses=problem_responses(404))
 def list_agent_versions(
-    agent_id: str, caller: CallerDep, c: ContainerDep
+    agent_id: str, caller: ReaderDep, c: ContainerDep
 ) -> list[AgentVersionView]:
     return c.agents.versions(caller.tenant_id, agent_id)
 
 
 @router.post("/{agent_id}/rollback", responses=problem_responses(404, 409))
 def rollback_agent(
-    agent_id: str, body: RollbackRequest, caller: CallerDep, c: ContainerDep, response: Response
+    agent_id: str, body: RollbackRequest, caller: AdminDep, c: ContainerDep, response: Response
 ) -> AgentView:
     agent = c.agents.rollback(caller.tenant_id, agent_id, body.version, actor=caller.actor)
     return _etag(response, agent)
@@ -185,7 +186,7 @@ def rollback_agent(
 )
 def export_agent(
     agent_id: str,
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.knowledge.schemas import (
@@ -68,7 +69,7 @@ class SearchResults(BaseModel):
 
 @router.get("", response_model=PageOut[KnowledgeBaseView])
 def list_knowledge_bases(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -78,21 +79,21 @@ def list_knowledge_bases(
 
 @router.post("", status_code=201, responses=problem_responses(409))
 def create_knowledge_base(
-    body: KnowledgeBaseSpec, caller: CallerDep, c: ContainerDep
+    body: KnowledgeBaseSpec, caller: AdminDep, c: ContainerDep
 ) -> KnowledgeBaseView:
     return c.knowledge.create(caller.tenant_id, body)
 
 
 @router.get("/{knowledge_base_id}", responses=problem_responses(404))
 def get_knowledge_base(
-    knowledge_base_id: str, caller: CallerDep, c: ContainerDep
+    knowledge_base_id: str, caller: ReaderDep, c: ContainerDep
 ) -> KnowledgeBaseView:
     return c.knowledge.get(caller.tenant_id, knowledge_base_id)
 
 
 @router.patch("/{knowledge_base_id}", responses=problem_responses(404))
 def update_knowledge_base(
-    knowledge_base_id: str, body: KnowledgeBasePatch, caller: CallerDep, c: ContainerDep
+    knowledge_base_id: str, body: KnowledgeBasePatch, caller: AdminDep, c: ContainerDep
 ) -> KnowledgeBaseView:
     """Change its description, search settings (at once) or chunk settings (for documents
     ingested afterwards: upload them again, or re-run `cosmo kb ingest`, to re-chunk)."""
@@ -102,7 +103,7 @@ def update_knowledge_base(
 @router.delete("/{knowledge_base_id}", status_code=204, responses=problem_responses(404, 409))
 def delete_knowledge_base(
     knowledge_base_id: str,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     force: Annotated[
         bool,
@@ -117,7 +118,7 @@ def delete_knowledge_base(
 @router.get("/{knowledge_base_id}/documents", response_model=PageOut[DocumentView])
 def list_documents(
     knowledge_base_id: str,
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -136,7 +137,7 @@ def list_documents(
 )
 def upload_document(
     knowledge_base_id: str,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     response: Response,
     file: Annotated[
@@ -170,7 +171,7 @@ def upload_document(
 
 @router.get("/{knowledge_base_id}/documents/{document_id}", responses=problem_responses(404))
 def get_document(
-    knowledge_base_id: str, document_id: str, caller: CallerDep, c: ContainerDep
+    knowledge_base_id: str, document_id: str, caller: ReaderDep, c: ContainerDep
 ) -> DocumentView:
     return c.knowledge.document(caller.tenant_id, knowledge_base_id, document_id)
 
@@ -181,7 +182,7 @@ def get_document(
     responses=problem_responses(404),
 )
 def delete_document(
-    knowledge_base_id: str, document_id: str, caller: CallerDep, c: ContainerDep
+    knowledge_base_id: str, document_id: str, caller: AdminDep, c: ContainerDep
 ) -> Response:
     """Delete a document with its chunks and vectors."""
     c.knowledge.delete_document(caller.tenant_id, knowledge_base_id, document_id)
@@ -191,7 +192,7 @@ def delete_document(
 @router.get("/{knowledge_base_id}/search", responses=problem_responses(404, 409))
 def search_knowledge_base(
     knowledge_base_id: str,
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
     limit: Annotated[

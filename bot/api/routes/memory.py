@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from core.memory.port import MemoryProvider
 
@@ -42,7 +43,7 @@ def _memory(c: ContainerDep) -> MemoryProvider:
 @router.get("/agents/{agent_id}/memory", responses=problem_responses(404, 503))
 def list_memory(
     agent_id: str,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     user_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -69,7 +70,7 @@ def list_memory(
 @router.delete("/agents/{agent_id}/memory", responses=problem_responses(404, 503))
 def clear_memory(
     agent_id: str,
-    caller: CallerDep,
+    caller: AdminDep,
     c: ContainerDep,
     user_id: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this user's")

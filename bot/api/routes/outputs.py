@@ -11,11 +11,11 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
-from core.approvals.policy import Actor
 from core.errors import StaleRevision, StaleRevisionPrecondition
 from core.execution.effect import PlannedEffect, planned_effect
 from core.outputs.port import Output, OutputFilter, OutputStatus
@@ -31,7 +31,7 @@ router = APIRouter(
 
 @router.get("", response_model=PageOut[Output])
 def list_outputs(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     agent_id: Annotated[str | None, Query(max_length=40)] = None,
     session_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -69,7 +69,7 @@ class OutputDetail(Output):
 
 @router.get("/{output_id}", responses=problem_responses(404))
 def get_output(
-    output_id: str, caller: CallerDep, c: ContainerDep, response: Response
+    output_id: str, caller: ReaderDep, c: ContainerDep, response: Response
 ) -> OutputDetail:
     """The output, its current `revision` (also the `ETag`) and the effect approval has."""
     return OutputDetail.of(c, c.outputs.get(caller.tenant_id, output_id), response)
@@ -87,7 +87,7 @@ CONTENT_TTL_SECONDS = 900
         **problem_responses(404),
     },
 )
-def get_output_content(output_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+def get_output_content(output_id: str, caller: ReaderDep, c: ContainerDep) -> Response:
     return content_response(c, caller.tenant_id, output_id)
 
 
@@ -116,8 +116,10 @@ class DecisionBody(BaseModel):
         default=None,
         min_length=1,
         max_length=64,
-        description="Slack user deciding; the agent's approver rules apply to them. "
-        "Omitted: the API token's holder decides as an admin.",
+        description="Slack user deciding (asserted); the agent's approver rules apply to "
+        "them. A key bound to a Slack user decides as that user (verified) and may only name "
+        "it. Omitted: an admin key or the root key decides as itself; a reviewer key must "
+        "name the user unless it is bound.",
     )
     reason: str | None = Field(default=None, max_length=2_000)
     revision: int | None = Field(
@@ -135,14 +137,6 @@ class RejectBody(DecisionBody):
 class DecisionOut(BaseModel):
     applied: bool = Field(description="False when this decision had already been made.")
     output: Output
-
-
-def _actor(user_id: str | None) -> Actor:
-    """A `user_id` is only asserted: the token holder says who is deciding. Without one
-    the token's holder decides as itself, which the token does prove."""
-    if user_id:
-        return Actor(user_id, "api")
-    return Actor("api", "api", trusted=True, verified=True)
 
 
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
@@ -185,7 +179,7 @@ async def _guarded(call: Awaitable[T], from_header: bool) -> T:
 @router.post("/{output_id}/approve", responses=problem_responses(403, 404, 409, 412))
 async def approve_output(
     output_id: str,
-    caller: CallerDep,
+    caller: ReviewerDep,
     c: ContainerDep,
     body: DecisionBody | None = None,
     if_match: IfMatch = None,
@@ -199,7 +193,12 @@ async def approve_output(
     revision, from_header = _expected(if_match, body.revision)
     result = await _guarded(
         c.approvals.decide(
-            caller.tenant_id, output_id, "approve", _actor(body.user_id), body.reason, revision
+            caller.tenant_id,
+            output_id,
+            "approve",
+            caller.decider(body.user_id),
+            body.reason,
+            revision,
         ),
         from_header,
     )
@@ -210,7 +209,7 @@ async def approve_output(
 async def reject_output(
     output_id: str,
     body: RejectBody,
-    caller: CallerDep,
+    caller: ReviewerDep,
     c: ContainerDep,
     if_match: IfMatch = None,
 ) -> DecisionOut:
@@ -218,7 +217,12 @@ async def reject_output(
     revision, from_header = _expected(if_match, body.revision)
     result = await _guarded(
         c.approvals.decide(
-            caller.tenant_id, output_id, "reject", _actor(body.user_id), body.reason, revision
+            caller.tenant_id,
+            output_id,
+            "reject",
+            caller.decider(body.user_id),
+            body.reason,
+            revision,
         ),
         from_header,
     )
@@ -243,7 +247,7 @@ class EditBody(BaseModel):
 async def edit_output(
     output_id: str,
     body: EditBody,
-    caller: CallerDep,
+    caller: ReviewerDep,
     c: ContainerDep,
     response: Response,
     if_match: IfMatch = None,
@@ -254,7 +258,7 @@ async def edit_output(
     revision = _if_match(if_match)
     output = await _guarded(
         c.approvals.edit(
-            caller.tenant_id, output_id, body.arguments, _actor(body.user_id), revision
+            caller.tenant_id, output_id, body.arguments, caller.decider(body.user_id), revision
         ),
         revision is not None,
     )
@@ -263,15 +267,15 @@ async def edit_output(
 
 @router.post("/{output_id}/retry", responses=problem_responses(403, 404, 409))
 async def retry_output(
-    output_id: str, caller: CallerDep, c: ContainerDep, body: DecisionBody | None = None
+    output_id: str, caller: ReviewerDep, c: ContainerDep, body: DecisionBody | None = None
 ) -> Output:
     """Run an output whose execution failed again."""
     return await c.approvals.retry_execution(
-        caller.tenant_id, output_id, _actor((body or DecisionBody()).user_id)
+        caller.tenant_id, output_id, caller.decider((body or DecisionBody()).user_id)
     )
 
 
 @router.get("/{output_id}/audit", responses=problem_responses(404))
-def output_audit(output_id: str, caller: CallerDep, c: ContainerDep) -> list[AuditEntry]:
+def output_audit(output_id: str, caller: ReaderDep, c: ContainerDep) -> list[AuditEntry]:
     c.outputs.get(caller.tenant_id, output_id)
     return c.audit.for_output(caller.tenant_id, output_id)

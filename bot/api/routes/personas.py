@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.schemas.persona import PersonaPatch, PersonaSpec
@@ -22,7 +23,7 @@ router = APIRouter(
 
 @router.get("", response_model=PageOut[PersonaView])
 def list_personas(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -32,23 +33,23 @@ def list_personas(
 
 
 @router.post("", status_code=201, responses=problem_responses(409))
-def create_persona(body: PersonaSpec, caller: CallerDep, c: ContainerDep) -> PersonaView:
+def create_persona(body: PersonaSpec, caller: AdminDep, c: ContainerDep) -> PersonaView:
     return c.personas.create(caller.tenant_id, body)
 
 
 @router.get("/{persona_id}", responses=problem_responses(404))
-def get_persona(persona_id: str, caller: CallerDep, c: ContainerDep) -> PersonaView:
+def get_persona(persona_id: str, caller: ReaderDep, c: ContainerDep) -> PersonaView:
     return c.personas.get(caller.tenant_id, persona_id)
 
 
 @router.patch("/{persona_id}", responses=problem_responses(404, 409))
 def update_persona(
-    persona_id: str, body: PersonaPatch, caller: CallerDep, c: ContainerDep
+    persona_id: str, body: PersonaPatch, caller: AdminDep, c: ContainerDep
 ) -> PersonaView:
     return c.personas.update(caller.tenant_id, persona_id, body)
 
 
 @router.delete("/{persona_id}", status_code=204, responses=problem_responses(404, 409))
-def delete_persona(persona_id: str, caller: CallerDep, c: ContainerDep) -> Response:
+def delete_persona(persona_id: str, caller: AdminDep, c: ContainerDep) -> Response:
     c.personas.delete(caller.tenant_id, persona_id)
     return Response(status_code=204)

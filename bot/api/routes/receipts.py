@@ -9,7 +9,8 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from core.approvals.receipts import SignedReceipt
 from core.errors import NotFound
@@ -36,7 +37,7 @@ class PublicKey(BaseModel):
 
 
 @authenticated.get("/outputs/{output_id}/receipt", responses=problem_responses(404))
-def output_receipt(output_id: str, caller: CallerDep, c: ContainerDep) -> OutputReceipts:
+def output_receipt(output_id: str, caller: ReaderDep, c: ContainerDep) -> OutputReceipts:
     """The signed receipts of an output. 404 while nothing has been decided yet.
 
     To check one: take `canonical` (UTF-8 bytes), verify `signature` (base64 Ed25519)

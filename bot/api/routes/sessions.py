@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.errors import Conflict
@@ -25,7 +26,13 @@ router = APIRouter(
 class SessionStart(BaseModel):
     model_config = {"extra": "forbid"}
 
-    user_id: str = Field(default="api", min_length=1, max_length=64)
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='Who speaks (asserted); "api" if omitted. A key bound to a Slack user '
+        "speaks as that user and may only name it.",
+    )
     user_name: str | None = Field(default=None, max_length=200)
     channel: str | None = Field(default=None, max_length=200)
     prompt_context: str | None = Field(
@@ -71,13 +78,13 @@ class SessionDetail(BaseModel):
 
 @router.post("/agents/{agent_id}/sessions", status_code=201, responses=problem_responses(404, 409))
 def start_session(
-    agent_id: str, body: SessionStart, caller: CallerDep, c: ContainerDep
+    agent_id: str, body: SessionStart, caller: ReviewerDep, c: ContainerDep
 ) -> SessionView:
     context = {"prompt_context": body.prompt_context} if body.prompt_context else {}
     return c.sessions.start(
         caller.tenant_id,
         agent_id,
-        user_id=body.user_id,
+        user_id=caller.speaker(body.user_id),
         user_name=body.user_name,
         channel_name=body.channel,
         source="api",
@@ -87,7 +94,7 @@ def start_session(
 
 @router.get("/sessions", response_model=PageOut[SessionView])
 def list_sessions(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     agent_id: Annotated[str | None, Query(max_length=40)] = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -111,7 +118,7 @@ def list_sessions(
 
 
 @router.get("/sessions/{session_id}", responses=problem_responses(404))
-def get_session(session_id: str, caller: CallerDep, c: ContainerDep) -> SessionDetail:
+def get_session(session_id: str, caller: ReaderDep, c: ContainerDep) -> SessionDetail:
     session = c.sessions.get(caller.tenant_id, session_id)
     outputs = c.outputs.list(
         caller.tenant_id, OutputFilter(session_id=session_id), cursor=None, limit=200
@@ -128,7 +135,7 @@ def get_session(session_id: str, caller: CallerDep, c: ContainerDep) -> SessionD
 async def chat(
     session_id: str,
     body: ChatRequest,
-    caller: CallerDep,
+    caller: ReviewerDep,
     c: ContainerDep,
     idempotency_key: Annotated[
         str | None,
@@ -203,5 +210,5 @@ def _replayed(c: Any, tenant_id: str, turn: TurnView) -> ChatResponse:
 
 
 @router.post("/sessions/{session_id}/end", responses=problem_responses(404))
-def end_session(session_id: str, caller: CallerDep, c: ContainerDep) -> SessionView:
+def end_session(session_id: str, caller: ReviewerDep, c: ContainerDep) -> SessionView:
     return c.sessions.end(caller.tenant_id, session_id)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
@@ -22,7 +23,7 @@ router = APIRouter(
 
 @router.get("", response_model=PageOut[SkillView])
 def list_skills(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
     kind: SkillKind | None = None,
@@ -34,15 +35,15 @@ def list_skills(
 
 
 @router.post("", status_code=201, responses=problem_responses(409))
-def create_skill(body: SkillSpec, caller: CallerDep, c: ContainerDep) -> SkillView:
+def create_skill(body: SkillSpec, caller: AdminDep, c: ContainerDep) -> SkillView:
     return c.skills.create(caller.tenant_id, body)
 
 
 @router.get("/{name}", responses=problem_responses(404))
-def get_skill(name: str, caller: CallerDep, c: ContainerDep) -> SkillView:
+def get_skill(name: str, caller: ReaderDep, c: ContainerDep) -> SkillView:
     return c.skills.get(caller.tenant_id, name)
 
 
 @router.patch("/{name}", responses=problem_responses(404))
-def update_skill(name: str, body: SkillPatch, caller: CallerDep, c: ContainerDep) -> SkillView:
+def update_skill(name: str, body: SkillPatch, caller: AdminDep, c: ContainerDep) -> SkillView:
     return c.skills.update(caller.tenant_id, name, body)

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
 from core.sessions.models import UsageTotals
@@ -29,7 +30,7 @@ class AgentUsage(BaseModel):
 
 @router.get("/usage")
 def usage(
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     agent_id: Annotated[str | None, Query(max_length=40)] = None,
     session_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -43,7 +44,7 @@ def usage(
 @router.get("/agents/{agent_id}/usage", responses=problem_responses(404))
 def agent_usage(
     agent_id: str,
-    caller: CallerDep,
+    caller: ReaderDep,
     c: ContainerDep,
     day: Annotated[str | None, Query(description="UTC day, YYYY-MM-DD; default today")] = None,
 ) -> AgentUsage:

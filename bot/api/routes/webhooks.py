@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from bot.api.deps import BearerRoute, CallerDep, ContainerDep
+from bot.api.auth import AdminDep, BearerRoute, ReaderDep
+from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.webhooks.deliveries import (
@@ -34,7 +35,7 @@ DeliveryId = Annotated[str, Path(max_length=40, description="The delivery's `web
 
 @router.get("", response_model=PageOut[WebhookDelivery])
 def list_webhook_deliveries(
-    caller: CallerDep,
+    caller: ReaderDep,
     deliveries: DeliveriesDep,
     status: DeliveryStatus | None = None,
     output_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -56,14 +57,14 @@ def list_webhook_deliveries(
 
 @router.get("/{delivery_id}", responses=problem_responses(404))
 def get_webhook_delivery(
-    delivery_id: DeliveryId, caller: CallerDep, deliveries: DeliveriesDep
+    delivery_id: DeliveryId, caller: AdminDep, deliveries: DeliveriesDep
 ) -> WebhookDeliveryDetail:
     return deliveries.get(caller.tenant_id, delivery_id)
 
 
 @router.post("/{delivery_id}/replay", status_code=202, responses=problem_responses(404, 409))
 def replay_webhook_delivery(
-    delivery_id: DeliveryId, caller: CallerDep, deliveries: DeliveriesDep
+    delivery_id: DeliveryId, caller: AdminDep, deliveries: DeliveriesDep
 ) -> WebhookDeliveryDetail:
     """Queue a delivered or failed event again: new attempts, the same `webhook-id`."""
     return deliveries.replay(caller.tenant_id, delivery_id)

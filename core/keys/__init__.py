@@ -1,0 +1,1 @@
+"""Per-tenant REST API keys and the roles they carry."""
