@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.edit_form import EDIT
-from bot.slack.text import escape, split_message, truncate
+from bot.slack.text import escape, split_message, truncate, truncate_escaped
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
@@ -229,13 +229,13 @@ def edit_blocks(output: Output) -> Blocks:
         lines.append(f"…and {len(last.changes) - CHANGES_SHOWN} more changed fields")
     if len(output.edits) > 1:
         lines.append(f"_{len(output.edits)} edits in all_")
-    text = truncate("\n".join(lines), SECTION_CHARS)
+    text = truncate_escaped("\n".join(lines), SECTION_CHARS)
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 def _code(text: str) -> str:
     # A fence inside the text would close ours early.
-    fenced = escape(truncate(text, EFFECT_CHARS)).replace("```", "``\u200b`")
+    fenced = truncate_escaped(escape(text).replace("```", "``\u200b`"), EFFECT_CHARS)
     return f"```{fenced}```"
 
 

@@ -5,6 +5,7 @@ edit, the request approval makes and who decided what."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -254,6 +255,17 @@ def test_slack_limits_are_kept_and_what_does_not_fit_is_kept_as_it_is():
     assert errors == {} and new == {"extra": 1, "huge": "x" * 3_001, "p0": "b"}
 
 
+def test_a_value_past_slacks_input_limit_is_kept_not_cut():
+    form = edit_fields(
+        {"type": "object", "properties": {"b": {"type": "string"}}}, {"b": "x" * 3_001}
+    )
+    assert form.fields == [] and form.kept == ["b"]
+    assert (
+        len(only_input(obj({"type": "string"}), {"f": "x" * 3_000})["element"]["initial_value"])
+        == 3_000
+    )
+
+
 def test_a_schema_without_properties_is_edited_as_one_json_object():
     form = edit_fields({"type": "object"}, {"a": 1})
     new, errors = read_submission(form, {"a": 1}, {"arg:*": {"value": {"value": '{"a": 2}'}}})
@@ -447,10 +459,12 @@ def test_the_request_approval_makes_is_shown_with_secret_headers_as_placeholders
         "Authorization: \u2039from CRM_TOKEN\u203a\n\n"
         '{\n  "note": "benign &lt;note&gt;",\n  "n": 1\n}```'
     )
-    big = effect.model_copy(update={"body": {"text": "x" * 10_000, "fence": "```"}})
+    big = effect.model_copy(update={"body": {"fence": "```", "text": "<&>" * 10_000}})
     (long,) = blocks.effect_blocks(big)
-    assert len(long["text"]["text"]) <= blocks.SECTION_CHARS
-    assert long["text"]["text"].count("```") == 2
+    shown = long["text"]["text"]
+    assert len(shown) <= blocks.SECTION_CHARS
+    assert shown.count("```") == 2 and shown.endswith("…```")
+    assert not re.search(r"&[a-z]*…", shown)  # never cut through an escaped character
     assert blocks.effect_blocks(None) == []
 
 
