@@ -20,6 +20,7 @@ from bot.slack.text import truncate
 from core.approvals.policy import Actor
 from core.errors import CosmoError, NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
 from core.execution.effect import planned_effect
+from core.outputs.messages import MessageRef
 from core.outputs.port import Output, OutputStatus
 from core.sessions.models import SessionView
 
@@ -88,19 +89,26 @@ async def on_edit(rt: SlackRuntime, tenant_id: str, output_id: str, revision: in
     changes and buttons for that revision. Reads the output again first, so a decision or
     a newer edit that landed meanwhile (and updates the copies itself) is not undone."""
     c = rt.container
-    output = await to_thread.run_sync(c.outputs.get, tenant_id, output_id)
-    if output.status != OutputStatus.PENDING or output.revision != revision:
-        return
-    refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+    async with rt.message_lock(output_id):
+        output = await to_thread.run_sync(c.outputs.get, tenant_id, output_id)
+        if output.status != OutputStatus.PENDING or output.revision != revision:
+            return
+        refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+        await _update_copies(rt, output, refs, decided=False)
+
+
+async def _update_copies(
+    rt: SlackRuntime, output: Output, refs: list[MessageRef], *, decided: bool
+) -> None:
     if not refs:
         return
-    client = await rt.clients.for_tenant(tenant_id)
-    text, message = await _render(rt, output, decided=False)
+    client = await rt.clients.for_tenant(output.tenant_id)
+    text, message = await _render(rt, output, decided=decided)
     for ref in refs:
         try:
             await client.chat_update(channel=ref.channel, ts=ref.ts, text=text, blocks=message)
         except Exception:
-            log.exception("output %s: updating its message in %s failed", output_id, ref.channel)
+            log.exception("output %s: updating its message in %s failed", output.id, ref.channel)
 
 
 async def current_message_link(
@@ -137,13 +145,9 @@ async def on_decision(rt: SlackRuntime, output: Output) -> None:
     refs = await to_thread.run_sync(c.output_messages.of, output.tenant_id, output.id)
     if not refs:
         return
+    async with rt.message_lock(output.id):
+        await _update_copies(rt, output, refs, decided=True)
     client = await rt.clients.for_tenant(output.tenant_id)
-    text, message = await _render(rt, output, decided=True)
-    for ref in refs:
-        try:
-            await client.chat_update(channel=ref.channel, ts=ref.ts, text=text, blocks=message)
-        except Exception:
-            log.exception("output %s: updating its message in %s failed", output.id, ref.channel)
     try:
         session = await to_thread.run_sync(c.sessions.get, output.tenant_id, output.session_id)
     except NotFound:

@@ -14,9 +14,10 @@ A field is shown as:
 - array of strings → multiline text, one item per line;
 - anything else (objects, other arrays, unions, no type) → multiline JSON text.
 
-Properties the form cannot hold (a value past Slack's 3,000-character input limit, or past
-the 100-block ceiling of a modal) are listed as kept unchanged, and so are arguments the
-schema does not name: the parser puts them back as they were.
+Inputs come in one order on every store: required properties as `required` lists them, then
+the others by name. Properties the form cannot hold (a value past Slack's 3,000-character
+input limit, or past the 100-block ceiling of a modal) are listed as kept unchanged, and so
+are arguments the schema does not name: the parser puts them back as they were.
 """
 
 from __future__ import annotations
@@ -82,13 +83,18 @@ def edit_fields(schema: Mapping[str, Any] | None, arguments: Mapping[str, Any]) 
         # A schema with no named properties: the whole object as one JSON field.
         whole = EditField("", "json", {}, True, f"{FIELD_PREFIX}*", dict(arguments), present=True)
         return EditForm([whole] if _fits(whole) else [], [] if _fits(whole) else list(arguments))
-    required = set((schema or {}).get("required") or ())
+    listed = (schema or {}).get("required")
+    required = [n for n in listed if n in properties] if isinstance(listed, list) else []
+    required = list(dict.fromkeys(required))
+    # PostgreSQL's JSONB does not keep an object's key order (arrays it keeps), so the
+    # order is ours: required fields as `required` lists them, then the rest by name.
+    order = required + sorted(n for n in properties if n not in required)
     fields: list[EditField] = []
     kept = [name for name in arguments if name not in properties]
     # Header and notes take a few blocks; the rest are inputs.
     room = MAX_BLOCKS - 4
-    for index, (name, prop) in enumerate(properties.items()):
-        prop = dict(prop) if isinstance(prop, Mapping) else {}
+    for index, name in enumerate(order):
+        prop = dict(properties[name]) if isinstance(properties[name], Mapping) else {}
         present = name in arguments
         value = arguments.get(name)
         candidate = EditField(

@@ -255,6 +255,13 @@ def test_slack_limits_are_kept_and_what_does_not_fit_is_kept_as_it_is():
     assert errors == {} and new == {"extra": 1, "huge": "x" * 3_001, "p0": "b"}
 
 
+def test_inputs_come_required_first_then_by_name_whatever_order_the_store_kept():
+    props = {"b": {"type": "string"}, "a": {"type": "string"}, "c": {"type": "string"}}
+    for shuffled in (props, dict(reversed(props.items()))):
+        form = edit_fields({"type": "object", "properties": shuffled, "required": ["c"]}, {})
+        assert [f.name for f in form.fields] == ["c", "a", "b"]
+
+
 def test_a_value_past_slacks_input_limit_is_kept_not_cut():
     form = edit_fields(
         {"type": "object", "properties": {"b": {"type": "string"}}}, {"b": "x" * 3_001}
