@@ -265,6 +265,12 @@ def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
     return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
 
 
+def _revision_note(output: Output) -> str:
+    if not output.edits:
+        return ""
+    return f" · rev {output.revision}, edited by {mention(output.edits[-1].edited_by)}"
+
+
 def home_view(data: HomeData) -> View:
     agents = data.agents
     blocks: Blocks = [
@@ -286,7 +292,8 @@ def home_view(data: HomeData) -> View:
             section(
                 f"*{escape(skill_title(output.skill))}* · proposed by "
                 f"*{escape(_agent_name(agents, output.agent_id))}* for "
-                f"{mention(output.requested_by)} · {slack_date(output.created_at)}\n{quoted}"
+                f"{mention(output.requested_by)} · {slack_date(output.created_at)}"
+                f"{_revision_note(output)}\n{quoted}"
             ),
             decision_buttons(output),
         ]

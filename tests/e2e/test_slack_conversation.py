@@ -181,6 +181,7 @@ def test_an_action_posts_an_approval_message_and_approve_runs_it(app):
         assert [(b["action_id"], b.get("style")) for b in buttons] == [
             ("output_approve", "primary"),
             ("output_reject", "danger"),
+            ("output_edit", None),
         ]
         assert "confirm" in buttons[0]
         output_id = buttons[0]["value"]
