@@ -22,8 +22,9 @@ from core.outputs.port import Output, OutputStatus, OutputStore, Transition
 from core.schemas.skill import SkillSpec
 from core.schemas.views import AgentView
 from core.skills.factory import SkillFactory
-from core.skills.runtime import SkillContext
-from core.skills.service import skill_spec
+from core.skills.policy import UnusableSkill
+from core.skills.runtime import SkillConfigInvalid, SkillContext
+from core.skills.service import stored_fields
 
 log = logging.getLogger("cosmo.execution")
 MAX_RESULT_CHARS = 10_000
@@ -58,7 +59,16 @@ class OutputExecutor:
                 OutputStatus.EXECUTION_FAILED,
                 error=f"the skill {output.skill!r} no longer exists",
             )
-        skill = self.skills.build(spec)
+        if isinstance(spec, UnusableSkill):
+            return await self._close(
+                output, webhook, OutputStatus.EXECUTION_FAILED, error=spec.reason
+            )
+        try:
+            skill = self.skills.build(spec)
+        except SkillConfigInvalid as exc:
+            return await self._close(
+                output, webhook, OutputStatus.EXECUTION_FAILED, error=exc.detail
+            )
         ctx = SkillContext(
             tenant_id=output.tenant_id,
             agent_id=output.agent_id,
@@ -91,12 +101,14 @@ class OutputExecutor:
             result={"summary": text, "data": result.data},
         )
 
-    def _skill_spec(self, tenant_id: str, name: str) -> SkillSpec | None:
+    def _skill_spec(self, tenant_id: str, name: str) -> SkillSpec | UnusableSkill | None:
         with self.db.session() as s:
             row = s.scalar(
                 select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name == name)
             )
-            return skill_spec(row) if row is not None else None
+            if row is None:
+                return None
+            return self.skills.policy.stored(row.name, stored_fields(row))
 
     async def _close(
         self,

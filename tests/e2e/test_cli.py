@@ -49,7 +49,7 @@ def test_the_example_applies_exports_and_reapplies_with_no_change(env, tmp_path)
     exported = cosmo(env, "agents", "export", "sales-bot")
     assert exported.returncode == 0
     assert "apiVersion: cosmo/v1" in exported.stdout
-    assert "COSMO_CRM_AUTH_HEADER" in exported.stdout
+    assert "CRM_AUTH_HEADER" in exported.stdout
     path = tmp_path / "exported.yaml"
     path.write_text(exported.stdout)
     reapplied = cosmo(env, "apply", "-f", str(path))
