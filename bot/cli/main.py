@@ -283,23 +283,26 @@ def _doctor_skills(settings: Settings) -> bool:
     from core.skills.service import SkillService
     from core.wiring import build_skill_policy
 
+    def say(line: str) -> None:  # reasons quote names and paths: print them unwrapped
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+
     try:
         policy = build_skill_policy(settings)
     except McpServersInvalid as exc:
-        out.print(f"mcp servers: invalid: {exc.detail}")
+        say(f"mcp servers: invalid: {exc.detail}")
         return False
-    out.print(f"mcp servers: {describe_servers(policy.mcp_servers)}")
+    say(f"mcp servers: {describe_servers(policy.mcp_servers)}")
     db = Database.from_url(settings.resolved_database_url)
     try:
         unusable = SkillService(db, policy).unusable()
     except Exception as exc:
-        out.print(f"skills: not checked ({type(exc).__name__})")
+        say(f"skills: not checked ({type(exc).__name__})")
         return False
     finally:
         db.dispose()
     if not unusable:
-        out.print("skills: ok")
+        say("skills: ok")
         return True
     for tenant, skill in unusable:
-        out.print(f"skill {skill.name} (tenant {tenant}): unusable: {skill.reason}")
+        say(f"skill {skill.name} (tenant {tenant}): unusable: {skill.reason}")
     return False
