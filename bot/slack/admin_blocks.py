@@ -174,6 +174,8 @@ def agent_details(
         how = "read" if skill.kind == "read" else "action, needs approval"
         if skill.kind != "read" and skill.is_automatable:
             how += ", runs once approved"
+        if skill.problem is not None:
+            how = "unusable: the agent answers without it"
         return f"`{escape(name)}` ({how})"
 
     persona_text = f"`{escape(agent.persona)}`"
@@ -206,6 +208,10 @@ def agent_details(
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         section(f"*Skills*\n{skill_text}"),
     ]
+    broken = [s for s in skills if s.problem is not None]
+    if broken:
+        lines = [f"• `{escape(s.name)}`: {escape(truncate(s.problem or '', 500))}" for s in broken]
+        blocks.append(section("*:warning: Skills that cannot run here*\n" + "\n".join(lines)))
     if agent.knowledge_bases:
         blocks.append(section(f"*Knowledge bases*\n{code_list(agent.knowledge_bases)}"))
     return f"Agent {agent.name}", blocks
