@@ -77,10 +77,11 @@ def crm() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def app(real_db, tmp_path, crm):  # type: ignore[no-untyped-def]
     SENT.clear()
-    with slack_app(real_db, tmp_path, config(crm.url)) as running:
+    with slack_app(
+        real_db, tmp_path, config(crm.url), builtins={"send_email": send_email}
+    ) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         running.slack.add_user(PEER, "Pat Peer")
-        running.container.skill_factory.builtins.register("send_email", send_email)
         yield running
 
 
