@@ -20,14 +20,16 @@ from core.agent.service import AgentService, agent_spec, load_agent
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, PersonaRow, SkillRow
-from core.errors import FieldError, ValidationFailed
+from core.errors import Conflict, FieldError, ValidationFailed
 from core.personas.service import persona_spec, write_persona
 from core.schemas.agent import AgentSpec
 from core.schemas.common import StrictModel
 from core.schemas.persona import PersonaSpec
 from core.schemas.skill import SkillSpec
 from core.schemas.validation import field_errors
-from core.skills.service import skill_spec, write_skill
+from core.skills.policy import SkillPolicy
+from core.skills.service import skill_document, skill_spec, write_skill
+from core.yaml_lines import LineLoader, line_of, strip_lines
 
 API_VERSION = "cosmo/v1"
 
@@ -59,66 +61,6 @@ class ApplyReport:
 # -- parsing -------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping, for error messages.
-
-    Aliases are refused: a few lines of nested `*refs` expand to billions of nodes (the
-    "billion laughs"), and a config document has no need for them.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not supported", mark
-            )
-        return super().compose_node(parent, index)
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    keys = {}
-    for key_node, _ in node.value:
-        keys[loader.construct_object(key_node)] = key_node.start_mark.line + 1
-    mapping["__keylines__"] = keys
-    return mapping
-
-
-_LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def _strip_lines(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: _strip_lines(v) for k, v in value.items() if k not in ("__line__", "__keylines__")
-        }
-    if isinstance(value, list):
-        return [_strip_lines(v) for v in value]
-    return value
-
-
-def _line_of(raw: Any, loc: tuple[str | int, ...]) -> int | None:
-    line = None
-    node = raw
-    for part in loc:
-        if isinstance(node, dict):
-            line = node.get("__keylines__", {}).get(part, node.get("__line__", line))
-            if part not in node:
-                break
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-            if isinstance(node, dict):
-                line = node.get("__line__", line)
-        else:
-            break
-    return line
-
-
 class DocumentInvalid(ValidationFailed):
     """A config document that does not validate; each error carries its line when known."""
 
@@ -137,10 +79,15 @@ class DocumentInvalid(ValidationFailed):
 _TOO_DEEP = FieldError((), "the document is nested too deeply")
 
 
-def parse_document(text: str) -> ConfigDocument:
-    """Parse YAML (or JSON, which is YAML) into a validated document."""
+def parse_document(text: str, *, policy: SkillPolicy | None = None) -> ConfigDocument:
+    """Parse YAML (or JSON, which is YAML) into a validated document.
+
+    With the operator's `policy`, skills that cannot run here (an unknown built-in or MCP
+    server, a secret they may not read) and webhook secrets from reserved variables are
+    refused too, each error at its line.
+    """
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         # JSON is YAML except for tabs as whitespace, which JSON allows and YAML refuses.
         raw = _json_or_none(text)
@@ -156,12 +103,32 @@ def parse_document(text: str) -> ConfigDocument:
     if not isinstance(raw, dict):
         raise DocumentInvalid([FieldError((), "the document must be a mapping")], [1])
     try:
-        return ConfigDocument.model_validate(_strip_lines(raw))
+        doc = ConfigDocument.model_validate(strip_lines(raw))
     except ValidationError as exc:
         errors = field_errors(exc)
-        raise DocumentInvalid(errors, [_line_of(raw, e.loc) for e in errors]) from None
+        raise DocumentInvalid(errors, [line_of(raw, e.loc) for e in errors]) from None
     except RecursionError:
         raise DocumentInvalid([_TOO_DEEP], [None]) from None
+    if policy is not None:
+        errors = document_problems(doc, policy)
+        if errors:
+            raise DocumentInvalid(errors, [line_of(raw, e.loc) for e in errors])
+    return doc
+
+
+def document_problems(doc: ConfigDocument, policy: SkillPolicy) -> list[FieldError]:
+    """What the operator's rules refuse in a well-formed document, at document paths."""
+    errors = [
+        FieldError(("skills", index, *p.loc), p.msg)
+        for index, skill in enumerate(doc.skills)
+        for p in policy.problems(skill)
+    ]
+    for index, agent in enumerate(doc.agents):
+        name = agent.webhook.secret_env if agent.webhook else None
+        reason = policy.secrets.refusal(name) if name else None
+        if reason is not None:
+            errors.append(FieldError(("agents", index, "webhook", "secret_env"), reason))
+    return errors
 
 
 def _json_or_none(text: str) -> Any:
@@ -189,14 +156,21 @@ class _DryRun(Exception):
 class ConfigApplier:
     """Applies documents for one tenant; all or nothing."""
 
-    def __init__(self, db: Database, agents: AgentService) -> None:
+    def __init__(
+        self, db: Database, agents: AgentService, policy: SkillPolicy | None = None
+    ) -> None:
         self.db = db
         self.agents = agents
+        self.policy = policy
 
     def apply(
         self, tenant_id: str, doc: ConfigDocument, *, actor: str, dry_run: bool = False
     ) -> ApplyReport:
         report = ApplyReport()
+        if self.policy is not None:
+            problems = document_problems(doc, self.policy)
+            if problems:
+                raise ValidationFailed(problems)
         try:
             with self.db.session() as s:
                 self._apply_all(s, tenant_id, doc, actor, report)
@@ -261,10 +235,18 @@ class ConfigApplier:
         """The agent with the persona and skills it uses, ready to apply elsewhere."""
         with self.db.session() as s:
             row = load_agent(s, tenant_id, agent_id)
+            skills = []
+            for link in row.skill_links:
+                try:
+                    skills.append(skill_spec(link.skill))
+                except ValidationError as exc:
+                    # An export must re-apply; one that silently dropped a skill would not.
+                    reason = "; ".join(f"{e.path}: {e.msg}" for e in field_errors(exc))
+                    raise Conflict(
+                        f"skill {link.skill.name!r} cannot be exported until it is fixed ({reason})"
+                    ) from None
             return ConfigDocument(
-                personas=[persona_spec(row.persona)],
-                skills=[skill_spec(link.skill) for link in row.skill_links],
-                agents=[agent_spec(row)],
+                personas=[persona_spec(row.persona)], skills=skills, agents=[agent_spec(row)]
             )
 
 
@@ -298,7 +280,7 @@ def _apply_skill(s: Session, tenant_id: str, spec: SkillSpec) -> Change:
         s.add(row)
         write_skill(row, spec)
         return Change("skill", spec.name, "created")
-    fields = _diff(skill_spec(row).model_dump(mode="json"), spec.model_dump(mode="json"))
+    fields = _diff(skill_document(row), spec.model_dump(mode="json"))
     if not fields:
         return Change("skill", spec.name, "unchanged")
     write_skill(row, spec)

@@ -135,7 +135,22 @@ class Settings(BaseSettings):
         description="Pending outputs expire after this many hours; unset: never.",
     )
 
+    # Skills: what they may reach is the operator's call, made here and nowhere else.
+    mcp_servers_file: Path | None = Field(
+        default=None,
+        alias="COSMO_MCP_SERVERS",
+        description="YAML/JSON file naming the stdio MCP servers skills may use "
+        "(name -> command, env, cwd).",
+    )
+    skill_secrets: str = Field(
+        default="",
+        alias="COSMO_SKILL_SECRETS",
+        description="Comma-separated glob patterns: the only environment variables skill "
+        "secret_headers and webhook secret_env may name (Cosmo's own never).",
+    )
+
     @field_validator(
+        "mcp_servers_file",
         "database_url",
         "slack_bot_token",
         "slack_signing_secret",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,12 +40,15 @@ from core.outputs.messages import OutputMessages
 from core.outputs.port import OutputStore
 from core.outputs.sql_store import SqlOutputStore
 from core.personas.service import PersonaService
+from core.secret_names import SecretNameRule, parse_patterns
 from core.sessions.service import SessionService
 from core.settings import Settings
 from core.skills.builtins import BuiltinCatalog
 from core.skills.egress import SkillEgressGuard, SkillEgressPolicy
 from core.skills.factory import SkillFactory
 from core.skills.mcp_executor import McpPool
+from core.skills.mcp_servers import load_mcp_servers
+from core.skills.policy import SkillPolicy
 from core.skills.service import SkillService
 from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
@@ -105,11 +109,18 @@ def build_container(
     memory, or the embedder that memory and knowledge bases use)."""
     db = db or Database.from_url(settings.resolved_database_url)
     allow_insecure = settings.webhook_allow_insecure
+    catalog = BuiltinCatalog.default()
+    skill_policy = build_skill_policy(settings, catalog)
 
     def check_url(url: str) -> None:
         check_webhook_url_when_saved(url, allow_insecure=allow_insecure)
 
-    agents = AgentService(db, check_webhook_url=check_url, generate_webhook_secret=generate_secret)
+    agents = AgentService(
+        db,
+        check_webhook_url=check_url,
+        generate_webhook_secret=generate_secret,
+        skill_policy=skill_policy,
+    )
     sessions = SessionService(db)
     quotas = Quotas(db)
     outputs = build_output_store(settings, db)
@@ -119,11 +130,12 @@ def build_container(
         memory = build_memory(settings, db, embedder)
     if model is None:
         model = build_model(settings)
-    # Skills may only read the environment variables an admin named in their config.
+    # Skills may only read the environment variables an admin named in their config, and
+    # only those the operator's rule allows (never Cosmo's own).
     secrets = os.environ.get
     webhooks = WebhookDispatcher(
         db,
-        secrets=secrets,
+        secrets=skill_policy.secrets.confine(secrets),
         outputs=outputs,
         allow_insecure=settings.webhook_allow_insecure,
         # Stores that write outside our database settle their held events this way.
@@ -141,8 +153,11 @@ def build_container(
         )
     )
     http = egress.http_client(timeout=30.0)
-    mcp = McpPool(secrets=secrets, http_client=egress.mcp_http_client)
-    skill_factory = SkillFactory(BuiltinCatalog.default(), http, secrets, mcp)
+    # `${NAME}` references in the operator's own server file were checked when it loaded.
+    mcp = McpPool(
+        servers=skill_policy.mcp_servers, secrets=secrets, http_client=egress.mcp_http_client
+    )
+    skill_factory = SkillFactory(catalog, http, secrets, mcp, skill_policy)
     disabled = disabled_integrations(settings)
     tokens = TokenSigner(
         settings.secret_key_value(), timedelta(hours=settings.approval_token_ttl_hours)
@@ -186,9 +201,9 @@ def build_container(
         settings=settings,
         db=db,
         personas=PersonaService(db),
-        skills=SkillService(db),
+        skills=SkillService(db, skill_policy),
         agents=agents,
-        config=ConfigApplier(db, agents),
+        config=ConfigApplier(db, agents, skill_policy),
         sessions=sessions,
         quotas=quotas,
         outputs=outputs,
@@ -208,6 +223,19 @@ def build_container(
         knowledge=knowledge,
         keys=ApiKeys(db),
         disabled=disabled,
+    )
+
+
+def build_skill_policy(settings: Settings, builtins: Collection[str] | None = None) -> SkillPolicy:
+    """The operator's limits on skills. Raises `McpServersInvalid` (naming file and line)
+    when the `COSMO_MCP_SERVERS` file cannot be used: starting without the servers the
+    operator meant to offer would mark every skill that uses them unusable."""
+    rule = SecretNameRule(allowed=parse_patterns(settings.skill_secrets))
+    return SkillPolicy(
+        # The catalogue itself, not a copy of its names: functions registered later count.
+        builtins=builtins if builtins is not None else BuiltinCatalog.default(),
+        mcp_servers=load_mcp_servers(settings.mcp_servers_file, rule=rule),
+        secrets=rule,
     )
 
 

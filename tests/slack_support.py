@@ -45,7 +45,15 @@ class SlackApp:
 
 
 @contextmanager
-def slack_app(db: Database, tmp_path: Path, config: str, **settings: Any) -> Iterator[SlackApp]:
+def slack_app(
+    db: Database,
+    tmp_path: Path,
+    config: str,
+    builtins: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[SlackApp]:
+    """A Slack app on the fakes with `config` applied; `builtins` are registered first,
+    since a skill naming a built-in function that does not exist is refused."""
     with FakeSlackAPI() as slack, FakeAnthropicAPI() as claude:
         values = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -61,6 +69,8 @@ def slack_app(db: Database, tmp_path: Path, config: str, **settings: Any) -> Ite
             db=db,
             memory=LocalMemory(db, HashingEmbedder()),
         )
+        for name, function in (builtins or {}).items():
+            container.skill_factory.builtins.register(name, function)
         container.config.apply("default", parse_document(config), actor="test")
         app = create_app(container=container, background=False)
         with TestClient(app, raise_server_exceptions=False) as client:

@@ -221,14 +221,16 @@ def apply(
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"error: cannot read {source}: {exc}")
         raise typer.Exit(2) from None
+    settings = _settings()
+    container = _container(settings)
     try:
-        doc = parse_document(text)
+        # With the operator's policy, so a skill that cannot run here is refused at its line.
+        doc = parse_document(text, policy=container.skills.policy)
     except DocumentInvalid as exc:
+        container.close()
         for line in exc.describe(source):
             err.print(f"invalid: {line}")
         raise typer.Exit(1) from None
-    settings = _settings()
-    container = _container(settings)
     try:
         report = container.config.apply(
             tenant or settings.default_tenant, doc, actor="cli", dry_run=dry_run
@@ -278,5 +280,37 @@ def doctor() -> None:
 
     for name, reason in disabled_integrations(settings).items():
         out.print(f"{name}: disabled ({reason})")
+    ok = _doctor_skills(settings) and ok
     if not ok:
         raise typer.Exit(1)
+
+
+def _doctor_skills(settings: Settings) -> bool:
+    """The operator's skill configuration, and every stored skill that cannot run here."""
+    from core.skills.mcp_servers import McpServersInvalid, describe_servers
+    from core.skills.service import SkillService
+    from core.wiring import build_skill_policy
+
+    def say(line: str) -> None:  # reasons quote names and paths: print them unwrapped
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    try:
+        policy = build_skill_policy(settings)
+    except McpServersInvalid as exc:
+        say(f"mcp servers: invalid: {exc.detail}")
+        return False
+    say(f"mcp servers: {describe_servers(policy.mcp_servers)}")
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        unusable = SkillService(db, policy).unusable()
+    except Exception as exc:
+        say(f"skills: not checked ({type(exc).__name__})")
+        return False
+    finally:
+        db.dispose()
+    if not unusable:
+        say("skills: ok")
+        return True
+    for tenant, skill in unusable:
+        say(f"skill {skill.name} (tenant {tenant}): unusable: {skill.reason}")
+    return False

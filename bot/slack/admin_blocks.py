@@ -174,6 +174,8 @@ def agent_details(
         how = "read" if skill.kind == "read" else "action, needs approval"
         if skill.kind != "read" and skill.is_automatable:
             how += ", runs once approved"
+        if skill.problem is not None:
+            how = "unusable: the agent answers without it"
         return f"`{escape(name)}` ({how})"
 
     persona_text = f"`{escape(agent.persona)}`"
@@ -206,6 +208,10 @@ def agent_details(
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         section(f"*Skills*\n{skill_text}"),
     ]
+    broken = [s for s in skills if s.problem is not None]
+    if broken:
+        lines = [f"• `{escape(s.name)}`: {escape(truncate(s.problem or '', 500))}" for s in broken]
+        blocks.append(section("*:warning: Skills that cannot run here*\n" + "\n".join(lines)))
     if agent.knowledge_bases:
         blocks.append(section(f"*Knowledge bases*\n{code_list(agent.knowledge_bases)}"))
     return f"Agent {agent.name}", blocks
@@ -265,6 +271,12 @@ def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
     return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
 
 
+def _revision_note(output: Output) -> str:
+    if not output.edits:
+        return ""
+    return f" · rev {output.revision}, edited by {mention(output.edits[-1].edited_by)}"
+
+
 def home_view(data: HomeData) -> View:
     agents = data.agents
     blocks: Blocks = [
@@ -286,7 +298,8 @@ def home_view(data: HomeData) -> View:
             section(
                 f"*{escape(skill_title(output.skill))}* · proposed by "
                 f"*{escape(_agent_name(agents, output.agent_id))}* for "
-                f"{mention(output.requested_by)} · {slack_date(output.created_at)}\n{quoted}"
+                f"{mention(output.requested_by)} · {slack_date(output.created_at)}"
+                f"{_revision_note(output)}\n{quoted}"
             ),
             decision_buttons(output),
         ]

@@ -1,5 +1,10 @@
-"""Approvals in Slack: the message with Approve / Reject, the reason modal, and keeping
-every copy of the message in step with decisions made anywhere (Slack, REST, webhook)."""
+"""Approvals in Slack: the message with Approve / Reject / Edit, the reason and edit
+modals, and keeping every copy of the message in step with decisions and edits made
+anywhere (Slack, REST, webhook).
+
+A button names the revision its message showed (`blocks.decision_block_id`); a decision or
+edit on an older revision is refused by core as stale, and the clicker is pointed at the
+current message."""
 
 from __future__ import annotations
 
@@ -9,12 +14,17 @@ from typing import Any
 
 from anyio import to_thread
 
-from bot.slack import blocks
+from bot.slack import blocks, edit_form
 from bot.slack.runtime import SlackRuntime
+from bot.slack.text import truncate
 from core.approvals.policy import Actor
-from core.errors import CosmoError, NotFound, OutputAlreadyDecided
-from core.outputs.port import Output
+from core.errors import CosmoError, NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
+from core.execution.effect import planned_effect
+from core.outputs.messages import MessageRef
+from core.outputs.port import Output, OutputStatus
 from core.sessions.models import SessionView
+
+FORM_ERROR_CHARS = 150
 
 log = logging.getLogger("cosmo.slack.approvals")
 
@@ -30,8 +40,17 @@ async def _render(rt: SlackRuntime, output: Output, *, decided: bool) -> tuple[s
     raw = await to_thread.run_sync(c.outputs.read_content, output.tenant_id, output.id)
     content = raw.decode("utf-8", errors="replace")
     url = c.events.content_url(output.tenant_id, output.id)
-    render = blocks.decided_message if decided else blocks.approval_message
-    return render(output, agent_name=agent_name, content=content, content_url=url)
+    if decided:
+        return blocks.decided_message(
+            output, agent_name=agent_name, content=content, content_url=url
+        )
+    return blocks.approval_message(
+        output,
+        agent_name=agent_name,
+        content=content,
+        content_url=url,
+        effect=planned_effect(c.skill_factory, output),
+    )
 
 
 async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) -> None:
@@ -65,19 +84,70 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) 
         )
 
 
-async def on_decision(rt: SlackRuntime, output: Output) -> None:
-    """A decision or execution happened (from anywhere): update every copy, tell the thread."""
+async def on_edit(rt: SlackRuntime, tenant_id: str, output_id: str, revision: int) -> None:
+    """An edit made `revision`: every copy of the approval message shows it, with the
+    changes and buttons for that revision. Reads the output again first, so a decision or
+    a newer edit that landed meanwhile (and updates the copies itself) is not undone."""
     c = rt.container
-    refs = await to_thread.run_sync(c.output_messages.of, output.tenant_id, output.id)
+    async with rt.message_lock(output_id):
+        output = await to_thread.run_sync(c.outputs.get, tenant_id, output_id)
+        if output.status != OutputStatus.PENDING or output.revision != revision:
+            return
+        refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+        await _update_copies(rt, output, refs, decided=False)
+
+
+async def _update_copies(
+    rt: SlackRuntime, output: Output, refs: list[MessageRef], *, decided: bool
+) -> None:
     if not refs:
         return
     client = await rt.clients.for_tenant(output.tenant_id)
-    text, message = await _render(rt, output, decided=True)
+    text, message = await _render(rt, output, decided=decided)
     for ref in refs:
         try:
             await client.chat_update(channel=ref.channel, ts=ref.ts, text=text, blocks=message)
         except Exception:
             log.exception("output %s: updating its message in %s failed", output.id, ref.channel)
+
+
+async def current_message_link(
+    rt: SlackRuntime, tenant_id: str, output_id: str, channel: str | None
+) -> str | None:
+    """A permalink to the output's approval message (the copy in `channel` if there is
+    one, else the first posted); None if Slack cannot give one."""
+    c = rt.container
+    refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+    ref = next((r for r in refs if r.channel == channel), refs[0] if refs else None)
+    if ref is None:
+        return None
+    client = await rt.clients.for_tenant(tenant_id)
+    try:
+        found = await client.chat_getPermalink(channel=ref.channel, message_ts=ref.ts)
+    except Exception:
+        log.info("output %s: no permalink for its message in %s", output_id, ref.channel)
+        return None
+    link = found.get("permalink")
+    return str(link) if link else None
+
+
+async def on_decision(rt: SlackRuntime, output: Output) -> None:
+    """A decision or execution happened (from anywhere): update every copy, tell the thread.
+    An edit (still pending) refreshes the copies after the caller was answered (a modal
+    must be answered within 3 seconds)."""
+    c = rt.container
+    if output.status == OutputStatus.PENDING:
+        rt.spawn(
+            on_edit(rt, output.tenant_id, output.id, output.revision),
+            name=f"edited:{output.id}",
+        )
+        return
+    refs = await to_thread.run_sync(c.output_messages.of, output.tenant_id, output.id)
+    if not refs:
+        return
+    async with rt.message_lock(output.id):
+        await _update_copies(rt, output, refs, decided=True)
+    client = await rt.clients.for_tenant(output.tenant_id)
     try:
         session = await to_thread.run_sync(c.sessions.get, output.tenant_id, output.session_id)
     except NotFound:
@@ -115,15 +185,42 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ephemeral(
                 body, blocks.ephemeral_already_decided(exc.status, exc.decided_by, exc.decided_at)
             )
+        elif isinstance(exc, StaleRevision):
+            tenant = rt.tenant_for((body.get("team") or {}).get("id"))
+            channel = (body.get("channel") or {}).get("id")
+            link = await current_message_link(rt, tenant, exc.output_id, channel)
+            await ephemeral(body, blocks.ephemeral_stale(exc.current, link))
         else:
             await ephemeral(body, f"⚠️ {exc.detail}")
 
+    def clicked(body: dict[str, Any]) -> tuple[str, str, int, Actor]:
+        """(tenant, output id, revision the message showed, who clicked)."""
+        action = body["actions"][0]
+        return (
+            rt.tenant_for((body.get("team") or {}).get("id")),
+            str(action["value"]),
+            blocks.clicked_revision(action.get("block_id")),
+            Actor(body["user"]["id"], "slack", verified=True),
+        )
+
     async def decide_in_background(
-        body: dict[str, Any], tenant: str, output_id: str, decision: str, reason: str | None
+        body: dict[str, Any],
+        tenant: str,
+        output_id: str,
+        decision: str,
+        reason: str | None,
+        revision: int,
     ) -> None:
         actor = Actor(body["user"]["id"], "slack", verified=True)
         try:
-            result = await c.approvals.decide(tenant, output_id, decision, actor, reason)  # type: ignore[arg-type]
+            result = await c.approvals.decide(
+                tenant,
+                output_id,
+                decision,  # type: ignore[arg-type]
+                actor,
+                reason,
+                revision=revision,
+            )
         except CosmoError as exc:
             await explain(body, exc)
             return
@@ -135,27 +232,129 @@ def register(app: Any, rt: SlackRuntime) -> None:
 
     async def on_approve(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        output_id = body["actions"][0]["value"]
-        tenant = rt.tenant_for((body.get("team") or {}).get("id"))
+        tenant, output_id, revision, _ = clicked(body)
         # Execution may take a while: answer Slack now, decide right after.
         rt.spawn(
-            decide_in_background(body, tenant, output_id, "approve", None),
+            decide_in_background(body, tenant, output_id, "approve", None, revision),
             name=f"approve:{output_id}",
         )
 
     async def on_reject(ack: Any, body: dict[str, Any], client: Any) -> None:
         await ack()
-        output_id = body["actions"][0]["value"]
-        tenant = rt.tenant_for((body.get("team") or {}).get("id"))
-        actor = Actor(body["user"]["id"], "slack", verified=True)
+        tenant, output_id, revision, actor = clicked(body)
         try:
-            await c.approvals.precheck(tenant, output_id, "reject", actor)
+            await c.approvals.precheck(tenant, output_id, "reject", actor, revision)
         except CosmoError as exc:
             await explain(body, exc)
             return
         channel = (body.get("channel") or {}).get("id") or ""  # empty for App Home clicks
-        view = blocks.reject_modal(output_id, {"channel": channel, "tenant": tenant})
+        view = blocks.reject_modal(
+            output_id, {"channel": channel, "tenant": tenant, "revision": str(revision)}
+        )
         await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def on_edit_clicked(ack: Any, body: dict[str, Any], client: Any) -> None:
+        await ack()
+        tenant, output_id, revision, actor = clicked(body)
+        try:
+            output = await c.approvals.precheck(tenant, output_id, "edit", actor, revision)
+        except CosmoError as exc:
+            await explain(body, exc)
+            return
+        if output.skill_snapshot is None:
+            await ephemeral(
+                body,
+                "⚠️ This output was proposed before outputs kept a snapshot of their skill, "
+                "so it cannot be edited; reject it and ask the agent again.",
+            )
+            return
+        form = edit_form.edit_fields(output.skill_snapshot.get("input_schema"), output.arguments)
+        if not form.fields:
+            await ephemeral(
+                body,
+                "⚠️ Nothing in this output fits a Slack form; edit it over the API "
+                f"(`PATCH /api/v1/outputs/{output.id}`).",
+            )
+            return
+        channel = (body.get("channel") or {}).get("id") or ""
+        view = edit_form.edit_modal(
+            skill_title=blocks.skill_title(output.skill),
+            revision=output.revision,
+            form=form,
+            metadata={
+                "tenant": tenant,
+                "output_id": output.id,
+                "revision": output.revision,
+                "channel": channel,
+            },
+        )
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def on_edit_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        state = view.get("state", {}).get("values", {}) or {}
+        first = next(iter(state), None)
+
+        async def refuse(message: str) -> None:
+            text = truncate(message, FORM_ERROR_CHARS)
+            if first is None:  # a form with no inputs cannot carry an error: say it instead
+                await ack(response_action="update", view=blocks.notice_modal("Not saved", text))
+            else:
+                await ack(response_action="errors", errors={first: text})
+
+        tenant = rt.tenant_for((body.get("team") or {}).get("id"))
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            output_id = str(meta["output_id"])
+            revision = int(meta["revision"])
+            if meta.get("tenant", tenant) != tenant:
+                raise ValueError("another workspace's form")
+        except (ValueError, KeyError, TypeError):
+            await refuse("This form is stale; close it and press Edit again.")
+            return
+        actor = Actor(body["user"]["id"], "slack", verified=True)
+        try:
+            output = await c.approvals.precheck(tenant, output_id, "edit", actor, revision)
+        except StaleRevision as exc:
+            await refuse(
+                f"Someone edited this output since you opened the form (revision {exc.current} "
+                "is current). Nothing was saved: close it and edit the latest."
+            )
+            return
+        except OutputAlreadyDecided as exc:
+            await refuse(
+                "Nothing was saved: "
+                + blocks.ephemeral_already_decided(exc.status, exc.decided_by, exc.decided_at)
+            )
+            return
+        except CosmoError as exc:
+            await refuse(f"Nothing was saved: {exc.detail}")
+            return
+        form = edit_form.edit_fields(
+            (output.skill_snapshot or {}).get("input_schema"), output.arguments
+        )
+        arguments, errors = edit_form.read_submission(form, output.arguments, state)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        try:
+            await c.approvals.edit(tenant, output_id, arguments, actor, revision=revision)
+        except ValidationFailed as exc:
+            errors = edit_form.errors_by_block(form, exc.errors)
+            if errors:
+                await ack(response_action="errors", errors=errors)
+            else:
+                await refuse(exc.detail)
+            return
+        except StaleRevision as exc:
+            await refuse(
+                f"Someone edited this output meanwhile (revision {exc.current} is current). "
+                "Nothing was saved: close it and edit the latest."
+            )
+            return
+        except CosmoError as exc:
+            await refuse(f"Nothing was saved: {exc.detail}")
+            return
+        await ack()
 
     async def on_reject_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view.get("state", {}).get("values", {})
@@ -166,6 +365,8 @@ def register(app: Any, rt: SlackRuntime) -> None:
         try:
             meta = json.loads(view.get("private_metadata") or "{}")
             output_id = str(meta["output_id"])
+            # Forms opened before reasons named their revision were opened on revision 1.
+            revision = int(meta.get("revision") or 1)
         except (ValueError, KeyError, TypeError):
             await ack(response_action="errors", errors={blocks.REASON_BLOCK: "This form is stale."})
             return
@@ -175,25 +376,36 @@ def register(app: Any, rt: SlackRuntime) -> None:
         tenant = rt.tenant_for((body.get("team") or {}).get("id"))
         actor = Actor(body["user"]["id"], "slack", verified=True)
         try:
-            await c.approvals.precheck(tenant, output_id, "reject", actor)
+            await c.approvals.precheck(tenant, output_id, "reject", actor, revision)
         except CosmoError as exc:
-            message = (
-                blocks.ephemeral_already_decided(exc.status, exc.decided_by, exc.decided_at)
-                if isinstance(exc, OutputAlreadyDecided)
-                else exc.detail
+            if isinstance(exc, OutputAlreadyDecided):
+                message = blocks.ephemeral_already_decided(
+                    exc.status, exc.decided_by, exc.decided_at
+                )
+            elif isinstance(exc, StaleRevision):
+                message = (
+                    f"This output was edited since you opened this (revision {exc.current} "
+                    "is current): review the latest before rejecting."
+                )
+            else:
+                message = exc.detail
+            await ack(
+                response_action="errors",
+                errors={blocks.REASON_BLOCK: message[:FORM_ERROR_CHARS]},
             )
-            await ack(response_action="errors", errors={blocks.REASON_BLOCK: message[:150]})
             return
         await ack()
         event_body = {**body, "channel": {"id": meta.get("channel") or None}}
         rt.spawn(
-            decide_in_background(event_body, tenant, output_id, "reject", reason),
+            decide_in_background(event_body, tenant, output_id, "reject", reason, revision),
             name=f"reject:{output_id}",
         )
 
     app.action(blocks.APPROVE)(on_approve)
     app.action(blocks.REJECT)(on_reject)
+    app.action(edit_form.EDIT)(on_edit_clicked)
     app.view(blocks.REJECT_MODAL)(on_reject_submitted)
+    app.view(edit_form.EDIT_MODAL)(on_edit_submitted)
 
     async def listener(output: Output) -> None:
         await on_decision(rt, output)

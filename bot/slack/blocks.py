@@ -8,11 +8,14 @@ into mrkdwn.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.slack.text import escape, split_message, truncate
+from bot.slack.edit_form import EDIT
+from bot.slack.text import escape, split_message, truncate, truncate_escaped
+from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
 
@@ -25,6 +28,9 @@ PREVIEW_CHARS = 1_200
 SECTION_CHARS = 3_000  # Slack's limit for a section block's text
 SOURCES_CHARS = 1_000  # of the 3,000 a context element takes: sources past it are counted
 SOURCE_NAME_CHARS = 80
+EFFECT_CHARS = 2_600  # of a section's 3,000: the code fence and heading take the rest
+CHANGE_CHARS = 150  # each side of one field's old → new
+CHANGES_SHOWN = 10
 SECTION_MARK = "\u203a"  # a single right-pointing angle quote between document and section
 Blocks = list[dict[str, Any]]
 
@@ -93,9 +99,15 @@ def _quote(text: str) -> str:
 
 
 def approval_message(
-    output: Output, *, agent_name: str, content: str, content_url: str | None
+    output: Output,
+    *,
+    agent_name: str,
+    content: str,
+    content_url: str | None,
+    effect: PlannedEffect | None = None,
 ) -> tuple[str, Blocks]:
-    """The interactive message reviewers act on."""
+    """The interactive message reviewers act on, for the output's current revision: what
+    it says, the request approving it makes (`effect`), and the last edit's changes."""
     title = skill_title(output.skill)
     blocks: Blocks = [
         {
@@ -104,13 +116,15 @@ def approval_message(
         },
         *_preview(output, content, content_url),
         *_arguments(output.arguments),
+        *edit_blocks(output),
+        *effect_blocks(effect),
         {
             "type": "context",
             "elements": [
                 {
                     "type": "mrkdwn",
                     "text": f"Proposed by *{escape(agent_name)}* for "
-                    f"{mention(output.requested_by)} · `{output.id}`"
+                    f"{mention(output.requested_by)} · `{output.id}` · rev {output.revision}"
                     + (
                         " · runs automatically once approved"
                         if output.is_automatable
@@ -124,43 +138,139 @@ def approval_message(
     return f"Approval needed: {title} ({output.id})", blocks
 
 
+def decision_block_id(output: Output) -> str:
+    """`decide:{id}:r{revision}`: a click names the revision its message showed. (Button
+    values stay the bare output id, which integrations read.)"""
+    return f"decide:{output.id}:r{output.revision}"
+
+
+_REVISION = re.compile(r":r(?P<revision>[1-9][0-9]{0,8})$")
+
+
+def clicked_revision(block_id: str | None) -> int:
+    """The revision a click was made on; buttons posted before messages named their
+    revision (no `:rN`) were posted for revision 1."""
+    found = _REVISION.search(block_id or "")
+    return int(found["revision"]) if found else 1
+
+
 def decision_buttons(output: Output) -> dict[str, Any]:
-    """Approve / Reject for one output: the same action ids, values and confirmation as the
-    approval message, so the approval listeners handle clicks from the App Home too."""
+    """Approve / Reject / Edit for one revision of an output: the same action ids, values
+    and confirmation everywhere, so the approval listeners handle clicks from the App Home
+    too. Edit is offered when the output keeps a snapshot of its skill (what edits need)."""
     title = skill_title(output.skill)
-    return {
-        "type": "actions",
-        "block_id": f"decide:{output.id}",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": "Approve"},
-                "value": output.id,
-                "confirm": {
-                    "title": {"type": "plain_text", "text": "Approve this?"},
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": (
-                            f"*{escape(title)}* will run right away."
-                            if output.is_automatable
-                            else f"*{escape(title)}* will be marked for manual follow-up."
-                        ),
-                    },
-                    "confirm": {"type": "plain_text", "text": "Approve"},
-                    "deny": {"type": "plain_text", "text": "Cancel"},
+    elements: list[dict[str, Any]] = [
+        {
+            "type": "button",
+            "action_id": APPROVE,
+            "style": "primary",
+            "text": {"type": "plain_text", "text": "Approve"},
+            "value": output.id,
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Approve this?"},
+                "text": {
+                    "type": "mrkdwn",
+                    "text": (
+                        f"*{escape(title)}* (revision {output.revision}) will run right away."
+                        if output.is_automatable
+                        else f"*{escape(title)}* (revision {output.revision}) will be marked "
+                        "for manual follow-up."
+                    ),
                 },
+                "confirm": {"type": "plain_text", "text": "Approve"},
+                "deny": {"type": "plain_text", "text": "Cancel"},
             },
+        },
+        {
+            "type": "button",
+            "action_id": REJECT,
+            "style": "danger",
+            "text": {"type": "plain_text", "text": "Reject"},
+            "value": output.id,
+        },
+    ]
+    if output.skill_snapshot is not None:
+        elements.append(
             {
                 "type": "button",
-                "action_id": REJECT,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Reject"},
+                "action_id": EDIT,
+                "text": {"type": "plain_text", "text": "Edit"},
                 "value": output.id,
-            },
-        ],
-    }
+            }
+        )
+    return {"type": "actions", "block_id": decision_block_id(output), "elements": elements}
+
+
+def _change_value(change: dict[str, Any], key: str) -> str:
+    if key not in change:
+        return "_(none)_"
+    value = change[key]
+    shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    shown = truncate(shown.replace("`", "'"), CHANGE_CHARS)
+    return f"`{escape(shown)}`"
+
+
+def edit_blocks(output: Output) -> Blocks:
+    """Revision N, who edited it, and what changed (old → new per field), from the last
+    edit; nothing for an unedited output."""
+    if not output.edits:
+        return []
+    last = output.edits[-1]
+    who = mention(last.edited_by)
+    if last.identity == "asserted":
+        who = f"{escape(last.edited_by)} via {escape(last.via)} (asserted)"
+    lines = [f"✏️ *Revision {last.revision}* — edited by {who} · {slack_date(last.edited_at)}"]
+    for change in last.changes[:CHANGES_SHOWN]:
+        lines.append(
+            f"• *{escape(truncate(str(change['field']), 80))}*: "
+            f"{_change_value(change, 'old')} → {_change_value(change, 'new')}"
+        )
+    if len(last.changes) > CHANGES_SHOWN:
+        lines.append(f"…and {len(last.changes) - CHANGES_SHOWN} more changed fields")
+    if len(output.edits) > 1:
+        lines.append(f"_{len(output.edits)} edits in all_")
+    text = truncate_escaped("\n".join(lines), SECTION_CHARS)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+
+
+def _code(text: str) -> str:
+    # A fence inside the text would close ours early.
+    fenced = truncate_escaped(escape(text).replace("```", "``\u200b`"), EFFECT_CHARS)
+    return f"```{fenced}```"
+
+
+def effect_text(effect: PlannedEffect) -> str:
+    """The request as a reviewer reads it: `POST url`, headers (secrets as their
+    "from NAME" placeholder, never a value), a blank line, the body as indented JSON."""
+    if effect.kind == "mcp":
+        head = f"tool {effect.tool}" + (f" on {effect.server}" if effect.server else "")
+        body = json.dumps(effect.arguments or {}, ensure_ascii=False, indent=2)
+        return f"{head}\n\n{body}"
+    lines = [f"{effect.method or '?'} {effect.url or '(no URL)'}"]
+    lines += [f"{name}: {value}" for name, value in (effect.headers or {}).items()]
+    if effect.body is not None:
+        body = (
+            effect.body
+            if isinstance(effect.body, str)
+            else json.dumps(effect.body, ensure_ascii=False, indent=2)
+        )
+        lines += ["", body]
+    return "\n".join(lines)
+
+
+def effect_blocks(effect: PlannedEffect | None) -> Blocks:
+    """The request approving will make, so the reviewer approves the real effect."""
+    if effect is None:
+        return []
+    heading = (
+        "*Approving calls this tool:*"
+        if effect.kind == "mcp"
+        else "*Approving sends this request:*"
+    )
+    text = f"{heading}\n{_code(effect_text(effect))}"
+    if effect.problem:
+        text += f"\n⚠️ {escape(truncate(effect.problem, 200))}"
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 def decided_message(
@@ -184,6 +294,11 @@ def decided_message(
         *_preview(output, content, content_url),
         *_arguments(output.arguments),
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+    ]
+    line = decision_line(output)
+    if line:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
+    blocks += [
         {
             "type": "context",
             "elements": [
@@ -192,6 +307,34 @@ def decided_message(
         },
     ]
     return f"{label}: {title} ({output.id})", blocks
+
+
+_DECIDED = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}
+
+
+def decision_line(output: Output) -> str | None:
+    """`Approved by @x · rev 2 · sha256 1a2b3c4d`: who decided which revision, and the
+    fingerprint of what they saw. An asserted identity says so: `Approved via webhook, as
+    U123 (asserted) · …`. The one place this line is made (a receipt can join it here)."""
+    if output.status == OutputStatus.PENDING:
+        return None
+    decision = output.decision or (
+        "rejected"
+        if output.status == OutputStatus.REJECTED
+        else "expired"
+        if output.status == OutputStatus.EXPIRED
+        else "approved"
+    )
+    said = _DECIDED.get(decision, decision.capitalize())
+    if decision == "expired":
+        who = said
+    elif output.decision_identity == "asserted":
+        via = escape(output.decision_via or "api")
+        who = f"{said} via {via}, as {escape(output.decided_by or 'unknown')} (asserted)"
+    else:
+        who = f"{said} by {mention(output.decided_by)}"
+    revision = output.decision_revision or output.revision
+    return " · ".join([who, f"rev {revision}", f"sha256 {output.content_sha256[:8]}"])
 
 
 def outcome_text(output: Output) -> str:
@@ -213,6 +356,25 @@ def outcome_text(output: Output) -> str:
     if output.status == OutputStatus.EXPIRED:
         return f"{icon} *{title}* expired before anyone decided."
     return f"{icon} {label}: *{title}*"
+
+
+def ephemeral_stale(current_revision: int, permalink: str | None) -> str:
+    """A decision clicked on a message older than the output's current revision."""
+    where = f" <{permalink}|review the latest>" if permalink else " review the latest"
+    return (
+        "⚠️ This output was edited since this message was posted —"
+        f"{where} (revision {current_revision}) and decide there. Nothing was decided."
+    )
+
+
+def notice_modal(title: str, text: str) -> dict[str, Any]:
+    """A modal that only says something (a submission that cannot show a field error)."""
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": truncate(title, 24)},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)}}],
+    }
 
 
 def reject_modal(output_id: str, metadata: dict[str, str]) -> dict[str, Any]:

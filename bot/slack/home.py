@@ -116,6 +116,21 @@ async def publish_home(rt: SlackRuntime, tenant: str, user: str) -> None:
     await client.views_publish(user_id=user, view=ui.home_view(data))
 
 
+EDIT_AUDIENCE = 20
+
+
+async def _edit_audience(rt: SlackRuntime, output: Output) -> list[str]:
+    """Who sees an edited output in their Home: its editor and the agent's approvers named
+    as users (group members see it when they next open their Home)."""
+    users = [output.edits[-1].edited_by] if output.edits else []
+    try:
+        agent = await to_thread.run_sync(rt.container.agents.get, output.tenant_id, output.agent_id)
+        users += list(agent.approvers)
+    except CosmoError:
+        pass
+    return list(dict.fromkeys(u for u in users if _SLACK_USER.match(u)))[:EDIT_AUDIENCE]
+
+
 def register(app: Any, rt: SlackRuntime) -> None:
     async def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home" or not event.get("user"):
@@ -127,6 +142,10 @@ def register(app: Any, rt: SlackRuntime) -> None:
         decider = output.decided_by
         if decider and _SLACK_USER.match(decider) and output.decision_via == "slack":
             rt.spawn(publish_home(rt, output.tenant_id, decider), name=f"home:{decider}")
+        if output.status == OutputStatus.PENDING and output.edits:
+            # An edit: the Homes listing this output show buttons for the old revision.
+            for user in await _edit_audience(rt, output):
+                rt.spawn(publish_home(rt, output.tenant_id, user), name=f"home:{user}")
 
     app.event("app_home_opened")(on_home_opened)
     rt.container.approvals.on_change(on_change)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,24 @@ class SlackRuntime:
     turn_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_TURNS))
     """Turns answered at once by this process. Turns are durable, so the rest simply wait;
     bounding them keeps worker threads and CPU free for acking Slack within 3 seconds."""
+
+    message_locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def message_lock(self, key: str) -> AsyncIterator[None]:
+        """One writer at a time for the Slack copies of one output in this process, so a
+        late refresh after an edit cannot overwrite the decided message. Unused locks go."""
+        lock, users = self.message_locks.get(key, (asyncio.Lock(), 0))
+        self.message_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.message_locks[key]
+            if users <= 1:
+                del self.message_locks[key]
+            else:
+                self.message_locks[key] = (lock, users - 1)
 
     def tenant_for(self, team_id: str | None) -> str:
         """The tenant of a workspace: the default tenant for single-workspace installs."""

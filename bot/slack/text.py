@@ -45,3 +45,14 @@ def split_message(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
 
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+_CUT_ENTITY = re.compile(r"&[a-z]*$")
+
+
+def truncate_escaped(text: str, limit: int) -> str:
+    """`truncate` for text already escaped: escaping can grow text fivefold, so cut after
+    it, and never through an `&amp;`-style entity."""
+    if len(text) <= limit:
+        return text
+    return _CUT_ENTITY.sub("", text[: limit - 1]).rstrip() + "…"

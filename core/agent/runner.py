@@ -23,7 +23,8 @@ from core.schemas.skill import SkillSpec
 from core.sessions.models import SessionView
 from core.sessions.service import SessionService
 from core.skills.factory import SkillFactory
-from core.skills.service import skill_spec
+from core.skills.policy import UnusableSkill
+from core.skills.service import stored_fields
 
 
 class ClaudeNotConfigured(ServiceUnavailable):
@@ -72,12 +73,20 @@ class AgentRunner:
         self.model_missing_reason = model_missing_reason
         self.knowledge = knowledge
 
-    def load(self, tenant_id: str, agent_id: str) -> tuple[AgentConfig, list[SkillSpec]]:
+    def load(
+        self, tenant_id: str, agent_id: str
+    ) -> tuple[AgentConfig, list[SkillSpec | UnusableSkill]]:
         with self.db.session() as s:
             row = load_agent(s, tenant_id, agent_id)
             view = agent_view(row)
             persona = persona_spec(row.persona)
-            specs = [skill_spec(link.skill) for link in row.skill_links]
+            # A skill that cannot run here is left out, with its reason, not fatal: the
+            # agent still answers without it.
+            policy = self.skill_factory.policy
+            specs = [
+                policy.stored(link.skill.name, stored_fields(link.skill))
+                for link in row.skill_links
+            ]
             versions = {link.skill.name: link.skill.version for link in row.skill_links}
         config = AgentConfig(
             agent=view,

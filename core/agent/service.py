@@ -26,8 +26,10 @@ from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, Vali
 from core.personas.service import persona_spec
 from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
 from core.schemas.validation import raise_validation_failed
-from core.schemas.views import AgentVersionView, AgentView, WebhookView
-from core.skills.service import skill_spec
+from core.schemas.views import AgentVersionView, AgentView, UnusableSkillView, WebhookView
+from core.secret_names import SecretNameRule
+from core.skills.policy import SkillPolicy, UnusableSkill
+from core.skills.service import skill_document, stored_fields
 
 WebhookUrlCheck = Callable[[str], None]
 SecretGenerator = Callable[[], str]
@@ -63,8 +65,18 @@ def agent_spec(row: AgentRow) -> AgentSpec:
     )
 
 
-def agent_view(row: AgentRow, *, shown_secret: str | None = None) -> AgentView:
+def agent_view(
+    row: AgentRow, *, shown_secret: str | None = None, policy: SkillPolicy | None = None
+) -> AgentView:
+    """The agent as adapters show it; with the operator's `policy`, it lists the skills
+    that cannot run here and why."""
     spec = agent_spec(row)
+    unusable = []
+    if policy is not None:
+        for link in row.skill_links:
+            stored = policy.stored(link.skill.name, stored_fields(link.skill))
+            if isinstance(stored, UnusableSkill):
+                unusable.append(UnusableSkillView(name=stored.name, reason=stored.reason))
     webhook = None
     if row.webhook_url:
         webhook = WebhookView(
@@ -81,6 +93,7 @@ def agent_view(row: AgentRow, *, shown_secret: str | None = None) -> AgentView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         webhook=webhook,
+        unusable_skills=unusable,
         **spec.model_dump(exclude={"webhook"}),
     )
 
@@ -90,7 +103,7 @@ def snapshot(row: AgentRow) -> dict[str, Any]:
     return {
         "agent": agent_spec(row).model_dump(mode="json", exclude_none=True),
         "persona": persona_spec(row.persona).model_dump(mode="json"),
-        "skills": [skill_spec(link.skill).model_dump(mode="json") for link in row.skill_links],
+        "skills": [skill_document(link.skill) for link in row.skill_links],
     }
 
 
@@ -103,8 +116,11 @@ class AgentService:
         *,
         check_webhook_url: WebhookUrlCheck,
         generate_webhook_secret: SecretGenerator,
+        skill_policy: SkillPolicy | None = None,
     ) -> None:
         self.db = db
+        self.policy = skill_policy
+        self._secret_rule = skill_policy.secrets if skill_policy else SecretNameRule()
         self._check_webhook_url = check_webhook_url
         self._generate_secret = generate_webhook_secret
 
@@ -126,15 +142,15 @@ class AgentService:
             if active is not None:
                 stmt = stmt.where(AgentRow.is_active == active)
             page = paginate(s, stmt, AgentRow.id, cursor=cursor, limit=limit)
-            return Page([agent_view(r) for r in page.items], page.next_cursor)
+            return Page([agent_view(r, policy=self.policy) for r in page.items], page.next_cursor)
 
     def get(self, tenant_id: str, agent_id: str) -> AgentView:
         with self.db.session() as s:
-            return agent_view(load_agent(s, tenant_id, agent_id))
+            return agent_view(load_agent(s, tenant_id, agent_id), policy=self.policy)
 
     def get_by_name(self, tenant_id: str, name: str) -> AgentView:
         with self.db.session() as s:
-            return agent_view(load_agent_by_name(s, tenant_id, name))
+            return agent_view(load_agent_by_name(s, tenant_id, name), policy=self.policy)
 
     def spec(self, tenant_id: str, agent_id: str) -> AgentSpec:
         with self.db.session() as s:
@@ -155,7 +171,7 @@ class AgentService:
     def create(self, tenant_id: str, spec: AgentSpec, *, actor: str) -> AgentView:
         with self.db.session() as s:
             row, shown = self.create_in(s, tenant_id, spec, actor=actor)
-            return agent_view(row, shown_secret=shown)
+            return agent_view(row, shown_secret=shown, policy=self.policy)
 
     def create_in(
         self, s: Session, tenant_id: str, spec: AgentSpec, *, actor: str
@@ -191,7 +207,7 @@ class AgentService:
             except ValidationError as exc:
                 raise_validation_failed(exc, prefix=("body",))
             row2, shown = self.replace_in(s, row, spec, actor=actor, change="updated")
-            return agent_view(row2, shown_secret=shown)
+            return agent_view(row2, shown_secret=shown, policy=self.policy)
 
     def replace_in(
         self, s: Session, row: AgentRow, spec: AgentSpec, *, actor: str, change: str
@@ -225,7 +241,7 @@ class AgentService:
             _check_version(row, expected_version)
             spec = agent_spec(row).model_copy(update={"skills": list(dict.fromkeys(skills))})
             row2, _ = self.replace_in(s, row, spec, actor=actor, change="skills updated")
-            return agent_view(row2)
+            return agent_view(row2, policy=self.policy)
 
     def delete(self, tenant_id: str, agent_id: str) -> None:
         with self.db.session() as s:
@@ -249,7 +265,7 @@ class AgentService:
                 s, row, spec, actor=actor, change=f"rolled back to version {to_version}"
             )
             # Restoring a webhook the agent no longer has generates a secret: show it once.
-            return agent_view(row2, shown_secret=shown)
+            return agent_view(row2, shown_secret=shown, policy=self.policy)
 
     # -- internals -----------------------------------------------------------
 
@@ -276,6 +292,9 @@ class AgentService:
                 row.webhook_secret = spec.webhook.secret.get_secret_value()
                 row.webhook_secret_env = None
             elif spec.webhook.secret_env is not None:
+                refused = self._secret_rule.refusal(spec.webhook.secret_env)
+                if refused is not None:
+                    raise ValidationFailed([FieldError(("body", "webhook", "secret_env"), refused)])
                 row.webhook_secret = None
                 row.webhook_secret_env = spec.webhook.secret_env
             elif not row.webhook_secret and not row.webhook_secret_env:

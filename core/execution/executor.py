@@ -30,8 +30,9 @@ from core.outputs.snapshot import spec_of
 from core.schemas.skill import SkillSpec
 from core.schemas.views import AgentView
 from core.skills.factory import SkillFactory
+from core.skills.policy import UnusableSkill
 from core.skills.runtime import SkillContext
-from core.skills.service import skill_spec
+from core.skills.service import stored_fields
 
 log = logging.getLogger("cosmo.execution")
 MAX_RESULT_CHARS = 10_000
@@ -64,7 +65,7 @@ class OutputExecutor:
             return await close(output, webhook, OutputStatus.MANUAL)
         if output.skill_snapshot is not None:
             try:
-                spec: SkillSpec | None = spec_of(output.skill_snapshot)
+                spec: SkillSpec | UnusableSkill | None = spec_of(output.skill_snapshot)
             except ValidationError:
                 return await close(
                     output,
@@ -81,6 +82,8 @@ class OutputExecutor:
                 OutputStatus.EXECUTION_FAILED,
                 error=f"the skill {output.skill!r} no longer exists",
             )
+        if isinstance(spec, UnusableSkill):
+            return await close(output, webhook, OutputStatus.EXECUTION_FAILED, error=spec.reason)
         try:
             skill = self.skills.build(spec)
         except CosmoError as exc:
@@ -115,12 +118,14 @@ class OutputExecutor:
             result={"summary": text, "data": result.data},
         )
 
-    def _skill_spec(self, tenant_id: str, name: str) -> SkillSpec | None:
+    def _skill_spec(self, tenant_id: str, name: str) -> SkillSpec | UnusableSkill | None:
         with self.db.session() as s:
             row = s.scalar(
                 select(SkillRow).where(SkillRow.tenant_id == tenant_id, SkillRow.name == name)
             )
-            return skill_spec(row) if row is not None else None
+            if row is None:
+                return None
+            return self.skills.policy.stored(row.name, stored_fields(row))
 
     async def _close(
         self,

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from core.schemas.common import ShortText, Slug, StrictModel, check_storable
+from core.schemas.secret_values import secret_looking
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
@@ -72,31 +74,64 @@ class HttpExecutor(StrictModel):
                 f"{', '.join(leaked)} carries credentials: declare it under secret_headers "
                 "with the name of an environment variable instead"
             )
+        for header in sorted(value):
+            reason = secret_looking(value[header])
+            if reason is not None:
+                raise ValueError(
+                    f"the value of {header} {reason}: plain headers are stored and exported; "
+                    "put it in an environment variable and declare the header under "
+                    "secret_headers"
+                )
         return value
 
 
+#: Why a stored or submitted `command`/`env` is refused, with the form that replaced it.
+MCP_COMMAND_REFUSED = (
+    "is no longer accepted: stdio MCP servers are configured by the operator in the "
+    "COSMO_MCP_SERVERS file, and a skill names one: "
+    '{"type": "mcp", "server": "NAME", "tool": "TOOL"}'
+)
+
+
 class McpExecutor(StrictModel):
-    """A tool on an MCP server, reached over stdio (a command) or streamable HTTP (a URL)."""
+    """A tool on an MCP server: a stdio server the operator configured (`server`, a name in
+    `COSMO_MCP_SERVERS`), or a streamable HTTP server (`transport: http` and `url`)."""
 
     type: Literal["mcp"] = "mcp"
     transport: Literal["stdio", "http"] = "stdio"
-    command: list[Annotated[str, StringConstraints(max_length=1_000)]] | None = None
+    server: Slug | None = Field(
+        default=None, description="stdio: the name of a server in the COSMO_MCP_SERVERS file."
+    )
     url: Annotated[str, StringConstraints(max_length=2_000)] | None = None
     tool: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Tool name on the server; defaults to the skill name."
     )
-    env: dict[EnvName, EnvName] = Field(
-        default_factory=dict,
-        description="Environment passed to a stdio server: its name -> our variable's name.",
-    )
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Refused, not unknown: their message names the form that replaced them.
+    command: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+    env: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+
+    @field_validator("command", "env")
+    @classmethod
+    def _no_command_line(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(MCP_COMMAND_REFUSED)
+        return None
 
     @model_validator(mode="after")
     def _transport_target(self) -> McpExecutor:
-        if self.transport == "stdio" and not self.command:
-            raise ValueError("a stdio MCP executor needs `command`")
-        if self.transport == "http" and not re.match(r"^https?://", self.url or ""):
-            raise ValueError("an http MCP executor needs an absolute http(s) `url`")
+        if self.transport == "stdio" and not self.server:
+            raise ValueError(
+                "a stdio MCP executor needs `server`, the name of a server the operator "
+                "configured in COSMO_MCP_SERVERS"
+            )
+        if self.transport == "http":
+            if not re.match(r"^https?://", self.url or ""):
+                raise ValueError("an http MCP executor needs an absolute http(s) `url`")
+            if self.server is not None:
+                raise ValueError("`server` names a stdio server; an http MCP executor has `url`")
+        elif self.url is not None:
+            raise ValueError("`url` is for `transport: http`; a stdio executor names `server`")
         return self
 
 

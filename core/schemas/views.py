@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.schemas.agent import AgentLimits
 from core.schemas.persona import PersonaVariable
@@ -36,10 +36,25 @@ class SkillView(View):
     input_schema: dict[str, Any]
     kind: SkillKind
     is_automatable: bool
-    executor: Executor
+    executor: Executor | None = Field(
+        description="None when the stored executor is no longer accepted (see `problem`)."
+    )
+    usable: bool = True
+    problem: str | None = Field(
+        default=None,
+        description="Why this skill cannot run here (agents answer without it until an "
+        "admin fixes it); None when it can.",
+    )
     version: int = 1
     created_at: datetime
     updated_at: datetime
+
+
+class UnusableSkillView(BaseModel):
+    """A skill an agent has but cannot use here, and why."""
+
+    name: str
+    reason: str
 
 
 class WebhookView(BaseModel):
@@ -72,6 +87,10 @@ class AgentView(View):
     version: int
     created_at: datetime
     updated_at: datetime
+    unusable_skills: list[UnusableSkillView] = Field(
+        default_factory=list,
+        description="Skills of this agent that cannot run here: it answers without them.",
+    )
 
 
 class AgentVersionView(View):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from core.schemas.skill import McpExecutor, SkillKind, SkillSpec, check_input_schema
 from core.skills.egress import SkillDestinationRefused
+from core.skills.mcp_servers import McpServers
 from core.skills.runtime import SkillContext, SkillFailed, SkillResult
 
 if TYPE_CHECKING:  # typing only: these live in private SDK modules
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # typing only: these live in private SDK modules
 log = logging.getLogger("cosmo.skills.mcp")
 
 SecretLookup = Callable[[str], str | None]
-ServerKey = tuple[str, tuple[str, ...], str, tuple[tuple[str, str], ...]]
+ServerKey = tuple[str, str, str]
 
 #: The model reads at most this much of one tool result.
 MAX_CONTENT_CHARS = 100_000
@@ -214,41 +214,40 @@ def _describe(exc: BaseException | None) -> str:
 
 
 def server_label(server: McpExecutor) -> str:
-    """How errors and logs name a server: program name or host, never arguments or paths."""
+    """How errors and logs name a server: its configured name or its host, never a URL's
+    path or credentials."""
     if server.transport == "stdio":
-        return f"`{os.path.basename((server.command or ['?'])[0])}` (stdio)"
+        return f"`{server.server}` (stdio)"
     url = server.url or ""
     host = re.sub(r"^https?://(?:[^@/]*@)?", "", url).split("/")[0]
     return f"at {host}"
 
 
 def server_key(server: McpExecutor) -> ServerKey:
-    return (
-        server.transport,
-        tuple(server.command or ()),
-        server.url or "",
-        tuple(sorted(server.env.items())),
-    )
+    return (server.transport, server.server or "", server.url or "")
 
 
 class McpPool:
     """One open MCP client per server, shared by every skill and agent in the process.
 
-    `secrets` resolves the environment variables a stdio server is given (`env`), at
-    connect time. `http_client` makes the client of each streamable-HTTP connection (the
-    wiring passes the skill egress guard's); without one the SDK's default is used.
-    `errlog` receives the stderr of stdio servers (default: ours). A pool
-    belongs to one event loop; close it with `aclose()` at shutdown so stdio servers exit.
+    `servers` are the operator's stdio servers by name (`COSMO_MCP_SERVERS`); `secrets`
+    resolves the `${NAME}` references in their environment, at connect time. `http_client`
+    makes the client of each streamable-HTTP connection (the wiring passes the skill egress
+    guard's); without one the SDK's default is used. `errlog` receives the stderr of stdio
+    servers (default: ours). A pool belongs to one event loop; close it with `aclose()` at
+    shutdown so stdio servers exit.
     """
 
     def __init__(
         self,
         *,
+        servers: McpServers | None = None,
         secrets: SecretLookup | None = None,
         errlog: TextIO | None = None,
         connect_timeout_seconds: float = 30.0,
         http_client: Callable[[], httpx2.AsyncClient] | None = None,
     ) -> None:
+        self.servers: McpServers = dict(servers or {})
         self._secrets = secrets or (lambda _name: None)
         self._http_client = http_client
         self._errlog = errlog
@@ -267,17 +266,20 @@ class McpPool:
             url = server.url or ""
             make_client = self._http_client
             return lambda on_end: _watched(_http_transport(url, make_client), on_end)
-        command = server.command or []
-        env: dict[str, str] = {}
-        for their_name, our_name in server.env.items():
-            value = self._secrets(our_name)
-            if not value:
-                raise McpUnavailable(
-                    f"the MCP server {server_label(server)} needs the environment variable "
-                    f"{our_name} (passed as {their_name}), which is not set"
-                )
-            env[their_name] = value
-        params = StdioServerParameters(command=command[0], args=command[1:], env=env or None)
+        config = self.servers.get(server.server or "")
+        if config is None:
+            raise McpUnavailable(f"no MCP server named {server.server!r} is configured")
+        try:
+            env = config.resolved_env(self._secrets)
+        except LookupError as missing:
+            raise McpUnavailable(
+                f"the MCP server {server_label(server)} needs the environment variable "
+                f"{missing.args[0]}, which is not set"
+            ) from None
+        command = config.command
+        params = StdioServerParameters(
+            command=command[0], args=command[1:], env=env or None, cwd=config.cwd
+        )
         if self._errlog is None:
             return lambda on_end: _watched(stdio_client(params), on_end)
         errlog = self._errlog

@@ -157,6 +157,18 @@ class UnknownBuiltin(SkillConfigInvalid):
         self.function = function
 
 
+class SkillUnusable(SkillConfigInvalid):
+    """A skill breaks one of the operator's rules (an MCP server not configured, a secret
+    it may not read): it is left out of its agents until an admin fixes it."""
+
+    title = "Skill unusable"
+
+    def __init__(self, skill: str, reason: str) -> None:
+        super().__init__(f"skill {skill!r} cannot run: {reason}")
+        self.skill = skill
+        self.reason = reason
+
+
 # --- one skill ---------------------------------------------------------------------------
 
 
@@ -351,7 +363,9 @@ def render_generic_proposal(spec: SkillSpec, arguments: dict[str, Any]) -> str:
 class SkillRegistry:
     """The skills one agent may use, in the agent's order. The model sees only these."""
 
-    def __init__(self, skills: Sequence[Skill]) -> None:
+    def __init__(self, skills: Sequence[Skill], *, unusable: dict[str, str] | None = None) -> None:
+        self.unusable: dict[str, str] = dict(unusable or {})
+        """Skills the agent has but cannot use here: name -> why."""
         self._skills: dict[str, Skill] = {}
         for skill in skills:
             if skill.name in self._skills:

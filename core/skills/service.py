@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,27 +14,44 @@ from core.db.models import SkillRow
 from core.db.pagination import Page
 from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
 from core.errors import Conflict, NotFound
-from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
+from core.schemas.skill import Executor, SkillKind, SkillPatch, SkillSpec
 from core.schemas.validation import raise_validation_failed
 from core.schemas.views import SkillView
+from core.skills.policy import SkillPolicy, UnusableSkill
+
+_EXECUTOR: TypeAdapter[Any] = TypeAdapter(Executor)
+
+
+def stored_fields(row: SkillRow) -> dict[str, Any]:
+    """The stored skill as written, before today's rules judge it."""
+    return {
+        "name": row.name,
+        "description": row.description,
+        "input_schema": row.input_schema,
+        "kind": row.kind,
+        "is_automatable": row.is_automatable,
+        "executor": row.executor,
+    }
 
 
 def skill_spec(row: SkillRow) -> SkillSpec:
-    return SkillSpec.model_validate(
-        {
-            "name": row.name,
-            "description": row.description,
-            "input_schema": row.input_schema,
-            "kind": row.kind,
-            "is_automatable": row.is_automatable,
-            "executor": row.executor,
-        }
-    )
+    """The stored skill as a spec. Raises `ValidationError` for a row that predates a rule
+    (a stdio `command`); `SkillPolicy.stored` says why instead of raising."""
+    return SkillSpec.model_validate(stored_fields(row))
+
+
+def skill_document(row: SkillRow) -> dict[str, Any]:
+    """The stored skill as JSON for snapshots: the spec when it still validates, else as
+    stored (an agent's history must not fail over one outdated skill)."""
+    try:
+        return skill_spec(row).model_dump(mode="json")
+    except ValidationError:
+        return stored_fields(row)
 
 
 def write_skill(row: SkillRow, spec: SkillSpec) -> None:
     """Store `spec`; a stored skill whose spec changes moves to its next version."""
-    if row.version is not None and skill_spec(row) != spec:
+    if row.version is not None and skill_document(row) != spec.model_dump(mode="json"):
         row.version += 1
     row.name = spec.name
     row.description = spec.description
@@ -53,8 +72,54 @@ def load_skill(s: Session, tenant_id: str, name: str) -> SkillRow:
 class SkillService:
     """The tools agents may be given. Names are stable: agents and YAML refer to them."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: SkillPolicy | None = None) -> None:
         self.db = db
+        self.policy = policy
+
+    def view(self, row: SkillRow) -> SkillView:
+        """The row as REST and Slack show it, with why it cannot run (when it cannot)."""
+        problem = None
+        if self.policy is not None:
+            stored = self.policy.stored(row.name, stored_fields(row))
+            problem = stored.reason if isinstance(stored, UnusableSkill) else None
+        try:
+            executor = _EXECUTOR.validate_python(row.executor)
+        except ValidationError:
+            executor = None
+        return SkillView(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            description=row.description,
+            input_schema=row.input_schema,
+            kind=SkillKind(row.kind),
+            is_automatable=row.is_automatable,
+            executor=executor,
+            usable=problem is None,
+            problem=problem,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def unusable(self, tenant_id: str | None = None) -> list[tuple[str, UnusableSkill]]:
+        """(tenant, skill) for every stored skill that cannot run here, for doctor/readyz."""
+        if self.policy is None:
+            return []
+        with self.db.session() as s:
+            stmt = select(SkillRow).order_by(SkillRow.tenant_id, SkillRow.name)
+            if tenant_id is not None:
+                stmt = stmt.where(SkillRow.tenant_id == tenant_id)
+            found = []
+            for row in s.scalars(stmt):
+                stored = self.policy.stored(row.name, stored_fields(row))
+                if isinstance(stored, UnusableSkill):
+                    found.append((row.tenant_id, stored))
+            return found
+
+    def check(self, spec: SkillSpec, prefix: tuple[str | int, ...] = ("body",)) -> None:
+        """Refuse (422) a skill that cannot run here; see `SkillPolicy`."""
+        if self.policy is not None:
+            self.policy.check(spec, prefix)
 
     def list(
         self,
@@ -72,31 +137,33 @@ class SkillService:
             if kind:
                 stmt = stmt.where(SkillRow.kind == kind.value)
             page = paginate(s, stmt, SkillRow.id, cursor=cursor, limit=limit)
-            return Page([SkillView.model_validate(r) for r in page.items], page.next_cursor)
+            return Page([self.view(r) for r in page.items], page.next_cursor)
 
     def get(self, tenant_id: str, name: str) -> SkillView:
         with self.db.session() as s:
-            return SkillView.model_validate(load_skill(s, tenant_id, name))
+            return self.view(load_skill(s, tenant_id, name))
 
     def create(self, tenant_id: str, spec: SkillSpec) -> SkillView:
         with self.db.session() as s:
             if exists_named(s, SkillRow, tenant_id, spec.name):
                 raise Conflict(f"a skill named {spec.name!r} already exists")
+            self.check(spec)
             row = SkillRow(id=new_id("skl"), tenant_id=tenant_id)
             write_skill(row, spec)
             s.add(row)
             flush_unique(s, "skill", spec.name)
-            return SkillView.model_validate(row)
+            return self.view(row)
 
     def update(self, tenant_id: str, name: str, patch: SkillPatch) -> SkillView:
         with self.db.session() as s:
             row = load_skill(s, tenant_id, name)
-            merged = skill_spec(row).model_dump(mode="json") | patch.model_dump(
-                mode="json", exclude_unset=True
-            )
+            # From the stored fields, not a spec: a row that no longer validates (an old
+            # stdio `command`) must stay fixable by a PATCH that replaces the bad part.
+            merged = stored_fields(row) | patch.model_dump(mode="json", exclude_unset=True)
             try:
                 spec = SkillSpec.model_validate(merged)
             except ValidationError as exc:
                 raise_validation_failed(exc, prefix=("body",))
+            self.check(spec)
             write_skill(row, spec)
-            return SkillView.model_validate(row)
+            return self.view(row)

@@ -49,6 +49,7 @@ from core.db.ids import new_id
 from core.db.models import AgentRow, WebhookAttemptRow, WebhookDeliveryRow
 from core.errors import UnsafeWebhookUrl
 from core.outputs.port import NotificationStatus, OutputStore
+from core.secret_names import SecretNotAllowed
 from core.webhooks.deliveries import (
     DeliveryStatus,
     HeldCheck,
@@ -330,7 +331,10 @@ class WebhookDispatcher:
         if agent.webhook_secret:
             return str(agent.webhook_secret), None
         if agent.webhook_secret_env:
-            value = self.secrets(agent.webhook_secret_env)
+            try:
+                value = self.secrets(agent.webhook_secret_env)
+            except SecretNotAllowed as refused:  # a reserved name, stored before the rule
+                return None, refused.detail
             if value:
                 return value, None
             return None, (

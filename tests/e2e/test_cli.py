@@ -49,7 +49,7 @@ def test_the_example_applies_exports_and_reapplies_with_no_change(env, tmp_path)
     exported = cosmo(env, "agents", "export", "sales-bot")
     assert exported.returncode == 0
     assert "apiVersion: cosmo/v1" in exported.stdout
-    assert "COSMO_CRM_AUTH_HEADER" in exported.stdout
+    assert "CRM_AUTH_HEADER" in exported.stdout
     path = tmp_path / "exported.yaml"
     path.write_text(exported.stdout)
     reapplied = cosmo(env, "apply", "-f", str(path))
@@ -100,7 +100,7 @@ def test_a_reference_to_a_missing_persona_names_the_agent_field_and_writes_nothi
     bad.write_text(
         "apiVersion: cosmo/v1\n"
         "skills:\n"
-        "  - {name: s1, description: d}\n"
+        "  - {name: s1, description: d, executor: {type: builtin, function: current_time}}\n"
         "agents:\n"
         "  - {name: a1, persona: ghost}\n"
     )
@@ -138,3 +138,22 @@ def test_doctor_checks_the_knowledge_provider(env, pgvector_url):
         {**env, "KNOWLEDGE_PROVIDER": "pgvector", "DATABASE_URL": pgvector_url}, "doctor"
     )
     assert "knowledge (pgvector): ok" in served.stdout, served.stdout + served.stderr
+
+
+def test_apply_refuses_a_skill_the_operator_does_not_allow_at_its_line(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    bad = tmp_path / "team.yaml"
+    bad.write_text(
+        "apiVersion: cosmo/v1\n"
+        "skills:\n"
+        "  - name: crm\n"
+        "    description: d\n"
+        "    executor:\n"
+        "      type: http\n"
+        "      url: https://crm.example.com\n"
+        "      secret_headers: {Authorization: SLACK_BOT_TOKEN}\n"
+    )
+    result = cosmo(env, "apply", "-f", str(bad))
+    assert result.returncode == 1
+    assert f"invalid: {bad}:8: skills.0.executor.secret_headers.Authorization: " in result.stderr
+    assert "SLACK_BOT_TOKEN is reserved" in result.stderr

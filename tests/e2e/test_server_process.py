@@ -301,7 +301,7 @@ def propose_task(server: Server, title: str) -> tuple[str, str, Any]:
 
 
 def test_changing_the_skill_after_the_proposal_does_not_change_what_approval_runs(server):
-    output_id, _, _ = propose_task(server, "benign note")
+    output_id, _, message = propose_task(server, "benign note")
     created = eventually(
         lambda: [e for e in events(server, 1) if e["type"] == "output.created"] or None,
         timeout=30,
@@ -339,6 +339,13 @@ def test_changing_the_skill_after_the_proposal_does_not_change_what_approval_run
     assert output["skill_snapshot"]["executor"]["url"] == server.crm.url
     assert output["decision_identity"] == "asserted"
     assert output["decision_revision"] == 1
+    line = f"Approved via webhook, as {LEAD} (asserted) · rev 1 · sha256 "
+    eventually(
+        lambda: (
+            line
+            in json.dumps(server.slack.message(CHANNEL_ID, message.ts).blocks, ensure_ascii=False)
+        )
+    )
 
 
 def test_a_reviewer_edits_then_approves_and_the_edit_is_what_runs(server):
@@ -373,3 +380,63 @@ def test_a_reviewer_edits_then_approves_and_the_edit_is_what_runs(server):
     assert json.loads(call.body) == {"title": "Call Globex", "source": "cosmo"}
     edited_events = [e for e in events(server, 4) if e["type"] == "output.edited"]
     assert edited_events[0]["data"]["changes"][0]["new"] == "Call Globex"
+
+
+def test_a_reviewer_edits_in_slack_then_approves_and_the_edit_is_what_runs(server):
+    output_id, ts, approval = propose_task(server, "Call Globx")
+    shown = json.dumps(approval.blocks, ensure_ascii=False)
+    assert "Authorization: \u2039from CRM_TOKEN\u203a" in shown and "crm-secret" not in shown
+    (old,) = [b for b in approval.blocks if b["type"] == "actions"]
+    assert old["block_id"] == f"decide:{output_id}:r1"
+
+    def clicked(action_id: str, block_id: str) -> None:
+        server.slack_event(
+            server.requests.block_action(
+                action_id,
+                output_id,
+                user=LEAD,
+                message_ts=approval.ts,
+                thread_ts=ts,
+                block_id=block_id,
+            )
+        )
+
+    clicked("output_edit", old["block_id"])
+    opened = eventually(lambda: server.slack.calls("views.open"), timeout=30)[0].params["view"]
+    view = opened if isinstance(opened, dict) else json.loads(opened)
+    assert view["callback_id"] == "output_edit_submit"
+    submit = server.requests.view_submission(
+        "output_edit_submit",
+        {"arg:title": {"value": "Call Globex"}},
+        user=LEAD,
+        private_metadata=view["private_metadata"],
+    )
+    r = server.http.post("/slack/events", content=submit.body, headers=submit.headers)
+    assert r.status_code == 200 and r.text == "", r.text
+
+    def current_buttons() -> dict[str, Any] | None:
+        message = server.slack.message(CHANNEL_ID, approval.ts)
+        return next((b for b in message.blocks if b["type"] == "actions"), None)
+
+    new = eventually(
+        lambda: (b := current_buttons()) and b["block_id"].endswith(":r2") and b, timeout=30
+    )
+    edited = json.dumps(server.slack.message(CHANNEL_ID, approval.ts).blocks)
+    assert "Call Globx" in edited and "Call Globex" in edited and f"edited by <@{LEAD}>" in edited
+
+    clicked("output_approve", old["block_id"])  # the buttons as they were before the edit
+    (note,) = eventually(lambda: server.slack.ephemeral_messages(user=LEAD), timeout=30)
+    assert "edited since this message was posted" in note.text
+    assert server.crm.requests == []
+
+    clicked("output_approve", new["block_id"])
+    eventually(lambda: current_buttons() is None, timeout=30)
+    (call,) = eventually(lambda: server.crm.requests, timeout=30)
+    assert json.loads(call.body) == {"title": "Call Globex", "source": "cosmo"}
+    line = f"Approved by <@{LEAD}> · rev 2 · sha256 "
+    eventually(
+        lambda: (
+            line
+            in json.dumps(server.slack.message(CHANNEL_ID, approval.ts).blocks, ensure_ascii=False)
+        )
+    )

@@ -38,8 +38,7 @@ async def lookup_account(arguments: dict[str, Any], ctx: Any) -> SkillResult:
 
 @pytest.fixture
 def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
-    with slack_app(real_db, tmp_path, CONFIG) as running:
-        running.container.skill_factory.builtins.register("lookup_account", lookup_account)
+    with slack_app(real_db, tmp_path, CONFIG, {"lookup_account": lookup_account}) as running:
         yield running
 
 

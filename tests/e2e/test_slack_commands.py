@@ -579,10 +579,11 @@ def test_app_home_lists_pending_approvals_and_its_buttons_decide(app):
 
     home = open_home(app, LEAD)
     actions = decide_blocks(home)
-    assert [b["block_id"] for b in actions] == [f"decide:{first.id}", f"decide:{second.id}"]
+    assert [b["block_id"] for b in actions] == [f"decide:{first.id}:r1", f"decide:{second.id}:r1"]
     assert [(e["action_id"], e["value"]) for e in actions[0]["elements"]] == [
         ("output_approve", first.id),
         ("output_reject", first.id),
+        ("output_edit", first.id),
     ]
     shown = json.dumps(home)
     assert "Waiting for your approval* (2)" in shown and "Hi Ana" in shown
@@ -592,7 +593,7 @@ def test_app_home_lists_pending_approvals_and_its_buttons_decide(app):
 
     assert c.outputs.get("default", first.id).status == OutputStatus.MANUAL
     republished = app.slack.home_view(LEAD)
-    assert [b["block_id"] for b in decide_blocks(republished)] == [f"decide:{second.id}"]
+    assert [b["block_id"] for b in decide_blocks(republished)] == [f"decide:{second.id}:r1"]
 
     home_click(app, "output_reject", second.id, LEAD, home["id"])
     assert opened_view(app)["callback_id"] == "output_reject_reason"

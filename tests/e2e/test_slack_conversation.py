@@ -50,9 +50,8 @@ async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
 @pytest.fixture
 def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
     RUNS.clear()
-    with slack_app(real_db, tmp_path, CONFIG) as running:
+    with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
-        running.container.skill_factory.builtins.register("create_task", create_task)
         yield running
 
 
@@ -181,6 +180,7 @@ def test_an_action_posts_an_approval_message_and_approve_runs_it(app):
         assert [(b["action_id"], b.get("style")) for b in buttons] == [
             ("output_approve", "primary"),
             ("output_reject", "danger"),
+            ("output_edit", None),
         ]
         assert "confirm" in buttons[0]
         output_id = buttons[0]["value"]
@@ -321,8 +321,7 @@ def test_a_decision_made_over_rest_updates_the_slack_message(app):
 
 @pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
 def test_a_turn_recorded_before_a_crash_is_answered_once_after_restart(real_db, tmp_path):
-    with slack_app(real_db, tmp_path, CONFIG) as first:
-        first.container.skill_factory.builtins.register("create_task", create_task)
+    with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as first:
         # Record the turn the way the listener does, then "crash" before answering it.
         agent_id = first.agent_id("sales-bot")
         session = first.container.sessions.start(
@@ -342,8 +341,7 @@ def test_a_turn_recorded_before_a_crash_is_answered_once_after_restart(real_db, 
             dedupe_key="slack:Ev0CRASH",
             payload={"channel": CHANNEL_ID, "thread_ts": "1700000000.000100"},
         )
-    with slack_app(real_db, tmp_path, CONFIG) as second:
-        second.container.skill_factory.builtins.register("create_task", create_task)
+    with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as second:
         second.claude.push(Reply.text("Yes, I'm back."))
         slack_side = second.client.app.state.slack  # type: ignore[attr-defined]
         assert second.client.portal.call(slack_side.recover) == 1  # type: ignore[union-attr]

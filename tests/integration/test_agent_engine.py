@@ -50,6 +50,7 @@ skills:
   - name: search_crm
     description: Not enabled for the agent below.
     kind: read
+    executor: {type: builtin, function: current_time}
 agents:
   - name: sales-bot
     persona: seller

@@ -12,6 +12,9 @@ from tests.conftest import AUTH, make_settings
 AGENTS = "/api/v1/agents"
 KNOWLEDGE = "/api/v1/knowledge-bases"
 
+# A skill name need not be its function; it must name one that exists.
+BUILTIN = {"executor": {"type": "builtin", "function": "current_time"}}
+
 
 def problem(r, status):
     assert r.status_code == status, r.text
@@ -33,7 +36,7 @@ def setup(client):
         r = client.post("/api/v1/personas", json={"name": name, "role": f"{name} role"})
         assert r.status_code == 201, r.text
     for name in ("lookup", "draft_email", "open_ticket"):
-        r = client.post("/api/v1/skills", json={"name": name, "description": name})
+        r = client.post("/api/v1/skills", json={"name": name, "description": name, **BUILTIN})
         assert r.status_code == 201, r.text
     return client
 

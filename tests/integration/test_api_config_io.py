@@ -29,8 +29,14 @@ DOC = {
                 "properties": {"email": {"type": "string"}},
                 "required": ["email"],
             },
+            "executor": {"type": "builtin", "function": "current_time"},
         },
-        {"name": "send_email", "description": "Send an email", "kind": "action"},
+        {
+            "name": "send_email",
+            "description": "Send an email",
+            "kind": "action",
+            "executor": {"type": "builtin", "function": "draft_email"},
+        },
     ],
     "agents": [
         {

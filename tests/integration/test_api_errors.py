@@ -16,6 +16,9 @@ MISSING_AGENT = "agt_01aaaaaaaaaaaaaaaaaaaaaaaa"
 SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
 OTHER = {"X-Cosmo-Tenant": "T0OTHER"}
 
+# A skill name need not be its function; it must name one that exists.
+BUILTIN = {"executor": {"type": "builtin", "function": "current_time"}}
+
 
 def problem(r, status):
     assert r.status_code == status, r.text
@@ -35,7 +38,10 @@ def error_fields(body):
 def agent(client):
     assert client.post(f"{API}/personas", json={"name": "helper", "role": "r"}).status_code == 201
     assert (
-        client.post(f"{API}/skills", json={"name": "lookup", "description": "d"}).status_code == 201
+        client.post(
+            f"{API}/skills", json={"name": "lookup", "description": "d", **BUILTIN}
+        ).status_code
+        == 201
     )
     r = client.post(AGENTS, json={"name": "sales", "persona": "helper", "skills": ["lookup"]})
     assert r.status_code == 201, r.text
@@ -468,7 +474,7 @@ def test_the_same_names_can_exist_in_each_tenant(client, agent):
     )
     assert (
         client.post(
-            f"{API}/skills", json={"name": "lookup", "description": "t2"}, headers=OTHER
+            f"{API}/skills", json={"name": "lookup", "description": "t2", **BUILTIN}, headers=OTHER
         ).status_code
         == 201
     )

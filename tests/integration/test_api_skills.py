@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 SKILLS = "/api/v1/skills"
+# A skill name need not be its function; it must name one that exists.
+BUILTIN = {"executor": {"type": "builtin", "function": "current_time"}}
 
 LOOKUP_SCHEMA = {
     "type": "object",
@@ -12,7 +14,7 @@ LOOKUP_SCHEMA = {
 
 
 def create_skill(client, name="lookup", **fields):
-    body = {"name": name, "description": f"The {name} skill", **fields}
+    body = {"name": name, "description": f"The {name} skill", **BUILTIN, **fields}
     r = client.post(SKILLS, json=body)
     assert r.status_code == 201, r.text
     return r.json()
@@ -36,7 +38,8 @@ def test_created_skill_has_defaults_and_reads_back_by_name(client):
     assert created["id"].startswith("skl_")
     assert created["kind"] == "read"
     assert created["is_automatable"] is False
-    assert created["executor"] == {"type": "builtin", "function": None}
+    assert created["executor"] == {"type": "builtin", "function": "current_time"}
+    assert (created["usable"], created["problem"]) == (True, None)
     assert created["input_schema"] == LOOKUP_SCHEMA
 
     r = client.get(f"{SKILLS}/lookup")
@@ -132,7 +135,9 @@ def test_unknown_skill_is_a_404_for_get_and_patch(client):
 
 def test_duplicate_name_is_a_409(client):
     create_skill(client, "lookup")
-    body = problem(client.post(SKILLS, json={"name": "lookup", "description": "again"}), 409)
+    body = problem(
+        client.post(SKILLS, json={"name": "lookup", "description": "again", **BUILTIN}), 409
+    )
     assert "lookup" in body["detail"]
 
 

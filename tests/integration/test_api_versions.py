@@ -8,6 +8,9 @@ import pytest
 
 AGENTS = "/api/v1/agents"
 
+# A skill name need not be its function; it must name one that exists.
+BUILTIN = {"executor": {"type": "builtin", "function": "current_time"}}
+
 
 def problem(r, status):
     assert r.status_code == status, r.text
@@ -21,7 +24,7 @@ def problem(r, status):
 def agent(client):
     assert client.post("/api/v1/personas", json={"name": "helper", "role": "r"}).status_code == 201
     for name in ("lookup", "draft_email"):
-        r = client.post("/api/v1/skills", json={"name": name, "description": name})
+        r = client.post("/api/v1/skills", json={"name": name, "description": name, **BUILTIN})
         assert r.status_code == 201
     r = client.post(
         AGENTS,

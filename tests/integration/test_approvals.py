@@ -32,7 +32,7 @@ agents:
     persona: p
     skills: [create_task, draft_email]
     approvers: [U0LEAD, U0REQ]
-    webhook: {url: "https://hooks.example.com/cosmo", secret_env: COSMO_TEST_HOOK}
+    webhook: {url: "https://hooks.example.com/cosmo", secret_env: TEST_HOOK_SECRET}
 """
 
 

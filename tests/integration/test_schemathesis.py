@@ -89,6 +89,7 @@ personas:
 skills:
   - name: {SEEDED_SKILL}
     description: Look up a customer by email
+    executor: {{type: builtin, function: current_time}}
     input_schema:
       type: object
       properties: {{email: {{type: string}}}}

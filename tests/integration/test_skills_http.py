@@ -34,7 +34,7 @@ CTX = SkillContext(
     user_name=None,
 )
 SECRET = "Bearer sk-live-0123456789abcdef"
-ENV = {"COSMO_CRM_AUTH_HEADER": SECRET}
+ENV = {"CRM_AUTH_HEADER": SECRET}
 
 
 @dataclass
@@ -283,10 +283,10 @@ async def test_the_secret_header_is_sent_but_never_shown(
         http,
         crm.base + "/echo",
         headers={"X-Team": "enterprise"},
-        secret_headers={"Authorization": "COSMO_CRM_AUTH_HEADER"},
+        secret_headers={"Authorization": "CRM_AUTH_HEADER"},
     )
     failing = build(
-        http, crm.base + "/status/401", secret_headers={"Authorization": "COSMO_CRM_AUTH_HEADER"}
+        http, crm.base + "/status/401", secret_headers={"Authorization": "CRM_AUTH_HEADER"}
     )
 
     ok = await skill.execute({}, CTX)
@@ -310,10 +310,10 @@ async def test_a_missing_environment_variable_is_named_and_nothing_is_sent(
         http,
         crm.base + "/echo",
         env={},
-        secret_headers={"Authorization": "COSMO_CRM_AUTH_HEADER"},
+        secret_headers={"Authorization": "CRM_AUTH_HEADER"},
     )
 
-    with pytest.raises(SkillFailed, match=r"COSMO_CRM_AUTH_HEADER .*is not set") as caught:
+    with pytest.raises(SkillFailed, match=r"CRM_AUTH_HEADER .*is not set") as caught:
         await skill.execute({}, CTX)
     assert "Authorization" in caught.value.detail
     assert crm.seen == []

@@ -27,13 +27,22 @@ from core.schemas.skill import McpExecutor, SkillKind, SkillSpec
 from core.skills.builtins import BuiltinCatalog
 from core.skills.factory import SkillFactory
 from core.skills.mcp_executor import McpPool, discover_mcp_tools
-from core.skills.runtime import Skill, SkillContext, SkillFailed
+from core.skills.mcp_servers import McpServerConfig
+from core.skills.runtime import Skill, SkillContext, SkillFailed, SkillUnusable
 from tests.fakes.mcp_server import build_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAKE_SERVER = str(Path(__file__).resolve().parents[1] / "fakes" / "mcp_server.py")
-STDIO = McpExecutor(transport="stdio", command=[sys.executable, FAKE_SERVER])
+# The operator's COSMO_MCP_SERVERS, as the composition root loads it.
+SERVERS = {
+    "fake": McpServerConfig(command=[sys.executable, FAKE_SERVER]),
+    "fake-with-token": McpServerConfig(
+        command=[sys.executable, FAKE_SERVER], env={"FAKE_TOKEN": "${TEST_MCP_TOKEN}"}
+    ),
+    "missing": McpServerConfig(command=["/nonexistent/mcp-server"]),
+}
+STDIO = McpExecutor(server="fake")
 CTX = SkillContext(
     tenant_id="t1",
     agent_id="agt_1",
@@ -69,7 +78,7 @@ def errlog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextIO]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def pool(errlog: TextIO) -> AsyncIterator[McpPool]:
-    p = McpPool(errlog=errlog)
+    p = McpPool(servers=SERVERS, errlog=errlog)
     yield p
     await p.aclose()
 
@@ -171,7 +180,7 @@ async def test_discovery_turns_tools_into_importable_skill_specs(pool: McpPool) 
     assert weather.input_schema["required"] == ["city"]
     assert isinstance(weather.executor, McpExecutor)
     assert weather.executor.tool == "getWeather"
-    assert weather.executor.command == STDIO.command
+    assert weather.executor.server == "fake"
     assert specs["delete_note"].kind is SkillKind.ACTION  # annotated destructive
 
     # What discovery returns survives a round trip through the config format and runs.
@@ -182,21 +191,26 @@ async def test_discovery_turns_tools_into_importable_skill_specs(pool: McpPool) 
 
 
 async def test_a_missing_command_fails_clearly(pool: McpPool) -> None:
-    broken = McpExecutor(transport="stdio", command=["/nonexistent/mcp-server"])
-    with pytest.raises(SkillFailed, match=r"`mcp-server` \(stdio\).*command not found"):
+    broken = McpExecutor(server="missing")
+    with pytest.raises(SkillFailed, match=r"`missing` \(stdio\).*command not found"):
         await skill(pool, "add", broken).execute({}, CTX)
 
 
+async def test_a_server_the_operator_did_not_configure_cannot_be_built(pool: McpPool) -> None:
+    with pytest.raises(SkillUnusable, match=r"no MCP server named 'apollo'.*fake, fake-with"):
+        skill(pool, "add", McpExecutor(server="apollo"))
+
+
 async def test_env_comes_from_secrets_and_a_missing_one_is_named(errlog: TextIO) -> None:
-    server = STDIO.model_copy(update={"env": {"FAKE_TOKEN": "COSMO_TEST_MCP_TOKEN"}})
-    without = McpPool(secrets=lambda name: None, errlog=errlog)
-    with pytest.raises(SkillFailed, match=r"COSMO_TEST_MCP_TOKEN .*not set"):
+    server = McpExecutor(server="fake-with-token")
+    without = McpPool(servers=SERVERS, secrets=lambda name: None, errlog=errlog)
+    with pytest.raises(SkillFailed, match=r"TEST_MCP_TOKEN, which is not set"):
         await skill(without, "read_env", server).execute({"name": "FAKE_TOKEN"}, CTX)
     assert without.connections_opened == 0
     await without.aclose()
 
-    secrets = {"COSMO_TEST_MCP_TOKEN": "tok-123"}
-    pool = McpPool(secrets=secrets.get, errlog=errlog)
+    secrets = {"TEST_MCP_TOKEN": "tok-123"}
+    pool = McpPool(servers=SERVERS, secrets=secrets.get, errlog=errlog)
     try:
         result = await skill(pool, "read_env", server).execute({"name": "FAKE_TOKEN"}, CTX)
         assert result.content == "tok-123"
@@ -208,7 +222,7 @@ async def test_env_comes_from_secrets_and_a_missing_one_is_named(errlog: TextIO)
 
 
 async def test_a_dead_server_is_replaced(errlog: TextIO) -> None:
-    pool = McpPool(errlog=errlog)
+    pool = McpPool(servers=SERVERS, errlog=errlog)
     whoami, crash = skill(pool, "whoami"), skill(pool, "crash")
     try:
         first = (await whoami.execute({}, CTX)).data["pid"]

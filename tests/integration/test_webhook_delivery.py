@@ -38,6 +38,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import NewEvent, NewOutput, NotificationStatus, OutputStore
 from core.outputs.sql_store import SqlOutputStore
+from core.secret_names import SecretNameRule
 from core.webhooks.deliveries import DeliveryStatus
 from core.webhooks.delivery import (
     WebhookDispatcher,
@@ -456,6 +457,20 @@ async def test_a_missing_secret_fails_the_attempt_without_sending(db, receiver, 
     assert attempt.error == (
         "webhook secret environment variable HOOK_SECRET is not set on this server"
     )
+
+
+async def test_a_reserved_secret_name_stored_before_the_rule_is_not_read(db, receiver, dispatchers):
+    agent = make_agent(db, secret=None, secret_env="COSMO_SECRET_KEY")
+    [delivery_id] = add_events(db, agent, receiver.url, 1)
+    # As the composition root wires it: our own variables are never handed out.
+    confined = SecretNameRule().confine({"COSMO_SECRET_KEY": generate_secret()}.get)
+
+    await dispatchers(secrets=confined).run_once()
+
+    assert receiver.requests == []
+    [attempt] = attempts_of(db, delivery_id)
+    assert attempt.error is not None
+    assert attempt.error.startswith("COSMO_SECRET_KEY is reserved")
 
 
 async def test_secrets_and_bodies_never_reach_the_log(db, receiver, dispatchers, clock, caplog):

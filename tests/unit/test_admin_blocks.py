@@ -612,3 +612,22 @@ def test_a_busy_home_stays_within_slacks_limits(count):
     check_slack_limits(view["blocks"], most=100)
     if count > 10:
         assert context(f"…and {count - 10} more; the oldest are shown first.") in view["blocks"]
+
+
+def test_agent_details_say_which_skill_cannot_run_and_why():
+    broken = skill("open_ticket").model_copy(
+        update={"usable": False, "problem": "name: there is no built-in function 'open_ticket'"}
+    )
+    _, blocks = ui.agent_details(
+        agent(skills=["draft_email", "open_ticket"]),
+        persona=persona(),
+        skills=[skill("draft_email"), broken],
+        model="m",
+    )
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
+    skills_text = next(t for t in texts if t.startswith("*Skills*"))
+    assert "`open_ticket` (unusable: the agent answers without it)" in skills_text
+    assert texts[-1] == (
+        "*:warning: Skills that cannot run here*\n"
+        "• `open_ticket`: name: there is no built-in function 'open_ticket'"
+    )

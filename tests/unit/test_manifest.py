@@ -263,8 +263,8 @@ def test_no_scope_is_asked_for_that_no_code_uses():
 
 def test_interactivity_and_app_home_match_the_listeners():
     kinds = registrations()
-    assert {"output_approve", "output_reject"} <= kinds.get("action", set())
-    assert "output_reject_reason" in kinds.get("view", set())
+    assert {"output_approve", "output_reject", "output_edit"} <= kinds.get("action", set())
+    assert {"output_reject_reason", "output_edit_submit"} <= kinds.get("view", set())
     assert MANIFEST["settings"]["interactivity"]["is_enabled"] is True
     home = MANIFEST["features"]["app_home"]
     assert home["home_tab_enabled"] is ("app_home_opened" in listened_events())

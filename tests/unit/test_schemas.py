@@ -170,27 +170,41 @@ def test_an_http_executor_needs_an_absolute_http_url() -> None:
     assert (path, msg) == ("url", "must be an absolute http(s) URL")
 
 
-def test_an_mcp_executor_over_stdio_needs_a_command() -> None:
-    assert McpExecutor.model_validate({"type": "mcp", "command": ["crm-mcp"]}).transport == "stdio"
+def test_an_mcp_executor_over_stdio_names_an_operator_configured_server() -> None:
+    ok = McpExecutor.model_validate({"type": "mcp", "server": "apollo", "tool": "search_people"})
+    assert (ok.transport, ok.server) == ("stdio", "apollo")
     [(path, msg)] = errors(SkillSpec, skill(executor={"type": "mcp", "transport": "stdio"}))
-    assert (path, msg) == ("executor.mcp", "a stdio MCP executor needs `command`")
+    assert path == "executor.mcp"
+    assert "needs `server`" in msg and "COSMO_MCP_SERVERS" in msg
 
 
 def test_an_mcp_executor_over_http_needs_an_http_url() -> None:
     ok = McpExecutor.model_validate({"type": "mcp", "transport": "http", "url": "https://m.test"})
     assert ok.url == "https://m.test"
     for url in (None, "m.test/mcp", "ws://m.test"):
-        [(path, msg)] = errors(
-            McpExecutor, {"type": "mcp", "transport": "http", "url": url, "command": ["x"]}
-        )
+        [(path, msg)] = errors(McpExecutor, {"type": "mcp", "transport": "http", "url": url})
         assert (path, msg) == ("(root)", "an http MCP executor needs an absolute http(s) `url`")
 
 
-def test_an_mcp_executor_passes_only_environment_variable_names() -> None:
-    [(path, _)] = errors(
-        McpExecutor, {"type": "mcp", "command": ["crm-mcp"], "env": {"CRM_TOKEN": "abc-123"}}
-    )
-    assert path == "env.CRM_TOKEN"
+@pytest.mark.parametrize(
+    "executor",
+    [
+        {"type": "mcp", "transport": "stdio", "command": ["sh", "-c", "id > /tmp/x"]},
+        {"type": "mcp", "server": "apollo", "env": {"LEAK": "COSMO_API_TOKEN"}},
+        {"type": "mcp", "transport": "http", "url": "https://m.test", "command": ["x"]},
+    ],
+)
+def test_a_command_line_or_environment_is_refused_naming_the_new_form(executor) -> None:
+    problems = errors(SkillSpec, skill(executor=executor))
+    assert problems, executor
+    for path, msg in problems:
+        assert path in ("executor.mcp.command", "executor.mcp.env")
+        assert "COSMO_MCP_SERVERS" in msg and '"server": "NAME"' in msg
+
+
+def test_a_refused_command_never_reaches_a_dump() -> None:
+    dumped = McpExecutor(server="apollo").model_dump(mode="json")
+    assert "command" not in dumped and "env" not in dumped
 
 
 def test_an_unknown_executor_type_is_refused() -> None:
@@ -326,3 +340,44 @@ def test_a_valid_document_parses_into_specs() -> None:
     assert [p.name for p in doc.personas] == ["support"]
     assert doc.skills[0].input_schema == {"type": "object"}
     assert doc.agents[0].approvers == ["U0123ABCD"]
+
+
+# A fixed sample of what each kind of key looks like (generated once; none of them is live).
+SECRET_VALUES = [
+    "sk-ant-api03-Xq2vR8tLmN4pK7wZ",
+    "xoxb-2210535565-4412234324-Z3fKp2QwErTy",
+    "ghp_4a9ZxQm2LrT8vB6nK1pW3sY5uD7fH0jE",
+    "AKIAIOSFODNN7EXAMPLE",
+    "Bearer abcdefghijklmnop",
+    "q8Zr2LmX7vN4tKp1wY9sB3fH",  # base64url, 24 characters
+    "5ae2c46145a665337892a6b911ecc7cf",  # hex, 32 characters
+    "l6jGCJEzml23sYFRQ8yzl+KhUFQDwIYT",  # standard base64
+    "https://api.example.com/v1/x?token=z-GNx7Qp2LmR8vW4tK9sB3fH1yJ",  # a key in a URL
+]
+PLAIN_VALUES = [
+    "d4d0b70a-a3a3-437f-ae2e-580e59fe3e66",  # a UUID: tenant and org ids are not secret
+    "application/vnd.api+json; version=2",
+    "https://example.com/api/v1/customers/12345/contacts?expand=contacts&limit=100",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
+    "2024-05-01T12:00:00Z",
+    "no-cache, no-store, must-revalidate",
+    "CustomerRelationshipManagement2024",
+    "X-Request-Source-Application-Name",
+    "SalesforceIntegrationUser_EMEA_2024",
+    "sk-SE",
+    "org_12345",
+]
+
+
+@pytest.mark.parametrize("value", SECRET_VALUES)
+def test_a_plain_header_refuses_a_value_that_looks_like_a_secret(value: str) -> None:
+    [(path, msg)] = errors(SkillSpec, skill(executor=http(headers={"X-Partner": value})))
+    assert path == "executor.http.headers"
+    assert msg.startswith("the value of X-Partner looks like a credential")
+    assert "secret_headers" in msg and value not in msg
+
+
+@pytest.mark.parametrize("value", PLAIN_VALUES)
+def test_a_plain_header_keeps_ordinary_values(value: str) -> None:
+    executor = HttpExecutor.model_validate(http(headers={"X-Partner": value}))
+    assert executor.headers == {"X-Partner": value}

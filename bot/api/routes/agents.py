@@ -93,7 +93,7 @@ async def import_config(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(400, "the document must be UTF-8 text") from None
-    doc = parse_document(text)
+    doc = parse_document(text, policy=c.skills.policy)
     from starlette.concurrency import run_in_threadpool
 
     report = await run_in_threadpool(
