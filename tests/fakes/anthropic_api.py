@@ -724,7 +724,9 @@ class _Handler(TrackedHandler):
                             500,
                             "api_error",
                             f"FakeAnthropicAPI failed: {exc!r}",
-                            headers={"x-should-retry": "false"},
+                            # The socket closes after this answer: say so, or a client may
+                            # send its next request on it and find it gone (seen under load).
+                            headers={"x-should-retry": "false", "connection": "close"},
                         )
                     )
 
