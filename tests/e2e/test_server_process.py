@@ -3,6 +3,7 @@ execution against a CRM, webhooks out — every outside party a local fake over 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
+from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -64,65 +66,91 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with (
-        FakeSlackAPI() as slack,
-        FakeAnthropicAPI() as claude,
-        WebhookReceiver() as hooks,
-        WebhookReceiver(path="/api/tasks") as crm,
-    ):
-        slack.add_user(LEAD, "Lena Lead")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-        env.update(
-            COSMO_DATA_DIR=str(tmp_path / "data"),
-            COSMO_API_TOKEN=TOKEN,
-            COSMO_WEBHOOK_ALLOW_INSECURE="true",
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=slack.base_url,
-            ANTHROPIC_API_KEY="test-key",
-            ANTHROPIC_BASE_URL=claude.base_url,
-            CRM_TOKEN="Bearer crm-secret",
-        )
-        env.pop("DATABASE_URL", None)
-        cosmo = [sys.executable, "-m", "bot.cli"]
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A `cosmo serve` process; `"aws"` as the indirect parameter puts its outputs in S3 and
+    DynamoDB on a moto server (made by `cosmo aws init`)."""
+    store = getattr(request, "param", "sql")
+    with contextlib.ExitStack() as stack:
+        slack = stack.enter_context(FakeSlackAPI())
+        claude = stack.enter_context(FakeAnthropicAPI())
+        hooks = stack.enter_context(WebhookReceiver())
+        crm = stack.enter_context(WebhookReceiver(path="/api/tasks"))
+        aws: dict[str, str] = {}
+        if store == "aws":
+            moto = stack.enter_context(MotoServer())
+            aws = {
+                "OUTPUT_STORE": "aws",
+                "S3_BUCKET": "cosmo-e2e",
+                "DYNAMODB_TABLE": "cosmo-e2e",
+                "AWS_ENDPOINT_URL": moto.endpoint_url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        yield from serve(tmp_path, slack, claude, hooks, crm, aws)
+
+
+def serve(
+    tmp_path: Path,
+    slack: FakeSlackAPI,
+    claude: FakeAnthropicAPI,
+    hooks: WebhookReceiver,
+    crm: WebhookReceiver,
+    aws: dict[str, str],
+) -> Iterator[Server]:
+    slack.add_user(LEAD, "Lena Lead")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
+    env.update(
+        COSMO_DATA_DIR=str(tmp_path / "data"),
+        COSMO_API_TOKEN=TOKEN,
+        COSMO_WEBHOOK_ALLOW_INSECURE="true",
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.base_url,
+        ANTHROPIC_API_KEY="test-key",
+        ANTHROPIC_BASE_URL=claude.base_url,
+        CRM_TOKEN="Bearer crm-secret",
+        **aws,
+    )
+    env.pop("DATABASE_URL", None)
+    cosmo = [sys.executable, "-m", "bot.cli"]
+    setup = [["db", "upgrade"], *([["aws", "init"]] if aws else [])]
+    for command in setup:
         subprocess.run(
-            [*cosmo, "db", "upgrade"],
+            [*cosmo, *command],
             env=env,
             cwd=ROOT,
             check=True,
             capture_output=True,
             timeout=120,
         )
-        process = subprocess.Popen(
-            [*cosmo, "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, (
-                    process.stdout.read().decode() if process.stdout else ""
-                )
-                assert time.monotonic() < deadline, "the server did not become ready"
-                time.sleep(0.1)
-            yield Server(base, slack, claude, hooks, crm)
-        finally:
-            process.terminate()
+    process = subprocess.Popen(
+        [*cosmo, "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        yield Server(base, slack, claude, hooks, crm)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def config(hooks: WebhookReceiver, crm: WebhookReceiver) -> str:
@@ -300,6 +328,7 @@ def propose_task(server: Server, title: str) -> tuple[str, str, Any]:
     return buttons(approval)[0]["value"], ts, approval
 
 
+@pytest.mark.parametrize("server", ["sql", "aws"], indirect=True)
 def test_changing_the_skill_after_the_proposal_does_not_change_what_approval_runs(server):
     output_id, _, message = propose_task(server, "benign note")
     created = eventually(
@@ -348,6 +377,7 @@ def test_changing_the_skill_after_the_proposal_does_not_change_what_approval_run
     )
 
 
+@pytest.mark.parametrize("server", ["sql", "aws"], indirect=True)
 def test_a_reviewer_edits_then_approves_and_the_edit_is_what_runs(server):
     output_id, _, _ = propose_task(server, "Call Globx")
     before = server.api("GET", f"/outputs/{output_id}")
