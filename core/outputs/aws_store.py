@@ -66,7 +66,7 @@ import builtins
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, Protocol
@@ -363,30 +363,18 @@ class AwsOutputStore:
         condition = f"{expected} AND {ex.equals('tenant_id', tenant_id)}"
         if change.expected_revision is not None:
             condition += f" AND {_revision_is(ex, change.expected_revision)}"
-        try:
-            reply = self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"id": {"S": output_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **ex.kwargs(),
-            )
-        except BaseException as exc:
-            if _error_code(exc) != _CONDITION_FAILED:
-                if _certainly_not_applied(exc):
-                    self._drop(held)
-                raise  # else it may have landed: the held rows wait for the sweep
-            assert isinstance(exc, ClientError)
-            current: dict[str, Any] = exc.response.get("Item") or {}
-            if _marks_of(current) & set(marks):
-                self._release(held)  # botocore retried our write after it had landed
-                return _recorded(_output_of(current), record)
-            self._drop(held)
-            _raise_lost(tenant_id, output_id, current, change.expected, change.expected_revision)
-        self._release(held)
-        return _recorded(_output_of(reply["Attributes"]), record)
+        written = self._conditional_update(
+            tenant_id,
+            output_id,
+            ex,
+            update,
+            condition,
+            held,
+            marks,
+            change.expected,
+            change.expected_revision,
+        )
+        return _recorded(written, record)
 
     def revise(
         self,
@@ -429,6 +417,37 @@ class AwsOutputStore:
             f"{ex.equals('tenant_id', tenant_id)} AND "
             f"{_revision_is(ex, change.expected_revision)}"
         )
+        written = self._conditional_update(
+            tenant_id,
+            output_id,
+            ex,
+            update,
+            condition,
+            held,
+            marks,
+            OutputStatus.PENDING,
+            change.expected_revision,
+            not_written=lambda: self._delete_content(key),
+        )
+        self._delete_content(before["content_key"]["S"])
+        return _recorded(written, record)
+
+    def _conditional_update(
+        self,
+        tenant_id: str,
+        output_id: str,
+        ex: _Expression,
+        update: str,
+        condition: str,
+        held: Sequence[str],
+        marks: Sequence[str],
+        expected: OutputStatus,
+        expected_revision: int | None,
+        not_written: Callable[[], None] = lambda: None,
+    ) -> Output:
+        """One conditional `UpdateItem`; the loser is told why from ALL_OLD. `not_written`
+        runs (to clean up) when the write certainly did not land; an ambiguous failure
+        leaves the held rows, and whatever else, to the sweep."""
         try:
             reply = self.dynamodb.update_item(
                 TableName=self.table,
@@ -443,21 +462,18 @@ class AwsOutputStore:
             if _error_code(exc) != _CONDITION_FAILED:
                 if _certainly_not_applied(exc):
                     self._drop(held)
-                    self._delete_content(key)
-                raise
+                    not_written()
+                raise  # else it may have landed: the held rows wait for the sweep
             assert isinstance(exc, ClientError)
             current: dict[str, Any] = exc.response.get("Item") or {}
             if _marks_of(current) & set(marks):
-                self._release(held)
-                return _recorded(_output_of(current), record)
+                self._release(held)  # botocore retried our write after it had landed
+                return _output_of(current)
             self._drop(held)
-            self._delete_content(key)
-            _raise_lost(
-                tenant_id, output_id, current, OutputStatus.PENDING, change.expected_revision
-            )
+            not_written()
+            _raise_lost(tenant_id, output_id, current, expected, expected_revision)
         self._release(held)
-        self._delete_content(before["content_key"]["S"])
-        return _recorded(_output_of(reply["Attributes"]), record)
+        return _output_of(reply["Attributes"])
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus

@@ -9,7 +9,6 @@ HTTP as REST approve/reject calls, approval callbacks and signed Slack button cl
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
 from core.wiring import aws_clients, build_container
 from tests.conftest import AUTH, BACKENDS, make_settings
+from tests.cosmo_process import free_port
 from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -46,12 +46,6 @@ agents:
     webhook: {url: "https://hooks.example.com/x", secret_env: HOOK}
 """
 KINDS = ("rest-approve", "rest-reject", "callback-approve", "callback-reject", "slack-approve")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

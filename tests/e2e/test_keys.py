@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-COSMO = [sys.executable, "-m", "bot.cli"]
+from tests.cosmo_process import COSMO, ROOT, cosmo_serve
+
 ROOT_TOKEN = "root-token-for-keys"
 
 
@@ -102,42 +99,13 @@ def test_bad_key_requests_name_the_option_and_write_nothing(env):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(env) -> Iterator[httpx.Client]:
-    port = free_port()
-    process = subprocess.Popen(
-        [*COSMO, "serve", "--port", str(port)],
-        env={**env, "COSMO_WORKERS": "0"},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
-            yield client
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with (
+        cosmo_serve({**env, "COSMO_WORKERS": "0"}) as base,
+        httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client,
+    ):
+        yield client
 
 
 def as_key(key: str, tenant: str | None = None) -> dict[str, str]:

@@ -6,10 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from tests.cosmo_process import cosmo, cosmo_serve, free_port
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
@@ -25,16 +22,9 @@ from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.slack_support import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "process-token"
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LEAD = "U0LEAD0001"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -114,43 +104,11 @@ def serve(
         **aws,
     )
     env.pop("DATABASE_URL", None)
-    cosmo = [sys.executable, "-m", "bot.cli"]
-    setup = [["db", "upgrade"], *([["aws", "init"]] if aws else [])]
-    for command in setup:
-        subprocess.run(
-            [*cosmo, *command],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    process = subprocess.Popen(
-        [*cosmo, "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+    cosmo(env, "db", "upgrade")
+    if aws:
+        cosmo(env, "aws", "init")
+    with cosmo_serve(env, port) as base:
         yield Server(base, slack, claude, hooks, crm)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def config(hooks: WebhookReceiver, crm: WebhookReceiver) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,12 @@ from sqlalchemy import select
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, AgentSkillRow, SkillRow
-from tests.e2e.test_server_process import free_port
+from tests.cosmo_process import COSMO, ROOT, cosmo, cosmo_serve, free_port
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.webhook_receiver import WebhookReceiver
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "root-token-of-this-process"
 FAKE_MCP = str(ROOT / "tests" / "fakes" / "mcp_server.py")
-COSMO = [sys.executable, "-m", "bot.cli"]
 SIX = {
     "X-A": "COSMO_API_TOKEN",
     "X-B": "SLACK_SIGNING_SECRET",
@@ -98,38 +95,10 @@ def servers_file(tmp_path: Path) -> Path:
 def running(tmp_path: Path) -> Iterator[Running]:
     with FakeAnthropicAPI() as claude, WebhookReceiver(path="/in") as outside:
         env = environment(tmp_path, claude, servers_file(tmp_path))
-        subprocess.run(
-            [*COSMO, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True
-        )
+        cosmo(env, "db", "upgrade")
         port = free_port()
-        process = subprocess.Popen(
-            [*COSMO, "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, (
-                    process.stdout.read().decode() if process.stdout else ""
-                )
-                assert time.monotonic() < deadline, "the server did not become ready"
-                time.sleep(0.1)
+        with cosmo_serve(env, port) as base:
             yield Running(base, tmp_path / "data", claude, outside)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def an_agent(server: Running, *skills: str) -> str:
@@ -265,9 +234,7 @@ def test_a_bad_server_file_stops_serve_and_doctor_with_file_and_line(tmp_path):
     bad.write_text("servers:\n  fake:\n    command: []\n", encoding="utf-8")
     with FakeAnthropicAPI() as claude:
         env = environment(tmp_path, claude, bad)
-        subprocess.run(
-            [*COSMO, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True
-        )
+        cosmo(env, "db", "upgrade")
         serve = subprocess.run(
             [*COSMO, "serve", "--port", str(free_port())],
             env=env,

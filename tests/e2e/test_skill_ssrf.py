@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import PostgresDatabases
-from tests.e2e.test_server_process import ROOT, free_port
+from tests.cosmo_process import cosmo, free_port
+from tests.cosmo_process import cosmo_serve as serve_process
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply, ToolUse
 from tests.slack_support import eventually
 
@@ -46,7 +44,7 @@ class Server:
 
 
 @contextmanager
-def cosmo_serve(tmp_path: Path, **extra: str) -> Iterator[Server]:
+def running_server(tmp_path: Path, **extra: str) -> Iterator[Server]:
     with FakeAnthropicAPI() as claude:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
@@ -60,38 +58,9 @@ def cosmo_serve(tmp_path: Path, **extra: str) -> Iterator[Server]:
             SELF_TOKEN=f"Bearer {TOKEN}",
             **extra,
         )
-        cosmo = [sys.executable, "-m", "bot.cli"]
-        subprocess.run(
-            [*cosmo, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True
-        )
-        process = subprocess.Popen(
-            [*cosmo, "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, (
-                    process.stdout.read().decode() if process.stdout else ""
-                )
-                assert time.monotonic() < deadline, "the server did not become ready"
-                time.sleep(0.1)
+        cosmo(env, "db", "upgrade")
+        with serve_process(env, port) as base:
             yield Server(base, port, claude)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def read_skill(name: str, url: str, *, method: str = "GET", **executor: Any) -> dict[str, Any]:
@@ -201,7 +170,7 @@ PEEKS = [
 
 
 def test_skills_cannot_read_the_server_the_database_or_the_metadata_service(tmp_path):
-    with cosmo_serve(tmp_path) as server:  # COSMO_WEBHOOK_ALLOW_INSECURE off
+    with running_server(tmp_path) as server:  # COSMO_WEBHOOK_ALLOW_INSECURE off
         ours = server.http.get("/readyz").text
         assert '"schema"' in ours  # what a successful peek would hand the model
         session = start(server)
@@ -237,7 +206,7 @@ def opened_loopback(tmp_path: Path, postgres: PostgresDatabases | None) -> Itera
     }
     if postgres is not None:
         extra["DATABASE_URL"] = postgres.create()
-    with cosmo_serve(tmp_path, **extra) as server:
+    with running_server(tmp_path, **extra) as server:
         yield server
 
 
