@@ -1,8 +1,8 @@
 """Builds the Slack side: Bolt's `AsyncApp` with our listeners, mounted at `/slack/events`.
 
 Bolt runs with `process_before_response=True`: our listeners persist what they must (the
-turn, deduplicated on `event_id`) before Slack gets its answer, and hand slow work to
-`SlackRuntime.spawn`, so nothing acknowledged can be lost in a crash.
+turn, deduplicated on the message's team, channel and ts) before Slack gets its answer,
+and hand slow work to `SlackRuntime.spawn`, so nothing acknowledged can be lost in a crash.
 """
 
 from __future__ import annotations

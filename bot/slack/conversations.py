@@ -1,7 +1,7 @@
 """Conversations: a mention starts a thread session; replies in it, and DMs, continue it.
 
-Every event is recorded as a turn (deduplicated on Slack's `event_id`) BEFORE Slack gets
-its ack, then answered in the background. A turn recorded but never finished (the process
+Every event is recorded as a turn (deduplicated on the message: team, channel, ts) BEFORE
+Slack gets its ack, then answered in the background. A turn recorded but never finished (the process
 died) is picked up again by the recovery sweep.
 """
 
@@ -134,7 +134,9 @@ async def record_event(
             session.id,
             user_id=user,
             user_message=text,
-            dedupe_key=f"slack:{body.get('event_id') or event.get('client_msg_id') or event['ts']}",
+            # The message, not the delivery: Slack may send one message again under a new
+            # event_id (and retries keep the old one), so team, channel and ts name it.
+            dedupe_key=f"slack:{team_id or '-'}:{channel}:{event['ts']}",
             payload={
                 "channel": channel,
                 "thread_ts": thread_ts,

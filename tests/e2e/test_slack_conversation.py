@@ -117,6 +117,22 @@ def test_a_redelivered_event_runs_the_turn_once(app):
     assert [m.text for m in thread(app, ts)] == ["Once."]
 
 
+def test_the_same_message_redelivered_under_a_new_event_id_is_answered_once(app):
+    """Slack may deliver one message again as a new event (a new `event_id`); the message
+    itself (team, channel, ts) is what gets one answer."""
+    app.claude.push(Reply.text("Once."), Reply.text("Twice?"))
+    first = app.requests.app_mention(f"<@{BOT_USER_ID}> hi", ts="1765000000.000100")
+    again = app.requests.app_mention(f"<@{BOT_USER_ID}> hi", ts="1765000000.000100")
+    assert first.payload["event_id"] != again.payload["event_id"]
+
+    assert app.send(first).status_code == 200
+    assert app.send(again).status_code == 200
+    app.drain()
+
+    assert len(app.claude.message_requests) == 1
+    assert [m.text for m in thread(app, "1765000000.000100")] == ["Once."]
+
+
 def test_the_bots_own_messages_and_other_bots_never_trigger_a_turn(app):
     app.send(app.requests.message("me", user=BOT_USER_ID, bot_id=BOT_ID))
     app.send(app.requests.message("beep", subtype="bot_message", bot_id="B0OTHER"))
