@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.approvals.tokens import InvalidToken
+from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import (
     Conflict,
     CosmoError,
@@ -101,6 +102,27 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+def database_unavailable() -> JSONResponse:
+    response = problem(
+        503,
+        "Service unavailable",
+        "the database cannot be reached right now; nothing was changed, try again shortly",
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The driver's message can name hosts and users: the log gets the class only.
+    log.warning(
+        "database unavailable on %s %s (%s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return database_unavailable()
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with the route only: bodies may hold secrets.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -120,6 +142,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CosmoError, _cosmo_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -22,6 +23,7 @@ from bot.slack import approvals, conversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
+from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import ServiceUnavailable
 from core.wiring import Container
 
@@ -114,8 +116,23 @@ def build_slack(container: Container) -> SlackIntegration | None:
         single_workspace=oauth is None,
     )
     container.approvals.directory = runtime.directory
+    app.error(on_listener_error)
     register_all(app, runtime)
     return SlackIntegration(app, runtime, signing_secret)
+
+
+async def on_listener_error(error: Exception) -> BoltResponse | None:
+    """A listener failed before Slack got its answer. With the database out of reach, the
+    event was not recorded: answer 503 so Slack delivers it again, instead of acking an
+    event nobody will handle. Anything else stays Bolt's 500 (Slack retries that too)."""
+    if isinstance(error, DATABASE_UNAVAILABLE):
+        log.warning(
+            "database unavailable while handling a Slack request (%s); Slack will retry",
+            type(error).__name__,
+        )
+        return BoltResponse(status=503, body="", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    log.error("a Slack listener failed", exc_info=error)
+    return None
 
 
 def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:

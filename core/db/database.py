@@ -9,10 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import SchemaOutOfDate
+
+#: Errors that mean "the database cannot be reached right now" (down, restarting, dropped
+#: connections, pool exhausted, SQLite locked): the caller should come back later, so the
+#: adapters answer 503 with Retry-After instead of 500 (Slack then delivers the event again).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+#: Seconds a caller is asked to wait before trying again.
+RETRY_AFTER_SECONDS = 5
 
 READ_ONLY = "cosmo_read_only"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
