@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +31,22 @@ API_TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
+
+
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """pytest-xdist's module scheduling keys tests by node id: tests sharing one id would
+    silently run once. Refuse such a collection instead (`make pytest` runs the one module
+    that does this, schemathesis, on its own)."""
+    dist = getattr(node.config.option, "dist", "no")
+    if dist not in ("loadscope", "loadfile"):
+        return
+    seen: set[str] = set()
+    twice = sorted({i for i in ids if i in seen or seen.add(i)})
+    if twice:
+        raise pytest.UsageError(
+            f"{len(twice)} node ids are shared by several tests, which --dist {dist} would "
+            f"run once: {twice[:3]}; run them without it"
+        )
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
