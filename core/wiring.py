@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from core.agent.bindings import ChannelBindings
+from core.agent.engine import AgentDeps
 from core.agent.model import ModelClient
 from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
@@ -186,13 +187,15 @@ def build_container(
         db,
         model=model,
         skills=skill_factory,
-        sessions=sessions,
-        outputs=outputs,
-        quotas=quotas,
-        memory=memory,
+        deps=AgentDeps(
+            sessions=sessions,
+            outputs=outputs,
+            quotas=quotas,
+            memory=memory,
+            events=events,
+            audit=audit,
+        ),
         default_model=settings.model,
-        events=events,
-        audit=audit,
         output_ttl=timedelta(hours=ttl) if ttl else None,
         model_missing_reason=disabled.get("claude", "Claude is not configured"),
         knowledge=knowledge,

@@ -114,7 +114,20 @@ class TurnResult:
 
 
 KnowledgeLookup = Callable[[str], Awaitable[Sequence[KnowledgeSnippet]]]
-OutputCreated = Callable[[Output], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AgentDeps:
+    """What every agent of a process shares, built once in `core.wiring`: the engine and
+    the runner take this one object instead of each listing the collaborators."""
+
+    sessions: SessionService
+    outputs: OutputStore
+    quotas: Quotas
+    memory: MemoryProvider | None = None
+    events: OutputEvents | None = None
+    audit: AuditLog | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 class ConfigurableAgent:
@@ -126,30 +139,22 @@ class ConfigurableAgent:
         *,
         model: ModelClient,
         skills: SkillRegistry,
-        sessions: SessionService,
-        outputs: OutputStore,
-        quotas: Quotas,
-        memory: MemoryProvider | None = None,
+        deps: AgentDeps,
         knowledge: KnowledgeLookup | None = None,
         knowledge_search: KnowledgeSearcher | None = None,
-        on_output: OutputCreated | None = None,
-        events: OutputEvents | None = None,
-        audit: AuditLog | None = None,
-        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
-        self.events = events
-        self.audit = audit
         self.model = model
         self.skills = skills
-        self.sessions = sessions
-        self.outputs = outputs
-        self.quotas = quotas
-        self.memory = memory if config.agent.memory_enabled else None
+        self.events = deps.events
+        self.audit = deps.audit
+        self.sessions = deps.sessions
+        self.outputs = deps.outputs
+        self.quotas = deps.quotas
+        self.memory = deps.memory if config.agent.memory_enabled else None
         self.knowledge = knowledge
         self.knowledge_search = knowledge_search  # for the search_knowledge skill
-        self.on_output = on_output
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = deps.clock
 
     @property
     def agent(self) -> AgentView:
@@ -419,11 +424,6 @@ class _TurnRun:
                 "The proposal could not be stored; tell the user to try again.", is_error=True
             ), {"error": "store failed"}
         self.outputs.append(output)
-        if a.on_output is not None:
-            try:
-                await a.on_output(output)
-            except Exception:
-                log.exception("turn %s: output hook failed for %s", self.turn.id, output.id)
         message = (
             f"Submitted for approval as output {output.id}. A reviewer will approve or reject "
             "it; it has NOT been carried out yet."

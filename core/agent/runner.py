@@ -6,22 +6,16 @@ from datetime import timedelta
 
 from anyio import to_thread
 
-from core.agent.engine import AgentConfig, ConfigurableAgent, OutputCreated, TurnResult
+from core.agent.engine import AgentConfig, AgentDeps, ConfigurableAgent, TurnResult
 from core.agent.model import ModelClient, TextSink
 from core.agent.service import agent_view, load_agent
-from core.approvals.audit import AuditLog
-from core.approvals.events import OutputEvents
 from core.db import Database
 from core.errors import Conflict, ServiceUnavailable
 from core.knowledge.agent import AgentKnowledge
 from core.knowledge.service import KnowledgeService
-from core.limits.quotas import Quotas
-from core.memory.port import MemoryProvider
-from core.outputs.port import OutputStore
 from core.personas.service import persona_spec
 from core.schemas.skill import SkillSpec
 from core.sessions.models import SessionView
-from core.sessions.service import SessionService
 from core.skills.factory import SkillFactory
 from core.skills.policy import UnusableSkill
 from core.skills.service import stored_fields
@@ -44,32 +38,20 @@ class AgentRunner:
         *,
         model: ModelClient | None,
         skills: SkillFactory,
-        sessions: SessionService,
-        outputs: OutputStore,
-        quotas: Quotas,
-        memory: MemoryProvider | None,
+        deps: AgentDeps,
         default_model: str,
         max_steps: int = 8,
         output_ttl: timedelta | None = None,
-        on_output: OutputCreated | None = None,
-        events: OutputEvents | None = None,
-        audit: AuditLog | None = None,
         model_missing_reason: str = "ANTHROPIC_API_KEY is not set",
         knowledge: KnowledgeService | None = None,
     ) -> None:
-        self.events = events
-        self.audit = audit
+        self.deps = deps
         self.db = db
         self.model = model
         self.skill_factory = skills
-        self.sessions = sessions
-        self.outputs = outputs
-        self.quotas = quotas
-        self.memory = memory
         self.default_model = default_model
         self.max_steps = max_steps
         self.output_ttl = output_ttl
-        self.on_output = on_output
         self.model_missing_reason = model_missing_reason
         self.knowledge = knowledge
 
@@ -111,15 +93,9 @@ class AgentRunner:
             config,
             model=self.model,
             skills=self.skill_factory.registry(specs, config.skill_versions),
-            sessions=self.sessions,
-            outputs=self.outputs,
-            quotas=self.quotas,
-            memory=self.memory,
+            deps=self.deps,
             knowledge=knowledge.snippets if knowledge else None,
             knowledge_search=knowledge,
-            on_output=self.on_output,
-            events=self.events,
-            audit=self.audit,
         )
 
     async def chat(

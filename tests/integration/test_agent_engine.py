@@ -391,9 +391,7 @@ async def test_the_step_limit_ends_a_runaway_tool_loop(claude_container, fake_cl
         AgentConfig(agent=config.agent, persona=config.persona, model=config.model, max_steps=3),
         model=claude_container.runner.model,  # type: ignore[arg-type]
         skills=claude_container.skill_factory.registry(specs),
-        sessions=claude_container.sessions,
-        outputs=claude_container.outputs,
-        quotas=claude_container.quotas,
+        deps=claude_container.runner.deps,
     )
     session = claude_container.sessions.start("default", agent_id, user_id="U1")
     fake_claude.respond_with(lambda req: Reply.tool_use("current_time", {}))
@@ -447,7 +445,5 @@ async def _agent(container, agent_id, registry) -> ConfigurableAgent:  # type: i
         config,
         model=container.runner.model,
         skills=registry,
-        sessions=container.sessions,
-        outputs=container.outputs,
-        quotas=container.quotas,
+        deps=container.runner.deps,
     )
