@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.etags import expected_number
 from bot.api.problems import problem_responses
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
 from core.config_document import dump_document, parse_document
@@ -22,7 +22,6 @@ router = APIRouter(
     route_class=BearerRoute,
 )
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 YAML = "application/yaml"
 
 
@@ -32,13 +31,7 @@ def _etag(response: Response, agent: AgentView) -> AgentView:
 
 
 def _expected_version(if_match: str | None) -> int | None:
-    """The version the caller last saw; `*` or no header means 'whatever is current'."""
-    if if_match is None or if_match.strip() == "*":
-        return None
-    match = _IF_MATCH.match(if_match)
-    if not match:
-        raise HTTPException(400, 'If-Match must be the agent\'s ETag, e.g. "3"')
-    return int(match.group(1))
+    return expected_number(if_match, "agent", "3")
 
 
 IfMatch = Annotated[

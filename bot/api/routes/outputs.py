@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -13,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
+from bot.api.etags import expected_number
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
@@ -139,7 +139,6 @@ class DecisionOut(BaseModel):
     output: Output
 
 
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 IfMatch = Annotated[
     str | None,
     Header(
@@ -151,12 +150,7 @@ T = TypeVar("T")
 
 
 def _if_match(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
-        return None
-    match = _IF_MATCH.match(if_match)
-    if not match:
-        raise HTTPException(400, 'If-Match must be the output\'s ETag, e.g. "2"')
-    return int(match.group(1))
+    return expected_number(if_match, "output", "2")
 
 
 def _expected(if_match: str | None, revision: int | None) -> tuple[int | None, bool]:
