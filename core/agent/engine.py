@@ -441,21 +441,18 @@ class _TurnRun:
         requester = self.session.user_id
 
         def record(session: Any | None, output: Output) -> None:
-            if session is None:
-                with audit.db.session() as own:
-                    record(own, output)
-                return
-            audit.record_in(
-                session,
-                output.tenant_id,
-                output.id,
-                actor=proposer,
-                action="propose",
-                outcome="applied",
-                detail=f"{output.skill} for {requester}" if requester else output.skill,
-                revision=output.revision,
-                content_sha256=output.content_sha256,
-            )
+            with audit.transaction(session) as s:
+                audit.record_in(
+                    s,
+                    output.tenant_id,
+                    output.id,
+                    actor=proposer,
+                    action="propose",
+                    outcome="applied",
+                    detail=f"{output.skill} for {requester}" if requester else output.skill,
+                    revision=output.revision,
+                    content_sha256=output.content_sha256,
+                )
 
         return record
 

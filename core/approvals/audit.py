@@ -141,6 +141,16 @@ class AuditLog:
                 content_sha256=content_sha256,
             )
 
+    @contextmanager
+    def transaction(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when it has one (the sql output store's), else a new
+        one: recorders write with the change when they can, right after it otherwise."""
+        if session is not None:
+            yield session
+            return
+        with self.db.session() as own:
+            yield own
+
     def record_in(
         self,
         s: Session,

@@ -425,25 +425,22 @@ class ApprovalService:
         the output's new status, linked to the entry."""
 
         def record(session: Any | None, output: Output) -> None:
-            if session is None:
-                with self.audit.db.session() as own:
-                    record(own, output)
-                return
-            entry = self.audit.record_in(
-                session,
-                output.tenant_id,
-                output.id,
-                actor=actor,
-                action=action,
-                outcome=outcome,  # type: ignore[arg-type]
-                detail=detail,
-                revision=output.revision,
-                content_sha256=output.content_sha256,
-            )
-            if receipt is not None and self.receipts is not None:
-                decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
-                at = output.executed_at or output.decided_at or output.updated_at
-                self.receipts.issue_in(session, entry, output, decision, receipt, at)
+            with self.audit.transaction(session) as s:
+                entry = self.audit.record_in(
+                    s,
+                    output.tenant_id,
+                    output.id,
+                    actor=actor,
+                    action=action,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    detail=detail,
+                    revision=output.revision,
+                    content_sha256=output.content_sha256,
+                )
+                if receipt is not None and self.receipts is not None:
+                    decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
+                    at = output.executed_at or output.decided_at or output.updated_at
+                    self.receipts.issue_in(s, entry, output, decision, receipt, at)
 
         return record
 
