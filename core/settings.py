@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, alias="COSMO_MAX_BODY_BYTES", ge=1024)
     log_level: str = Field(default="INFO", alias="COSMO_LOG_LEVEL")
 
+    # Background work (core/jobs): worker processes `cosmo serve` supervises (0 = none;
+    # run `cosmo worker` yourself), jobs one worker runs at once, and turns one agent may
+    # have running at once across all workers.
+    workers: int = Field(default=1, alias="COSMO_WORKERS", ge=0, le=64)
+    worker_concurrency: int = Field(default=16, alias="COSMO_WORKER_CONCURRENCY", ge=1, le=1024)
+    agent_concurrency: int = Field(default=4, alias="COSMO_AGENT_CONCURRENCY", ge=1, le=1024)
+
     # Tenancy: single-workspace installs put everything under this tenant.
     default_tenant: str = Field(default=DEFAULT_TENANT, alias="COSMO_DEFAULT_TENANT")
 

@@ -30,6 +30,7 @@ from core.db import Database
 from core.embeddings import Embedder, build_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
+from core.jobs import JobQueue
 from core.keys.service import ApiKeys
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
 from core.knowledge.port import KnowledgeIndex
@@ -87,6 +88,7 @@ class Container:
     mcp: McpPool
     knowledge: KnowledgeService
     keys: ApiKeys
+    jobs: JobQueue
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -225,6 +227,7 @@ def build_container(
         mcp=mcp,
         knowledge=knowledge,
         keys=ApiKeys(db),
+        jobs=JobQueue(db),
         disabled=disabled,
     )
 

@@ -83,8 +83,17 @@ def _container(settings: Settings) -> Container:
 def serve(
     port: Annotated[int | None, typer.Option(help="Port (default PORT or 3000).")] = None,
     host: Annotated[str | None, typer.Option(help="Interface (default COSMO_HOST).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Worker processes to supervise (default COSMO_WORKERS or 1); 0 runs the "
+            "HTTP surfaces only, for replicas next to `cosmo worker` ones.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the HTTP service: Slack events, the REST API and the approval webhook."""
+    """Run the HTTP service (Slack events, the REST API, the approval webhook) and,
+    unless `--workers 0`, the worker processes that do the background work."""
     import uvicorn
 
     from bot.server import create_app
@@ -104,13 +113,18 @@ def serve(
             "every role), stored in %s; give integrations tenant keys (`cosmo keys create`)",
             (settings.cosmo_data_dir / "api-token").resolve(),
         )
-    application = create_app(settings, container=container)
+    worker_processes = settings.workers if workers is None else workers
+    application = create_app(
+        settings, container=container, background=False, worker_processes=worker_processes
+    )
     bind_port = settings.port
     log.info(
-        "serving on http://%s:%d (database: %s)",
+        "serving on http://%s:%d (database: %s, %d worker process%s)",
         host or settings.host,
         bind_port,
         container.db.backend,
+        worker_processes,
+        "" if worker_processes == 1 else "es",
     )
     try:
         uvicorn.run(
@@ -122,6 +136,19 @@ def serve(
         )
     finally:
         container.close()
+
+
+@app.command()
+def worker() -> None:
+    """Run background work (turns, executions, ingestion, deliveries, schedules) until
+    SIGTERM; running jobs get a grace period, then are handed back to other workers."""
+    import asyncio
+
+    from bot.worker import run_worker
+
+    settings = _settings()
+    configure(settings.log_level)
+    asyncio.run(run_worker(settings))
 
 
 @db_app.command("upgrade")

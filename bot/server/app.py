@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
 from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
@@ -34,10 +33,11 @@ from bot.api.routes import (
 )
 from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
-from bot.server.workers import Workers
+from bot.server.supervisor import WorkerSupervisor
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
 from bot.slack.verification import SlackRequestGuard, verified_request
+from bot.worker import build_worker
 from core.settings import Settings
 from core.wiring import Container, build_container
 
@@ -50,39 +50,36 @@ def create_app(
     container: Container | None = None,
     *,
     background: bool = True,
+    worker_processes: int = 0,
 ) -> FastAPI:
-    """Build the app. Tests pass a container wired to their own database, and may turn
-    the background loops off to drive them by hand."""
+    """Build the app. `background` runs a job worker inside this process (tests, and
+    embedded use); `worker_processes` supervises that many `cosmo worker` processes
+    instead (`cosmo serve`). Tests pass a container wired to their own database, and may
+    turn background work off to drive the jobs by hand."""
     settings = settings or (container.settings if container else Settings())
     owns_container = container is None
     container = container or build_container(settings)
     token, generated = settings.api_token_value()
     slack = build_slack(container)
-    workers = Workers()
-    workers.every(30, "expire-outputs", container.approvals.expire_due)
-    workers.every(1, "deliver-webhooks", container.webhooks.run_once)
-    held_check = container.webhooks.held_check
-    if held_check is not None:
-        workers.every(
-            60, "settle-held-webhooks", lambda: container.webhooks.resolve_held(held_check)
-        )
-    if slack is not None:
-        workers.every(60, "recover-slack-turns", slack.recover)
-    # The first question to a large knowledge base would otherwise wait for its load (seconds
-    # at 100k chunks); later runs pick up what other replicas wrote, cheaply when current.
-    workers.every(300, "warm-knowledge", lambda: to_thread.run_sync(container.knowledge.warm))
+    worker = build_worker(container, slack) if background else None
+    supervisor = WorkerSupervisor(worker_processes) if worker_processes else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Socket Mode is a transport, not a background job: it runs even without workers.
         socket_mode = await start_socket_mode(slack, settings)
         app.state.socket_mode = socket_mode
-        if background:
-            workers.start()
+        if worker is not None:
+            await worker.start()
+        if supervisor is not None:
+            supervisor.start()
         try:
             yield
         finally:
-            await workers.stop()
+            if supervisor is not None:
+                await supervisor.stop()
+            if worker is not None:
+                await worker.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             if slack is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -25,6 +26,7 @@ from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
 from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import ServiceUnavailable
+from core.jobs import JobContext, JobKind
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
@@ -53,6 +55,14 @@ class SlackIntegration:
 
     async def recover(self) -> int:
         return await conversations.recover_turns(self.runtime)
+
+    def job_kinds(self) -> list[JobKind]:
+        """Slack's work for the job layer's workers."""
+
+        async def recover(_job: JobContext) -> dict[str, int]:
+            return {"recovered": await self.recover()}
+
+        return [JobKind("schedule.recover_slack_turns", recover, every=timedelta(seconds=60))]
 
     async def aclose(self) -> None:
         await self.runtime.aclose()

@@ -49,7 +49,7 @@ from core.schemas.skill import SkillKind
 from core.schemas.views import AgentView
 from core.sessions.models import SessionView, TurnRecord, TurnView
 from core.sessions.pricing import cost_micros
-from core.sessions.service import SessionService
+from core.sessions.service import Fence, SessionService
 from core.skills.runtime import (
     KnowledgeHit,
     KnowledgeSearcher,
@@ -169,12 +169,14 @@ class ConfigurableAgent:
         turn: TurnView | None = None,
         dedupe_key: str | None = None,
         user_name: str | None = None,
+        fence: Fence | None = None,
     ) -> TurnResult:
         """Run one turn. Never raises for model or tool trouble: a failed turn is recorded
         and its `reply` is a short message fit for the user.
 
         The speaker is the turn's user (several people can talk in one Slack thread);
-        `user_name` is their display name when the caller knows it."""
+        `user_name` is their display name when the caller knows it. `fence` is the job
+        claim's check, run where the turn is finished (see `SessionService.finish_turn`)."""
         if turn is None:
             turn, _created = await to_thread.run_sync(
                 lambda: self.sessions.begin_turn(
@@ -189,7 +191,7 @@ class ConfigurableAgent:
         if turn.user_id != session.user_id or user_name:
             name = user_name or (session.user_name if turn.user_id == session.user_id else None)
             session = session.model_copy(update={"user_id": turn.user_id, "user_name": name})
-        run = _TurnRun(self, session, turn, _safe_sink(on_text))
+        run = _TurnRun(self, session, turn, _safe_sink(on_text), fence)
         return await run.execute(user_message)
 
 
@@ -202,8 +204,10 @@ class _TurnRun:
         session: SessionView,
         turn: TurnView,
         on_text: TextSink | None,
+        fence: Fence | None = None,
     ) -> None:
         self.a = agent
+        self.fence = fence
         self.session = session
         self.turn = turn
         self.on_text = on_text
@@ -490,7 +494,9 @@ class _TurnRun:
         )
         if total:
             await to_thread.run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
-        turn = await to_thread.run_sync(a.sessions.finish_turn, self.tenant, self.turn.id, record)
+        turn = await to_thread.run_sync(
+            lambda: a.sessions.finish_turn(self.tenant, self.turn.id, record, fence=self.fence)
+        )
         if not failed and a.memory is not None and reply:
             # Awaited, not fired off: the user already saw the streamed reply, and a
             # finished turn whose memory is not yet written would surprise the next one.

@@ -561,3 +561,41 @@ class ApiKeyRow(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class JobRow(Base):
+    """One unit of background work (`core.jobs`): a turn, an execution, an ingestion, a
+    delivery sweep. Claimed with a lease that its worker renews; `attempt` grows with every
+    claim and fences writes, so a worker that lost its lease cannot write late."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_due", "state", "run_after"),
+        Index("ix_jobs_tenant_kind", "tenant_id", "kind"),
+        UniqueConstraint("key", name="uq_jobs_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64))
+    # Deduplicates enqueues (`turn:<id>`, `slack:T:C:ts`, `schedule:<name>`); NULL = none.
+    key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    # queued -> running -> succeeded | dead | cancelled (a retry goes back to queued)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    # Jobs sharing it (an agent) are limited together, so one busy agent cannot starve others.
+    concurrency_key: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -62,7 +62,7 @@ class TurnView(BaseModel):
     tenant_id: str
     session_id: str
     agent_id: str
-    status: Literal["pending", "running", "completed", "failed"]
+    status: Literal["pending", "running", "completed", "failed", "cancelled"]
     user_id: str
     user_message: str
     reply: str | None

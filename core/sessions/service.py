@@ -28,6 +28,9 @@ from core.sessions.models import (
 )
 
 Clock = Callable[[], datetime]
+Fence = Callable[[Session], None]
+"""Raises inside a write's transaction when the writer no longer holds its job."""
+FINISHED_TURN = frozenset({"completed", "failed", "cancelled"})
 
 
 def _usage(row: SessionRow | TurnRow) -> Usage:
@@ -211,9 +214,13 @@ class SessionService:
         user_message: str,
         dedupe_key: str | None = None,
         payload: dict[str, Any] | None = None,
+        on_recorded: Callable[[Session, TurnView], None] | None = None,
     ) -> tuple[TurnView, bool]:
         """Record a turn durably; returns (turn, created). A repeated dedupe key returns
-        the first turn with created=False, so a redelivered event never runs twice."""
+        the first turn with created=False, so a redelivered event never runs twice.
+
+        `on_recorded` runs in the same transaction (it enqueues the job that answers the
+        turn), so a turn is never recorded without its job, nor a job without its turn."""
         now = self.clock()
         try:
             with self.db.session() as s:
@@ -235,7 +242,10 @@ class SessionService:
                 )
                 s.add(row)
                 s.flush()
-                return turn_view(row), True
+                view = turn_view(row)
+                if on_recorded is not None:
+                    on_recorded(s, view)
+                return view, True
         except IntegrityError:
             if dedupe_key is None:
                 raise
@@ -281,12 +291,26 @@ class SessionService:
             {"role": m.role, "content": m.content} for m in self.messages(tenant_id, session_id)
         ]
 
-    def finish_turn(self, tenant_id: str, turn_id: str, record: TurnRecord) -> TurnView:
-        """Store the outcome, append the turn's messages and add usage to the session."""
+    def finish_turn(
+        self,
+        tenant_id: str,
+        turn_id: str,
+        record: TurnRecord,
+        *,
+        fence: Fence | None = None,
+    ) -> TurnView:
+        """Store the outcome, append the turn's messages and add usage to the session.
+
+        `fence` (the job's claim check) runs first in the same transaction: a worker that
+        lost its claim to another cannot finish the turn, so no turn is answered twice."""
         with self.db.session() as s:
+            if fence is not None:
+                fence(s)
             row = s.get(TurnRow, turn_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound("turn", turn_id)
+            if row.status in FINISHED_TURN:
+                raise Conflict(f"turn {turn_id} already ended ({row.status})")
             session = _load(s, tenant_id, row.session_id, lock=True)
             row.status = record.status
             row.reply = record.reply
@@ -308,6 +332,24 @@ class SessionService:
             session.updated_at = self.clock()
             if record.messages:
                 _append(s, tenant_id, row.session_id, turn_id, record.messages)
+            s.flush()
+            return turn_view(row)
+
+    def cancel_turn(
+        self, tenant_id: str, turn_id: str, reason: str, *, fence: Fence | None = None
+    ) -> TurnView:
+        """End an unfinished turn as `cancelled` (its partial work is not kept in the
+        history); a turn that already ended is returned as it is."""
+        with self.db.session() as s:
+            if fence is not None:
+                fence(s)
+            row = s.get(TurnRow, turn_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound("turn", turn_id)
+            if row.status not in FINISHED_TURN:
+                row.status = "cancelled"
+                row.error = reason
+                row.finished_at = self.clock()
             s.flush()
             return turn_view(row)
 

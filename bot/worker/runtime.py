@@ -1,0 +1,80 @@
+"""Builds the job worker from the container: core's handlers and schedules, plus Slack's
+when Slack is configured, and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from core.jobs import JobKind, JobWorker
+from core.jobs.schedules import schedules
+from core.settings import Settings
+from core.wiring import Container, build_container
+
+if TYPE_CHECKING:
+    from bot.slack.app import SlackIntegration
+
+log = logging.getLogger("cosmo.worker")
+
+#: Seconds running jobs get to finish at shutdown before they are handed back.
+SHUTDOWN_GRACE = 20.0
+
+
+def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
+    kinds = schedules(container)
+    if slack is not None:
+        kinds += slack.job_kinds()
+    return kinds
+
+
+def build_worker(
+    container: Container, slack: SlackIntegration | None, *, grace: float = SHUTDOWN_GRACE
+) -> JobWorker:
+    settings = container.settings
+    url = settings.resolved_database_url
+    return JobWorker(
+        container.jobs,
+        job_kinds(container, slack),
+        concurrency=settings.worker_concurrency,
+        per_key_limit=settings.agent_concurrency,
+        # Across processes SQLite has no notifications: poll briefly. PostgreSQL's NOTIFY
+        # wakes workers at once; the poll only finds retries whose time has come.
+        poll=0.25 if container.db.backend == "sqlite" else 2.0,
+        grace=grace,
+        listen_url=url if container.db.backend == "postgresql" else None,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """The `cosmo worker` process: run jobs until told to stop, then hand back the rest."""
+    from bot.slack.app import build_slack
+
+    container = build_container(settings)
+    container.db.require_current_schema()
+    slack = build_slack(container)
+    worker = build_worker(container, slack)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await worker.start()
+    log.info(
+        "worker %s running %d kinds of job (concurrency %d, %d per agent)",
+        worker.name,
+        len(worker.kinds),
+        worker.concurrency,
+        worker.per_key_limit or 0,
+    )
+    try:
+        await stopping.wait()
+        log.info(
+            "worker %s stopping: finishing running jobs (up to %.0fs)", worker.name, worker.grace
+        )
+        await worker.stop()
+    finally:
+        if slack is not None:
+            await slack.aclose()
+        await container.aclose()
+        container.close()

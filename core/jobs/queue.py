@@ -1,0 +1,454 @@
+"""The job table's operations: enqueue in the caller's transaction, claim with a lease,
+renew, fence, finish, retry, dead-letter, cancel.
+
+Every state change is one conditional UPDATE naming the attempt it expects, so two workers
+can never both believe they hold a job, and a worker whose lease lapsed cannot overwrite
+what its successor did. Claims are serialised per database (SQLite's write lock,
+PostgreSQL's transaction-level advisory lock) so per-agent limits hold exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, event, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.db import Database
+from core.db.ids import new_id
+from core.db.models import JobRow
+from core.errors import NotFound
+from core.jobs.model import FINISHED, LEASE, Claim, JobView, LostClaim
+from core.jobs.wakeup import CHANNEL, Wakeup
+
+Clock = Callable[[], datetime]
+#: Arbitrary but fixed: the advisory lock every PostgreSQL claim takes.
+_CLAIM_LOCK = 0x636F_736D_6F6A  # "cosmoj"
+#: Error text is for people; a runaway traceback is not.
+MAX_ERROR = 2_000
+
+
+@dataclass(frozen=True)
+class Renewal:
+    lost: set[str]
+    """Jobs this worker no longer holds: stop them, their writes would be refused."""
+    cancel: set[str]
+    """Jobs someone asked to cancel."""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queued: int
+    running: int
+    dead: int
+    oldest_due_seconds: float
+    """How long the longest-waiting due job has waited (0 when none): a backlog signal."""
+
+
+def view(row: JobRow) -> JobView:
+    return JobView.model_validate(row, from_attributes=True)
+
+
+class JobQueue:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        wakeup: Wakeup | None = None,
+        lease: timedelta = LEASE,
+    ) -> None:
+        self.db = db
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.wakeup = wakeup or Wakeup()
+        self.lease = lease
+
+    # -- enqueue -------------------------------------------------------------
+
+    def enqueue(
+        self,
+        s: Session,
+        *,
+        tenant_id: str,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        key: str | None = None,
+        run_after: datetime | None = None,
+        concurrency_key: str | None = None,
+        max_attempts: int = 5,
+    ) -> tuple[str, bool]:
+        """Add a job in the caller's transaction: it exists if and only if the caller's
+        change commits. Returns (job id, created); a repeated `key` returns the first job."""
+        now = self.clock()
+        job_id = new_id("job")
+        values = {
+            "id": job_id,
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "key": key,
+            "payload": payload or {},
+            "state": "queued",
+            "concurrency_key": concurrency_key,
+            "run_after": run_after or now,
+            "attempt": 0,
+            "failures": 0,
+            "max_attempts": max_attempts,
+            "cancel_requested": False,
+            "progress": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        dialect = s.get_bind().dialect.name
+        if key is None:
+            s.add(JobRow(**values))
+            s.flush()
+            created = True
+        else:
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = (
+                insert(JobRow)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(JobRow.id)
+            )
+            created = s.execute(stmt).scalar() is not None
+            if not created:
+                existing = s.scalar(select(JobRow.id).where(JobRow.key == key))
+                assert existing is not None
+                return existing, False
+        self._announce(s)
+        return job_id, created
+
+    def submit(self, **kwargs: Any) -> tuple[str, bool]:
+        """`enqueue` in a transaction of its own."""
+        with self.db.session() as s:
+            return self.enqueue(s, **kwargs)
+
+    def _announce(self, s: Session) -> None:
+        if s.get_bind().dialect.name == "postgresql":
+            # Delivered at commit, and only if the transaction commits.
+            s.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        if not s.info.get("cosmo_jobs_ring"):
+            s.info["cosmo_jobs_ring"] = True
+            event.listen(s, "after_commit", lambda _s: self.wakeup.ring(), once=True)
+
+    # -- claim and hold ------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        kinds: Iterable[str],
+        limit: int,
+        per_key_limit: int | None = None,
+    ) -> list[Claim]:
+        """Take up to `limit` due jobs: queued ones whose time has come, and running ones
+        whose lease lapsed (their worker died). A job asked to cancel is cancelled instead."""
+        kinds = list(kinds)
+        if limit <= 0 or not kinds:
+            return []
+        now = self.clock()
+        claims: list[Claim] = []
+        with self.db.session() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
+            due = or_(
+                and_(JobRow.state == "queued", JobRow.run_after <= now),
+                and_(JobRow.state == "running", JobRow.lease_until < now),
+            )
+            rows = s.scalars(
+                select(JobRow)
+                .where(JobRow.kind.in_(kinds), due)
+                .order_by(JobRow.run_after, JobRow.id)
+                .limit(limit * 4 + 16)
+            ).all()
+            busy = self._busy(s, {r.concurrency_key for r in rows if r.concurrency_key}, now)
+            for row in rows:
+                if len(claims) >= limit:
+                    break
+                if row.cancel_requested:
+                    self._end(s, row, "cancelled", now, error="cancelled before it ran")
+                    continue
+                if row.state == "running" and row.failures + 1 >= row.max_attempts:
+                    # Its worker died every time it ran it: a poison job, not bad luck.
+                    self._end(
+                        s,
+                        row,
+                        "dead",
+                        now,
+                        error=f"its worker stopped while running it {row.failures + 1} times",
+                    )
+                    continue
+                ck = row.concurrency_key
+                if ck and per_key_limit is not None and busy[ck] >= per_key_limit:
+                    continue
+                taken_over = row.state == "running"
+                attempt, failures = row.attempt + 1, row.failures + (1 if taken_over else 0)
+                result = s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == row.id, JobRow.attempt == row.attempt)
+                    .values(
+                        state="running",
+                        attempt=attempt,
+                        failures=failures,
+                        lease_owner=owner,
+                        lease_until=now + self.lease,
+                        started_at=row.started_at or now,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    continue
+                if ck:
+                    busy[ck] += 1
+                claims.append(
+                    Claim(
+                        id=row.id,
+                        tenant_id=row.tenant_id,
+                        kind=row.kind,
+                        payload=dict(row.payload or {}),
+                        attempt=attempt,
+                        failures=failures,
+                        owner=owner,
+                        progress=dict(row.progress or {}),
+                    )
+                )
+        return claims
+
+    @staticmethod
+    def _busy(s: Session, keys: set[str], now: datetime) -> Counter[str]:
+        busy: Counter[str] = Counter()
+        if not keys:
+            return busy
+        rows = s.execute(
+            select(JobRow.concurrency_key, func.count())
+            .where(
+                JobRow.state == "running",
+                JobRow.lease_until >= now,
+                JobRow.concurrency_key.in_(keys),
+            )
+            .group_by(JobRow.concurrency_key)
+        )
+        for key, count in rows:
+            busy[str(key)] = int(count)
+        return busy
+
+    def renew(self, claims: Sequence[Claim]) -> Renewal:
+        """Extend the leases of running jobs (the heartbeat) and report lost ones and
+        cancel requests."""
+        if not claims:
+            return Renewal(set(), set())
+        now = self.clock()
+        lost: set[str] = set()
+        with self.db.session() as s:
+            for claim in claims:
+                result = s.execute(
+                    update(JobRow)
+                    .where(*self._held(claim))
+                    .values(lease_until=now + self.lease, updated_at=now)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    lost.add(claim.id)
+            cancel = self._cancel_requested(s, [c.id for c in claims if c.id not in lost])
+        return Renewal(lost, cancel)
+
+    def cancel_requests(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs someone asked to cancel (cheap: workers ask twice a second)."""
+        if not job_ids:
+            return set()
+        with self.db.session() as s:
+            return self._cancel_requested(s, job_ids)
+
+    @staticmethod
+    def _cancel_requested(s: Session, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        return set(
+            s.scalars(
+                select(JobRow.id).where(JobRow.id.in_(job_ids), JobRow.cancel_requested.is_(True))
+            )
+        )
+
+    @staticmethod
+    def _held(claim: Claim) -> tuple[Any, ...]:
+        return (
+            JobRow.id == claim.id,
+            JobRow.attempt == claim.attempt,
+            JobRow.state == "running",
+        )
+
+    def fence(self, s: Session, claim: Claim) -> None:
+        """Refuse the caller's write (raise `LostClaim`) unless this attempt still holds
+        the job. Call it inside the transaction that writes: on PostgreSQL the row lock
+        keeps a takeover from slipping in before the commit; SQLite's write lock does."""
+        stmt = select(JobRow.attempt).where(*self._held(claim))
+        if s.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        if s.scalar(stmt) is None:
+            raise LostClaim(
+                f"job {claim.id} attempt {claim.attempt} no longer holds it; its write is refused"
+            )
+
+    # -- ends ----------------------------------------------------------------
+
+    def progress(self, claim: Claim, data: dict[str, Any]) -> bool:
+        """Merge `data` into the job's progress; False if the claim was lost."""
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(*self._held(claim)))
+            if row is None:
+                return False
+            row.progress = {**(row.progress or {}), **data}
+            row.updated_at = self.clock()
+            return True
+
+    def finish(
+        self,
+        claim: Claim,
+        result: dict[str, Any] | None = None,
+        *,
+        again_at: datetime | None = None,
+    ) -> bool:
+        """Succeeded; or, for a recurring job, queued again for `again_at`."""
+        now = self.clock()
+        values: dict[str, Any]
+        if again_at is not None:
+            values = {"state": "queued", "run_after": again_at, "failures": 0, "error": None}
+        else:
+            values = {"state": "succeeded", "finished_at": now}
+        return self._update(claim, {**values, "result": result, "updated_at": now})
+
+    def fail(
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        retry_in: timedelta | None,
+    ) -> str:
+        """Record a failed attempt: queued again after `retry_in` while attempts remain,
+        else dead (the dead letter). Returns the state it ended in ('lost' if not held)."""
+        now = self.clock()
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(*self._held(claim)))
+            if row is None:
+                return "lost"
+            row.failures += 1
+            row.error = error[:MAX_ERROR]
+            row.updated_at = now
+            row.lease_owner = None
+            row.lease_until = None
+            if retry_in is None or row.failures >= row.max_attempts:
+                row.state = "dead"
+                row.finished_at = now
+            else:
+                row.state = "queued"
+                row.run_after = now + retry_in
+            return row.state
+
+    def release(self, claim: Claim) -> bool:
+        """Give a job back unfinished (shutdown): another worker resumes it at once."""
+        now = self.clock()
+        return self._update(
+            claim, {"state": "queued", "run_after": now, "lease_until": None, "updated_at": now}
+        )
+
+    def cancelled(self, claim: Claim, reason: str = "cancelled") -> bool:
+        now = self.clock()
+        return self._update(
+            claim, {"state": "cancelled", "finished_at": now, "error": reason, "updated_at": now}
+        )
+
+    def _update(self, claim: Claim, values: dict[str, Any]) -> bool:
+        if values.get("state") != "running":
+            values = {"lease_owner": None, "lease_until": None, **values}
+        with self.db.session() as s:
+            result = s.execute(update(JobRow).where(*self._held(claim)).values(**values))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _end(s: Session, row: JobRow, state: str, now: datetime, *, error: str) -> None:
+        row.state = state
+        row.error = error
+        row.finished_at = now
+        row.updated_at = now
+        row.lease_owner = None
+        row.lease_until = None
+
+    # -- asked from outside --------------------------------------------------
+
+    def cancel(self, tenant_id: str, job_id: str) -> JobView:
+        """Cancel a job: a queued one at once; a running one is asked to stop (its worker
+        sees the request within a second and records the end). Finished jobs stay as
+        they are, so cancelling twice is harmless."""
+        now = self.clock()
+        with self.db.session() as s:
+            row = self._load(s, tenant_id, job_id)
+            if row.state == "queued":
+                self._end(s, row, "cancelled", now, error="cancelled")
+            elif row.state == "running":
+                row.cancel_requested = True
+                row.updated_at = now
+                self._announce(s)
+            s.flush()
+            return view(row)
+
+    def get(self, tenant_id: str, job_id: str) -> JobView:
+        with self.db.session() as s:
+            return view(self._load(s, tenant_id, job_id))
+
+    def find(self, key: str) -> JobView | None:
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.key == key))
+            return view(row) if row else None
+
+    def stats(self) -> QueueStats:
+        now = self.clock()
+        with self.db.read_connection() as conn:
+            counts = dict(
+                conn.execute(
+                    select(JobRow.state, func.count())
+                    .where(JobRow.state.in_(("queued", "running", "dead")))
+                    .group_by(JobRow.state)
+                ).all()
+            )
+            oldest = conn.scalar(
+                select(func.min(JobRow.run_after)).where(
+                    JobRow.state == "queued", JobRow.run_after <= now
+                )
+            )
+        waited = 0.0
+        if oldest is not None:
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            waited = max(0.0, (now - oldest).total_seconds())
+        return QueueStats(
+            queued=int(counts.get("queued", 0)),
+            running=int(counts.get("running", 0)),
+            dead=int(counts.get("dead", 0)),
+            oldest_due_seconds=waited,
+        )
+
+    def purge(self, older_than: timedelta, limit: int = 1000) -> int:
+        """Delete finished jobs older than this (they only matter while someone looks)."""
+        cutoff = self.clock() - older_than
+        with self.db.session() as s:
+            ids = s.scalars(
+                select(JobRow.id)
+                .where(JobRow.state.in_(FINISHED), JobRow.finished_at < cutoff)
+                .limit(limit)
+            ).all()
+            if ids:
+                s.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+            return len(ids)
+
+    @staticmethod
+    def _load(s: Session, tenant_id: str, job_id: str) -> JobRow:
+        row = s.get(JobRow, job_id)
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound("job", job_id)
+        return row

@@ -1,0 +1,267 @@
+"""The job table's contract on every database: enqueue in the caller's transaction, one
+holder per job, leases that lapse and are taken over, attempt-fenced writes, retries and the
+dead letter, cancellation, per-key limits. Real committed databases, real threads."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from core.db import Database, upgrade
+from core.db.models import JobRow
+from core.errors import NotFound
+from core.jobs import JobQueue, LostClaim
+from tests.conftest import BACKENDS
+
+TENANT = "T-jobs"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def database(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+    url = empty_database_url_factory(request.param)
+    upgrade(url)
+    db = Database.from_url(url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(database: Database, clock: Clock) -> JobQueue:
+    return JobQueue(database, clock=clock, lease=timedelta(seconds=15))
+
+
+@pytest.fixture
+def kind() -> str:
+    """A kind of its own per test: the module's database is shared, claims are by kind."""
+    return f"test.{uuid.uuid4().hex[:8]}"
+
+
+def test_a_job_exists_only_if_the_callers_transaction_commits(queue: JobQueue, kind: str) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), queue.db.session() as s:
+        queue.enqueue(s, tenant_id=TENANT, kind=kind, payload={"n": 1})
+        raise Boom
+    assert queue.claim("w1", kinds=[kind], limit=10) == []
+    with queue.db.session() as s:
+        job_id, created = queue.enqueue(s, tenant_id=TENANT, kind=kind, payload={"n": 2})
+    assert created
+    [claim] = queue.claim("w1", kinds=[kind], limit=10)
+    assert (claim.id, claim.payload, claim.attempt) == (job_id, {"n": 2}, 1)
+
+
+def test_a_repeated_key_returns_the_first_job(queue: JobQueue, kind: str) -> None:
+    key = f"k:{uuid.uuid4().hex}"
+    first, created = queue.submit(tenant_id=TENANT, kind=kind, key=key, payload={"v": 1})
+    again, created_again = queue.submit(tenant_id=TENANT, kind=kind, key=key, payload={"v": 2})
+    assert created and not created_again and again == first
+    assert queue.get(TENANT, first).model_dump()["state"] == "queued"
+    assert len(queue.claim("w", kinds=[kind], limit=10)) == 1
+
+
+def test_each_job_is_claimed_by_exactly_one_of_many_racing_workers(
+    queue: JobQueue, kind: str
+) -> None:
+    for n in range(120):
+        queue.submit(tenant_id=TENANT, kind=kind, payload={"n": n})
+    got: Counter[str] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def worker(name: str) -> None:
+        start.wait()
+        while True:
+            claims = queue.claim(name, kinds=[kind], limit=7)
+            if not claims:
+                return
+            with lock:
+                got.update(c.id for c in claims)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 120
+    assert set(got.values()) == {1}
+
+
+def test_a_lapsed_lease_is_taken_over_and_the_old_attempts_writes_are_refused(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [old] = queue.claim("dead-worker", kinds=[kind], limit=1)
+    assert queue.progress(old, {"placeholder": "1.0001"})
+    clock.advance(seconds=10)
+    assert queue.claim("w2", kinds=[kind], limit=1) == []  # lease still held
+    clock.advance(seconds=6)
+    [new] = queue.claim("w2", kinds=[kind], limit=1)
+    assert (new.id, new.attempt, new.resumed) == (job_id, 2, True)
+    assert new.progress == {"placeholder": "1.0001"}  # what the dead attempt recorded
+    # The old attempt wakes up late: every write it tries is refused.
+    assert not queue.progress(old, {"placeholder": "late"})
+    assert not queue.finish(old, {"late": True})
+    assert queue.fail(old, "late", retry_in=timedelta(seconds=1)) == "lost"
+    with pytest.raises(LostClaim), queue.db.session() as s:
+        queue.fence(s, old)
+    with queue.db.session() as s:
+        queue.fence(s, new)  # the holder's writes pass
+    assert queue.finish(new, {"ok": True})
+    done = queue.get(TENANT, job_id)
+    assert (done.state, done.result, done.attempt) == ("succeeded", {"ok": True}, 2)
+
+
+def test_renewing_keeps_a_job_from_being_taken_over(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    queue.submit(tenant_id=TENANT, kind=kind)
+    [claim] = queue.claim("w1", kinds=[kind], limit=1)
+    for _ in range(5):
+        clock.advance(seconds=10)
+        renewal = queue.renew([claim])
+        assert renewal.lost == set() and renewal.cancel == set()
+        assert queue.claim("w2", kinds=[kind], limit=1) == []
+    clock.advance(seconds=16)
+    [taken] = queue.claim("w2", kinds=[kind], limit=1)
+    assert queue.renew([claim]).lost == {claim.id}
+    assert taken.attempt == 2
+
+
+def test_failures_are_retried_with_backoff_then_dead_lettered(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind, max_attempts=3)
+    for attempt in (1, 2):
+        [claim] = queue.claim("w", kinds=[kind], limit=1)
+        assert queue.fail(claim, f"boom {attempt}", retry_in=timedelta(seconds=30)) == "queued"
+        assert queue.claim("w", kinds=[kind], limit=1) == []  # not before its time
+        clock.advance(seconds=31)
+    dead_before = queue.stats().dead
+    [claim] = queue.claim("w", kinds=[kind], limit=1)
+    assert queue.fail(claim, "boom 3", retry_in=timedelta(seconds=30)) == "dead"
+    job = queue.get(TENANT, job_id)
+    assert (job.state, job.failures, job.error) == ("dead", 3, "boom 3")
+    assert queue.stats().dead == dead_before + 1
+    clock.advance(hours=1)
+    assert queue.claim("w", kinds=[kind], limit=1) == []
+
+
+def test_a_permanent_failure_goes_to_the_dead_letter_at_once(queue: JobQueue, kind: str) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind, max_attempts=5)
+    [claim] = queue.claim("w", kinds=[kind], limit=1)
+    assert queue.fail(claim, "agent 'agt_x' does not exist", retry_in=None) == "dead"
+    assert queue.get(TENANT, job_id).failures == 1
+
+
+def test_a_job_whose_worker_keeps_dying_is_dead_lettered_not_rerun_forever(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind, max_attempts=3)
+    claims = 0
+    for _ in range(10):
+        got = queue.claim("w", kinds=[kind], limit=1)
+        if not got:
+            break
+        claims += 1
+        clock.advance(seconds=16)  # the worker dies each time
+    job = queue.get(TENANT, job_id)
+    assert claims == 3
+    assert job.state == "dead" and "stopped while running it 3 times" in (job.error or "")
+
+
+def test_cancel_ends_a_queued_job_and_asks_a_running_one_to_stop(
+    queue: JobQueue, kind: str
+) -> None:
+    queued, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    assert queue.cancel(TENANT, queued).state == "cancelled"
+    running, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [claim] = queue.claim("w", kinds=[kind], limit=1)
+    view = queue.cancel(TENANT, running)
+    assert (view.state, view.cancel_requested) == ("running", True)
+    assert queue.cancel_requests([claim.id]) == {claim.id}
+    assert queue.renew([claim]).cancel == {claim.id}
+    assert queue.cancelled(claim)
+    assert queue.get(TENANT, running).state == "cancelled"
+    assert queue.cancel(TENANT, running).state == "cancelled"  # twice is harmless
+
+
+def test_a_cancel_requested_job_whose_worker_died_is_not_rerun(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    queue.claim("w", kinds=[kind], limit=1)
+    queue.cancel(TENANT, job_id)
+    clock.advance(seconds=16)
+    assert queue.claim("w2", kinds=[kind], limit=1) == []
+    assert queue.get(TENANT, job_id).state == "cancelled"
+
+
+def test_jobs_of_other_tenants_are_not_found(queue: JobQueue, kind: str) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    with pytest.raises(NotFound):
+        queue.get("T-other", job_id)
+    with pytest.raises(NotFound):
+        queue.cancel("T-other", job_id)
+
+
+def test_a_per_key_limit_leaves_room_for_other_keys(queue: JobQueue, kind: str) -> None:
+    for _ in range(6):
+        queue.submit(tenant_id=TENANT, kind=kind, concurrency_key="agent:busy")
+    quiet, _ = queue.submit(tenant_id=TENANT, kind=kind, concurrency_key="agent:quiet")
+    first = queue.claim("w1", kinds=[kind], limit=10, per_key_limit=2)
+    assert Counter(c.id == quiet for c in first) == Counter({False: 2, True: 1})
+    assert queue.claim("w2", kinds=[kind], limit=10, per_key_limit=2) == []  # across workers
+    assert queue.finish(first[0])
+    assert len(queue.claim("w2", kinds=[kind], limit=10, per_key_limit=2)) == 1
+
+
+def test_a_released_job_is_resumed_at_once_by_another_worker(queue: JobQueue, kind: str) -> None:
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [claim] = queue.claim("w1", kinds=[kind], limit=1)
+    assert queue.progress(claim, {"done": 3, "total": 10})
+    assert queue.release(claim)
+    [again] = queue.claim("w2", kinds=[kind], limit=1)
+    assert (again.id, again.attempt, again.failures, again.progress) == (
+        job_id,
+        2,
+        0,
+        {"done": 3, "total": 10},
+    )
+
+
+def test_a_recurring_job_is_queued_again_not_finished(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    key = f"schedule:{kind}"
+    job_id, _ = queue.submit(tenant_id="-", kind=kind, key=key)
+    [claim] = queue.claim("w", kinds=[kind], limit=1)
+    assert queue.finish(claim, again_at=clock.now + timedelta(seconds=30))
+    assert queue.claim("w", kinds=[kind], limit=1) == []
+    clock.advance(seconds=31)
+    [again] = queue.claim("w", kinds=[kind], limit=1)
+    assert again.id == job_id
+    with queue.db.session() as s:
+        assert len(s.scalars(select(JobRow).where(JobRow.key == key)).all()) == 1
