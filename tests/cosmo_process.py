@@ -72,3 +72,39 @@ def cosmo_serve(
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def cosmo_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`cosmo worker` in the background (output kept for a failing test); stopped after."""
+    process = subprocess.Popen(
+        [*COSMO, "worker"],
+        env=dict(env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found

@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 
+from bot.worker.runtime import PARENT_ENV
+
 log = logging.getLogger("cosmo.supervisor")
 
 #: A worker that exits sooner than this after starting counts as crashing: back off.
@@ -38,8 +40,9 @@ class WorkerSupervisor:
         backoff = 1.0
         while not self._stopping.is_set():
             started = asyncio.get_running_loop().time()
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.cli", "worker", env=os.environ.copy()
+                sys.executable, "-m", "bot.cli", "worker", env=env
             )
             self.processes[slot] = proc
             log.info("worker %d started (pid %d)", slot, proc.pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cosmo.worker")
 
+#: Tells a supervised worker whose child it is: it stops if that parent goes away (even
+#: killed with SIGKILL), so no orphaned worker keeps running against the database.
+PARENT_ENV = "COSMO_SUPERVISOR_PID"
 #: Seconds running jobs get to finish at shutdown before they are handed back.
 SHUTDOWN_GRACE = 20.0
+
+
+async def _watch_parent(stopping: asyncio.Event) -> None:
+    """A worker `cosmo serve` started stops when that serve is gone."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    while os.getppid() == int(parent):  # noqa: ASYNC110 - nothing to await: poll the kernel
+        await asyncio.sleep(1)
+    log.warning("the supervising `cosmo serve` (pid %s) is gone; stopping", parent)
+    stopping.set()
 
 
 def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
@@ -59,6 +74,7 @@ async def run_worker(settings: Settings) -> None:
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    watch = loop.create_task(_watch_parent(stopping), name="parent-watch")
     await worker.start()
     log.info(
         "worker %s running %d kinds of job (concurrency %d, %d per agent)",
@@ -74,6 +90,7 @@ async def run_worker(settings: Settings) -> None:
         )
         await worker.stop()
     finally:
+        watch.cancel()
         if slack is not None:
             await slack.aclose()
         await container.aclose()

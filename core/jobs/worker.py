@@ -122,8 +122,8 @@ class JobWorker:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Schedules registered, then the claim loop and the lease keeper in the background."""
-        await self._ensure_schedules()
+        """The claim loop (which registers the schedules) and the lease keeper, in the
+        background."""
         self._loop_task = asyncio.get_running_loop().create_task(self._main(), name="jobs")
 
     async def stop(self) -> None:
@@ -170,7 +170,17 @@ class JobWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _ensure_schedules(self) -> None:
+    async def _ensure_schedules(self) -> bool:
+        """Make sure each schedule has its job; False (logged) if the database refused, so
+        a worker started before `cosmo db upgrade` keeps trying instead of dying."""
+        try:
+            await self._submit_schedules()
+        except Exception as exc:
+            log.warning("cannot register schedules yet: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def _submit_schedules(self) -> None:
         for kind in self.kinds.values():
             if kind.every is not None:
                 await run_sync(
@@ -202,8 +212,10 @@ class JobWorker:
     # -- claiming ------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        scheduled = False
         while not self._stopping.is_set():
             self._wake.clear()
+            scheduled = scheduled or await self._ensure_schedules()
             free = self.concurrency - len(self.running)
             claimed = 0
             if free > 0:
@@ -215,8 +227,8 @@ class JobWorker:
                         limit=free,
                         per_key_limit=self.per_key_limit,
                     )
-                except DATABASE_UNAVAILABLE as exc:
-                    log.warning("cannot claim jobs: database unavailable (%s)", type(exc).__name__)
+                except Exception as exc:  # the database is down, or not migrated yet
+                    log.warning("cannot claim jobs: %s", type(exc).__name__)
                     claims = []
                 for claim in claims:
                     self._start(claim)

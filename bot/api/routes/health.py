@@ -8,13 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from bot.api.deps import ContainerDep
+from core.concurrency import run_sync
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("cosmo.health")
 MAX_LISTED = 50
+#: A due job waiting longer than this means no worker is running or they cannot keep up.
+BACKLOG_SECONDS = 60.0
 
 
 @router.get("/healthz")
@@ -25,14 +27,17 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(c: ContainerDep) -> JSONResponse:
     try:
-        status = await run_in_threadpool(c.db.schema_status)
+        status = await run_sync(c.db.schema_status)
     except SQLAlchemyError as exc:
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-    unusable = await run_in_threadpool(c.skills.unusable) if status.is_current else []
-    # A broken skill degrades its agents (they answer without it) but the service still
-    # does useful work: report it, stay ready, so one bad row cannot take a replica out.
-    state = "ok" if not unusable else "degraded"
+    unusable = await run_sync(c.skills.unusable) if status.is_current else []
+    jobs = await run_sync(c.jobs.stats) if status.is_current else None
+    # A broken skill degrades its agents (they answer without it), and dead-lettered jobs
+    # or a backlog need an operator, but the service still does useful work: report them,
+    # stay ready, so one bad row cannot take a replica out of the load balancer.
+    backlog = jobs is not None and jobs.oldest_due_seconds > BACKLOG_SECONDS
+    state = "ok" if not (unusable or backlog or (jobs and jobs.dead)) else "degraded"
     body: dict[str, Any] = {
         "status": state if status.is_current else "unavailable",
         "database": c.db.backend,
@@ -45,4 +50,11 @@ async def readyz(c: ContainerDep) -> JSONResponse:
     }
     if len(unusable) > MAX_LISTED:
         body["unusable_skills_total"] = len(unusable)
+    if jobs is not None:
+        body["jobs"] = {
+            "queued": jobs.queued,
+            "running": jobs.running,
+            "dead": jobs.dead,
+            "oldest_due_seconds": round(jobs.oldest_due_seconds, 1),
+        }
     return JSONResponse(body, 200 if status.is_current else 503)
