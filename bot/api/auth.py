@@ -23,11 +23,11 @@ from fastapi import Depends, Header, HTTPException, Request, Response, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from bot.api.deps import get_container
 from bot.api.problems import problem_responses
 from core.approvals.policy import Actor
+from core.concurrency import run_sync
 from core.errors import FieldError, Forbidden, ValidationFailed
 from core.keys.roles import Role
 from core.keys.service import TENANT_ID, ApiKeyView, looks_like_key
@@ -125,7 +125,7 @@ async def _identify(request: Request, token: str) -> ApiKeyView | None:
         return None
     if looks_like_key(token):
         container = get_container(request)
-        key = await run_in_threadpool(container.keys.authenticate, token)
+        key = await run_sync(container.keys.authenticate, token)
         if key is not None:
             return key
     raise _unauthorized()

@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
@@ -37,6 +36,7 @@ from bot.slack.blocks import Blocks, slack_date
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
+from core.concurrency import run_sync
 from core.config_document import ConfigDocument
 from core.errors import (
     Conflict,
@@ -130,7 +130,7 @@ def _all_skills(rt: SlackRuntime, tenant: str) -> list[SkillView]:
 
 async def _agent(rt: SlackRuntime, tenant: str, name: str) -> AgentView:
     try:
-        return await to_thread.run_sync(rt.container.agents.get_by_name, tenant, name)
+        return await run_sync(rt.container.agents.get_by_name, tenant, name)
     except NotFound:
         raise Refusal(f"There is no agent named `{escape(name)}`. See `/agent list`.") from None
 
@@ -153,10 +153,8 @@ async def cmd_help(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
 
 async def cmd_list(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     c = rt.container
-    agents = await to_thread.run_sync(_all_agents, rt, inv.tenant)
-    resolution = await to_thread.run_sync(
-        c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel
-    )
+    agents = await run_sync(_all_agents, rt, inv.tenant)
+    resolution = await run_sync(c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel)
     return ui.agent_list(agents, answering_id=resolution.agent_id, why=resolution.why)
 
 
@@ -177,7 +175,7 @@ async def cmd_show(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
                 continue
         return persona, skills
 
-    persona, skills = await to_thread.run_sync(load)
+    persona, skills = await run_sync(load)
     return ui.agent_details(agent, persona=persona, skills=skills, model=c.settings.model)
 
 
@@ -200,7 +198,7 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
             f"workspace default. Set it with `/agent use {agent.name} --default`."
         )
     target = WORKSPACE_DEFAULT if workspace else inv.channel
-    await to_thread.run_sync(
+    await run_sync(
         lambda: rt.container.bindings.bind(inv.tenant, target, agent.id, by=f"slack:{inv.user}")
     )
     if workspace:
@@ -213,8 +211,8 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
 
 async def cmd_create(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     await _require_admin(rt, inv)
-    personas = await to_thread.run_sync(_all_personas, rt, inv.tenant)
-    skills = await to_thread.run_sync(_all_skills, rt, inv.tenant)
+    personas = await run_sync(_all_personas, rt, inv.tenant)
+    skills = await run_sync(_all_skills, rt, inv.tenant)
     view = forms.agent_form(
         agent=None,
         personas=personas,
@@ -230,7 +228,7 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     name = inv.name("edit NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
-    personas = await to_thread.run_sync(_all_personas, rt, inv.tenant)
+    personas = await run_sync(_all_personas, rt, inv.tenant)
     groups = [a for a in agent.approvers if a.startswith("S")]
     view = forms.agent_form(
         agent=agent,
@@ -247,7 +245,7 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     name = inv.name("skills NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
-    skills = await to_thread.run_sync(_all_skills, rt, inv.tenant)
+    skills = await run_sync(_all_skills, rt, inv.tenant)
     if not skills:
         raise Refusal(
             "No skills are defined yet. Add them through the REST API or a config file "
@@ -266,8 +264,8 @@ async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     name = inv.name("persona NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
-    persona = await to_thread.run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
-    agents = await to_thread.run_sync(_all_agents, rt, inv.tenant)
+    persona = await run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
+    agents = await run_sync(_all_agents, rt, inv.tenant)
     used_by = [a.name for a in agents if a.persona_id == persona.id]
     view = forms.persona_form(
         agent=agent,
@@ -288,7 +286,7 @@ async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     if args:
         agent = await _agent(rt, inv.tenant, args[0].strip("`'\"").lower())
     else:
-        resolution = await to_thread.run_sync(
+        resolution = await run_sync(
             c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel
         )
         if resolution.agent_id is None:
@@ -296,16 +294,16 @@ async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
                 "No agent answers here, so I can't tell whose memory you mean. Name one: "
                 "`/agent memory NAME` (see `/agent list`)."
             )
-        agent = await to_thread.run_sync(c.agents.get, inv.tenant, resolution.agent_id)
+        agent = await run_sync(c.agents.get, inv.tenant, resolution.agent_id)
     memory = c.memory
     if memory is None:
         raise Refusal("Memory is not set up on this server, so agents remember nothing.")
     if clear:
-        count = await to_thread.run_sync(
+        count = await run_sync(
             lambda: memory.clear(inv.tenant, user_id=inv.user, agent_id=agent.id)
         )
         return _text(f"🧹 *{agent.name}* forgot {count} thing(s) it remembered about you.")
-    records = await to_thread.run_sync(
+    records = await run_sync(
         lambda: memory.list(inv.tenant, user_id=inv.user, agent_id=agent.id, limit=100)
     )
     return ui.memory_list(agent, records)
@@ -328,15 +326,15 @@ def _latest_session(rt: SlackRuntime, inv: Invocation) -> SessionView | None:
 
 async def cmd_end(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     c = rt.container
-    session = await to_thread.run_sync(_latest_session, rt, inv)
+    session = await run_sync(_latest_session, rt, inv)
     if session is None:
         raise Refusal(
             "You have no open conversation with me here. (`/agent end` ends the latest "
             "conversation you started in this channel.)"
         )
-    await to_thread.run_sync(c.sessions.end, inv.tenant, session.id)
+    await run_sync(c.sessions.end, inv.tenant, session.id)
     try:
-        agent_name = (await to_thread.run_sync(c.agents.get, inv.tenant, session.agent_id)).name
+        agent_name = (await run_sync(c.agents.get, inv.tenant, session.agent_id)).name
     except NotFound:
         agent_name = "a deleted agent"
     if session.thread_ts:
@@ -501,7 +499,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             c.config.apply(tenant, ConfigDocument(personas=[persona], agents=[spec]), actor=actor)
 
         try:
-            await to_thread.run_sync(create)
+            await run_sync(create)
         except ValidationFailed as exc:
             await ack(
                 response_action="errors",
@@ -538,7 +536,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ack(response_action="errors", errors=errors)
             return
         try:
-            agent = await to_thread.run_sync(
+            agent = await run_sync(
                 lambda: c.agents.update(
                     meta["t"],
                     str(meta.get("a")),
@@ -572,7 +570,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ack(response_action="errors", errors=errors)
             return
         try:
-            agent = await to_thread.run_sync(
+            agent = await run_sync(
                 lambda: c.agents.set_skills(
                     meta["t"],
                     str(meta.get("a")),
@@ -605,9 +603,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             await ack(response_action="errors", errors=errors)
             return
         try:
-            persona = await to_thread.run_sync(
-                c.personas.update, meta["t"], str(meta.get("p")), patch
-            )
+            persona = await run_sync(c.personas.update, meta["t"], str(meta.get("p")), patch)
         except ValidationFailed as exc:
             errors = forms.form_errors(exc.errors, forms.PERSONA_FIELDS, fallback="role")
             await ack(response_action="errors", errors=errors)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from anyio import to_thread
-
 from bot.slack import admin_blocks as ui
 from bot.slack.admins import may_configure
 from bot.slack.runtime import SlackRuntime
 from core.approvals.policy import Actor, check_may_decide
+from core.concurrency import run_sync
 from core.errors import CosmoError
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
 from core.outputs.port import Output, OutputFilter, OutputStatus
@@ -85,7 +84,7 @@ def _gather(rt: SlackRuntime, tenant: str, user: str) -> _Stored:
 
 
 async def home_data(rt: SlackRuntime, tenant: str, user: str) -> ui.HomeData:
-    stored = await to_thread.run_sync(_gather, rt, tenant, user)
+    stored = await run_sync(_gather, rt, tenant, user)
     by_id = {a.id: a for a in stored.agents}
     actor = Actor(user, "slack", verified=True)
     mine = []
@@ -124,7 +123,7 @@ async def _edit_audience(rt: SlackRuntime, output: Output) -> list[str]:
     as users (group members see it when they next open their Home)."""
     users = [output.edits[-1].edited_by] if output.edits else []
     try:
-        agent = await to_thread.run_sync(rt.container.agents.get, output.tenant_id, output.agent_id)
+        agent = await run_sync(rt.container.agents.get, output.tenant_id, output.agent_id)
         users += list(agent.approvers)
     except CosmoError:
         pass

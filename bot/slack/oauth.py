@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from anyio import to_thread
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.error import BoltError
 from slack_bolt.oauth.async_callback_options import (
@@ -50,6 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Engine, delete
 
 from bot.slack.oauth_tables import BOTS, INSTALLATIONS, OAUTH_STATES
+from core.concurrency import run_sync
 from core.db.database import READ_ONLY
 from core.settings import Settings
 
@@ -113,7 +113,7 @@ class ThreadedInstallationStore(AsyncInstallationStore):
         team_id: str | None,
         is_enterprise_install: bool | None = False,
     ) -> Bot | None:
-        found: Bot | None = await to_thread.run_sync(
+        found: Bot | None = await run_sync(
             lambda: self._reader.find_bot(
                 enterprise_id=enterprise_id,
                 team_id=team_id,
@@ -130,7 +130,7 @@ class ThreadedInstallationStore(AsyncInstallationStore):
         user_id: str | None = None,
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
-        found: Installation | None = await to_thread.run_sync(
+        found: Installation | None = await run_sync(
             lambda: self._reader.find_installation(
                 enterprise_id=enterprise_id,
                 team_id=team_id,
@@ -141,7 +141,7 @@ class ThreadedInstallationStore(AsyncInstallationStore):
         return found
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
-        await to_thread.run_sync(
+        await run_sync(
             lambda: self._writer.delete_bot(enterprise_id=enterprise_id, team_id=team_id)
         )
 
@@ -152,7 +152,7 @@ class ThreadedInstallationStore(AsyncInstallationStore):
         team_id: str | None,
         user_id: str | None = None,
     ) -> None:
-        await to_thread.run_sync(
+        await run_sync(
             lambda: self._writer.delete_installation(
                 enterprise_id=enterprise_id, team_id=team_id, user_id=user_id
             )
@@ -160,7 +160,7 @@ class ThreadedInstallationStore(AsyncInstallationStore):
 
     async def _write(self, save: Callable[[Any], None], value: Any) -> None:
         try:
-            await to_thread.run_sync(save, value)
+            await run_sync(save, value)
         except Exception as exc:
             log.exception("saving a Slack installation failed")
             raise BoltError(f"could not save the installation: {type(exc).__name__}") from exc
@@ -183,10 +183,10 @@ class ThreadedOAuthStateStore(AsyncOAuthStateStore):
         return log
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
-        return await to_thread.run_sync(self._issue)
+        return await run_sync(self._issue)
 
     async def async_consume(self, state: str) -> bool:
-        consumed: bool = await to_thread.run_sync(self._store.consume, state)
+        consumed: bool = await run_sync(self._store.consume, state)
         return consumed
 
     def _issue(self) -> str:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from anyio import to_thread
-
 from core.agent.engine import AgentConfig, AgentDeps, ConfigurableAgent, TurnResult
 from core.agent.model import ModelClient, TextSink
 from core.agent.service import agent_view, load_agent
+from core.concurrency import run_sync
 from core.db import Database
 from core.errors import Conflict, ServiceUnavailable
 from core.knowledge.agent import AgentKnowledge
@@ -83,7 +82,7 @@ class AgentRunner:
     async def agent(self, tenant_id: str, agent_id: str) -> ConfigurableAgent:
         if self.model is None:
             raise ClaudeNotConfigured(f"agents cannot answer: {self.model_missing_reason}")
-        config, specs = await to_thread.run_sync(self.load, tenant_id, agent_id)
+        config, specs = await run_sync(self.load, tenant_id, agent_id)
         if not config.agent.is_active:
             raise Conflict(f"agent {config.agent.name!r} is inactive")
         knowledge = None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anyio import to_thread
-
+from core.concurrency import run_sync
 from core.knowledge.schemas import KnowledgeMatch
 from core.knowledge.service import KnowledgeService
 from core.personas.prompt import KnowledgeSnippet
@@ -37,5 +36,5 @@ class AgentKnowledge:
         ]
 
     async def snippets(self, message: str) -> Sequence[KnowledgeSnippet]:
-        found = await to_thread.run_sync(self.matches, message)
+        found = await run_sync(self.matches, message)
         return [KnowledgeSnippet(m.text, m.document, m.section, m.page, m.chunk_id) for m in found]

@@ -10,7 +10,6 @@ schema is the admin's, functions still read their arguments defensively.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.concurrency import run_sync
 from core.memory.port import MemoryRecord
 from core.personas.prompt import fence, knowledge_passage
 from core.schemas.common import SLUG_PATTERN
@@ -173,7 +173,7 @@ async def recall_memory(arguments: dict[str, Any], ctx: SkillContext) -> SkillRe
         return parsed
     query, limit = parsed
     # The port is synchronous (embedding blocks): keep it off the event loop.
-    records = await asyncio.to_thread(
+    records = await run_sync(
         ctx.memory.search,
         ctx.tenant_id,
         query,
@@ -216,7 +216,7 @@ async def search_knowledge(arguments: dict[str, Any], ctx: SkillContext) -> Skil
     if isinstance(parsed, SkillResult):
         return parsed
     query, limit = parsed
-    hits: list[KnowledgeHit] = list(await asyncio.to_thread(ctx.knowledge.search, query, limit))
+    hits: list[KnowledgeHit] = list(await run_sync(ctx.knowledge.search, query, limit))
     hits = hits[:limit]
     if not hits:
         return SkillResult(f"Nothing in the knowledge base matches {query!r}.", {"hits": []})

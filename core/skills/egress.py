@@ -22,7 +22,6 @@ request for another name that happens to share the address.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import socket
@@ -34,6 +33,7 @@ from typing import Any, cast
 import httpx
 import httpx2
 
+from core.concurrency import run_sync
 from core.errors import UnsafeWebhookUrl
 from core.skills.runtime import SkillFailed
 from core.webhooks.url_guard import (
@@ -222,7 +222,7 @@ class SkillEgressGuard:
         host = httpx.URL(url).host
         if _is_address(host):
             return self.check(url)
-        return await asyncio.to_thread(self.check, url)
+        return await run_sync(self.check, url)
 
     def _refuse_protected(self, target: ResolvedTarget) -> None:
         name = target.host.lower().rstrip(".")

@@ -11,6 +11,7 @@ from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
 from bot.api.problems import problem_responses
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
+from core.concurrency import run_sync
 from core.config_document import dump_document, parse_document
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.views import AgentVersionView, AgentView
@@ -87,9 +88,8 @@ async def import_config(
     except UnicodeDecodeError:
         raise HTTPException(400, "the document must be UTF-8 text") from None
     doc = parse_document(text, policy=c.skills.policy)
-    from starlette.concurrency import run_in_threadpool
 
-    report = await run_in_threadpool(
+    report = await run_sync(
         c.config.apply, caller.tenant_id, doc, actor=caller.actor, dry_run=dry_run
     )
     return ApplyReportOut(
