@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -25,3 +25,15 @@ async def run_sync(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> 
     if kwargs:
         return await to_thread.run_sync(functools.partial(fn, *args, **kwargs))
     return await to_thread.run_sync(fn, *args)
+
+
+class Lane:
+    """`run_sync` through at most `threads` threads at once: for work that must not run
+    wider (a `Database` bound to one connection in tests, a rate a target tolerates)."""
+
+    def __init__(self, threads: int) -> None:
+        self._limiter = CapacityLimiter(threads)
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
+        return await to_thread.run_sync(call, limiter=self._limiter)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 import ipaddress
 import json
 import logging
@@ -34,7 +33,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -44,6 +42,7 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.concurrency import Lane, run_sync
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, WebhookAttemptRow, WebhookDeliveryRow
@@ -205,16 +204,13 @@ class WebhookDispatcher:
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         # Database work runs off the event loop, one statement batch at a time.
-        self._db_thread = ThreadPoolExecutor(
-            max_workers=db_threads, thread_name_prefix="webhooks-db"
-        )
+        self._db_lane = Lane(db_threads)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
-        self._db_thread.shutdown(wait=True)
 
     async def run_forever(
         self, stop: asyncio.Event, interval: float = 1.0, *, limit: int = 50
@@ -368,7 +364,7 @@ class WebhookDispatcher:
         body = encode_body(job.payload)
         try:
             async with asyncio.timeout(self.attempt_budget):
-                target = await asyncio.to_thread(
+                target = await run_sync(
                     check_webhook_url,
                     job.url,
                     allow_insecure=self.allow_insecure,
@@ -500,8 +496,7 @@ class WebhookDispatcher:
         return min(self.backoff_cap, max(0.0, self.jitter(delay)))
 
     async def _in_db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_thread, functools.partial(fn, *args, **kwargs))
+        return await self._db_lane.run(fn, *args, **kwargs)
 
 
 def _is_name(host: str) -> bool:
