@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from core.db import Database, upgrade
 from core.jobs import JobContext, JobFailed, JobKind, JobQueue, JobWorker, RetryPolicy
@@ -206,3 +207,41 @@ async def test_a_schedule_is_one_job_that_runs_again_after_each_run(
     job = queue.find(f"schedule:{kind}")
     assert job is not None and job.state == "queued"  # a bad run did not kill it
     assert runs == sorted(runs) and len(set(runs)) == len(runs)  # one run at a time
+
+
+async def test_a_worker_carries_on_after_its_database_connections_are_dropped(
+    database: Database, kind: str
+) -> None:
+    if database.backend != "postgresql":
+        pytest.skip("terminating server connections is a PostgreSQL operation")
+    queue = JobQueue(database)
+    done: list[str] = []
+
+    async def handler(job: JobContext) -> None:
+        done.append(job.id)
+
+    worker = JobWorker(
+        queue,
+        [JobKind(kind, handler)],
+        poll=0.1,
+        listen_url=database.engine.url.render_as_string(hide_password=False),
+    )
+    await worker.start()
+    try:
+        first, _ = queue.submit(tenant_id=TENANT, kind=kind)
+        await until(lambda: first in done)
+        name = database.engine.url.database
+        with database.engine.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            ).scalar()
+        assert dropped and dropped >= 1  # at least the worker's LISTEN connection
+        second, _ = queue.submit(tenant_id=TENANT, kind=kind)
+        await until(lambda: second in done)
+    finally:
+        await worker.stop()
+    assert queue.get(TENANT, second).state == "succeeded"
