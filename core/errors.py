@@ -84,11 +84,19 @@ class SchemaOutOfDate(CosmoError):
 
     title = "Database schema out of date"
 
-    def __init__(self, current: str | None, head: str) -> None:
-        super().__init__(
-            f"the database schema is at revision {current or '(empty)'} but this version "
-            f"of Cosmo needs {head}; run `cosmo db upgrade` (or `make run`, which does it)"
-        )
+    def __init__(self, current: str | None, head: str, *, ahead: bool = False) -> None:
+        if ahead:
+            detail = (
+                f"the database schema is at revision {current}, newer than this version of "
+                f"Cosmo ({head}), and a migration since then removed what this version "
+                "needs; run the newer release"
+            )
+        else:
+            detail = (
+                f"the database schema is at revision {current or '(empty)'} but this version "
+                f"of Cosmo needs {head}; run `cosmo db upgrade` (or `make run`, which does it)"
+            )
+        super().__init__(detail)
         self.current = current
         self.head = head
 

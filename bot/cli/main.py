@@ -171,8 +171,15 @@ def db_status() -> None:
     finally:
         db.dispose()
     out.print(f"current: {status.current or '(empty)'}  head: {status.head}")
-    if not status.is_current:
-        err.print("run `cosmo db upgrade` to bring the schema up to date")
+    if status.is_ahead:
+        verdict = "compatible" if status.is_usable else "incompatible"
+        out.print(
+            f"the schema is ahead of this release ({verdict}: supports code from "
+            f"{status.compatible_from or 'unknown'})"
+        )
+    if not status.is_usable:
+        if not status.is_ahead:
+            err.print("run `cosmo db upgrade` to bring the schema up to date")
         raise typer.Exit(1)
 
 
@@ -287,8 +294,15 @@ def doctor() -> None:
     db = Database.from_url(settings.resolved_database_url)
     try:
         status = db.schema_status()
-        mark = "ok" if status.is_current else "behind: run `cosmo db upgrade`"
-        ok = ok and status.is_current
+        if status.is_current:
+            mark = "ok"
+        elif status.is_usable:
+            mark = f"ahead ({status.current}), compatible with this release"
+        elif status.is_ahead:
+            mark = f"ahead ({status.current}) and incompatible: run the newer release"
+        else:
+            mark = "behind: run `cosmo db upgrade`"
+        ok = ok and status.is_usable
         out.print(f"database ({db.backend}): {mark}")
         if settings.knowledge_provider == "pgvector":
             from core.knowledge.pgvector import pgvector_problem

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,10 +85,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class SchemaStatus:
     current: str | None
     head: str
+    compatible_from: str | None = None
+    """When the schema is ahead of this code: the oldest code revision the newer
+    migrations still support (recorded by `cosmo db upgrade`)."""
 
     @property
     def is_current(self) -> bool:
         return self.current == self.head
+
+    @property
+    def is_ahead(self) -> bool:
+        """Migrated by a newer release than this code (a revision this code does not know)."""
+        return self.current is not None and self.current not in known_revisions()
+
+    @property
+    def is_usable(self) -> bool:
+        """This code may run against the schema: current, or ahead by expand migrations only
+        (the newest contract migration is not newer than this code's head)."""
+        if self.is_current:
+            return True
+        return (
+            self.is_ahead
+            and self.compatible_from is not None
+            and revision_key(self.compatible_from) <= revision_key(self.head)
+        )
 
 
 class Database:
@@ -123,12 +154,17 @@ class Database:
         head = alembic_head()
         with self.read_connection() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-        return SchemaStatus(current=current, head=head)
+            compatible_from = None
+            if current is not None and current not in known_revisions():
+                compatible_from = _read_compat(conn)
+        return SchemaStatus(current=current, head=head, compatible_from=compatible_from)
 
     def require_current_schema(self) -> None:
+        """Refuse a schema this code cannot run against: behind it, or ahead of it by a
+        contract migration. Ahead by expand migrations only is fine (rolling upgrades)."""
         status = self.schema_status()
-        if not status.is_current:
-            raise SchemaOutOfDate(status.current, status.head)
+        if not status.is_usable:
+            raise SchemaOutOfDate(status.current, status.head, ahead=status.is_ahead)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -155,6 +191,70 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+    _record_compat(url)
+
+
+def revision_key(revision: str) -> tuple[int, str]:
+    """Order of our revision ids ("0007" < "0011"); ids are zero-padded sequence numbers,
+    so a release can compare a revision it does not know with its own head."""
+    return (int(revision), revision) if revision.isdigit() else (-1, revision)
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    return frozenset(_phases())
+
+
+@functools.cache
+def _phases() -> dict[str, str]:
+    """Each migration's rolling-upgrade phase (`expand` or `contract`), by revision."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {
+        script.revision: str(getattr(script.module, "phase", "contract"))
+        for script in scripts.walk_revisions()
+    }
+
+
+def compatible_from(current: str) -> str:
+    """The oldest code revision that works against a schema at `current`: the newest
+    contract migration at or before it (expand migrations keep older code working)."""
+    contracts = [
+        rev
+        for rev, phase in _phases().items()
+        if phase == "contract" and revision_key(rev) <= revision_key(current)
+    ]
+    return max(contracts, key=revision_key) if contracts else current
+
+
+def _record_compat(url: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    from core.db.models import SchemaCompatRow
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None or not inspect(conn).has_table(SchemaCompatRow.__tablename__):
+                return
+            conn.execute(delete(SchemaCompatRow))
+            conn.execute(
+                insert(SchemaCompatRow).values(
+                    id=1, compatible_from=compatible_from(current), updated_at=datetime.now(UTC)
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def _read_compat(conn: Connection) -> str | None:
+    try:
+        row = conn.execute(text("SELECT compatible_from FROM schema_compat WHERE id = 1")).first()
+    except sa_exc.DBAPIError:
+        return None
+    return str(row[0]) if row else None
 
 
 def downgrade(url: str, revision: str) -> None:

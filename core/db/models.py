@@ -599,3 +599,15 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SchemaCompatRow(Base):
+    """One row: the oldest code revision that still works against the schema as migrated
+    (the newest `contract` migration applied). Code that finds the schema *ahead* of itself
+    reads it to decide whether it may keep serving during a rolling upgrade."""
+
+    __tablename__ = "schema_compat"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    compatible_from: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

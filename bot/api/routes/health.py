@@ -31,15 +31,16 @@ async def readyz(c: ContainerDep) -> JSONResponse:
     except SQLAlchemyError as exc:
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-    unusable = await run_sync(c.skills.unusable) if status.is_current else []
-    jobs = await run_sync(c.jobs.stats) if status.is_current else None
+    usable = status.is_usable
+    unusable = await run_sync(c.skills.unusable) if usable else []
+    jobs = await run_sync(c.jobs.stats) if usable else None
     # A broken skill degrades its agents (they answer without it), and dead-lettered jobs
     # or a backlog need an operator, but the service still does useful work: report them,
     # stay ready, so one bad row cannot take a replica out of the load balancer.
     backlog = jobs is not None and jobs.oldest_due_seconds > BACKLOG_SECONDS
     state = "ok" if not (unusable or backlog or (jobs and jobs.dead)) else "degraded"
     body: dict[str, Any] = {
-        "status": state if status.is_current else "unavailable",
+        "status": state if usable else "unavailable",
         "database": c.db.backend,
         "schema": {"current": status.current, "head": status.head},
         "disabled": c.disabled,
@@ -57,4 +58,9 @@ async def readyz(c: ContainerDep) -> JSONResponse:
             "dead": jobs.dead,
             "oldest_due_seconds": round(jobs.oldest_due_seconds, 1),
         }
-    return JSONResponse(body, 200 if status.is_current else 503)
+    if status.is_ahead:
+        # A rolling upgrade: a newer release migrated the database. Expand migrations keep
+        # this version working; a contract one since this version makes it unready.
+        body["schema"]["ahead"] = True
+        body["schema"]["compatible_from"] = status.compatible_from
+    return JSONResponse(body, 200 if usable else 503)
