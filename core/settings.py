@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="COSMO_HOST")
     max_body_bytes: int = Field(default=1_048_576, alias="COSMO_MAX_BODY_BYTES", ge=1024)
     log_level: str = Field(default="INFO", alias="COSMO_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(default="text", alias="COSMO_LOG_FORMAT")
 
     # Background work (core/jobs): worker processes `cosmo serve` supervises (0 = none;
     # run `cosmo worker` yourself), jobs one worker runs at once, and turns one agent may

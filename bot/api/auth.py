@@ -31,6 +31,7 @@ from core.concurrency import run_sync
 from core.errors import FieldError, Forbidden, ValidationFailed
 from core.keys.roles import Role
 from core.keys.service import TENANT_ID, ApiKeyView, looks_like_key
+from core.log_context import bind
 
 ROLE_EXTENSION = "x-cosmo-role"
 ROOT_KEY_ID = "root"
@@ -141,6 +142,7 @@ async def authorize(request: Request, required: Role) -> Caller:
         key = await _identify(request, credentials.credentials)
         caller = _caller(request, key)
         request.state.caller = caller
+        bind(tenant=caller.tenant_id)
     if not caller.role.includes(required):
         raise Forbidden(
             f"this route needs the {required.value} role; key {caller.key_name!r} "

@@ -102,7 +102,7 @@ def serve(
     if port:
         # Skills must never reach the port we actually listen on (core.skills.egress).
         settings = settings.model_copy(update={"port": port})
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     container = _container(settings)
     for integration, reason in container.disabled.items():
         log.warning("%s integration disabled: %s", integration, reason)
@@ -132,6 +132,8 @@ def serve(
             host=host or settings.host,
             port=bind_port,
             log_level=settings.log_level.lower(),
+            log_config=None,  # our handler and format (bot/cli/logging_setup.py)
+            access_log=False,  # ours carries the request id (bot/server/request_context.py)
             proxy_headers=True,
         )
     finally:
@@ -147,7 +149,7 @@ def worker() -> None:
     from bot.worker import run_worker
 
     settings = _settings()
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings))
 
 

@@ -33,6 +33,7 @@ from bot.api.routes import (
 )
 from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
+from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
@@ -143,6 +144,8 @@ def create_app(
         knowledge.upload_limit_detail(settings.max_upload_bytes),
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=[upload])
+    # Outermost: even a request the body limit refuses has an id in its log lines.
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 

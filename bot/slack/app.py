@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -68,6 +69,21 @@ class SlackIntegration:
         await self.runtime.aclose()
 
 
+class _ExpectedBoltWarnings(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that the client
+    we pass (which carries that same token) wins: true, intended, and noise on every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(f, _ExpectedBoltWarnings) for f in logger.filters):
+        logger.addFilter(_ExpectedBoltWarnings())
+    return logger
+
+
 def build_slack(container: Container) -> SlackIntegration | None:
     """The Slack app, in one of two modes (`SLACK_SIGNING_SECRET` is needed by both):
 
@@ -107,7 +123,7 @@ def build_slack(container: Container) -> SlackIntegration | None:
         # SlackRequestGuard verifies every request before Bolt; a second check could fail
         # at the 5-minute edge and would log the body.
         request_verification_enabled=False,
-        logger=logging.getLogger("slack_bolt"),
+        logger=_bolt_logger(),
     )
     if oauth is None and app.oauth_flow is not None:
         # Bolt reads SLACK_CLIENT_ID/SECRET from the process environment by itself; exported

@@ -32,6 +32,7 @@ from core.db.ids import new_id
 from core.errors import CosmoError, RateLimitExceeded
 from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
+from core.log_context import log_context
 from core.memory.port import MemoryMessage, MemoryProvider
 from core.outputs.port import NewOutput, Output, OutputStore, Recorder
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
@@ -235,6 +236,10 @@ class _TurnRun:
         return self.session.tenant_id
 
     async def execute(self, user_message: str) -> TurnResult:
+        with log_context(tenant=self.tenant, turn_id=self.turn.id):
+            return await self._execute(user_message)
+
+    async def _execute(self, user_message: str) -> TurnResult:
         a = self.a
         try:
             budget = a.agent.limits.daily_token_budget

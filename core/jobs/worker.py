@@ -21,6 +21,7 @@ from core.db.ids import new_id
 from core.jobs.model import Claim, JobFailed, LostClaim, RetryPolicy
 from core.jobs.queue import JobQueue
 from core.jobs.wakeup import PostgresListener
+from core.log_context import log_context
 
 log = logging.getLogger("cosmo.jobs")
 
@@ -265,6 +266,10 @@ class JobWorker:
     # -- running -------------------------------------------------------------
 
     async def _run(self, claim: Claim) -> None:
+        with log_context(job_id=claim.id, tenant=claim.tenant_id):
+            await self._run_logged(claim)
+
+    async def _run_logged(self, claim: Claim) -> None:
         kind = self.kinds[claim.kind]
         ctx = JobContext(self.queue, claim)
         try:
