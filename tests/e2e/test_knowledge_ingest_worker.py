@@ -29,9 +29,9 @@ from tests.fakes.voyage_api import API_KEY, FakeVoyageAPI
 TENANT = "T-sigterm"
 # Some 3,500 chunks (chunk_size 100): over 50 batches of 64 at half a second each at the
 # fake, so the first worker's 20-second shutdown grace ends mid-ingestion.
-CHUNKS = 4000
+PARAGRAPHS = 4000
 GUIDE = "\n\n".join(
-    f"Step {i}: rotate vault key {i}, ticket SEC-{10_000 + i}." for i in range(CHUNKS)
+    f"Step {i}: rotate vault key {i}, ticket SEC-{10_000 + i}." for i in range(PARAGRAPHS)
 )
 
 
