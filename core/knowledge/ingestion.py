@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.db import Database
 from core.db.ids import new_id
 from core.db.models import (
     JobRow,
@@ -99,7 +100,7 @@ class DocumentIngestion:
         self.knowledge = knowledge
 
     @property
-    def db(self):  # type: ignore[no-untyped-def]
+    def db(self) -> Database:
         return self.knowledge.db
 
     # -- accepting an upload -------------------------------------------------------------
