@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +22,6 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from core.jobs import JobView
     from core.knowledge.schemas import KnowledgeBaseView
     from core.settings import Settings
     from core.wiring import Container
@@ -256,7 +257,7 @@ def docs(
     knowledge_base: Annotated[str, typer.Argument(metavar="KB")],
     tenant: TenantOpt = None,
 ) -> None:
-    """List a knowledge base's documents: name, chunks, size, last ingested."""
+    """List a knowledge base's documents: name, status, chunks, size, last ingested."""
     with _session(tenant) as (tenant_id, container):
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         documents = []
@@ -270,10 +271,11 @@ def docs(
     if not documents:
         out.print(f"{kb.name} has no documents; add some with `cosmo kb ingest {kb.name} PATH`")
         return
-    table = Table("name", "chunks", "size", "updated")
+    table = Table("name", "status", "chunks", "size", "updated")
     for d in sorted(documents, key=lambda d: d.name):
         table.add_row(
             Text(d.name),  # a file name, not markup: `notes [draft].md` shows as it is
+            Text(f"failed: {d.error}" if d.status == "failed" and d.error else d.status),
             str(d.chunk_count),
             _size(d.size),
             d.updated_at.strftime("%Y-%m-%d %H:%M"),
@@ -323,13 +325,16 @@ def ingest(
 ) -> None:
     """Ingest files and folders (txt, md, html, pdf, csv, tsv; folders recursively).
 
-    Unchanged files (same content, same chunk settings) are skipped, so after `kb update`
-    changed the chunking, running this again re-chunks every file; a file that fails is
-    reported and the others go on. Exit code 0: all ingested or unchanged; 1: some failed;
-    2: bad paths.
+    Each file is stored and queued as a `knowledge.ingest` job, then this command runs the
+    queued ingestion jobs itself (a running `cosmo worker` may take some of them: the
+    progress bar, by chunks, follows the jobs wherever they run). Unchanged files (same
+    content, same chunk settings) are skipped, so after `kb update` changed the chunking,
+    running this again re-chunks every file; a file that fails is reported and the others
+    go on. Exit code 0: all ingested or unchanged; 1: some failed; 2: bad paths.
     """
     from core.errors import CosmoError, NotFound
     from core.knowledge.files import discover
+    from core.knowledge.jobs import submit_document
     from core.knowledge.schemas import KnowledgeBaseSpec
 
     try:
@@ -351,39 +356,23 @@ def ingest(
     limit = container.knowledge.max_document_bytes
     counts = {"created": 0, "updated": 0, "unchanged": 0}
     failures: list[tuple[str, str]] = []
-    chunks = 0
+    queued: dict[str, tuple[str, str]] = {}  # job id -> (document name, created/updated)
     started = time.perf_counter()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files"),
-        TextColumn("{task.fields[chunks]} chunks"),
-        TextColumn("{task.fields[rate]} chunks/s"),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=out,
-    )
     try:
-        with _errors_exit_1(), progress:
-            task = progress.add_task(kb.name, total=len(files), chunks=0, rate="-")
-
-            def embedded(n: int) -> None:
-                nonlocal chunks
-                chunks += n
-                rate = chunks / max(time.perf_counter() - started, 1e-9)
-                progress.update(task, chunks=chunks, rate=f"{rate:.0f}")
-
+        with _errors_exit_1():
             for source in files:
-                progress.update(task, description=source.name)
                 try:
                     size = source.path.stat().st_size
                     if size > limit:  # said before reading it all into memory
                         failures.append((source.name, f"is {size} bytes; the limit is {limit}"))
-                        progress.advance(task)
                         continue
-                    result = container.knowledge.ingest(
-                        tenant_id, kb.id, source.name, source.path.read_bytes(), progress=embedded
+                    submitted = submit_document(
+                        container.knowledge,
+                        container.jobs,
+                        tenant_id,
+                        kb.id,
+                        source.name,
+                        source.path.read_bytes(),
                     )
                 except OSError as exc:
                     failures.append((source.name, exc.strerror or str(exc)))
@@ -392,22 +381,116 @@ def ingest(
                         raise
                     failures.append((source.name, _reason(exc)))
                 else:
-                    counts[result.status] += 1
-                progress.advance(task)
-            progress.update(task, description=kb.name)
+                    if submitted.job_id is None:
+                        counts[submitted.status] += 1
+                    else:
+                        # `unchanged` with a job: the same bytes were queued already
+                        then = "updated" if submitted.status == "unchanged" else submitted.status
+                        queued[submitted.job_id] = (source.name, then)
+            chunks = _follow(
+                container, tenant_id, kb.name, queued, len(files) - len(queued), started
+            )
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted: documents not yet ingested stay queued; a worker (`cosmo worker`, "
+            "`cosmo serve`) or the next `cosmo kb ingest` finishes them"
+        )
+        raise typer.Exit(130) from None
     finally:
         container.close()
+    for job_id, (name, status) in queued.items():
+        job = chunks.jobs[job_id]
+        if job.state == "succeeded":
+            counts[status] += 1
+        else:
+            reason = (job.error or job.state).removeprefix(f"{name}: ")
+            failures.append((name, reason))
     for name, reason in failures:
         err.print(f"failed: {name}: {reason}")
     elapsed = time.perf_counter() - started
-    rate = chunks / elapsed if elapsed > 0 else 0.0
+    rate = chunks.done / elapsed if elapsed > 0 else 0.0
     out.print(
         f"{counts['created']} created, {counts['updated']} updated, "
         f"{counts['unchanged']} unchanged, {len(failures)} failed; "
-        f"{chunks} chunks in {elapsed:.1f}s ({rate:.0f} chunks/s)"
+        f"{chunks.done} chunks in {elapsed:.1f}s ({rate:.0f} chunks/s)"
     )
     if failures:
         raise typer.Exit(1)
+
+
+@dataclass
+class _Followed:
+    done: int
+    jobs: dict[str, JobView]
+
+
+#: How long `kb ingest` runs queued ingestion jobs before it gives up waiting for them.
+INGEST_LIMIT_SECONDS = 24 * 3600.0
+
+
+def _follow(
+    container: Container,
+    tenant_id: str,
+    title: str,
+    queued: dict[str, tuple[str, str]],
+    settled: int,
+    started: float,
+) -> _Followed:
+    """Run the queued ingestion jobs in this process while showing their chunks done, as
+    the job rows report them, until every one has ended."""
+    import asyncio
+
+    from core.concurrency import run_sync
+    from core.jobs import FINISHED, JobWorker
+    from core.knowledge.jobs import IngestJob
+
+    files = settled + len(queued)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TextColumn("{task.fields[files]}/{task.fields[of]} files"),
+        TextColumn("{task.fields[rate]} chunks/s"),
+        TimeElapsedColumn(),
+        console=out,
+    )
+
+    def read() -> dict[str, JobView]:
+        return {job_id: container.jobs.get(tenant_id, job_id) for job_id in queued}
+
+    async def run() -> _Followed:
+        worker = JobWorker(container.jobs, [IngestJob(container.knowledge).kind()], concurrency=2)
+        runner = asyncio.get_running_loop().create_task(
+            worker.run_until_idle(limit_seconds=INGEST_LIMIT_SECONDS)
+        )
+        with progress:
+            task = progress.add_task(title, total=None, files=settled, of=files, rate="-")
+            while True:
+                jobs = await run_sync(read)
+                done = sum(int(j.progress.get("done", 0)) for j in jobs.values())
+                known = [j for j in jobs.values() if "total" in j.progress]
+                total = sum(int(j.progress["total"]) for j in known)
+                ended = sum(1 for j in jobs.values() if j.state in FINISHED)
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(
+                    task,
+                    completed=done,
+                    total=total if len(known) == len(jobs) or ended == len(jobs) else None,
+                    files=settled + ended,
+                    rate=f"{rate:.0f}",
+                )
+                if ended == len(jobs):
+                    break
+                if runner.done() and runner.exception() is not None:
+                    raise runner.exception()  # type: ignore[misc]
+                await asyncio.sleep(0.2)
+        await runner
+        return _Followed(done, jobs)
+
+    if not queued:
+        return _Followed(0, {})
+    return asyncio.run(run())
 
 
 def _reason(exc: Exception) -> str:

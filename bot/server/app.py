@@ -20,6 +20,7 @@ from bot.api.routes import (
     agents,
     callbacks,
     health,
+    jobs,
     keys,
     knowledge,
     memory,
@@ -126,6 +127,7 @@ def create_app(
         receipts,
         webhooks,
         keys,
+        jobs,
         callbacks,
     ):
         api.include_router(module.router)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from core.jobs import JobKind, JobWorker
 from core.jobs.schedules import schedules
+from core.knowledge.jobs import IngestJob
 from core.settings import Settings
 from core.wiring import Container, build_container
 
@@ -39,6 +40,7 @@ async def _watch_parent(stopping: asyncio.Event) -> None:
 
 def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
     kinds = schedules(container)
+    kinds.append(IngestJob(container.knowledge).kind())
     if slack is not None:
         kinds += slack.job_kinds()
     return kinds

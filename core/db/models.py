@@ -518,6 +518,27 @@ class KnowledgeDocumentRow(TimestampedMixin, Base):
     chunk_count: Mapped[int] = mapped_column(Integer)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # queued -> ingesting -> ready | failed; written by the `knowledge.ingest` job named in
+    # `job_id`, which checks it on every write so a superseded ingestion cannot write late.
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class KnowledgeUploadRow(Base):
+    """The bytes of a document waiting to be ingested: in the database, which every API
+    replica and worker shares, until its ingestion ends (uploads are bounded by
+    `COSMO_MAX_UPLOAD_BYTES`)."""
+
+    __tablename__ = "knowledge_uploads"
+
+    document_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("knowledge_documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class KnowledgeChunkRow(Base):

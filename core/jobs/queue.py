@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import JobRow
+from core.db.pagination import Page
+from core.db.repository import paginate
 from core.errors import NotFound
 from core.jobs.model import FINISHED, LEASE, Claim, JobView, LostClaim
 from core.jobs.wakeup import CHANNEL, Wakeup
@@ -400,6 +402,26 @@ class JobQueue:
     def get(self, tenant_id: str, job_id: str) -> JobView:
         with self.db.session() as s:
             return view(self._load(s, tenant_id, job_id))
+
+    def list_jobs(
+        self,
+        tenant_id: str,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[JobView]:
+        """A tenant's jobs, oldest first (keyset pages), optionally of one state and kind:
+        `state="dead"` is the dead letter."""
+        with self.db.session() as s:
+            stmt = select(JobRow).where(JobRow.tenant_id == tenant_id)
+            if state is not None:
+                stmt = stmt.where(JobRow.state == state)
+            if kind is not None:
+                stmt = stmt.where(JobRow.kind == kind)
+            page = paginate(s, stmt, JobRow.id, cursor=cursor, limit=limit)
+            return Page([view(r) for r in page.items], page.next_cursor)
 
     def find(self, key: str) -> JobView | None:
         with self.db.session() as s:

@@ -91,6 +91,9 @@ class KnowledgeBaseView(View):
     updated_at: datetime
 
 
+DocumentStatus = Literal["queued", "ingesting", "ready", "failed"]
+
+
 class DocumentView(View):
     id: str
     knowledge_base_id: str
@@ -102,9 +105,17 @@ class DocumentView(View):
         "(`chunk_size/chunk_overlap`) and its bytes: uploading the same bytes again is "
         "skipped only while the knowledge base's chunk settings are unchanged."
     )
-    chunk_count: int
+    chunk_count: int = Field(description="Chunks written so far (all of them once `ready`).")
     pages: int | None
     title: str | None
+    status: DocumentStatus = Field(
+        description="`queued` until a worker picks its ingestion up, `ingesting` while chunks "
+        "are written (search finds those written so far), then `ready` or `failed`."
+    )
+    error: str | None = Field(description="Why ingestion failed (when `failed`).")
+    job_id: str | None = Field(
+        description="The `knowledge.ingest` job of its latest upload: `GET /api/v1/jobs/{id}`."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -122,6 +133,17 @@ class IngestResult:
     @property
     def chunks(self) -> int:
         return self.document.chunk_count
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What handing a document over for ingestion did: `created`/`updated` with the job
+    that ingests it, or `unchanged` (no job: the same bytes are ingested or on their way,
+    in which case `job_id` is the job already doing it)."""
+
+    document: DocumentView
+    status: IngestStatus
+    job_id: str | None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Ingestion reads a document (`extractors`), cuts it into chunks that respect its structure
 (`chunking`), embeds them outside any transaction, then writes the document row and its
-chunks in one transaction that also bumps the knowledge base's `revision`. Re-ingesting
+chunks in one transaction that also bumps the knowledge base's `revision` (`ingest`, in one
+go; uploads go through the resumable job of `core.knowledge.ingestion` instead). Re-ingesting
 a document whose bytes and chunk settings did not change (same `ingest_key`) does nothing.
 Search embeds the query once, asks the index for its nearest chunks (cosine at least the
 knowledge base's `score_threshold`) and its best keyword matches, fuses both with
@@ -20,13 +21,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.agent.service import agents_using_knowledge_base, detach_knowledge_base
 from core.db import Database
 from core.db.ids import new_id
-from core.db.models import KnowledgeBaseRow, KnowledgeDocumentRow
+from core.db.models import KnowledgeBaseRow, KnowledgeDocumentRow, KnowledgeUploadRow
 from core.db.pagination import Page
 from core.db.repository import flush_unique, paginate, storable
 from core.embeddings.port import Embedder
@@ -275,8 +276,10 @@ class KnowledgeService:
         content_type: str | None = None,
         progress: Progress | None = None,
     ) -> IngestResult:
-        """Add or replace the document called `name`; skipped when the same bytes were
-        already cut with the knowledge base's current chunk settings.
+        """Add or replace the document called `name` in one go, in the caller's thread
+        (scripts, benchmarks, tests; REST and the CLI hand documents to the
+        `knowledge.ingest` job instead, see `core.knowledge.ingestion`); skipped when the
+        same bytes were already cut with the knowledge base's current chunk settings.
 
         Raises `DocumentRejected` (unreadable, unsupported, empty, too large) before
         anything is written, and `ReindexRequired` when the knowledge base holds vectors
@@ -291,7 +294,7 @@ class KnowledgeService:
             kb = _KnowledgeBase.of(_load(s, tenant_id, knowledge_base_id))
             digest = ingest_key(data, kb.chunk_size, kb.chunk_overlap)
             existing = _document_named(s, kb.id, name)
-            if existing is not None and existing.sha256 == digest:
+            if existing is not None and existing.sha256 == digest and existing.status == "ready":
                 return IngestResult(DocumentView.model_validate(existing), "unchanged")
             if not self._current(kb) and _has_documents(s, kb.id):
                 raise self._reindex_required(kb)
@@ -301,7 +304,8 @@ class KnowledgeService:
         with self.db.session() as s:
             revision = _bump(s, tenant_id, kb.id)
             row = _document_named(s, kb.id, name)
-            if row is not None and row.sha256 == digest:  # someone else just ingested it
+            if row is not None and row.sha256 == digest and row.status == "ready":
+                # someone else just ingested it
                 return IngestResult(DocumentView.model_validate(row), "unchanged")
             if not self._current(kb):
                 if _has_documents(s, kb.id):
@@ -322,6 +326,9 @@ class KnowledgeService:
             row.chunk_count = len(chunks)
             row.pages = extracted.pages
             row.title = extracted.title[:MAX_NAME_CHARS] if extracted.title else None
+            # Replaces an upload still queued or ingesting: its job finds itself superseded.
+            row.status, row.error, row.job_id = "ready", None, None
+            s.execute(delete(KnowledgeUploadRow).where(KnowledgeUploadRow.document_id == row.id))
             flush_unique(s, "document", name)
             inputs = [
                 ChunkRecord(new_id("chk"), row.id, c.ordinal, c.text, c.section, c.page)

@@ -24,7 +24,8 @@ order, which only a client that places rows by `index` survives. Token counts ar
 deterministic estimate: `ceil(len(text) / 4)` per text.
 
 Failures are scripted: `fail_next(n, status, retry_after=..., detail=...)` answers the next
-`n` requests with that status (after recording them), whatever they contain.
+`n` requests with that status (after recording them), whatever they contain. `delay` makes
+every embeddings request take that many seconds, like a busy service (long ingestions).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -136,8 +138,10 @@ class FakeVoyageAPI(ServedFake, server=_Server, handler=_Handler, thread_name="f
         dimensions: Mapping[str, int] | None = None,
         max_texts: int = 1000,
         reverse_data: bool = False,
+        delay: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.delay = delay
         self.dimensions = {**DIMENSIONS, **(dimensions or {})}
         self.max_texts = max_texts
         self.reverse_data = reverse_data
@@ -214,6 +218,8 @@ class FakeVoyageAPI(ServedFake, server=_Server, handler=_Handler, thread_name="f
             return 401, {}, {"detail": _DEFAULT_DETAILS[401]}
         if not isinstance(body, dict):
             return 400, {}, {"detail": "Request body must be a JSON object."}
+        if self.delay:
+            time.sleep(self.delay)
         try:
             return 200, {}, self._embeddings(body)
         except ValueError as exc:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from core.knowledge.jobs import KIND
 from tests.fakes.anthropic_api import Reply
+from tests.job_support import run_due_jobs
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -51,7 +53,8 @@ def agents(claude_client) -> dict[str, str]:
         f"/api/v1/knowledge-bases/{kb['id']}/documents",
         files={"file": ("handbook.md", HANDBOOK)},
     )
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
+    run_due_jobs(claude_client.app.state.container, KIND)  # ingested, as a worker would
     r = claude_client.post(
         "/api/v1/agents/import", content=CONFIG, headers={"Content-Type": "application/yaml"}
     )

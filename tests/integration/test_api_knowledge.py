@@ -1,5 +1,8 @@
 """`/api/v1/knowledge-bases`: CRUD, multipart upload, search and every error as problem+json.
 
+An upload is accepted (202) and ingested by a `knowledge.ingest` job; `upload` runs the jobs
+it queued afterwards, as a worker would, so the next request sees the document ingested.
+
 The container embeds with the hashing embedder (keyword-like, no model to load): these tests
 are about the HTTP contract; search quality is the contract test's business.
 """
@@ -18,9 +21,11 @@ from bot.api.routes.knowledge import UPLOAD_ENVELOPE_BYTES
 from bot.server import create_app
 from core.db import Database
 from core.embeddings import HashingEmbedder
+from core.knowledge.jobs import KIND
 from core.settings import Settings
 from core.wiring import build_container
 from tests.conftest import AUTH, make_settings
+from tests.job_support import run_due_jobs
 
 PROBLEM = "application/problem+json"
 BASE = "/api/v1/knowledge-bases"
@@ -54,7 +59,17 @@ def kb(api: TestClient) -> dict[str, object]:
 
 
 def upload(api: TestClient, kb_id: object, filename: str, data: bytes, **form: str):  # type: ignore[no-untyped-def]
-    return api.post(f"{BASE}/{kb_id}/documents", files={"file": (filename, data)}, data=form)
+    """POST the file, then run the ingestion it queued (the answer is the acceptance)."""
+    r = api.post(f"{BASE}/{kb_id}/documents", files={"file": (filename, data)}, data=form)
+    run_due_jobs(api.app.state.container, KIND)  # type: ignore[attr-defined]
+    return r
+
+
+def document_of(api: TestClient, r) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The uploaded document as it is now (after its ingestion ran)."""
+    document = r.json()["document"]
+    url = f"{BASE}/{document['knowledge_base_id']}/documents/{document['id']}"
+    return dict(api.get(url).json())
 
 
 def assert_problem(r, status: int, *fragments: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -104,10 +119,23 @@ def test_an_invalid_knowledge_base_is_a_422_naming_the_field(api, body, field):
 
 def test_an_uploaded_document_is_chunked_and_found_with_its_source(api, kb):
     r = upload(api, kb["id"], "handbook.md", HANDBOOK)
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     body = r.json()
-    assert (body["status"], body["chunks"]) == ("created", 2)
-    document = body["document"]
+    assert (body["status"], body["document"]["status"]) == ("created", "queued")
+    assert r.headers["Location"] == f"/api/v1/jobs/{body['job']['id']}"
+    assert (body["job"]["kind"], body["job"]["state"]) == ("knowledge.ingest", "queued")
+    job = api.get(r.headers["Location"]).json()
+    assert (job["state"], job["progress"], job["attempt"]) == (
+        "succeeded",
+        {"done": 2, "total": 2},
+        1,
+    )
+    document = document_of(api, r)
+    assert (document["status"], document["chunk_count"], document["job_id"]) == (
+        "ready",
+        2,
+        job["id"],
+    )
     assert (document["name"], document["content_type"], document["title"]) == (
         "handbook.md",
         "text/markdown",
@@ -135,16 +163,17 @@ def test_an_uploaded_document_is_chunked_and_found_with_its_source(api, kb):
 
 
 def test_the_same_bytes_again_are_200_unchanged_and_new_bytes_replace(api, kb):
-    first = upload(api, kb["id"], "handbook.md", HANDBOOK).json()
+    first = document_of(api, upload(api, kb["id"], "handbook.md", HANDBOOK))
     again = upload(api, kb["id"], "handbook.md", HANDBOOK)
     assert again.status_code == 200
-    assert again.json()["status"] == "unchanged"
-    assert again.json()["document"] == first["document"]
+    assert (again.json()["status"], again.json()["job"]) == ("unchanged", None)
+    assert again.json()["document"] == first
 
     changed = upload(api, kb["id"], "handbook.md", b"# Handbook\n\nOnly refunds now.")
-    assert changed.status_code == 201
-    assert (changed.json()["status"], changed.json()["chunks"]) == ("updated", 1)
-    assert changed.json()["document"]["id"] == first["document"]["id"]
+    assert changed.status_code == 202
+    assert changed.json()["status"] == "updated"
+    assert changed.json()["document"]["id"] == first["id"]
+    assert document_of(api, changed)["chunk_count"] == 1
     found = api.get(f"{BASE}/{kb['id']}/search", params={"q": "vault"}).json()["items"]
     assert all("vault" not in hit["text"] for hit in found)
 
@@ -154,21 +183,37 @@ def test_the_name_field_overrides_the_file_name(api, kb):
     assert r.json()["document"]["name"] == "guides/intro.txt"
 
 
+def test_an_unsupported_type_is_a_422_at_once_and_nothing_is_stored(api, kb):
+    problem = assert_problem(upload(api, kb["id"], "deck.pptx", b"PK\x03\x04"), 422)
+    assert "unsupported file type" in str(problem["detail"])
+    assert problem["errors"][0]["field"] == "file"  # type: ignore[index]
+    assert api.get(f"{BASE}/{kb['id']}/documents").json()["items"] == []
+    assert api.get("/api/v1/jobs").json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("name", "data", "fragment"),
     [
-        ("deck.pptx", b"PK\x03\x04", "unsupported file type"),
         ("empty.md", b"\n\n", "no text found"),
         ("latin1.txt", b"caf\xe9", "is not UTF-8 text"),
         ("broken.pdf", b"%PDF-1.4 garbage", "is not a readable PDF"),
     ],
 )
-def test_a_document_that_cannot_be_read_is_a_422_and_nothing_is_stored(
+def test_an_unreadable_document_fails_its_job_at_once_and_the_document_says_why(
     api, kb, name, data, fragment
 ):
-    problem = assert_problem(upload(api, kb["id"], name, data), 422, fragment)
-    assert problem["errors"][0]["field"] == "file"  # type: ignore[index]
-    assert api.get(f"{BASE}/{kb['id']}/documents").json()["items"] == []
+    r = upload(api, kb["id"], name, data)
+    assert r.status_code == 202, r.text
+
+    job = api.get(r.headers["Location"]).json()
+    assert (job["state"], job["attempt"]) == ("dead", 1)  # not retried: it cannot get better
+    assert job["error"].startswith(f"{name}: ") and fragment in job["error"]
+    document = document_of(api, r)
+    assert (document["status"], document["chunk_count"]) == ("failed", 0)
+    assert fragment in document["error"]
+    dead = api.get("/api/v1/jobs", params={"state": "dead", "kind": "knowledge.ingest"})
+    assert [j["id"] for j in dead.json()["items"]] == [job["id"]]
+    assert api.get("/api/v1/jobs", params={"state": "succeeded"}).json()["items"] == []
 
 
 def test_an_upload_without_a_file_is_a_422(api, kb):
@@ -200,7 +245,7 @@ def test_an_upload_may_be_as_large_as_the_upload_limit_beyond_the_body_limit(sma
     kb_id = small.post(BASE, json={"name": "small"}).json()["id"]
     exactly = (b"word " * 2000)[:8192]
     r = upload(small, kb_id, "exactly.txt", exactly)
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     assert r.json()["document"]["size"] == 8192
 
 
@@ -417,8 +462,9 @@ def test_a_smaller_top_k_returns_fewer_passages_at_once(api):
 
 
 def test_new_chunk_settings_make_the_same_file_re_chunk_instead_of_unchanged(api, kb):
-    first = upload(api, kb["id"], "guide.md", GUIDE).json()
-    assert first["status"] == "created"
+    accepted = upload(api, kb["id"], "guide.md", GUIDE)
+    assert accepted.json()["status"] == "created"
+    first = {"chunks": document_of(api, accepted)["chunk_count"], **accepted.json()}
     assert upload(api, kb["id"], "guide.md", GUIDE).json()["status"] == "unchanged"
 
     # Search settings are not part of how a document was cut: still unchanged.
@@ -428,20 +474,22 @@ def test_new_chunk_settings_make_the_same_file_re_chunk_instead_of_unchanged(api
     r = api.patch(f"{BASE}/{kb['id']}", json={"chunk_size": 200, "chunk_overlap": 20})
     assert (r.json()["chunk_size"], r.json()["chunk_overlap"]) == (200, 20)
     again = upload(api, kb["id"], "guide.md", GUIDE)
-    assert again.status_code == 201
+    assert again.status_code == 202
     assert again.json()["status"] == "updated"
-    assert again.json()["chunks"] > first["chunks"]
+    rechunked = document_of(api, again)["chunk_count"]
+    assert rechunked > first["chunks"]
     assert again.json()["document"]["id"] == first["document"]["id"]
     assert again.json()["document"]["sha256"] != first["document"]["sha256"]
     counts = api.get(f"{BASE}/{kb['id']}").json()
-    assert counts["chunk_count"] == again.json()["chunks"]
+    assert counts["chunk_count"] == rechunked
     assert upload(api, kb["id"], "guide.md", GUIDE).json()["status"] == "unchanged"
 
     # Back to the first settings: cut like the first time again.
     api.patch(f"{BASE}/{kb['id']}", json={"chunk_size": 800, "chunk_overlap": 100})
-    back = upload(api, kb["id"], "guide.md", GUIDE).json()
-    assert (back["status"], back["chunks"]) == ("updated", first["chunks"])
-    assert back["document"]["sha256"] == first["document"]["sha256"]
+    back = upload(api, kb["id"], "guide.md", GUIDE)
+    assert back.json()["status"] == "updated"
+    assert document_of(api, back)["chunk_count"] == first["chunks"]
+    assert back.json()["document"]["sha256"] == first["document"]["sha256"]
 
 
 def test_search_after_the_embedder_changed_is_a_409_asking_for_a_reindex(api, kb, db, settings):

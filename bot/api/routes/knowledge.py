@@ -11,7 +11,10 @@ from pydantic import BaseModel, Field
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes.jobs import job_location
 from bot.api.schemas import PageOut
+from core.jobs import JobView
+from core.knowledge.jobs import submit_document
 from core.knowledge.schemas import (
     DocumentView,
     KnowledgeBasePatch,
@@ -39,13 +42,17 @@ router = APIRouter(
 )
 
 
-class DocumentIngested(BaseModel):
+class DocumentAccepted(BaseModel):
     status: Literal["created", "updated", "unchanged"] = Field(
-        description="`unchanged`: a document of that name with the same bytes was already "
-        "ingested with the knowledge base's current chunk settings, and nothing was done."
+        description="`created`/`updated`: the document is queued for ingestion by `job`. "
+        "`unchanged`: a document of that name with the same bytes was already ingested (or is "
+        "being ingested, by `job`) with the knowledge base's current chunk settings."
     )
-    chunks: int
     document: DocumentView
+    job: JobView | None = Field(
+        description="The `knowledge.ingest` job ingesting it (also `Location`); null when "
+        "nothing is left to do."
+    )
 
 
 class SearchHit(BaseModel):
@@ -129,9 +136,9 @@ def list_documents(
 
 @router.post(
     "/{knowledge_base_id}/documents",
-    status_code=201,
+    status_code=202,
     responses={
-        200: {"description": "Unchanged: already ingested", "model": DocumentIngested},
+        200: {"description": "Unchanged: already ingested", "model": DocumentAccepted},
         **problem_responses(404, 409, 413),
     },
 )
@@ -147,26 +154,34 @@ def upload_document(
         str | None,
         Form(max_length=500, description="Document name (default: the file's name)."),
     ] = None,
-) -> DocumentIngested:
-    """Add a document, or replace the one with the same name (201); 200 when unchanged
-    (same bytes, same chunk settings). Documents are limited to `COSMO_MAX_UPLOAD_BYTES`
-    (default 50 MiB); larger ones get 413."""
+) -> DocumentAccepted:
+    """Add a document, or replace the one with the same name: stored at once and ingested
+    in the background (202, `Location: /api/v1/jobs/{id}`; the job reports `{done, total}`
+    chunks and the document turns `ready`, or `failed` with the reason when its content
+    cannot be read). 200 when unchanged (same bytes, same chunk settings). An unsupported
+    type is a 422 at once. Documents are limited to `COSMO_MAX_UPLOAD_BYTES` (default
+    50 MiB); larger ones get 413."""
     limit = c.settings.max_upload_bytes
     # The body limit let at most the limit plus a multipart envelope through, and the
     # parser spooled the file to disk past 1 MiB: reading limit + 1 bytes is bounded.
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise HTTPException(413, upload_limit_detail(limit))
-    result = c.knowledge.ingest(
+    submitted = submit_document(
+        c.knowledge,
+        c.jobs,
         caller.tenant_id,
         knowledge_base_id,
         name or file.filename or "",
         data,
         content_type=file.content_type,
     )
-    if result.status == "unchanged":
+    job = c.jobs.get(caller.tenant_id, submitted.job_id) if submitted.job_id else None
+    if job is not None:
+        response.headers["Location"] = job_location(job.id)
+    if submitted.status == "unchanged" and submitted.document.status == "ready":
         response.status_code = 200
-    return DocumentIngested(status=result.status, chunks=result.chunks, document=result.document)
+    return DocumentAccepted(status=submitted.status, document=submitted.document, job=job)
 
 
 @router.get("/{knowledge_base_id}/documents/{document_id}", responses=problem_responses(404))
