@@ -20,7 +20,7 @@ revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-#: Rolling upgrades (docs/operations.md): adds only; code of the previous revision keeps working against it.
+#: Rolling upgrades (docs/operations.md): adds only; the previous release keeps working.
 phase = "expand"
 
 

@@ -23,7 +23,8 @@ revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-#: Rolling upgrades (docs/operations.md): makes the audit chain columns NOT NULL: code before it cannot write audit rows.
+#: Rolling upgrades (docs/operations.md): the audit chain columns become NOT NULL, so
+#: releases before it cannot write audit rows.
 phase = "contract"
 
 # Frozen copy of the version-1 entry hash (core/approvals/audit.py), so later code changes

@@ -1,7 +1,7 @@
 """knowledge ingestion as jobs: document status and the uploaded bytes awaiting ingestion
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-07 09:00:00.000000
 """
 
@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+#: Rolling upgrades (docs/operations.md): adds only; the previous release keeps working.
+phase = "expand"
 
 
 def upgrade() -> None:
