@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,14 +40,31 @@ def cosmo(
 
 @contextmanager
 def cosmo_serve(
-    env: Mapping[str, str], port: int | None = None, *, ready_within: float = 60
+    env: Mapping[str, str],
+    port: int | None = None,
+    *,
+    ready_within: float = 60,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """`cosmo serve --port PORT` in the background; yields its base URL once ready.
+    """`cosmo serve --port PORT [ARGS]` in the background; yields its base URL once ready.
 
     If the process exits before it is ready, the failure shows what it printed."""
+    with cosmo_serve_process(env, port, ready_within=ready_within, args=args) as (base, _):
+        yield base
+
+
+@contextmanager
+def cosmo_serve_process(
+    env: Mapping[str, str],
+    port: int | None = None,
+    *,
+    ready_within: float = 60,
+    args: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`cosmo_serve`, also yielding the process (for tests that kill it)."""
     port = port or free_port()
     process = subprocess.Popen(
-        [*COSMO, "serve", "--port", str(port)],
+        [*COSMO, "serve", "--port", str(port), *args],
         env=dict(env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -65,10 +82,32 @@ def cosmo_serve(
             assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
+        stop(process)
+
+
+@contextmanager
+def cosmo_background(
+    env: Mapping[str, str], *args: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cosmo ARGS` (e.g. `worker`) in the background, its output in `log`; stopped (or
+    reaped, if a test killed it) at the end."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*COSMO, *args], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
         process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
