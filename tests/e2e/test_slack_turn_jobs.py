@@ -128,13 +128,16 @@ def test_a_turn_longer_than_its_lease_is_not_taken_over_and_is_answered_once(app
     async def run_both() -> None:
         for worker in workers:
             await worker.start()
-        while True:  # until both jobs (the event, then its turn) have ended
-            stats = queue.stats()
-            if not (stats.queued or stats.running):
-                break
-            await asyncio.sleep(0.05)
-        for worker in workers:
-            await worker.stop()
+        try:
+            async with asyncio.timeout(60):  # a bound, not a timing claim
+                while True:  # until both jobs (the event, then its turn) have ended
+                    stats = queue.stats()
+                    if not (stats.queued or stats.running):
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            for worker in workers:
+                await worker.stop()
 
     app.client.portal.call(run_both)  # type: ignore[union-attr]
 
