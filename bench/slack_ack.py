@@ -96,7 +96,6 @@ def prepare_ours(database_url: str, data_dir: str) -> None:
         COSMO_DATA_DIR=data_dir,
         DATABASE_URL=database_url,
         COSMO_SECRET_KEY="bench-secret",
-        COSMO_EMBEDDER="hashing",
     )
     container = build_container(settings)
     try:
@@ -114,7 +113,6 @@ def ours_environment(
         DATABASE_URL=database_url,
         COSMO_API_TOKEN="bench",
         COSMO_SECRET_KEY="bench-secret",
-        COSMO_EMBEDDER="hashing",
         COSMO_LOG_LEVEL="WARNING",
         # 50 slow turns of one agent stay in flight while the fast ones pass them.
         COSMO_WORKER_CONCURRENCY="64",
