@@ -2,8 +2,10 @@
 
 Two real uvicorn servers on loopback, each in its own process, in the same run:
 
-* ours: `create_app(container=...)` on a temporary SQLite database, Slack pointed at the
-  fake Slack Web API and Claude at the fake Messages API (both in this process);
+* ours: `cosmo serve --workers 0` (the HTTP surfaces and the Slack ack path only) on a
+  temporary SQLite database (or `--database-url`), Slack pointed at the fake Slack Web API
+  and Claude at the fake Messages API (both in this process), with `--workers` separate
+  `cosmo worker` processes running the turns, as production runs them;
 * bare: Bolt's `AsyncApp` in FastAPI with an `app_mention` listener that does nothing.
 
 First 50 mentions go to ours and each starts a turn whose model is slow (seconds to the
@@ -16,15 +18,19 @@ load phases. A load process (its own process, so it shares no GIL) then sends si
   whatever the answers: the ack latency a workspace sees;
 * closed loop: a fixed number of senders back to back: the most events/s each server acks.
 
-Every event sent to ours is the real path — guard, Bolt, turn recorded durably (deduplicated
-on `event_id`), turn scheduled — and that turn then runs in the same process (fast model).
+Every event sent to ours is the real path — guard, Bolt, one deduplicated `slack.event` job
+inserted, ack — and a worker process then records and answers its turn (fast model).
+
+The issue's targets, printed at the end as ratios of one run: closed-loop throughput
+>= 0.5x bare Bolt, closed-loop p99 <= 150 ms, paced p50 <= 1.5x bare.
 
 Also, for the 50 slow turns: from the moment the fake model starts writing its first text
 delta to the moment the fake Slack receives the first `chat.update`/`chat.postMessage`
 carrying that text (both clocks in this process).
 
 Not a test: the figures depend on the machine. Takes about a minute and a half.
-Run: `.venv/bin/python bench/slack_ack.py [--rate 20] [--concurrency 8] [--rounds 2]`.
+Run: `.venv/bin/python bench/slack_ack.py [--rate 20] [--concurrency 8] [--rounds 2]
+[--workers 1] [--database-url postgresql+psycopg://...]`.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import re
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +74,7 @@ agents:
   - {name: sales-bot, persona: seller, skills: [current_time]}
 """
 IN_FLIGHT = 50
+ROOT = Path(__file__).resolve().parent.parent
 PACED_CAP = 64  # unanswered requests a paced window allows before it waits
 END = "[end]"
 _SLOW = re.compile(r"slow-(\d+)")
@@ -74,34 +83,61 @@ _SLOW = re.compile(r"slow-(\d+)")
 # -- the two servers (child processes) ---------------------------------------------------------
 
 
-def serve_ours(port: int, data_dir: str, slack_url: str, claude_url: str) -> None:
-    import uvicorn
-
-    from bot.server import create_app
+def prepare_ours(database_url: str, data_dir: str) -> None:
+    """Migrate the database and apply the agents, before any process of ours starts."""
     from core.config_document import parse_document
-    from core.db import Database, upgrade
-    from core.embeddings.hashing import HashingEmbedder
-    from core.memory.local import LocalMemory
+    from core.db import upgrade
     from core.settings import Settings
     from core.wiring import build_container
 
+    upgrade(database_url)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         COSMO_DATA_DIR=data_dir,
+        DATABASE_URL=database_url,
+        COSMO_SECRET_KEY="bench-secret",
+    )
+    container = build_container(settings)
+    try:
+        container.config.apply("default", parse_document(CONFIG), actor="bench")
+    finally:
+        container.close()
+
+
+def ours_environment(
+    database_url: str, data_dir: str, slack_url: str, claude_url: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
+    env.update(
+        COSMO_DATA_DIR=data_dir,
+        DATABASE_URL=database_url,
         COSMO_API_TOKEN="bench",
         COSMO_SECRET_KEY="bench-secret",
+        COSMO_LOG_LEVEL="WARNING",
+        # 50 slow turns of one agent stay in flight while the fast ones pass them.
+        COSMO_WORKER_CONCURRENCY="64",
+        COSMO_AGENT_CONCURRENCY="64",
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack_url,
         ANTHROPIC_API_KEY="bench",
         ANTHROPIC_BASE_URL=claude_url,
     )
-    upgrade(settings.resolved_database_url)
-    db = Database.from_url(settings.resolved_database_url)
-    container = build_container(settings, db=db, memory=LocalMemory(db, HashingEmbedder()))
-    container.config.apply("default", parse_document(CONFIG), actor="bench")
-    app = create_app(container=container)
-    uvicorn.Server(_uvicorn_config(app, port)).run()
+    return env
+
+
+def start_ours(env: dict[str, str], port: int, workers: int, logs: Path) -> list[Any]:
+    """`cosmo serve --workers 0` and `workers` `cosmo worker` processes."""
+    cosmo = [sys.executable, "-m", "bot.cli"]
+    commands = [[*cosmo, "serve", "--workers", "0", "--port", str(port)]]
+    commands += [[*cosmo, "worker"] for _ in range(workers)]
+    started = []
+    for index, command in enumerate(commands):
+        with (logs / f"ours-{index}.log").open("ab") as out:
+            started.append(
+                subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            )
+    return started
 
 
 def serve_bare(port: int, slack_url: str) -> None:
@@ -301,6 +337,7 @@ def run(args: argparse.Namespace) -> None:
     model = SlowModel(args.first_byte, args.spread, args.stream_seconds, stop)
     periods: list[tuple[str, float, float]] = []  # (what was loaded, from, to) in time.time()
     children: list[Any] = []
+    ours_processes: list[Any] = []
     windows: dict[tuple[str, str], Window] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -309,18 +346,21 @@ def run(args: argparse.Namespace) -> None:
     ):
         claude.respond_with(model)
         ours_port, bare_port = free_port(), free_port()
+        database_url = args.database_url or f"sqlite:///{Path(tmp) / 'cosmo.db'}"
+        prepare_ours(database_url, tmp)
+        env = ours_environment(database_url, tmp, slack.base_url, claude.base_url)
         servers = {"bare": f"http://127.0.0.1:{bare_port}", "ours": f"http://127.0.0.1:{ours_port}"}
         parent_end, child_end = ctx.Pipe()
         children = [
-            ctx.Process(target=serve_ours, args=(ours_port, tmp, slack.base_url, claude.base_url)),
             ctx.Process(target=serve_bare, args=(bare_port, slack.base_url)),
             ctx.Process(target=load_worker, args=(child_end,)),
         ]
         try:
             for child in children:
                 child.start()
+            ours_processes = start_ours(env, ours_port, args.workers, Path(tmp))
             for url in servers.values():
-                wait_until_up(url + "/healthz")
+                wait_until_up(url + "/healthz", timeout=120)
 
             def load(
                 server: str, texts: list[str], concurrency: int, rate: float | None = None
@@ -369,6 +409,13 @@ def run(args: argparse.Namespace) -> None:
             stop.set()
             with contextlib.suppress(Exception):
                 parent_end.send(None)
+            for process in ours_processes:
+                process.terminate()
+            for process in ours_processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
             for child in children:
                 if child.pid is None:
                     continue  # never started
@@ -389,7 +436,9 @@ def report(
     print(
         f"\n/slack/events, signed app_mention events over loopback HTTP, servers in their own "
         f"processes, {args.rounds} alternating windows per server and load shape.\n"
-        f"While ours is measured, {IN_FLIGHT} turns are in flight on it (slow model: "
+        f"Ours: `cosmo serve --workers 0` acking, {args.workers} `cosmo worker` process(es) "
+        f"running the turns.\n"
+        f"While ours is measured, {IN_FLIGHT} turns are in flight on its workers (slow model: "
         f"{args.first_byte:g}-{args.first_byte + args.spread:g} s to the first token, then "
         f"{args.stream_seconds:g} s of streaming); every event sent to ours also records "
         "and runs a turn of its own.\n"
@@ -433,6 +482,19 @@ def report(
                 f"{pct(values, 0.99):>8.1f} {max(values):>8.1f}"
             )
     print(f"(load phases took {measured:.0f} s)")
+    closed_bare, closed_ours = windows[("closed", "bare")], windows[("closed", "ours")]
+    paced_bare, paced_ours = windows[("paced", "bare")], windows[("paced", "ours")]
+    throughput = closed_ours.rate / closed_bare.rate
+    p99 = pct(closed_ours.latencies, 0.99)
+    paced = statistics.median(paced_ours.latencies) / statistics.median(paced_bare.latencies)
+    targets = [
+        ("closed-loop throughput ours/bare", f"{throughput:.2f}x", ">= 0.5x", throughput >= 0.5),
+        ("closed-loop p99 ours", f"{p99:.1f} ms", "<= 150 ms", p99 <= 150),
+        ("paced p50 ours/bare", f"{paced:.2f}x", "<= 1.5x", paced <= 1.5),
+    ]
+    print("\nissue #14 targets (this run):")
+    for name, value, target, met in targets:
+        print(f"  {name:<34} {value:>10}   target {target:<10} {'met' if met else 'MISSED'}")
 
 
 def main() -> None:
@@ -444,6 +506,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="windows per server and shape")
     parser.add_argument("--first-byte", type=float, default=2.5, help="model s to first token")
     parser.add_argument("--spread", type=float, default=32.0, help="s over which they start")
+    parser.add_argument("--workers", type=int, default=1, help="cosmo worker processes")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite")
     parser.add_argument("--stream-seconds", type=float, default=40.0, help="model s streaming")
     run(parser.parse_args())
 

@@ -3,11 +3,13 @@ ready (its `/readyz` answers 200) before the test starts, and stopped after it."
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,19 +42,41 @@ def cosmo(
 
 @contextmanager
 def cosmo_serve(
-    env: Mapping[str, str], port: int | None = None, *, ready_within: float = 60
+    env: Mapping[str, str],
+    port: int | None = None,
+    *,
+    ready_within: float = 60,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """`cosmo serve --port PORT` in the background; yields its base URL once ready.
+    """`cosmo serve --port PORT [ARGS]` in the background; yields its base URL once ready.
 
     If the process exits before it is ready, the failure shows what it printed."""
+    with cosmo_serve_process(env, port, ready_within=ready_within, args=args) as (base, _):
+        yield base
+
+
+@contextmanager
+def cosmo_serve_process(
+    env: Mapping[str, str],
+    port: int | None = None,
+    *,
+    ready_within: float = 60,
+    args: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`cosmo_serve`, also yielding the process (for tests that kill it)."""
     port = port or free_port()
-    process = subprocess.Popen(
-        [*COSMO, "serve", "--port", str(port)],
-        env=dict(env),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    # A file, not a pipe: nobody reads a pipe while the test runs, and once full it would
+    # stall the server and the workers it supervises (they inherit its output).
+    handle, name = tempfile.mkstemp(prefix="cosmo-serve-", suffix=".log")
+    output = Path(name)
+    with os.fdopen(handle, "wb") as sink:
+        process = subprocess.Popen(
+            [*COSMO, "serve", "--port", str(port), *args],
+            env=dict(env),
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_within
@@ -62,37 +86,53 @@ def cosmo_serve(
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert process.poll() is None, output.read_text(errors="replace")
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+        output.unlink(missing_ok=True)
 
 
 @contextmanager
-def cosmo_worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """`cosmo worker` in the background (output kept for a failing test); stopped after."""
-    process = subprocess.Popen(
-        [*COSMO, "worker"],
-        env=dict(env),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def cosmo_background(
+    env: Mapping[str, str], *args: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cosmo ARGS` (e.g. `worker`) in the background, its output in `log`; stopped (or
+    reaped, if a test killed it) at the end."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*COSMO, *args], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def cosmo_worker(
+    env: Mapping[str, str], log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cosmo worker` in the background, its output in `log` (a temporary file if none:
+    never a pipe nobody reads, which would stall the worker once full); stopped after."""
+    if log is None:
+        handle, name = tempfile.mkstemp(prefix="cosmo-worker-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
+    with cosmo_background(env, "worker", log=log) as process:
+        yield process
 
 
 def children(pid: int) -> list[int]:

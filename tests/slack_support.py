@@ -13,6 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from bot.server import create_app
+from bot.worker import build_worker
 from core.config_document import parse_document
 from core.db import Database
 from core.embeddings.hashing import HashingEmbedder
@@ -35,13 +36,27 @@ class SlackApp:
     def send(self, request: Any) -> Any:
         return request.send(self.client)
 
-    def drain(self) -> None:
-        """Wait until background work spawned by Slack listeners has finished."""
-        runtime = self.client.app.state.slack.runtime  # type: ignore[attr-defined]
-        self.client.portal.call(runtime.drain)  # type: ignore[union-attr]
+    def run_jobs(self) -> int:
+        return run_jobs(self.client, self.container)
 
     def agent_id(self, name: str) -> str:
         return self.container.agents.get_by_name("default", name).id
+
+
+def run_jobs(client: TestClient, container: Container) -> int:
+    """Do the background work Slack's requests caused, as a worker would: the jobs they
+    queued (recording and answering turns) and the jobs those queue, plus what listeners
+    spawned (after clicks and commands), until nothing is left. Returns the jobs run."""
+    slack = client.app.state.slack  # type: ignore[attr-defined]
+    worker = build_worker(container, slack)
+    portal = client.portal  # type: ignore[attr-defined]
+    ran = 0
+    while True:
+        portal.call(slack.runtime.drain)
+        now = portal.call(worker.run_until_idle)
+        ran += now
+        if not now and not slack.runtime.tasks:
+            return ran
 
 
 @contextmanager

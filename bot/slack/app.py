@@ -1,15 +1,16 @@
 """Builds the Slack side: Bolt's `AsyncApp` with our listeners, mounted at `/slack/events`.
 
-Bolt runs with `process_before_response=True`: our listeners persist what they must (the
-turn, deduplicated on the message's team, channel and ts) before Slack gets its answer,
-and hand slow work to `SlackRuntime.spawn`, so nothing acknowledged can be lost in a crash.
+Bolt runs with `process_before_response=True`: our listeners persist what they must before
+Slack gets its answer (a message is one deduplicated `slack.event` job), so nothing
+acknowledged can be lost in a crash. Turns are answered by job workers (`job_kinds`), never
+by the process that acked them; short follow-ups of clicks and commands still run in
+`SlackRuntime.spawn`.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -27,7 +28,7 @@ from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
 from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import ServiceUnavailable
-from core.jobs import JobContext, JobKind
+from core.jobs import JobKind
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
@@ -54,16 +55,9 @@ class SlackIntegration:
     runtime: SlackRuntime
     signing_secret: str
 
-    async def recover(self) -> int:
-        return await conversations.recover_turns(self.runtime)
-
     def job_kinds(self) -> list[JobKind]:
-        """Slack's work for the job layer's workers."""
-
-        async def recover(_job: JobContext) -> dict[str, int]:
-            return {"recovered": await self.recover()}
-
-        return [JobKind("schedule.recover_slack_turns", recover, every=timedelta(seconds=60))]
+        """Slack's work for the job layer's workers: recording and answering turns."""
+        return conversations.job_kinds(self.runtime)
 
     async def aclose(self) -> None:
         await self.runtime.aclose()

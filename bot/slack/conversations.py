@@ -1,28 +1,40 @@
 """Conversations: a mention starts a thread session; replies in it, and DMs, continue it.
 
-Every event is recorded as a turn (deduplicated on the message: team, channel, ts) BEFORE
-Slack gets its ack, then answered in the background. A turn recorded but never finished (the process
-died) is picked up again by the recovery sweep.
+Slack gets its ack after ONE durable, deduplicated insert: a `slack.event` job keyed on the
+message (team, channel, ts), so a retry (same event_id) and a redelivery under a new
+event_id land on the same job. Everything else runs in a worker:
+
+* `slack.event` finds or starts the thread's session and records the turn; the turn's
+  `slack.turn` job is enqueued in the turn's own transaction.
+* `slack.turn` answers it. The placeholder's ts goes into the job's progress as soon as it
+  is posted; if the worker dies, another takes the job over once its lease lapses (~16 s)
+  and edits that same placeholder instead of posting a second one. Every write names the
+  job's claim, so a turn is answered once however long it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from datetime import timedelta
 from typing import Any
 
-from anyio import to_thread
+from pydantic import BaseModel, ValidationError
 
 from bot.slack import approvals
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
+from core.concurrency import run_sync
 from core.errors import CosmoError
-from core.sessions.models import TurnRecord
+from core.jobs import JobContext, JobFailed, JobKind, LostClaim
+from core.sessions.models import SessionView, TurnRecord, TurnView
+from core.sessions.service import FINISHED_TURN
 
 log = logging.getLogger("cosmo.slack.conversations")
 
-STALE_TURN = timedelta(minutes=3)
+EVENT_JOB = "slack.event"
+TURN_JOB = "slack.turn"
+STOPPED = "_Stopped._"
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
 _IGNORED_SUBTYPES = {
     "bot_message",
@@ -35,8 +47,33 @@ _IGNORED_SUBTYPES = {
 }
 
 
+class SlackMessage(BaseModel):
+    """What the ack path keeps of a message event: the `slack.event` job's payload."""
+
+    team: str | None
+    channel: str
+    ts: str
+    thread_ts: str
+    user: str
+    text: str
+    mentioned: bool
+    is_dm: bool
+
+
+class TurnJob(BaseModel):
+    """The `slack.turn` job's payload."""
+
+    turn_id: str
+
+
 def session_key(team_id: str | None, channel: str, thread_ts: str) -> str:
     return f"slack:{team_id or '-'}:{channel}:{thread_ts}"
+
+
+def message_key(team_id: str | None, channel: str, ts: str) -> str:
+    """Names the message, not the delivery: Slack may send one message again under a new
+    event_id (and its retries keep the old one), so team, channel and ts are the key."""
+    return f"slack:{team_id or '-'}:{channel}:{ts}"
 
 
 def register(app: Any, rt: SlackRuntime) -> None:
@@ -57,6 +94,19 @@ def register(app: Any, rt: SlackRuntime) -> None:
     app.event("message")(on_message)
 
 
+def job_kinds(rt: SlackRuntime) -> list[JobKind]:
+    async def on_event(job: JobContext) -> dict[str, Any]:
+        return await handle_event(rt, job)
+
+    async def on_turn(job: JobContext) -> dict[str, Any]:
+        return await answer_turn(rt, job)
+
+    return [JobKind(EVENT_JOB, on_event), JobKind(TURN_JOB, on_turn)]
+
+
+# -- the ack path ---------------------------------------------------------------------------
+
+
 async def record_event(
     rt: SlackRuntime,
     body: dict[str, Any],
@@ -65,189 +115,272 @@ async def record_event(
     *,
     mentioned: bool,
 ) -> None:
-    """Runs inside Slack's 3-second window: decide, persist, schedule. No model calls."""
+    """Runs inside Slack's 3-second window: filter, then one deduplicated insert. No
+    session lookups, no Web API calls: the worker does those."""
     if event.get("bot_id") or event.get("subtype") in _IGNORED_SUBTYPES:
         return
     user = event.get("user")
     if not user or user == bot_user_id:
         return
     team_id = body.get("team_id") or event.get("team")
-    tenant = rt.tenant_for(team_id)
     channel = event["channel"]
-    is_dm = event.get("channel_type") == "im" or channel.startswith("D")
-    thread_ts = event.get("thread_ts") or event["ts"]
     text = _MENTION.sub(
         lambda m: "" if m.group(1) == bot_user_id else m.group(0), event.get("text") or ""
     ).strip()
+    message = SlackMessage(
+        team=team_id,
+        channel=channel,
+        ts=event["ts"],
+        thread_ts=event.get("thread_ts") or event["ts"],
+        user=user,
+        text=text,
+        mentioned=mentioned,
+        is_dm=event.get("channel_type") == "im" or channel.startswith("D"),
+    )
+    await run_sync(
+        rt.container.jobs.submit,
+        tenant_id=rt.tenant_for(team_id),
+        kind=EVENT_JOB,
+        key=message_key(team_id, channel, message.ts),
+        payload=message.model_dump(),
+    )
+
+
+# -- slack.event: from a message to a recorded turn -----------------------------------------
+
+
+async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
+    """Find or start the thread's session and record the turn, whose `slack.turn` job is
+    enqueued in the same transaction. Run again after a crash, it finds what the first run
+    recorded (the session by key, the turn by its dedupe key) and adds nothing."""
+    try:
+        m = SlackMessage.model_validate(job.payload)
+    except ValidationError as exc:
+        raise JobFailed(f"not a Slack message event: {exc.error_count()} invalid fields") from exc
+    tenant = job.tenant_id
     c = rt.container
-    key = session_key(team_id, channel, thread_ts)
-    session = await to_thread.run_sync(c.sessions.find_by_key, tenant, key)
+    key = session_key(m.team, m.channel, m.thread_ts)
+    session = await run_sync(c.sessions.find_by_key, tenant, key)
     if session is None:
-        if not (mentioned or is_dm):
-            return  # a thread we are not part of
-        resolution = await to_thread.run_sync(
-            c.bindings.resolve, tenant, None if is_dm else channel
-        )
+        if not (m.mentioned or m.is_dm):
+            return {"outcome": "not ours"}  # a thread we are not part of
+        resolution = await run_sync(c.bindings.resolve, tenant, None if m.is_dm else m.channel)
         if resolution.agent_id is None:
-            rt.spawn(
-                _explain_no_agent(rt, tenant, channel, thread_ts, resolution.why), name="no-agent"
-            )
-            return
+            await _say_once(rt, job, m, _no_agent_text(resolution.why))
+            return {"outcome": "no agent"}
+        agent_id = resolution.agent_id
         try:
-            session = await to_thread.run_sync(
+            session = await run_sync(
                 lambda: c.sessions.start(
                     tenant,
-                    resolution.agent_id or "",
-                    user_id=user,
-                    channel_id=channel,
-                    thread_ts=thread_ts,
+                    agent_id,
+                    user_id=m.user,
+                    channel_id=m.channel,
+                    thread_ts=m.thread_ts,
                     source="slack",
                     external_key=key,
-                    context={"team_id": team_id} if team_id else {},
+                    context={"team_id": m.team} if m.team else {},
                 )
             )
         except CosmoError as exc:
-            rt.spawn(_say(rt, tenant, channel, thread_ts, f"⚠️ {exc.detail}"), name="say")
-            return
-        except Exception:  # a concurrent delivery created it first
-            session = await to_thread.run_sync(c.sessions.find_by_key, tenant, key)
+            await _say_once(rt, job, m, f"⚠️ {exc.detail}")
+            return {"outcome": "refused"}
+        except Exception:  # another message in the thread started it first
+            session = await run_sync(c.sessions.find_by_key, tenant, key)
             if session is None:
                 raise
     if session.status == "ended":
-        if mentioned or is_dm:
-            rt.spawn(
-                _say(
-                    rt,
-                    tenant,
-                    channel,
-                    thread_ts,
-                    "This conversation has ended. Mention me in a new message to start another.",
-                ),
-                name="say",
+        if m.mentioned or m.is_dm:
+            await _say_once(
+                rt,
+                job,
+                m,
+                "This conversation has ended. Mention me in a new message to start another.",
             )
-        return
-    if not text:
-        text = "Hello!"
-    turn, created = await to_thread.run_sync(
+        return {"outcome": "ended"}
+
+    def enqueue_answer(s: Any, turn: TurnView) -> None:
+        c.jobs.enqueue(
+            s,
+            tenant_id=tenant,
+            kind=TURN_JOB,
+            key=f"turn:{turn.id}",
+            payload=TurnJob(turn_id=turn.id).model_dump(),
+            concurrency_key=f"agent:{turn.agent_id}",
+        )
+
+    session_id = session.id
+    turn, created = await run_sync(
         lambda: c.sessions.begin_turn(
             tenant,
-            session.id,
-            user_id=user,
-            user_message=text,
-            # The message, not the delivery: Slack may send one message again under a new
-            # event_id (and retries keep the old one), so team, channel and ts name it.
-            dedupe_key=f"slack:{team_id or '-'}:{channel}:{event['ts']}",
-            payload={
-                "channel": channel,
-                "thread_ts": thread_ts,
-                "ts": event["ts"],
-                "team": team_id,
-            },
+            session_id,
+            user_id=m.user,
+            user_message=m.text or "Hello!",
+            dedupe_key=message_key(m.team, m.channel, m.ts),
+            payload={"channel": m.channel, "thread_ts": m.thread_ts, "ts": m.ts, "team": m.team},
+            on_recorded=enqueue_answer,
         )
     )
-    if created:
-        rt.spawn(process_turn(rt, tenant, turn.id), name=f"turn:{turn.id}")
+    return {"turn_id": turn.id, "created": created}
 
 
-async def process_turn(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
-    """Answer one recorded turn, exactly once across workers (the claim is conditional)."""
-    async with rt.turn_slots:
-        await _answer(rt, tenant, turn_id)
-
-
-async def _answer(rt: SlackRuntime, tenant: str, turn_id: str) -> None:
-    c = rt.container
-    claimed = await to_thread.run_sync(
-        lambda: c.sessions.claim_turn(turn_id, stale_after=STALE_TURN)
-    )
-    if not claimed:
+async def _say_once(rt: SlackRuntime, job: JobContext, m: SlackMessage, text: str) -> None:
+    """A short note in the thread; a rerun after it was posted does not post it again."""
+    if job.previous.get("said"):
         return
-    turn = await to_thread.run_sync(c.sessions.get_turn, tenant, turn_id)
-    session = await to_thread.run_sync(c.sessions.get, tenant, turn.session_id)
+    client = await rt.clients.for_tenant(job.tenant_id)
+    await client.chat_postMessage(
+        channel=m.channel, thread_ts=m.thread_ts, text=text, unfurl_links=False, unfurl_media=False
+    )
+    await job.progress(said=True)
+
+
+def _no_agent_text(why: str) -> str:
+    if why == "none":
+        return (
+            "No agent is set up in this workspace yet. An admin can create one with "
+            "`/agent create`."
+        )
+    return (
+        "Several agents could answer here and none is chosen for this channel. "
+        "Pick one with `/agent use NAME` (see `/agent list`)."
+    )
+
+
+# -- slack.turn: answering a recorded turn --------------------------------------------------
+
+
+async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
+    try:
+        turn_id = TurnJob.model_validate(job.payload).turn_id
+    except ValidationError as exc:
+        raise JobFailed("not a turn job: turn_id missing") from exc
+    tenant = job.tenant_id
+    c = rt.container
+    turn = await run_sync(c.sessions.get_turn, tenant, turn_id)
+    session = await run_sync(c.sessions.get, tenant, turn.session_id)
     channel = str(turn.payload.get("channel") or session.channel_id)
     thread_ts = str(turn.payload.get("thread_ts") or session.thread_ts)
     client = await rt.clients.for_tenant(tenant)
+    reply = rt.reply_factory(client, channel, thread_ts)
+    placeholder = job.previous.get("placeholder_ts")
+    if turn.status in FINISHED_TURN:
+        # The previous attempt finished the turn and died before its job ended: show what
+        # it recorded (it may have died before its last edit), run nothing again.
+        if placeholder and not job.previous.get("shown") and turn.reply is not None:
+            await reply.adopt(placeholder)
+            await reply.finish(_shown_text(turn), citations=turn.citations)
+        return {"status": turn.status}
+
+    async def remember(ts: str) -> None:
+        await job.progress(placeholder_ts=ts)
+
+    reply.on_first_message = remember
+    try:
+        return await _run_turn(rt, job, turn, session, reply, placeholder)
+    except asyncio.CancelledError:
+        await _stopped(rt, job, turn_id, reply)
+        raise
+
+
+async def _run_turn(
+    rt: SlackRuntime,
+    job: JobContext,
+    turn: TurnView,
+    session: SessionView,
+    reply: ThreadReply,
+    placeholder: str | None,
+) -> dict[str, Any]:
+    tenant, c = job.tenant_id, rt.container
+    try:
+        if placeholder:
+            await reply.adopt(placeholder)
+        else:
+            await reply.start()
+    except LostClaim:
+        raise
+    except Exception:
+        log.exception("turn %s: could not post the placeholder", turn.id)
     if session.user_name is None or session.channel_name is None:
         user_name = await rt.directory.user_name(tenant, session.user_id)
-        channel_name = await rt.directory.channel_name(tenant, channel)
-        session = await to_thread.run_sync(
+        channel_name = await rt.directory.channel_name(tenant, reply.channel)
+        session_id = session.id
+        session = await run_sync(
             lambda: c.sessions.set_names(
-                tenant, session.id, user_name=user_name, channel_name=channel_name
+                tenant, session_id, user_name=user_name, channel_name=channel_name
             )
         )
-    reply = rt.reply_factory(client, channel, thread_ts)
-    try:
-        await reply.start()
-    except Exception:
-        log.exception("turn %s: could not post the placeholder", turn_id)
     try:
         agent = await c.runner.agent(tenant, session.agent_id)
         speaker = await rt.directory.user_name(tenant, turn.user_id)
         result = await agent.chat(
-            session, turn.user_message, on_text=reply.write, turn=turn, user_name=speaker
+            session,
+            turn.user_message,
+            on_text=reply.write,
+            turn=turn,
+            user_name=speaker,
+            fence=job.fence,
         )
+    except LostClaim:
+        raise  # another attempt owns the turn now: say nothing more
     except CosmoError as exc:
-        await _fail(c, tenant, turn_id, reply, exc.detail, exc.detail)
-        return
+        await _fail(rt, job, turn.id, reply, exc.detail, exc.detail)
+        return {"status": "failed"}
     except Exception:
-        log.exception("turn %s failed unexpectedly", turn_id)
+        log.exception("turn %s failed unexpectedly", turn.id)
         await _fail(
-            c,
-            tenant,
-            turn_id,
+            rt,
+            job,
+            turn.id,
             reply,
             "internal error",
             "Something went wrong on my side and I couldn't answer. Please try again.",
         )
-        return
+        return {"status": "failed"}
     text = f"⚠️ {result.reply}" if result.failed else result.reply
     await reply.finish(text, citations=result.citations)
+    await job.progress(shown=True)
     for output in result.outputs:
         await approvals.post_approval(rt, output, session)
+    return {"status": result.turn.status}
 
 
-async def recover_turns(rt: SlackRuntime) -> int:
-    """Pick up Slack turns that were recorded but not finished (e.g. after a crash)."""
-    turns = await to_thread.run_sync(
-        lambda: rt.container.sessions.unfinished_turns(200, source="slack")
-    )
-    for turn in turns:
-        rt.spawn(process_turn(rt, turn.tenant_id, turn.id), name=f"recover:{turn.id}")
-    return len(turns)
+def _shown_text(turn: TurnView) -> str:
+    reply = turn.reply or ""
+    return f"⚠️ {reply}" if turn.status == "failed" and not reply.startswith("⚠️") else reply
+
+
+async def _stopped(rt: SlackRuntime, job: JobContext, turn_id: str, reply: ThreadReply) -> None:
+    """The task was cancelled. Only a cancel someone asked for ends the turn: a shutdown
+    (or a lost lease) cancels the same way, and then the next attempt reruns the turn."""
+    requested = await run_sync(job.queue.cancel_requests, [job.id])
+    if job.id not in requested:
+        return
+    try:
+        await run_sync(
+            lambda: rt.container.sessions.cancel_turn(
+                job.tenant_id, turn_id, "stopped", fence=job.fence
+            )
+        )
+        await reply.finish(STOPPED)
+    except LostClaim:
+        return
+    except Exception:
+        log.exception("turn %s: could not record that it was stopped", turn_id)
 
 
 async def _fail(
-    c: Any, tenant: str, turn_id: str, reply: ThreadReply, error: str, message: str
+    rt: SlackRuntime, job: JobContext, turn_id: str, reply: ThreadReply, error: str, message: str
 ) -> None:
-    await to_thread.run_sync(
-        lambda: c.sessions.finish_turn(
-            tenant, turn_id, TurnRecord(status="failed", reply=message, model=None, error=error)
+    await run_sync(
+        lambda: rt.container.sessions.finish_turn(
+            job.tenant_id,
+            turn_id,
+            TurnRecord(status="failed", reply=message, model=None, error=error),
+            fence=job.fence,
         )
     )
     try:
         await reply.finish(f"⚠️ {message}")
     except Exception:
         log.exception("turn %s: could not tell the user about the failure", turn_id)
-
-
-async def _say(rt: SlackRuntime, tenant: str, channel: str, thread_ts: str, text: str) -> None:
-    client = await rt.clients.for_tenant(tenant)
-    await client.chat_postMessage(
-        channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False, unfurl_media=False
-    )
-
-
-async def _explain_no_agent(
-    rt: SlackRuntime, tenant: str, channel: str, thread_ts: str, why: str
-) -> None:
-    if why == "none":
-        text = (
-            "No agent is set up in this workspace yet. An admin can create one with "
-            "`/agent create`."
-        )
-    else:
-        text = (
-            "Several agents could answer here and none is chosen for this channel. "
-            "Pick one with `/agent use NAME` (see `/agent list`)."
-        )
-    await _say(rt, tenant, channel, thread_ts, text)

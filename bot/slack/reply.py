@@ -6,6 +6,10 @@ interval per message, which keeps us well under Slack's rate limits; text past
 `MESSAGE_CHARS` continues in a new message. Everything is escaped mrkdwn with unfurling
 off, so model text cannot ping `@channel` or forge links. When the reply cites knowledge,
 the final update puts its sources in a context block under the last message.
+
+A turn run again after its worker died `adopt`s the message the first attempt posted
+(its ts is kept in the job's progress, reported through `on_first_message`) and edits it,
+so the thread never shows a second placeholder.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.slack.blocks import Blocks, reply_with_sources, thinking
@@ -46,6 +50,9 @@ class ThreadReply:
         self._last_flush = float("-inf")
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task[None] | None = None
+        self.on_first_message: Callable[[str], Awaitable[None]] | None = None
+        """Called with the ts of the first message this reply posts (the placeholder, or the
+        first text where no placeholder is posted), so a rerun can adopt it."""
 
     async def start(self) -> None:
         """Post the placeholder so the user sees we are on it."""
@@ -56,8 +63,21 @@ class ThreadReply:
             unfurl_links=False,
             unfurl_media=False,
         )
-        self.message_ts.append(response["ts"])
-        self._shown.append((thinking(), None))
+        await self._posted(response["ts"], thinking(), None)
+
+    async def adopt(self, ts: str) -> None:
+        """Continue in a message an earlier attempt posted: it shows the placeholder again
+        (whatever that attempt had streamed into it) and later text edits it."""
+        self.message_ts = [ts]
+        self._shown = [("", None)]
+        await self.client.chat_update(channel=self.channel, ts=ts, text=thinking())
+        self._shown[0] = (thinking(), None)
+
+    async def _posted(self, ts: str, text: str, blocks: Blocks | None) -> None:
+        self.message_ts.append(ts)
+        self._shown.append((text, blocks))
+        if len(self.message_ts) == 1 and self.on_first_message is not None:
+            await self.on_first_message(ts)
 
     async def write(self, delta: str) -> None:
         """Add streamed text; shown at once the first time, then at most once per interval."""
@@ -111,6 +131,5 @@ class ThreadReply:
                         unfurl_media=False,
                         **extra,
                     )
-                    self.message_ts.append(response["ts"])
-                    self._shown.append((part, blocks))
+                    await self._posted(response["ts"], part, blocks)
             self._last_flush = self.clock()

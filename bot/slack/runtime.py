@@ -15,7 +15,6 @@ from bot.slack.reply import ThreadReply
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
-MAX_TURNS = 64
 
 
 class SlackClients:
@@ -43,10 +42,6 @@ class SlackRuntime:
     """Shows a turn in its thread: `(client, channel, thread_ts) -> ThreadReply`. A listener
     module may swap it (the assistant surface shows Slack's "is thinking…" status in DMs)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    turn_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_TURNS))
-    """Turns answered at once by this process. Turns are durable, so the rest simply wait;
-    bounding them keeps worker threads and CPU free for acking Slack within 3 seconds."""
-
     message_locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
 
     @asynccontextmanager

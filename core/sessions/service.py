@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -258,26 +258,6 @@ class SessionService:
             assert existing is not None
             return turn_view(existing), False
 
-    def claim_turn(self, turn_id: str, *, stale_after: timedelta | None = None) -> bool:
-        """Move a turn to running; only one worker wins (one conditional update).
-
-        With `stale_after`, a turn left `running` longer than that (its worker died) can be
-        claimed again, so a crash mid-turn is answered after a restart."""
-        now = self.clock()
-        claimable = TurnRow.status == "pending"
-        if stale_after is not None:
-            claimable = or_(
-                claimable,
-                and_(TurnRow.status == "running", TurnRow.started_at < now - stale_after),
-            )
-        with self.db.session() as s:
-            result = s.execute(
-                update(TurnRow)
-                .where(TurnRow.id == turn_id, claimable)
-                .values(status="running", started_at=now)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
     def get_turn(self, tenant_id: str, turn_id: str) -> TurnView:
         with self.db.session() as s:
             row = s.get(TurnRow, turn_id)
@@ -359,19 +339,6 @@ class SessionService:
             rows = s.scalars(
                 select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.id)
             )
-            return [turn_view(r) for r in rows]
-
-    def unfinished_turns(
-        self, limit: int = 100, *, source: str | None = None
-    ) -> builtins.list[TurnView]:
-        """Turns recorded but never finished (the process died): to be picked up again."""
-        with self.db.session() as s:
-            stmt = select(TurnRow).where(TurnRow.status.in_(("pending", "running")))
-            if source is not None:
-                stmt = stmt.join(SessionRow, SessionRow.id == TurnRow.session_id).where(
-                    SessionRow.source == source
-                )
-            rows = s.scalars(stmt.order_by(TurnRow.id).limit(limit))
             return [turn_view(r) for r in rows]
 
     # -- usage ---------------------------------------------------------------

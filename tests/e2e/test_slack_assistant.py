@@ -61,7 +61,7 @@ def open_container(app: SlackApp) -> str:
     thread_ts = app.requests.next_ts()
     response = app.send(assistant_event(app, "assistant_thread_started", thread_ts))
     assert response.status_code == 200, response.text
-    app.drain()
+    app.run_jobs()
     return thread_ts
 
 
@@ -94,7 +94,7 @@ def test_a_message_in_the_assistant_thread_shows_the_status_while_the_agent_work
 
     app.claude.respond_with(answer)
     app.send(app.requests.dm("When does Acme renew?", thread_ts=thread_ts))
-    app.drain()
+    app.run_jobs()
 
     assert seen_while_working == ["is thinking…"]
     assert bot_replies(app, thread_ts)[1:] == ["Acme renews in March."]  # no placeholder
@@ -109,7 +109,7 @@ def test_a_streamed_answer_goes_up_at_the_first_text_and_then_grows(app):
     thread_ts = open_container(app)
     app.claude.push(Reply.text("Acme renews in March, and Globex in June."))
     app.send(app.requests.dm("renewals?", thread_ts=thread_ts))
-    app.drain()
+    app.run_jobs()
 
     assert bot_replies(app, thread_ts)[1:] == ["Acme renews in March, and Globex in June."]
     first = [c for c in app.slack.calls("chat.postMessage") if c.params["thread_ts"] == thread_ts]
@@ -123,7 +123,7 @@ def test_where_slack_refuses_the_status_the_placeholder_is_used(app):
     app.slack.fail("assistant.threads.setStatus", "not_allowed_token_type")
     app.claude.push(Reply.text("Still here."))
     app.send(app.requests.dm("hello", thread_ts=thread_ts))
-    app.drain()
+    app.run_jobs()
 
     assert bot_replies(app, thread_ts)[1:] == ["Still here."]
     posts = [c for c in app.slack.calls("chat.postMessage") if c.params["thread_ts"] == thread_ts]
@@ -135,7 +135,7 @@ def test_a_redelivered_thread_started_event_greets_once(app):
     request = assistant_event(app, "assistant_thread_started", thread_ts)
     assert app.send(request).status_code == 200
     assert app.send(request.retry(1, "http_timeout")).status_code == 200
-    app.drain()
+    app.run_jobs()
     assert len(bot_replies(app, thread_ts)) == 1
 
 
@@ -143,7 +143,7 @@ def test_a_context_change_is_acknowledged_and_changes_nothing(app):
     thread_ts = open_container(app)
     before = len(app.slack.calls())
     response = app.send(assistant_event(app, "assistant_thread_context_changed", thread_ts))
-    app.drain()
+    app.run_jobs()
     assert response.status_code == 200
     assert [c.method for c in app.slack.calls()[before:]] == []
 
@@ -152,7 +152,7 @@ def test_channel_threads_keep_the_placeholder(app):
     app.claude.push(Reply.text("In the channel."))
     request = app.requests.app_mention(f"<@{BOT_USER_ID}> hi")
     app.send(request)
-    app.drain()
+    app.run_jobs()
     assert app.slack.calls("assistant.threads.setStatus") == []
     assert app.slack.calls("chat.postMessage")[0].params["text"] == "_Thinking…_"
 

@@ -80,7 +80,7 @@ def command(app: SlackApp, text: str, *, user: str = ALICE, channel: str = CHANN
     )
     response = app.send(request)
     assert response.status_code == 200, response.text
-    app.drain()
+    app.run_jobs()
     return response
 
 
@@ -140,7 +140,7 @@ def submit(
     )
     response = app.send(request)
     assert response.status_code == 200, response.text
-    app.drain()
+    app.run_jobs()
     return response.json() if response.content else {}
 
 
@@ -245,7 +245,7 @@ def test_use_binds_the_channel_and_a_mention_there_reaches_that_agent(app):
     app.claude.push(Reply.text("Support here."))
     mention = app.requests.app_mention(f"<@{BOT_USER_ID}> hello")
     app.send(mention)
-    app.drain()
+    app.run_jobs()
     ts = mention.payload["event"]["ts"]
     key = session_key(mention.payload["team_id"], CHANNEL_ID, ts)
     session = c.sessions.find_by_key("default", key)
@@ -310,7 +310,7 @@ def test_create_opens_a_form_and_submitting_it_creates_the_agent(app):
         "/agent", "create", user=CORA, response_url=app.slack.response_url(CHANNEL_ID, user=CORA)
     )
     app.send(request)
-    app.drain()
+    app.run_jobs()
     view = opened_view(app)
     assert app.slack.last("views.open").params["trigger_id"] == request.payload["trigger_id"]
     assert view["callback_id"] == "agent_create"
@@ -505,7 +505,7 @@ def test_end_ends_the_callers_latest_conversation_in_the_channel(app):
     for words in ("one", "two"):
         mention = app.requests.app_mention(f"<@{BOT_USER_ID}> {words}")
         app.send(mention)
-        app.drain()
+        app.run_jobs()
         threads.append(mention.payload["event"]["ts"])
     sessions = c.sessions.list("default", user_id=ALICE).items
     assert [s.status for s in sessions] == ["active", "active"]
@@ -535,7 +535,7 @@ def open_home(app: SlackApp, user: str) -> dict[str, Any]:
     }
     response = app.send(app.requests.event_callback(event))
     assert response.status_code == 200
-    app.drain()
+    app.run_jobs()
     view = app.slack.home_view(user)
     assert view is not None
     return view
@@ -554,7 +554,7 @@ def home_click(app: SlackApp, action_id: str, output_id: str, user: str, view_id
     )
     response = app.send(request)
     assert response.status_code == 200, response.text
-    app.drain()
+    app.run_jobs()
     return response
 
 
@@ -574,7 +574,7 @@ def test_app_home_lists_pending_approvals_and_its_buttons_decide(app):
     )
     for words in ("email Ana", "email Bo"):
         app.send(app.requests.app_mention(f"<@{BOT_USER_ID}> {words}"))
-        app.drain()
+        app.run_jobs()
     first, second = c.outputs.list("default", OutputFilter(), cursor=None, limit=10).items
 
     home = open_home(app, LEAD)
@@ -623,7 +623,7 @@ def test_a_late_app_home_click_is_answered_in_the_apps_dm(app):
         Reply.text("Sent for review."),
     )
     app.send(app.requests.app_mention(f"<@{BOT_USER_ID}> email Ana"))
-    app.drain()
+    app.run_jobs()
     (output,) = c.outputs.list("default", OutputFilter(), cursor=None, limit=10).items
     home = open_home(app, LEAD)
     response = app.client.post(
@@ -632,7 +632,7 @@ def test_a_late_app_home_click_is_answered_in_the_apps_dm(app):
         headers={"Authorization": "Bearer test-token"},
     )
     assert response.status_code == 200
-    app.drain()
+    app.run_jobs()
 
     home_click(app, "output_approve", output.id, LEAD, home["id"])
 

@@ -70,7 +70,7 @@ def test_a_mention_is_answered_in_a_thread_with_the_text_escaped(app):
     app.claude.push(Reply.text("Hi Alice! <!channel> see <http://evil.example|your bank> & more"))
 
     _, ts = mention(app, "hello")
-    app.drain()
+    app.run_jobs()
 
     replies = thread(app, ts)
     assert len(replies) == 1
@@ -90,9 +90,9 @@ def test_a_mention_is_answered_in_a_thread_with_the_text_escaped(app):
 def test_replies_in_the_thread_continue_the_session_without_a_mention(app):
     app.claude.push(Reply.text("First."), Reply.text("Second."))
     _, ts = mention(app, "one")
-    app.drain()
+    app.run_jobs()
     app.send(app.requests.message("two", thread_ts=ts))
-    app.drain()
+    app.run_jobs()
 
     assert [m.text for m in thread(app, ts)] == ["First.", "Second."]
     replay = app.claude.message_requests[1].messages
@@ -101,7 +101,7 @@ def test_replies_in_the_thread_continue_the_session_without_a_mention(app):
 
 def test_channel_chatter_without_a_mention_is_ignored(app):
     app.send(app.requests.message("just talking"))
-    app.drain()
+    app.run_jobs()
     assert app.claude.message_requests == []
     assert app.slack.calls("chat.postMessage") == []
 
@@ -111,7 +111,7 @@ def test_a_redelivered_event_runs_the_turn_once(app):
     request, ts = mention(app, "hi")
     assert app.send(request.retry(1, "http_timeout")).status_code == 200
     assert app.send(request.retry(2, "http_timeout")).status_code == 200
-    app.drain()
+    app.run_jobs()
 
     assert len(app.claude.message_requests) == 1
     assert [m.text for m in thread(app, ts)] == ["Once."]
@@ -127,7 +127,7 @@ def test_the_same_message_redelivered_under_a_new_event_id_is_answered_once(app)
 
     assert app.send(first).status_code == 200
     assert app.send(again).status_code == 200
-    app.drain()
+    app.run_jobs()
 
     assert len(app.claude.message_requests) == 1
     assert [m.text for m in thread(app, "1765000000.000100")] == ["Once."]
@@ -136,25 +136,25 @@ def test_the_same_message_redelivered_under_a_new_event_id_is_answered_once(app)
 def test_the_bots_own_messages_and_other_bots_never_trigger_a_turn(app):
     app.send(app.requests.message("me", user=BOT_USER_ID, bot_id=BOT_ID))
     app.send(app.requests.message("beep", subtype="bot_message", bot_id="B0OTHER"))
-    app.drain()
+    app.run_jobs()
     assert app.claude.message_requests == []
 
 
 def test_a_mention_in_a_thread_is_answered_once(app):
     app.claude.push(Reply.text("Started."), Reply.text("Once again."))
     _, ts = mention(app, "start")
-    app.drain()
+    app.run_jobs()
     text = f"<@{BOT_USER_ID}> again"
     app.send(app.requests.app_mention(text, thread_ts=ts))
     app.send(app.requests.message(text, thread_ts=ts))
-    app.drain()
+    app.run_jobs()
     assert len(app.claude.message_requests) == 2
 
 
 def test_a_model_failure_reaches_the_user_as_a_short_message(app):
     app.claude.push(Reply.error(401, "authentication_error", "bad key"))
     _, ts = mention(app, "hi")
-    app.drain()
+    app.run_jobs()
     (reply,) = thread(app, ts)
     assert reply.text.startswith("⚠️") and "API key" in reply.text
 
@@ -163,7 +163,7 @@ def test_dms_are_answered_in_their_own_thread(app):
     app.claude.push(Reply.text("In your DMs."))
     request = app.requests.dm("hello there")
     app.send(request)
-    app.drain()
+    app.run_jobs()
     channel = request.payload["event"]["channel"]
     replies = [m for m in app.slack.messages_in(channel) if m.user == BOT_USER_ID]
     assert [m.text for m in replies] == ["In your DMs."]
@@ -178,7 +178,7 @@ def approval_buttons(message: Any) -> list[dict[str, Any]]:
 def propose(app: SlackApp, tool: str, arguments: dict[str, Any]) -> tuple[str, Any]:
     app.claude.push(Reply.tool_use(tool, arguments), Reply.text("Sent for review."))
     _, ts = mention(app, f"please {tool}")
-    app.drain()
+    app.run_jobs()
     approval = next(m for m in thread(app, ts) if approval_buttons(m))
     return ts, approval
 
@@ -207,7 +207,7 @@ def test_an_action_posts_an_approval_message_and_approve_runs_it(app):
             "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
         )
         assert app.send(click).status_code == 200
-        app.drain()
+        app.run_jobs()
 
         updated = app.slack.message(CHANNEL_ID, approval.ts)
         assert approval_buttons(updated) == []
@@ -243,7 +243,7 @@ def test_reject_asks_for_a_reason_and_the_agent_sees_it_next_turn(app):
     )
     response = app.send(submit)
     assert response.status_code == 200
-    app.drain()
+    app.run_jobs()
 
     output = app.container.outputs.get("default", output_id)
     assert output.status == "rejected" and output.decided_by == LEAD
@@ -255,7 +255,7 @@ def test_reject_asks_for_a_reason_and_the_agent_sees_it_next_turn(app):
 
     app.claude.push(Reply.text("Revised with enterprise pricing."))
     app.send(app.requests.message("ok, try again", thread_ts=ts))
-    app.drain()
+    app.run_jobs()
     last = app.claude.message_requests[-1]
     sent = str(last.messages[-1]["content"])
     assert "[Reviewer feedback]" in sent and "enterprise price list" in sent
@@ -288,7 +288,7 @@ def test_someone_who_may_not_decide_is_told_why_and_nothing_changes(app):
             "output_approve", output_id, user=USER_ID, message_ts=approval.ts, thread_ts=ts
         )
     )
-    app.drain()
+    app.run_jobs()
 
     assert app.container.outputs.get("default", output_id).status == "pending"
     (note,) = app.slack.ephemeral_messages(user=USER_ID)
@@ -303,13 +303,13 @@ def test_a_double_click_decides_once_and_the_second_is_told_it_was_too_late(app)
         "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
     )
     app.send(first)
-    app.drain()
+    app.run_jobs()
     app.send(
         app.requests.block_action(
             "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
         )
     )
-    app.drain()
+    app.run_jobs()
     assert app.container.outputs.get("default", output_id).status == "manual"
     decided = [
         a
@@ -330,7 +330,7 @@ def test_a_decision_made_over_rest_updates_the_slack_message(app):
         headers={"Authorization": "Bearer test-token"},
     )
     assert r.status_code == 200
-    app.drain()
+    app.run_jobs()
     assert approval_buttons(app.slack.message(CHANNEL_ID, approval.ts)) == []
     assert "not now" in thread(app, ts)[-1].text
 
@@ -338,33 +338,13 @@ def test_a_decision_made_over_rest_updates_the_slack_message(app):
 @pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
 def test_a_turn_recorded_before_a_crash_is_answered_once_after_restart(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as first:
-        # Record the turn the way the listener does, then "crash" before answering it.
-        agent_id = first.agent_id("sales-bot")
-        session = first.container.sessions.start(
-            "default",
-            agent_id,
-            user_id=USER_ID,
-            channel_id=CHANNEL_ID,
-            thread_ts="1700000000.000100",
-            source="slack",
-            external_key="slack:T0COSMO001:C0GENERAL1:1700000000.000100",
-        )
-        first.container.sessions.begin_turn(
-            "default",
-            session.id,
-            user_id=USER_ID,
-            user_message="are you there?",
-            dedupe_key="slack:Ev0CRASH",
-            payload={"channel": CHANNEL_ID, "thread_ts": "1700000000.000100"},
-        )
+        # Acked (the event's job is recorded), then the process "crashes" before any worker ran.
+        _, ts = mention(first, "are you there?")
     with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as second:
         second.claude.push(Reply.text("Yes, I'm back."))
-        slack_side = second.client.app.state.slack  # type: ignore[attr-defined]
-        assert second.client.portal.call(slack_side.recover) == 1  # type: ignore[union-attr]
-        second.drain()
-        assert second.client.portal.call(slack_side.recover) == 0  # type: ignore[union-attr]
-        second.drain()
-        replies = [m.text for m in second.slack.messages_in(CHANNEL_ID) if m.user == BOT_USER_ID]
+        assert second.run_jobs() == 2  # the event, then its turn
+        assert second.run_jobs() == 0
+        replies = [m.text for m in thread(second, ts)]
         assert replies == ["Yes, I'm back."]
         assert len(second.claude.message_requests) == 1
 
@@ -373,7 +353,7 @@ def test_without_an_agent_the_bot_explains_how_to_pick_one(real_db, tmp_path):
     config = "apiVersion: cosmo/v1\npersonas: [{name: p, role: r}]\n"
     with slack_app(real_db, tmp_path, config) as empty:
         _, ts = mention(empty, "hi")
-        empty.drain()
+        empty.run_jobs()
         (reply,) = thread(empty, ts)
         assert "/agent create" in reply.text
 
@@ -384,7 +364,7 @@ def test_forged_and_malformed_requests_are_refused(app):
     assert app.send(good.with_headers({"X-Slack-Request-Timestamp": "abc"})).status_code == 401
     assert app.send(good.with_headers({"X-Slack-Signature": "v0=zz"})).status_code == 401
     assert app.send(good.with_body(b"{not json")).status_code == 400
-    app.drain()
+    app.run_jobs()
     assert app.claude.message_requests == []
 
 
@@ -397,9 +377,9 @@ def test_each_speaker_in_a_thread_is_addressed_and_remembered_as_themselves(app)
         Reply.text("Drafted, Bob."),
     )
     _, ts = mention(app, "hello")
-    app.drain()
+    app.run_jobs()
     app.send(app.requests.message("I am Bob and I like Fridays", user=bob, thread_ts=ts))
-    app.drain()
+    app.run_jobs()
 
     first, second = app.claude.message_requests[:2]
     assert second.system[0] == first.system[0]  # one persona block for every speaker

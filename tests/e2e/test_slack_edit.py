@@ -94,7 +94,7 @@ def propose(app: SlackApp, tool: str, arguments: dict[str, Any]) -> tuple[str, s
     app.claude.push(Reply.tool_use(tool, arguments), Reply.text("Sent for review."))
     request = app.requests.app_mention(f"<@{BOT_USER_ID}> please {tool}")
     assert app.send(request).status_code == 200
-    app.drain()
+    app.run_jobs()
     ts = request.payload["event"]["ts"]
     approval = next(
         m
@@ -117,7 +117,7 @@ def click(app: SlackApp, action_id: str, message: Any, ts: str, user: str = LEAD
         block_id=block["block_id"],
     )
     assert app.send(request).status_code == 200
-    app.drain()
+    app.run_jobs()
     return request.payload
 
 
@@ -143,7 +143,7 @@ def submit_edit(
     )
     response = app.send(request)
     assert response.status_code == 200, response.text
-    app.drain()
+    app.run_jobs()
     return response
 
 
@@ -285,7 +285,7 @@ def test_a_click_without_a_revision_counts_as_revision_1(app):
         json={"arguments": {**EMAIL, "body": "Hello Ana"}, "user_id": LEAD},
         headers={"Authorization": "Bearer test-token"},
     )
-    app.drain()
+    app.run_jobs()
     legacy = app.requests.block_action(
         "output_approve",
         output_id,
@@ -295,7 +295,7 @@ def test_a_click_without_a_revision_counts_as_revision_1(app):
         block_id=f"decide:{output_id}",
     )
     app.send(legacy)
-    app.drain()
+    app.run_jobs()
     assert SENT == [] and app.container.outputs.get("default", output_id).status == "pending"
     assert "edited since" in app.slack.ephemeral_messages(user=PEER)[0].text
 
@@ -317,7 +317,7 @@ def test_a_reject_reason_names_the_revision_it_was_opened_on(app):
             private_metadata=reason_view["private_metadata"],
         )
     )
-    app.drain()
+    app.run_jobs()
 
     errors = response.json()["errors"]
     assert "revision 2 is current" in errors["reason"]

@@ -38,6 +38,7 @@ from tests.fakes.slack_api import (
     FakeSlackAPI,
 )
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
+from tests.slack_support import run_jobs
 
 PUBLIC_URL = "https://cosmo.example.com"
 REDIRECT_URI = f"{PUBLIC_URL}/slack/oauth_redirect"
@@ -76,9 +77,8 @@ class Server:
         assert page.status_code == 200, page.text
         return install_state(page.text)
 
-    def drain(self) -> None:
-        runtime = self.client.app.state.slack.runtime  # type: ignore[attr-defined]
-        self.client.portal.call(runtime.drain)  # type: ignore[union-attr]
+    def run_jobs(self) -> int:
+        return run_jobs(self.client, self.container)
 
     def stored(self) -> list[dict[str, Any]]:
         with self.db.engine.connect() as conn:
@@ -155,7 +155,7 @@ def test_a_workspace_installs_and_its_events_run_under_its_own_tenant_and_token(
     server.claude.push(Reply.text("Hi from your workspace."))
     mention = SlackRequests(SIGNING_SECRET).app_mention(f"<@{BOT_USER_ID}> hello")
     assert mention.send(server.client).status_code == 200
-    server.drain()
+    server.run_jobs()
 
     ts = mention.payload["event"]["ts"]
     replies = [m for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.ts != ts]
@@ -221,7 +221,7 @@ def test_an_event_from_a_workspace_that_never_installed_is_not_processed(server)
     server.install()
     stranger = SlackRequests(SIGNING_SECRET, team_id="T0STRANGER")
     response = stranger.app_mention(f"<@{BOT_USER_ID}> hello").send(server.client)
-    server.drain()
+    server.run_jobs()
 
     assert response.status_code == 200  # acked, so Slack does not retry it
     assert server.claude.message_requests == []
@@ -245,7 +245,7 @@ def test_an_incoming_event_refreshes_an_expiring_token_at_our_slack_api_url(serv
 
     mention = SlackRequests(SIGNING_SECRET).app_mention(f"<@{BOT_USER_ID}> hello")
     assert mention.send(server.client).status_code == 200
-    server.drain()
+    server.run_jobs()
 
     refresh = server.slack.last("oauth.v2.access")  # at the fake: SLACK_API_URL, not slack.com
     assert refresh.params["grant_type"] == "refresh_token"

@@ -69,14 +69,14 @@ def test_events_over_the_socket_reach_the_same_listeners_and_are_acked(app, sock
     mention = app.requests.app_mention(f"<@{BOT_USER_ID}> hi")
     envelope_id = socket_server.send_event(mention.payload)
     assert socket_server.wait_for_ack(envelope_id) == {"envelope_id": envelope_id}
-    app.drain()
+    app.run_jobs()
     ts = mention.payload["event"]["ts"]
     assert [m.text for m in thread(app, ts)] == ["Hello over the socket."]
 
     # Slack redelivers an envelope it thinks was lost: acked again, answered once.
     again = socket_server.send_event(mention.payload, retry_attempt=1)
     socket_server.wait_for_ack(again)
-    app.drain()
+    app.run_jobs()
     assert len(app.claude.message_requests) == 1
     assert [m.text for m in thread(app, ts)] == ["Hello over the socket."]
 

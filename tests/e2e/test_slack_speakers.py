@@ -35,7 +35,7 @@ def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
 def mention(app: SlackApp, text: str, user: str, **kw: Any) -> str:
     request = app.requests.app_mention(f"<@{BOT_USER_ID}> {text}", user=user, **kw)
     assert app.send(request).status_code == 200
-    app.drain()
+    app.run_jobs()
     return str(request.payload["event"]["ts"])
 
 
@@ -68,7 +68,7 @@ def test_a_hostile_display_name_reaches_the_model_only_escaped_inside_a_fence(ap
     app.claude.push(Reply.text("Hi."), Reply.text("Hi again."))
     ts = mention(app, "hello", ALICIA)
     app.send(app.requests.message("me too", user=MALLORY, channel=CHANNEL_ID, thread_ts=ts))
-    app.drain()
+    app.run_jobs()
 
     first, second = app.claude.message_requests
     assert second.system[0] == first.system[0]  # the persona block never names anyone

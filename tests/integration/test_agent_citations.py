@@ -194,7 +194,7 @@ def ask(app: SlackApp, text: str) -> Any:
     """Mention the bot; the one reply in the thread once the turn is done."""
     request = app.requests.app_mention(f"<@{BOT_USER_ID}> {text}")
     assert app.send(request).status_code == 200
-    app.drain()
+    app.run_jobs()
     ts = request.payload["event"]["ts"]
     (reply,) = [m for m in app.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.ts != ts]
     return reply
