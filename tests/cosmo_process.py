@@ -38,16 +38,24 @@ def cosmo(
     )
 
 
+def cosmo_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`cosmo worker` in the background, its output in `log`; the caller stops (or kills) it."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 @contextmanager
 def cosmo_serve(
-    env: Mapping[str, str], port: int | None = None, *, ready_within: float = 60
+    env: Mapping[str, str], port: int | None = None, *args: str, ready_within: float = 60
 ) -> Iterator[str]:
-    """`cosmo serve --port PORT` in the background; yields its base URL once ready.
+    """`cosmo serve --port PORT [ARGS]` in the background; yields its base URL once ready.
 
     If the process exits before it is ready, the failure shows what it printed."""
     port = port or free_port()
     process = subprocess.Popen(
-        [*COSMO, "serve", "--port", str(port)],
+        [*COSMO, "serve", "--port", str(port), *args],
         env=dict(env),
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from bot.server import create_app
 from core.config_document import parse_document
 from core.db import Database
+from core.db.models import JobRow
 from core.embeddings.hashing import HashingEmbedder
+from core.execution.jobs import EXECUTE
 from core.memory.local import LocalMemory
 from core.wiring import Container, build_container
-from tests.conftest import make_settings
+from tests.conftest import executions_running, make_settings
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -36,8 +39,11 @@ class SlackApp:
         return request.send(self.client)
 
     def drain(self) -> None:
-        """Wait until background work spawned by Slack listeners has finished."""
+        """Wait until background work spawned by Slack listeners has finished, and the
+        jobs it enqueued (an approval's execution) have run."""
         runtime = self.client.app.state.slack.runtime  # type: ignore[attr-defined]
+        self.client.portal.call(runtime.drain)  # type: ignore[union-attr]
+        eventually(lambda: not active_jobs(self.container), timeout=30)
         self.client.portal.call(runtime.drain)  # type: ignore[union-attr]
 
     def agent_id(self, name: str) -> str:
@@ -73,8 +79,23 @@ def slack_app(
             container.skill_factory.builtins.register(name, function)
         container.config.apply("default", parse_document(config), actor="test")
         app = create_app(container=container, background=False)
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with (
+            TestClient(app, raise_server_exceptions=False) as client,
+            executions_running(client, container),
+        ):
             yield SlackApp(client, container, slack, claude, SlackRequests(SIGNING_SECRET))
+
+
+def active_jobs(container: Container) -> int:
+    with container.db.session() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.kind == EXECUTE, JobRow.state.in_(("queued", "running")))
+            )
+            or 0
+        )
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
