@@ -30,6 +30,7 @@ from core.db import Database
 from core.embeddings import Embedder, build_embedder
 from core.errors import ServiceUnavailable
 from core.execution.executor import OutputExecutor
+from core.execution.jobs import ExecutionJobs
 from core.jobs import JobQueue
 from core.keys.service import ApiKeys
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
@@ -169,11 +170,13 @@ def build_container(
     audit = AuditLog(db)
     receipts = Receipts(db, ReceiptSigner(settings.secret_key_value()))
     executor = OutputExecutor(db, outputs=outputs, skills=skill_factory, events=events)
+    jobs = JobQueue(db)
     approvals = ApprovalService(
         outputs=outputs,
         agents=agents,
         sessions=sessions,
         executor=executor,
+        executions=ExecutionJobs(jobs),
         events=events,
         audit=audit,
         receipts=receipts,
@@ -227,7 +230,7 @@ def build_container(
         mcp=mcp,
         knowledge=knowledge,
         keys=ApiKeys(db),
-        jobs=JobQueue(db),
+        jobs=jobs,
         disabled=disabled,
     )
 

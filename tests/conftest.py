@@ -14,6 +14,7 @@ import tempfile
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see bot/cli/main.py
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from sqlalchemy.engine import make_url
 
 from bot.server import create_app
 from core.db import Database, make_engine, upgrade
+from core.execution import jobs as execution_jobs
+from core.jobs import JobWorker
 from core.settings import Settings
 from core.wiring import Container, build_container
 
@@ -195,10 +198,31 @@ def container(db: Database, settings: Settings) -> Container:
     return build_container(settings, db=db)
 
 
+def execution_worker(container: Container) -> JobWorker:
+    """A worker for `output.execute` only: other background work stays off in tests that
+    drive it by hand."""
+    kinds = [k for k in execution_jobs.job_kinds(container) if k.every is None]
+    return JobWorker(container.jobs, kinds, poll=0.2)
+
+
+@contextmanager
+def executions_running(client: TestClient, container: Container) -> Iterator[None]:
+    """Approved outputs execute on an in-process worker, as with `cosmo serve`."""
+    worker = execution_worker(container)
+    client.portal.call(worker.start)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        client.portal.call(worker.stop)  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def client(container: Container) -> Iterator[TestClient]:
     app = create_app(container=container, background=False)
-    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
+    with (
+        TestClient(app, headers=AUTH, raise_server_exceptions=False) as c,
+        executions_running(c, container),
+    ):
         yield c
 
 
@@ -235,7 +259,10 @@ def claude_container(db: Database, claude_settings: Settings) -> Container:
 @pytest.fixture
 def claude_client(claude_container: Container) -> Iterator[TestClient]:
     app = create_app(container=claude_container, background=False)
-    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
+    with (
+        TestClient(app, headers=AUTH, raise_server_exceptions=False) as c,
+        executions_running(c, claude_container),
+    ):
         yield c
 
 

@@ -40,6 +40,14 @@ def cosmo(
     )
 
 
+def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`cosmo worker` in the background, its output in `log`; the caller stops (or kills) it."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 @contextmanager
 def cosmo_serve(
     env: Mapping[str, str],

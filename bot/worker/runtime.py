@@ -9,6 +9,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from core.execution import jobs as execution_jobs
 from core.jobs import JobKind, JobWorker
 from core.jobs.schedules import schedules
 from core.knowledge.jobs import IngestJob
@@ -41,6 +42,7 @@ async def _watch_parent(stopping: asyncio.Event) -> None:
 def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
     kinds = schedules(container)
     kinds.append(IngestJob(container.knowledge).kind())
+    kinds += execution_jobs.job_kinds(container)
     if slack is not None:
         kinds += slack.job_kinds()
     return kinds

@@ -27,7 +27,8 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AuditHeadRow, AuditRow
 
-Outcome = Literal["applied", "lost", "refused", "repeated"]
+#: `outcome_unknown`: an execution whose worker died while the target was answering.
+Outcome = Literal["applied", "lost", "refused", "repeated", "outcome_unknown"]
 Identity = Literal["verified", "asserted", "system"]
 
 GENESIS = "0" * 64

@@ -4,6 +4,8 @@ Payload (Standard Webhooks shape): `{"type", "timestamp", "data": {...}}` where 
 carries outputId, agentId, sessionId, skill, status, contentUrl and, on creation, an
 `approvalToken` the receiver can send back to `POST /api/v1/webhooks/approval`.
 `output.edited` announces a reviewer's edit (revision, editor, per-field changes).
+`output.execution_failed` announces an execution whose outcome is unknown (its worker died
+while the target was answering): `outcome: outcome_unknown`; someone must check the target.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ CREATED = "output.created"
 DECIDED = "output.decided"
 EDITED = "output.edited"
 EXECUTED = "output.executed"
+EXECUTION_FAILED = "output.execution_failed"
 
 
 class OutputEvents:
@@ -74,6 +77,11 @@ class OutputEvents:
 
     def executed(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
         return self._about(EXECUTED, webhook_url, output, extra)
+
+    def execution_failed(
+        self, webhook_url: str | None, output: Output, **extra: Any
+    ) -> list[NewEvent]:
+        return self._about(EXECUTION_FAILED, webhook_url, output, extra)
 
     def _about(
         self, kind: str, webhook_url: str | None, output: Output, extra: dict[str, Any]

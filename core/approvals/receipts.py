@@ -38,10 +38,16 @@ from core.db.models import AuditRow, ReceiptRow
 from core.outputs.port import Output
 
 ReceiptDecision = Literal[
-    "approved", "rejected", "expired", "executed", "execution_failed", "manual"
+    "approved",
+    "rejected",
+    "expired",
+    "executed",
+    "execution_failed",
+    "manual",
+    "outcome_unknown",
 ]
 RECEIPT_DECISIONS: frozenset[str] = frozenset(ReceiptDecision.__args__)  # type: ignore[attr-defined]
-EXECUTION_OUTCOMES = frozenset({"executed", "execution_failed"})
+EXECUTION_OUTCOMES = frozenset({"executed", "execution_failed", "outcome_unknown"})
 
 HKDF_INFO = b"cosmo-agents receipts ed25519 v1"
 RECEIPT_VERSION = 1

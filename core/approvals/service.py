@@ -2,25 +2,28 @@
 
 Slack buttons, the REST routes and the webhook callback all come here. The decision is
 ONE conditional write in the output store (`status = pending`); whoever loses is told who
-won and when. The winner of an approval runs the executor; a rejection's reason is handed
-back to the session so the agent can revise on the next turn.
+won and when. An approval of an automatable output enqueues its execution job with that
+write (`core.execution.jobs`: a worker runs it, and a crash mid-call is never silent);
+a manual one is marked `manual` at once. A rejection's reason is handed back to the
+session so the agent can revise on the next turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-
-from anyio import to_thread
 
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
 from core.approvals.policy import Actor, GroupDirectory, check_may_decide, editors_of
 from core.approvals.receipts import ReceiptDecision, Receipts
+from core.concurrency import run_sync
 from core.errors import (
     Conflict,
     FieldError,
@@ -31,6 +34,7 @@ from core.errors import (
     ValidationFailed,
 )
 from core.execution.executor import OutputExecutor
+from core.execution.jobs import ExecutionJobs, execution_key
 from core.outputs.port import (
     Output,
     OutputEdit,
@@ -64,6 +68,8 @@ _APPROVED_FAMILY = {
 }
 MAX_REASON = 2_000
 SYSTEM = Actor("system", "system")
+#: How long `settled` waits, by default, for an execution to end (REST and callbacks).
+SETTLE_WITHIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class ApprovalService:
         agents: AgentService,
         sessions: SessionService,
         executor: OutputExecutor,
+        executions: ExecutionJobs,
         events: OutputEvents,
         audit: AuditLog,
         directory: GroupDirectory | None = None,
@@ -91,6 +98,7 @@ class ApprovalService:
         self.agents = agents
         self.sessions = sessions
         self.executor = executor
+        self.executions = executions
         self.events = events
         self.audit = audit
         self.receipts = receipts
@@ -122,8 +130,8 @@ class ApprovalService:
             raise ValidationFailed([FieldError(("reason",), "a rejection needs a reason")])
         if reason is not None and len(reason) > MAX_REASON:
             raise ValidationFailed([FieldError(("reason",), f"at most {MAX_REASON} characters")])
-        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
-        agent = await self._agent(output)
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        agent = await self.agent_of(output)
         action = "approve" if decision == "approve" else "reject"
         if output.status != OutputStatus.PENDING:
             return await self._already(output, decision, actor, action)
@@ -139,11 +147,13 @@ class ApprovalService:
         now = self.clock()
         if output.expires_at is not None and now >= output.expires_at:
             await self.expire(output, agent)
-            current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+            current = await run_sync(self.outputs.get, tenant_id, output_id)
             raise OutputAlreadyDecided(
                 output_id, current.status.value, current.decided_by, current.decided_at
             )
         status = OutputStatus.APPROVED if decision == "approve" else OutputStatus.REJECTED
+        runs = status == OutputStatus.APPROVED and output.is_automatable
+        job_key = execution_key(output.id) if runs else None
         change = Transition(
             expected=OutputStatus.PENDING,
             to=status,
@@ -154,6 +164,7 @@ class ApprovalService:
             via=actor.via,
             expected_revision=output.revision,
             identity=actor.identity,
+            execution_job=job_key,
         )
         events = self.events.decided(
             _webhook(agent),
@@ -173,25 +184,45 @@ class ApprovalService:
             "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
             receipt=actor,
         )
+        if job_key is not None:
+            record = self._scheduling(record, job_key, actor)
         try:
-            decided = await to_thread.run_sync(
-                lambda: self.outputs.transition(tenant_id, output_id, change, events, record)
+            decided = await run_sync(
+                self.outputs.transition, tenant_id, output_id, change, events, record
             )
         except OutputAlreadyDecided as lost:
-            current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+            current = await run_sync(self.outputs.get, tenant_id, output_id)
             return await self._already(current, decision, actor, action, lost=lost)
         except StaleRevision as stale:
             await self._audit(output, actor, action, "refused", stale.detail)
             raise
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
-            final = decided
-        else:
-            if decided.edits:
-                await self._tell_session(decided, _approved_with_edits(decided, actor))
-            final = await self.executor.run(decided, agent, self._execution_recorder(actor))
-        await self._notify(final)
+        elif decided.edits:
+            await self._tell_session(decided, _approved_with_edits(decided, actor))
+        if job_key is not None:
+            # The worker that runs the job tells the listeners how it ended.
+            return DecisionResult(decided, applied=True)
+        final = decided
+        if status == OutputStatus.APPROVED:
+            final = await self.executor.run(decided, agent, self.execution_recorder(actor))
+        await self.notify(final)
         return DecisionResult(final, applied=True)
+
+    async def settled(
+        self, tenant_id: str, output_id: str, within: float = SETTLE_WITHIN
+    ) -> Output:
+        """The output once its execution has ended, or as it stands after `within`
+        seconds (still `approved`): for callers that answer with the outcome."""
+        deadline = time.monotonic() + within
+        pause = 0.05
+        while True:
+            output = await run_sync(self.outputs.get, tenant_id, output_id)
+            left = deadline - time.monotonic()
+            if output.status != OutputStatus.APPROVED or left <= 0:
+                return output
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
 
     async def precheck(
         self,
@@ -203,14 +234,14 @@ class ApprovalService:
     ) -> Output:
         """Raise now what `decide` (or `edit`) would refuse (already decided, stale, not
         allowed), so a UI can say so before opening a form. They check again: advisory."""
-        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
         if output.status != OutputStatus.PENDING:
             raise OutputAlreadyDecided(
                 output.id, output.status.value, output.decided_by, output.decided_at
             )
         if revision is not None and revision != output.revision:
             raise StaleRevision(output.id, revision, output.revision)
-        await check_may_decide(await self._agent(output), output, actor, decision, self.directory)
+        await check_may_decide(await self.agent_of(output), output, actor, decision, self.directory)
         return output
 
     async def edit(
@@ -228,8 +259,8 @@ class ApprovalService:
         the new pair. The write is conditional on the revision the editor saw (`revision`,
         else the one read here), so of two racing edits one wins and the other is stale.
         """
-        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
-        agent = await self._agent(output)
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        agent = await self.agent_of(output)
         if output.status != OutputStatus.PENDING:
             raise OutputAlreadyDecided(
                 output.id, output.status.value, output.decided_by, output.decided_at
@@ -246,7 +277,7 @@ class ApprovalService:
         now = self.clock()
         if output.expires_at is not None and now >= output.expires_at:
             await self.expire(output, agent)
-            current = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
+            current = await run_sync(self.outputs.get, tenant_id, output_id)
             raise OutputAlreadyDecided(
                 output_id, current.status.value, current.decided_by, current.decided_at
             )
@@ -280,38 +311,40 @@ class ApprovalService:
         events = self.events.edited(_webhook(agent), output, edit, change.content_sha256)
         record = self._recorder(actor, "edit", "applied", describe_changes(changes))
         try:
-            edited = await to_thread.run_sync(
-                lambda: self.outputs.revise(tenant_id, output_id, change, events, record)
+            edited = await run_sync(
+                self.outputs.revise, tenant_id, output_id, change, events, record
             )
         except StaleRevision as stale:
             await self._audit(output, actor, "edit", "refused", stale.detail)
             raise
-        await self._notify(edited)
+        await self.notify(edited)
         return edited
 
     async def retry_execution(self, tenant_id: str, output_id: str, actor: Actor) -> Output:
-        """Run a failed execution again: `execution_failed -> approved -> …`, once."""
-        output = await to_thread.run_sync(self.outputs.get, tenant_id, output_id)
-        agent = await self._agent(output)
+        """Run a failed execution again: `execution_failed -> approved`, with a new
+        execution job (returns the output as approved; the job ends it)."""
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        agent = await self.agent_of(output)
         try:
             await check_may_decide(agent, output, actor, "approve", self.directory)
         except NotAllowedToDecide as exc:
             await self._audit(output, actor, "retry", "refused", exc.detail)
             raise
+        at = self.clock()
+        job_key = execution_key(output.id, retry_at=at)
         change = Transition(
-            expected=OutputStatus.EXECUTION_FAILED, to=OutputStatus.APPROVED, at=self.clock()
+            expected=OutputStatus.EXECUTION_FAILED,
+            to=OutputStatus.APPROVED,
+            at=at,
+            execution_job=job_key,
+            clear_execution=True,
         )
-        record = self._recorder(actor, "retry", "applied")
-        approved = await to_thread.run_sync(
-            lambda: self.outputs.transition(tenant_id, output_id, change, (), record)
-        )
-        final = await self.executor.run(approved, agent, self._execution_recorder(actor))
-        await self._notify(final)
-        return final
+        record = self._scheduling(self._recorder(actor, "retry", "applied"), job_key, actor)
+        return await run_sync(self.outputs.transition, tenant_id, output_id, change, (), record)
 
     async def expire(self, output: Output, agent: AgentView | None = None) -> Output | None:
         """Expire a pending output whose time is up; None if someone decided first."""
-        agent = agent or await self._agent(output)
+        agent = agent or await self.agent_of(output)
         now = self.clock()
         change = Transition(
             expected=OutputStatus.PENDING,
@@ -330,16 +363,16 @@ class ApprovalService:
         )
         record = self._recorder(SYSTEM, "expire", "applied", receipt=SYSTEM)
         try:
-            expired = await to_thread.run_sync(
-                lambda: self.outputs.transition(output.tenant_id, output.id, change, events, record)
+            expired = await run_sync(
+                self.outputs.transition, output.tenant_id, output.id, change, events, record
             )
         except OutputAlreadyDecided:
             return None
-        await self._notify(expired)
+        await self.notify(expired)
         return expired
 
     async def expire_due(self, limit: int = 100) -> int:
-        due = await to_thread.run_sync(self.outputs.due_for_expiry, self.clock(), limit)
+        due = await run_sync(self.outputs.due_for_expiry, self.clock(), limit)
         done = 0
         for output in due:
             if await self.expire(output) is not None:
@@ -348,9 +381,9 @@ class ApprovalService:
 
     # -- internals ---------------------------------------------------------------
 
-    async def _agent(self, output: Output) -> AgentView:
+    async def agent_of(self, output: Output) -> AgentView:
         try:
-            return await to_thread.run_sync(self.agents.get, output.tenant_id, output.agent_id)
+            return await run_sync(self.agents.get, output.tenant_id, output.agent_id)
         except NotFound:
             raise NotFound("agent", output.agent_id) from None
 
@@ -393,9 +426,7 @@ class ApprovalService:
 
     async def _tell_session(self, output: Output, note: str) -> None:
         try:
-            await to_thread.run_sync(
-                self.sessions.append_note, output.tenant_id, output.session_id, note
-            )
+            await run_sync(self.sessions.append_note, output.tenant_id, output.session_id, note)
         except NotFound:
             log.info("output %s: its session is gone; rejection reason not handed back", output.id)
 
@@ -409,7 +440,7 @@ class ApprovalService:
     ) -> None:
         """Record an attempt that changed nothing (refused, lost, repeated)."""
         record = self._recorder(actor, action, outcome, detail)
-        await to_thread.run_sync(record, None, output)
+        await run_sync(record, None, output)
 
     def _recorder(
         self,
@@ -419,6 +450,7 @@ class ApprovalService:
         detail: str | None = None,
         *,
         receipt: Actor | None = None,
+        receipt_decision: ReceiptDecision | None = None,
     ) -> Recorder:
         """The audit entry for a change, for the store to write in the change's own
         transaction; with `receipt` (who the effect is owed to) also a signed receipt for
@@ -438,25 +470,49 @@ class ApprovalService:
                     content_sha256=output.content_sha256,
                 )
                 if receipt is not None and self.receipts is not None:
-                    decision: ReceiptDecision = output.status.value  # type: ignore[assignment]
+                    decision: ReceiptDecision = (
+                        receipt_decision or output.status.value  # type: ignore[assignment]
+                    )
                     at = output.executed_at or output.decided_at or output.updated_at
                     self.receipts.issue_in(s, entry, output, decision, receipt, at)
 
         return record
 
-    def _execution_recorder(self, decider: Actor) -> Recorder:
+    def _scheduling(self, record: Recorder, job_key: str, decider: Actor) -> Recorder:
+        """`record`, then the execution job: in the change's transaction where the store
+        has one, else (session None) in a transaction of its own right after the write."""
+
+        def both(session: Any | None, output: Output) -> None:
+            record(session, output)
+            self.executions.enqueue(session, output, job_key, decider)
+
+        return both
+
+    def execution_recorder(
+        self,
+        decider: Actor,
+        *,
+        unknown: bool = False,
+        fence: Callable[[Any], None] | None = None,
+    ) -> Recorder:
+        """The audit entry and receipt of an execution's end (`unknown`: an attempt died
+        mid-call). `fence` refuses the write of an attempt that no longer holds its job."""
+
         def record(session: Any | None, output: Output) -> None:
+            if fence is not None and session is not None:
+                fence(session)
             self._recorder(
                 SYSTEM,
                 "execute",
-                "applied",
+                "outcome_unknown" if unknown else "applied",
                 output.execution_error or output.status.value,
                 receipt=decider,
+                receipt_decision="outcome_unknown" if unknown else None,
             )(session, output)
 
         return record
 
-    async def _notify(self, output: Output) -> None:
+    async def notify(self, output: Output) -> None:
         for listener in self.listeners:
             try:
                 await listener(output)

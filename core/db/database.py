@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,6 +119,7 @@ class Database:
     def __init__(self, engine: Engine, session_factory: sessionmaker[Session] | None = None):
         self.engine = engine
         self._sessions = session_factory or sessionmaker(engine, expire_on_commit=False)
+        self._turns: threading.RLock | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -128,7 +131,11 @@ class Database:
         factory = sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
-        return cls(connection.engine, factory)
+        db = cls(connection.engine, factory)
+        # One connection serves every thread (request handlers, an in-process job worker):
+        # units of work take turns, or their savepoints would interleave.
+        db._turns = threading.RLock()
+        return db
 
     @property
     def backend(self) -> str:
@@ -137,7 +144,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        with self._sessions() as session, session.begin():
+        with self._turns or contextlib.nullcontext(), self._sessions() as session, session.begin():
             yield session
 
     def read_connection(self) -> Connection:

@@ -67,6 +67,8 @@ class SkillRow(TimestampedMixin, Base):
     input_schema: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     kind: Mapped[str] = mapped_column(String(16))
     is_automatable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Executions may be repeated after a crash mid-call (the target dedupes).
+    idempotent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     executor: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     # Grows with every change, so an output's snapshot says which version it was made with.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

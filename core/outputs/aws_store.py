@@ -19,15 +19,16 @@ Layout (`core.outputs.aws_setup` creates it):
   `content_key`, `decision`, `write_marks` (see below) and the index keys.
 * Global secondary indexes, all projecting ALL attributes so a list is one query:
 
-  ========== ===================================== =========================
-  index      hash key                              range key
-  ========== ===================================== =========================
-  by_tenant  `tenant_id`                           `id`
-  by_agent   `tenant_agent` = tenant#agent         `id`
-  by_session `tenant_session` = tenant#session     `id`
-  by_status  `tenant_status` = tenant#status       `id`
-  by_expiry  `expiry_queue` = "pending"  (sparse)  `expiry_key` = expires_at#id
-  ========== ===================================== =========================
+  ============ ======================================= ================================
+  index        hash key                                range key
+  ============ ======================================= ================================
+  by_tenant    `tenant_id`                             `id`
+  by_agent     `tenant_agent` = tenant#agent           `id`
+  by_session   `tenant_session` = tenant#session       `id`
+  by_status    `tenant_status` = tenant#status         `id`
+  by_expiry    `expiry_queue` = "pending"  (sparse)    `expiry_key` = expires_at#id
+  by_execution `execution_queue` = "approved" (sparse) `execution_since` = approved_at#id
+  ============ ======================================= ================================
 
   Ids are ULIDs (`core.db.ids`, minted by the caller just before `create`), so `id`
   order is creation order and a page continues after the last id (the same opaque cursor
@@ -35,7 +36,11 @@ Layout (`core.outputs.aws_setup` creates it):
   minutes of slack) plus an exact `created_at` filter. `by_expiry`
   holds only pending outputs with an expiry: the keys are removed by the decision, so
   `due_for_expiry` reads nothing else (it is one partition; past a few hundred creates
-  a second, shard it as `pending#0..n` and query each). Index reads are eventually
+  a second, shard it as `pending#0..n` and query each). `by_execution` likewise holds only
+  approved outputs whose execution has not ended, with `execution_job`, the key of the job
+  that runs it: the job layer cannot share DynamoDB's write, so the decider enqueues it
+  right after, and a schedule enqueues what a crash in between left behind (the key
+  dedupes). Index reads are eventually
   consistent (a fresh output may take a moment to be listed); `get` reads the table
   strongly consistently.
 
@@ -78,6 +83,7 @@ from core.db.ids import new_id
 from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.errors import Conflict, NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.port import (
+    AwaitingExecution,
     NewEvent,
     NewOutput,
     NotificationStatus,
@@ -105,8 +111,10 @@ INDEXES: dict[str, tuple[str, str]] = {
     "by_session": ("tenant_session", "id"),
     "by_status": ("tenant_status", "id"),
     "by_expiry": ("expiry_queue", "expiry_key"),
+    "by_execution": ("execution_queue", "execution_since"),
 }
 EXPIRY_QUEUE = "pending"
+EXECUTION_QUEUE = "approved"
 _JSON_FIELDS = ("arguments", "execution_result", "skill_snapshot", "edits")
 _ID_PREFIX = "out_"
 _TIME_SLACK_MS = 5 * 60_000  # ids are minted (by the caller) just before create
@@ -355,10 +363,23 @@ class AwsOutputStore:
             "decision_revision": change.expected_revision,
             "decision_identity": change.identity,
         }
+        removed: builtins.list[str] = []
+        if change.to is OutputStatus.APPROVED and change.execution_job is not None:
+            sets.update(
+                execution_queue=EXECUTION_QUEUE,
+                execution_since=f"{_iso(change.at)}#{output_id}",
+                execution_job=change.execution_job,
+            )
+        else:  # leaves the execution queue (if it was in it)
+            removed += ["execution_queue", "execution_since", "execution_job"]
+        if change.to is not OutputStatus.PENDING:  # leaves the expiry queue
+            removed += ["expiry_queue", "expiry_key"]
+        if change.clear_execution:
+            removed += ["execution_result", "execution_error", "executed_at"]
         assignments = ", ".join(ex.equals(k, v) for k, v in sets.items() if v is not None)
         update = f"SET {assignments} ADD {ex.name('write_marks')} {ex.raw({'SS': marks})}"
-        if change.to is not OutputStatus.PENDING:  # leaves the expiry queue
-            update += f" REMOVE {ex.name('expiry_queue')}, {ex.name('expiry_key')}"
+        if removed:
+            update += " REMOVE " + ", ".join(ex.name(name) for name in removed)
         expected = ex.equals("status", change.expected.value)
         condition = f"{expected} AND {ex.equals('tenant_id', tenant_id)}"
         if change.expected_revision is not None:
@@ -654,6 +675,27 @@ class AwsOutputStore:
             "FilterExpression": ex.equals("status", OutputStatus.PENDING.value),
         }
         return [_output_of(i) for i in self._query(query, ex, want=limit, filtered=True)]
+
+    def awaiting_execution(
+        self, before: datetime, limit: int = 100
+    ) -> builtins.list[AwaitingExecution]:
+        """Approved outputs whose execution has not ended, approved before `before` (sparse
+        index, across tenants). The index lags the table: a just-ended execution may still
+        be listed, which is harmless (its job exists, so enqueueing it again does nothing)."""
+        ex = _Expression()
+        query = {
+            "TableName": self.table,
+            "IndexName": "by_execution",
+            "KeyConditionExpression": f"{ex.equals('execution_queue', EXECUTION_QUEUE)} AND "
+            f"{ex.name('execution_since')} < {ex.value(_iso(before) + '$')}",
+        }
+        return [
+            AwaitingExecution(
+                i["tenant_id"]["S"], i["agent_id"]["S"], i["id"]["S"], i["execution_job"]["S"]
+            )
+            for i in self._query(query, ex, want=limit, filtered=False)
+            if "execution_job" in i
+        ]
 
     # -- held webhook events -------------------------------------------------------------
 

@@ -162,6 +162,20 @@ class Transition:
     expected_revision: int | None = None
     """Also require this revision (a decision names the revision its decider saw)."""
     identity: str | None = None
+    execution_job: str | None = None
+    """Into `approved`: the key of the job that will execute it. Stores that cannot enqueue
+    it in the write's own transaction keep it with the output until execution ends, so
+    `awaiting_execution` can find an approval whose enqueue a crash prevented."""
+    clear_execution: bool = False
+    """Forget an earlier execution's result and error (a retry starts afresh)."""
+
+
+@dataclass(frozen=True)
+class AwaitingExecution:
+    tenant_id: str
+    agent_id: str
+    output_id: str
+    job_key: str
 
 
 @dataclass(frozen=True)
@@ -240,6 +254,12 @@ class OutputStore(Protocol):
     ) -> None: ...
 
     def due_for_expiry(self, now: datetime, limit: int = 100) -> list[Output]: ...
+
+    def awaiting_execution(self, before: datetime, limit: int = 100) -> list[AwaitingExecution]:
+        """Outputs approved before `before` whose execution has not ended, with the key of
+        the job that runs them, across tenants. Stores that enqueue that job in the
+        decision's own transaction return nothing: their approvals cannot be stranded."""
+        ...
 
     def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
         """A time-limited direct URL to the content, or None if the API serves it."""

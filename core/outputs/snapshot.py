@@ -25,7 +25,14 @@ from core.skills.runtime import Skill, SkillArgumentsInvalid
 #: Arguments of one output, as canonical JSON: proposals and edits alike.
 MAX_ARGUMENTS_BYTES = 65_536
 
-SNAPSHOT_FIELDS = ("description", "kind", "is_automatable", "input_schema", "executor")
+SNAPSHOT_FIELDS = (
+    "description",
+    "kind",
+    "is_automatable",
+    "idempotent",
+    "input_schema",
+    "executor",
+)
 
 
 def skill_snapshot(spec: SkillSpec, version: int) -> dict[str, Any]:

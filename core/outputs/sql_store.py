@@ -19,6 +19,7 @@ from core.db.repository import paginate
 from core.errors import NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
+    AwaitingExecution,
     NewEvent,
     NewOutput,
     NotificationStatus,
@@ -119,6 +120,8 @@ class SqlOutputStore:
             values["executed_at"] = change.at
         if change.identity is not None:
             values["decision_identity"] = change.identity
+        if change.clear_execution:
+            values.update(execution_result=None, execution_error=None, executed_at=None)
         conditions = [
             OutputRow.id == output_id,
             OutputRow.tenant_id == tenant_id,
@@ -251,6 +254,11 @@ class SqlOutputStore:
                 .limit(limit)
             )
             return [Output.model_validate(r, from_attributes=True) for r in rows]
+
+    def awaiting_execution(
+        self, before: datetime, limit: int = 100
+    ) -> builtins.list[AwaitingExecution]:
+        return []  # the execution job commits with the approval (the store's Recorder)
 
     def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
         self.get(tenant_id, output_id)  # same 404 as the aws store for unknown outputs

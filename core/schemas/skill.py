@@ -166,6 +166,13 @@ class SkillSpec(StrictModel):
         description="For action skills: approved outputs run by themselves; otherwise they "
         "are marked for manual follow-up.",
     )
+    idempotent: bool = Field(
+        default=False,
+        description="Running it twice with the same arguments has the effect of running it "
+        "once (the target dedupes on the `Idempotency-Key` header, which http skills send as "
+        "the output id). An execution whose worker died mid-call is then run again; "
+        "otherwise it ends `execution_failed` with an unknown outcome for a person to check.",
+    )
     executor: Executor = Field(default_factory=BuiltinExecutor)
 
     @field_validator("input_schema")
@@ -179,6 +186,7 @@ class SkillPatch(StrictModel):
     input_schema: dict[str, Any] | None = None
     kind: SkillKind | None = None
     is_automatable: bool | None = None
+    idempotent: bool | None = None
     executor: Executor | None = None
 
 

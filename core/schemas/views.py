@@ -36,6 +36,7 @@ class SkillView(View):
     input_schema: dict[str, Any]
     kind: SkillKind
     is_automatable: bool
+    idempotent: bool = False
     executor: Executor | None = Field(
         description="None when the stored executor is no longer accepted (see `problem`)."
     )

@@ -201,6 +201,8 @@ class HttpSkillExecutor:
         url = self.render_url(arguments)
         body = self.render_json_body(arguments)
         headers, secrets = self._headers()
+        if ctx.idempotency_key is not None:
+            headers["Idempotency-Key"] = ctx.idempotency_key
         timeout = self.config.timeout_seconds
         request = self.client.build_request(
             self.config.method,

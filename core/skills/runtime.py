@@ -82,6 +82,9 @@ class SkillContext:
     user_name: str | None
     memory: MemoryProvider | None = None
     knowledge: KnowledgeSearcher | None = None
+    idempotency_key: str | None = None
+    """Set when executing an approved output of an idempotent skill (its output id): the
+    same for every attempt, so the target can recognise a repeat."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def stored_fields(row: SkillRow) -> dict[str, Any]:
         "input_schema": row.input_schema,
         "kind": row.kind,
         "is_automatable": row.is_automatable,
+        "idempotent": row.idempotent,
         "executor": row.executor,
     }
 
@@ -58,6 +59,7 @@ def write_skill(row: SkillRow, spec: SkillSpec) -> None:
     row.input_schema = spec.input_schema
     row.kind = spec.kind.value
     row.is_automatable = spec.is_automatable
+    row.idempotent = spec.idempotent
     row.executor = spec.executor.model_dump(mode="json", exclude_none=True)
 
 
@@ -94,6 +96,7 @@ class SkillService:
             input_schema=row.input_schema,
             kind=SkillKind(row.kind),
             is_automatable=row.is_automatable,
+            idempotent=row.idempotent,
             executor=executor,
             usable=problem is None,
             problem=problem,

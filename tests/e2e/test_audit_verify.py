@@ -25,7 +25,7 @@ from core.errors import NotAllowedToDecide
 from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
 from core.wiring import build_container
-from tests.conftest import BACKENDS, make_settings
+from tests.conftest import BACKENDS, execution_worker, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -97,11 +97,13 @@ def history(request, empty_database_url_factory, tmp_path) -> Iterator[History]:
     async def decide() -> None:
         approvals = container.approvals
         await approvals.decide("default", output(), "approve", lead)
+        await execution_worker(container).run_until_idle()
         await approvals.decide("default", output(), "reject", lead, "no")
         third = output()
         with pytest.raises(NotAllowedToDecide):
             await approvals.decide("default", third, "approve", Actor("U0X", "api"))
         await approvals.decide("default", third, "approve", lead)
+        await execution_worker(container).run_until_idle()
 
     asyncio.run(decide())
     container.close()

@@ -8,6 +8,7 @@ HTTP as REST approve/reject calls, approval callbacks and signed Slack button cl
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -28,7 +29,7 @@ from core.outputs.aws_setup import ensure_bucket_and_table
 from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
 from core.wiring import aws_clients, build_container
-from tests.conftest import AUTH, BACKENDS, make_settings
+from tests.conftest import AUTH, BACKENDS, execution_worker, make_settings
 from tests.cosmo_process import free_port
 from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
@@ -121,6 +122,11 @@ def run_race(container: Any, slack: FakeSlackAPI) -> None:
     token = created_events[0].payload["data"]["approvalToken"]
 
     app = create_app(container=container, background=False)
+    # The approval's execution runs on a worker, as under `cosmo serve`.
+    worker_loop = asyncio.new_event_loop()
+    worker = execution_worker(container)
+    threading.Thread(target=worker_loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(worker.start(), worker_loop).result()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -175,8 +181,13 @@ def run_race(container: Any, slack: FakeSlackAPI) -> None:
     deadline = time.monotonic() + 30
     while app.state.slack.runtime.tasks and time.monotonic() < deadline:
         time.sleep(0.05)
+    while container.outputs.get("default", new.id).status == "approved":  # a Slack click won
+        assert time.monotonic() < deadline, "the approved output was never executed"
+        time.sleep(0.05)
     server.should_exit = True
     thread.join(timeout=10)
+    asyncio.run_coroutine_threadsafe(worker.stop(), worker_loop).result()
+    worker_loop.call_soon_threadsafe(worker_loop.stop)
 
     assert len(results) == 200
     assert set(Counter(code for _, code, _ in results)) <= {200, 409}

@@ -17,7 +17,7 @@ from core.outputs.port import NewOutput, Output, OutputStatus
 from core.outputs.snapshot import MAX_ARGUMENTS_BYTES, skill_snapshot
 from core.skills.runtime import SkillResult
 from core.wiring import Container, build_container
-from tests.conftest import BACKENDS, make_settings
+from tests.conftest import BACKENDS, execution_worker, make_settings
 
 EMAIL_SCHEMA = {
     "type": "object",
@@ -341,6 +341,7 @@ async def test_racing_edits_and_approvals_decide_once_on_a_revision_that_existed
     await asyncio.gather(*tasks)
     if container.outputs.get("default", output.id).status == OutputStatus.PENDING:
         await approver()  # every racing approval was stale: one more, on the latest
+    await execution_worker(container).run_until_idle()
 
     final = container.outputs.get("default", output.id)
     assert "edited" in outcomes and "refused" in outcomes

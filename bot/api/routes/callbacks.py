@@ -14,6 +14,7 @@ from bot.api.routes.outputs import content_response
 from core.approvals.policy import Actor
 from core.approvals.tokens import InvalidToken
 from core.errors import OutputAlreadyDecided
+from core.outputs.port import OutputStatus
 
 router = APIRouter(tags=["callbacks"])
 
@@ -67,6 +68,8 @@ async def approval_callback(body: ApprovalCallback, c: ContainerDep) -> Callback
             decided_at=lost.decided_at.isoformat() if lost.decided_at else None,
         )
     output = result.output
+    if output.status == OutputStatus.APPROVED:  # running on a worker: answer with its end
+        output = await c.approvals.settled(claims.tenant_id, claims.output_id)
     return CallbackResult(
         applied=result.applied,
         output_id=output.id,

@@ -178,7 +178,9 @@ async def approve_output(
     body: DecisionBody | None = None,
     if_match: IfMatch = None,
 ) -> DecisionOut:
-    """Approve a pending output. Automatable outputs run at once; others become `manual`.
+    """Approve a pending output. Automatable outputs run at once (on a worker; the answer
+    waits up to 30 s for the run to end, else shows the output still `approved`); others
+    become `manual`.
 
     Repeating the decision that stands answers 200 with `applied: false`; a conflicting
     decision answers 409 naming who decided first. Name the revision you reviewed
@@ -196,7 +198,10 @@ async def approve_output(
         ),
         from_header,
     )
-    return DecisionOut(applied=result.applied, output=result.output)
+    output = result.output
+    if output.status == OutputStatus.APPROVED:
+        output = await c.approvals.settled(caller.tenant_id, output_id)
+    return DecisionOut(applied=result.applied, output=output)
 
 
 @router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409, 412))
@@ -263,10 +268,12 @@ async def edit_output(
 async def retry_output(
     output_id: str, caller: ReviewerDep, c: ContainerDep, body: DecisionBody | None = None
 ) -> Output:
-    """Run an output whose execution failed again."""
-    return await c.approvals.retry_execution(
+    """Run an output whose execution failed (or whose outcome is unknown) again. Like
+    approve, the answer waits up to 30 s for the run to end."""
+    await c.approvals.retry_execution(
         caller.tenant_id, output_id, caller.decider((body or DecisionBody()).user_id)
     )
+    return await c.approvals.settled(caller.tenant_id, output_id)
 
 
 @router.get("/{output_id}/audit", responses=problem_responses(404))
