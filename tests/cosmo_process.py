@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,14 +40,18 @@ def cosmo(
 
 @contextmanager
 def cosmo_serve(
-    env: Mapping[str, str], port: int | None = None, *, ready_within: float = 60
+    env: Mapping[str, str],
+    port: int | None = None,
+    *,
+    ready_within: float = 60,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """`cosmo serve --port PORT` in the background; yields its base URL once ready.
+    """`cosmo serve --port PORT [ARGS]` in the background; yields its base URL once ready.
 
     If the process exits before it is ready, the failure shows what it printed."""
     port = port or free_port()
     process = subprocess.Popen(
-        [*COSMO, "serve", "--port", str(port)],
+        [*COSMO, "serve", "--port", str(port), *args],
         env=dict(env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -72,3 +76,31 @@ def cosmo_serve(
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def cosmo_worker(
+    env: Mapping[str, str], log: Path, *, ready_within: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cosmo worker` in the background, its output in `log`, yielded once it runs jobs;
+    the test may kill it (the point of most tests that use it), else it is stopped after."""
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + ready_within
+        while b"kinds of job" not in log.read_bytes()[start:]:
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
+from core.agent import turn_job
 from core.jobs import JobKind, JobWorker
 from core.jobs.schedules import schedules
 from core.settings import Settings
@@ -23,7 +24,7 @@ SHUTDOWN_GRACE = 20.0
 
 
 def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
-    kinds = schedules(container)
+    kinds = schedules(container) + turn_job.job_kinds(container)
     if slack is not None:
         kinds += slack.job_kinds()
     return kinds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +88,7 @@ class Database:
     def __init__(self, engine: Engine, session_factory: sessionmaker[Session] | None = None):
         self.engine = engine
         self._sessions = session_factory or sessionmaker(engine, expire_on_commit=False)
+        self._one_at_a_time: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -97,7 +100,11 @@ class Database:
         factory = sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
-        return cls(connection.engine, factory)
+        database = cls(connection.engine, factory)
+        # One connection cannot serve two threads at once (a request and a job worker):
+        # their savepoints would interleave. Re-entrant: a unit of work may nest another.
+        database._one_at_a_time = threading.RLock()
+        return database
 
     @property
     def backend(self) -> str:
@@ -106,7 +113,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        with self._sessions() as session, session.begin():
+        with self._one_at_a_time, self._sessions() as session, session.begin():
             yield session
 
     def read_connection(self) -> Connection:

@@ -249,14 +249,19 @@ class SessionService:
         except IntegrityError:
             if dedupe_key is None:
                 raise
+        existing = self.find_turn(tenant_id, dedupe_key)
+        assert existing is not None
+        return existing, False
+
+    def find_turn(self, tenant_id: str, dedupe_key: str) -> TurnView | None:
+        """The turn recorded under this dedupe key (an Idempotency-Key, a Slack event)."""
         with self.db.session() as s:
-            existing = s.scalar(
+            row = s.scalar(
                 select(TurnRow).where(
                     TurnRow.tenant_id == tenant_id, TurnRow.dedupe_key == dedupe_key
                 )
             )
-            assert existing is not None
-            return turn_view(existing), False
+            return turn_view(row) if row else None
 
     def claim_turn(self, turn_id: str, *, stale_after: timedelta | None = None) -> bool:
         """Move a turn to running; only one worker wins (one conditional update).
