@@ -163,7 +163,11 @@ def get_session(session_id: str, caller: ReaderDep, c: ContainerDep) -> SessionD
                 "Location": {
                     "description": "The turn: `GET /api/v1/sessions/{id}/turns/{turn_id}`.",
                     "schema": {"type": "string"},
-                }
+                },
+                "Retry-After": {
+                    "description": "Seconds to wait before polling.",
+                    "schema": {"type": "integer"},
+                },
             },
         },
         **problem_responses(404, 409, 429, 503),
