@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, alias="COSMO_WORKERS", ge=0, le=64)
     worker_concurrency: int = Field(default=16, alias="COSMO_WORKER_CONCURRENCY", ge=1, le=1024)
     agent_concurrency: int = Field(default=4, alias="COSMO_AGENT_CONCURRENCY", ge=1, le=1024)
+    # How long `POST /sessions/{id}/chat` waits for a worker to finish the turn before it
+    # answers 202 with the turn to poll (0: answer 202 at once).
+    chat_wait_seconds: float = Field(default=120, alias="COSMO_CHAT_WAIT_SECONDS", ge=0, le=3600)
 
     # Tenancy: single-workspace installs put everything under this tenant.
     default_tenant: str = Field(default=DEFAULT_TENANT, alias="COSMO_DEFAULT_TENANT")

@@ -258,10 +258,13 @@ def claude_container(db: Database, claude_settings: Settings) -> Container:
 
 @pytest.fixture
 def claude_client(claude_container: Container) -> Iterator[TestClient]:
+    """An API client whose chats are answered: a worker runs the REST turns (only those)."""
+    from tests.job_support import running_worker
+
     app = create_app(container=claude_container, background=False)
     with (
         TestClient(app, headers=AUTH, raise_server_exceptions=False) as c,
-        executions_running(c, claude_container),
+        running_worker(c, claude_container),
     ):
         yield c
 

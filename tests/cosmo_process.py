@@ -131,16 +131,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def cosmo_worker(
-    env: Mapping[str, str], log: Path | None = None
+    env: Mapping[str, str], log: Path | None = None, *, ready_within: float = 120
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`cosmo worker` in the background, its output in `log` (a temporary file if none:
-    never a pipe nobody reads, which would stall the worker once full); stopped after."""
+    never a pipe nobody reads, which would stall the worker once full), yielded once it
+    runs jobs; the test may kill it, else it is stopped after."""
     if log is None:
         handle, name = tempfile.mkstemp(prefix="cosmo-worker-", suffix=".log")
         os.close(handle)
         log = Path(name)
-    with cosmo_background(env, "worker", log=log) as process:
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + ready_within
+        while b"kinds of job" not in log.read_bytes()[start:]:
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.1)
         yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def children(pid: int) -> list[int]:

@@ -1,16 +1,24 @@
-"""Running jobs by hand in tests whose database is one rolled-back connection (`db`).
+"""Running jobs in tests.
 
-A `JobWorker` renews leases from another thread while handlers run, which a single shared
-connection cannot take; here due jobs run one at a time, through the worker's own code for
-settling them (succeeded, retried, dead), so what a test sees is what a worker records.
+* `run_due_jobs`: by hand, for tests whose database is one rolled-back connection (`db`)
+  and that want to see each step: due jobs run one at a time, through the worker's own code
+  for settling them (succeeded, retried, dead), so what a test sees is what a worker records.
+* `running_worker`: a job worker beside a TestClient, for tests whose requests wait on jobs
+  (a REST turn, an approval's execution). It runs on the app's own event loop, as
+  `create_app(background=True)` would, but only with the kinds a test asks for: the app's
+  schedules (deliveries, expiries) stay in the test's hands.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
 
 from bot.worker import job_kinds
-from core.jobs import JobWorker
+from core.jobs import JobKind, JobWorker
 from core.wiring import Container
 
 
@@ -28,3 +36,33 @@ def run_due_jobs(container: Container, *kinds: str) -> int:
         return ran
 
     return asyncio.run(drain())
+
+
+def request_kinds(container: Container) -> list[JobKind]:
+    """What requests wait on: REST turns and executions of approved outputs (no schedules)."""
+    from core.agent.turn_job import job_kinds as turn_kinds
+    from core.execution.jobs import job_kinds as execution_kinds
+
+    return turn_kinds(container) + [k for k in execution_kinds(container) if k.every is None]
+
+
+@contextmanager
+def running_worker(
+    client: TestClient, container: Container, kinds: Sequence[JobKind] | None = None
+) -> Iterator[JobWorker]:
+    """Run `kinds` (default: `request_kinds`) until the block ends; running jobs are then
+    handed back, as at a worker's shutdown. `client` must be open (`with TestClient`)."""
+    worker = JobWorker(
+        container.jobs,
+        request_kinds(container) if kinds is None else kinds,
+        poll=0.05,
+        grace=5.0,
+        per_key_limit=container.settings.agent_concurrency,
+    )
+    portal = client.portal
+    assert portal is not None, "open the TestClient (`with TestClient(app) as client`) first"
+    portal.call(worker.start)
+    try:
+        yield worker
+    finally:
+        portal.call(worker.stop)

@@ -100,8 +100,10 @@ def serve(
 
     settings = _settings()
     if port:
-        # Skills must never reach the port we actually listen on (core.skills.egress).
+        # Skills must never reach the port we actually listen on (core.skills.egress);
+        # the supervised workers run the skills, so they inherit it as PORT.
         settings = settings.model_copy(update={"port": port})
+        os.environ["PORT"] = str(port)
     configure(settings.log_level, settings.log_format)
     container = _container(settings)
     for integration, reason in container.disabled.items():

@@ -310,6 +310,7 @@ async def _run_turn(
                 tenant, session_id, user_name=user_name, channel_name=channel_name
             )
         )
+    await run_sync(c.sessions.start_turn, tenant, turn.id)
     try:
         agent = await c.runner.agent(tenant, session.agent_id)
         speaker = await rt.directory.user_name(tenant, turn.user_id)

@@ -9,6 +9,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from core.agent import turn_job
 from core.execution import jobs as execution_jobs
 from core.jobs import JobKind, JobWorker
 from core.jobs.schedules import schedules
@@ -43,6 +44,7 @@ def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobK
     kinds = schedules(container)
     kinds.append(IngestJob(container.knowledge).kind())
     kinds += execution_jobs.job_kinds(container)
+    kinds += turn_job.job_kinds(container)
     if slack is not None:
         kinds += slack.job_kinds()
     return kinds

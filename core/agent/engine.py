@@ -396,12 +396,6 @@ class _TurnRun:
         if too_large:
             return SkillResult(f"Not submitted: {too_large}.", is_error=True), {"error": too_large}
         limit = a.agent.limits.daily_output_limit
-        if limit is not None:
-            try:
-                await to_thread.run_sync(a.quotas.take, self.tenant, a.agent.id, OUTPUTS, 1, limit)
-            except RateLimitExceeded as exc:
-                message = f"Not submitted: {exc.detail}. Tell the user; do not retry today."
-                return SkillResult(message, is_error=True), {"error": "output limit"}
         content, content_type = skill.render_proposal(arguments)
         ttl = a.config.output_ttl
         snapshot = skill_snapshot(skill.spec, skill.version)
@@ -423,11 +417,25 @@ class _TurnRun:
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []
         record = self._proposal_recorder()
-        try:
-            output = await to_thread.run_sync(lambda: a.outputs.create(new, events, record))
-        except Exception:
+
+        def take_and_store() -> Output:
+            # One thread call, so a cancelled turn cannot stop between the quota take and
+            # the output it pays for: the unit is kept by an output or given back.
             if limit is not None:
-                await to_thread.run_sync(a.quotas.release, self.tenant, a.agent.id, OUTPUTS, 1)
+                a.quotas.take(self.tenant, a.agent.id, OUTPUTS, 1, limit)
+            try:
+                return a.outputs.create(new, events, record)
+            except Exception:
+                if limit is not None:
+                    a.quotas.release(self.tenant, a.agent.id, OUTPUTS, 1)
+                raise
+
+        try:
+            output = await to_thread.run_sync(take_and_store)
+        except RateLimitExceeded as exc:
+            message = f"Not submitted: {exc.detail}. Tell the user; do not retry today."
+            return SkillResult(message, is_error=True), {"error": "output limit"}
+        except Exception:
             log.exception("turn %s: storing output failed", self.turn.id)
             return SkillResult(
                 "The proposal could not be stored; tell the user to try again.", is_error=True

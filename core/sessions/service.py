@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -249,14 +249,36 @@ class SessionService:
         except IntegrityError:
             if dedupe_key is None:
                 raise
+        existing = self.find_turn(tenant_id, dedupe_key)
+        assert existing is not None
+        return existing, False
+
+    def find_turn(self, tenant_id: str, dedupe_key: str) -> TurnView | None:
+        """The turn recorded under this dedupe key (an Idempotency-Key, a Slack event)."""
         with self.db.session() as s:
-            existing = s.scalar(
+            row = s.scalar(
                 select(TurnRow).where(
                     TurnRow.tenant_id == tenant_id, TurnRow.dedupe_key == dedupe_key
                 )
             )
-            assert existing is not None
-            return turn_view(existing), False
+            return turn_view(row) if row else None
+
+    def start_turn(self, tenant_id: str, turn_id: str) -> bool:
+        """Mark a pending turn `running` (its job's worker has started it); a turn already
+        running (a takeover) or ended is left as it is. The job's claim, not this status,
+        decides who may finish the turn."""
+        now = self.clock()
+        with self.db.session() as s:
+            result = s.execute(
+                update(TurnRow)
+                .where(
+                    TurnRow.id == turn_id,
+                    TurnRow.tenant_id == tenant_id,
+                    TurnRow.status == "pending",
+                )
+                .values(status="running", started_at=now)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def get_turn(self, tenant_id: str, turn_id: str) -> TurnView:
         with self.db.session() as s:

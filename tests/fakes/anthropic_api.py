@@ -764,11 +764,17 @@ class _Handler(TrackedHandler):
         except _Invalid as invalid:
             self._send_error(invalid.error)
             return
-        self._answer(reply, body, fake)
+        self._answer(reply, body, fake, request)
 
     # -- answering -----------------------------------------------------------------------------
 
-    def _answer(self, reply: Reply, body: dict[str, Any], fake: FakeAnthropicAPI) -> None:
+    def _answer(
+        self,
+        reply: Reply,
+        body: dict[str, Any],
+        fake: FakeAnthropicAPI,
+        request: RecordedRequest,
+    ) -> None:
         fake._sleep(
             reply.first_byte_delay if reply.first_byte_delay is not None else fake.first_byte_delay
         )
@@ -822,13 +828,17 @@ class _Handler(TrackedHandler):
         self.send_header("request-id", _new_id("req_"))
         self.end_headers()
         first_delta = True
-        for frame in frames:
-            if frame.is_delta:
-                if not first_delta:
-                    fake._sleep(delta_delay)
-                first_delta = False
-            self._write_chunk(frame.encode())
-        self._write_chunk(b"")
+        try:
+            for frame in frames:
+                if frame.is_delta:
+                    if not first_delta:
+                        fake._sleep(delta_delay)
+                    first_delta = False
+                self._write_chunk(frame.encode())
+            self._write_chunk(b"")
+        except ConnectionError:
+            fake._hung_up(request)
+            raise
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -910,6 +920,7 @@ class FakeAnthropicAPI(
         self._queue: deque[Reply] = deque()
         self._responder: Responder | None = None
         self._requests: list[RecordedRequest] = []
+        self._hang_ups: list[RecordedRequest] = []
         self._request_arrived = threading.Condition(self._lock)
         self._errors: list[BaseException] = []
         self._stopping = threading.Event()
@@ -950,6 +961,7 @@ class FakeAnthropicAPI(
             self._queue.clear()
             self._responder = None
             self._requests.clear()
+            self._hang_ups.clear()
             self._errors.clear()
         self._cache.clear()
 
@@ -972,6 +984,26 @@ class FakeAnthropicAPI(
                 raise AssertionError("FakeAnthropicAPI has not received any request")
             return self._requests[-1]
 
+    @property
+    def hung_up(self) -> list[RecordedRequest]:
+        """Streamed requests whose client closed the connection before the stream ended
+        (a cancelled turn stops its stream this way)."""
+        with self._lock:
+            return list(self._hang_ups)
+
+    def wait_for_hang_ups(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until `count` clients hung up mid-stream (see `hung_up`)."""
+        deadline = time.monotonic() + timeout
+        with self._request_arrived:
+            while len(self._hang_ups) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"expected {count} streams cut short, {len(self._hang_ups)} were"
+                    )
+                self._request_arrived.wait(remaining)
+            return list(self._hang_ups)
+
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until `count` requests arrived, for tests that drive the client elsewhere."""
         deadline = time.monotonic() + timeout
@@ -990,6 +1022,11 @@ class FakeAnthropicAPI(
     def _record(self, request: RecordedRequest) -> None:
         with self._request_arrived:
             self._requests.append(request)
+            self._request_arrived.notify_all()
+
+    def _hung_up(self, request: RecordedRequest) -> None:
+        with self._request_arrived:
+            self._hang_ups.append(request)
             self._request_arrived.notify_all()
 
     def _note_error(self, exc: BaseException) -> None:
