@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from core.config_document import parse_document
+from core.knowledge.jobs import KIND
 from tests.conftest import AUTH
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
+from tests.job_support import run_due_jobs
 from tests.slack_support import SlackApp, slack_app
 from tests.unit.test_extractors import make_pdf
 
@@ -64,7 +66,8 @@ def add_handbook(client: Any, *, top_k: int, headers: dict[str, str] | None = No
         r = client.post(
             f"{BASE}/{kb.json()['id']}/documents", files={"file": (name, data)}, headers=headers
         )
-        assert r.status_code == 201, r.text
+        assert r.status_code == 202, r.text
+    run_due_jobs(client.app.state.container, KIND)  # ingested, as a worker would
 
 
 def passages(text: str) -> dict[int, tuple[str, str | None]]:

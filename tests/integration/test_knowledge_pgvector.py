@@ -24,6 +24,7 @@ from core.db.models import KnowledgeBaseRow
 from core.embeddings import HashingEmbedder
 from core.errors import ServiceUnavailable
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
+from core.knowledge.jobs import KIND
 from core.knowledge.pgvector import _DDL_LOCK, PgvectorKnowledgeIndex, pgvector_problem
 from core.knowledge.port import Candidate, IndexQuery, IndexTarget
 from core.knowledge.ranking import KEYWORD_FLOOR, strong_keyword_matches
@@ -31,6 +32,7 @@ from core.knowledge.schemas import KnowledgeBaseSpec
 from core.knowledge.service import KnowledgeService
 from core.wiring import build_container
 from tests.conftest import AUTH, PG_URL, make_settings
+from tests.job_support import run_due_jobs
 
 EMBEDDER = HashingEmbedder(dimension=64)
 
@@ -224,7 +226,8 @@ def test_the_service_serves_knowledge_from_pgvector_when_configured(
             files={"file": ("guide.md", document(9), "text/markdown")},
             headers=AUTH,
         )
-        assert upload.status_code in (200, 201), upload.text
+        assert upload.status_code == 202, upload.text
+        run_due_jobs(container, KIND)  # ingested, as a worker would
         found = client.get(
             f"/api/v1/knowledge-bases/{kb}/search", params={"q": "code-9-2"}, headers=AUTH
         )
