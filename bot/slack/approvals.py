@@ -12,12 +12,11 @@ import json
 import logging
 from typing import Any
 
-from anyio import to_thread
-
 from bot.slack import blocks, edit_form
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import truncate
 from core.approvals.policy import Actor
+from core.concurrency import run_sync
 from core.errors import CosmoError, NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
 from core.execution.effect import planned_effect
 from core.outputs.messages import MessageRef
@@ -32,12 +31,10 @@ log = logging.getLogger("cosmo.slack.approvals")
 async def _render(rt: SlackRuntime, output: Output, *, decided: bool) -> tuple[str, Any]:
     c = rt.container
     try:
-        agent_name = (
-            await to_thread.run_sync(c.agents.get, output.tenant_id, output.agent_id)
-        ).name
+        agent_name = (await run_sync(c.agents.get, output.tenant_id, output.agent_id)).name
     except NotFound:
         agent_name = "a deleted agent"
-    raw = await to_thread.run_sync(c.outputs.read_content, output.tenant_id, output.id)
+    raw = await run_sync(c.outputs.read_content, output.tenant_id, output.id)
     content = raw.decode("utf-8", errors="replace")
     url = c.events.content_url(output.tenant_id, output.id)
     if decided:
@@ -61,7 +58,7 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) 
     targets: list[tuple[str, str | None]] = []
     if session.channel_id:
         targets.append((session.channel_id, session.thread_ts))
-    agent = await to_thread.run_sync(c.agents.get, output.tenant_id, output.agent_id)
+    agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
     if agent.approval_channel and agent.approval_channel != session.channel_id:
         targets.append((agent.approval_channel, None))
     for channel, thread_ts in targets:
@@ -79,9 +76,7 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) 
                 "output %s: posting the approval message to %s failed", output.id, channel
             )
             continue
-        await to_thread.run_sync(
-            c.output_messages.add, output.tenant_id, output.id, channel, response["ts"]
-        )
+        await run_sync(c.output_messages.add, output.tenant_id, output.id, channel, response["ts"])
 
 
 async def on_edit(rt: SlackRuntime, tenant_id: str, output_id: str, revision: int) -> None:
@@ -90,10 +85,10 @@ async def on_edit(rt: SlackRuntime, tenant_id: str, output_id: str, revision: in
     a newer edit that landed meanwhile (and updates the copies itself) is not undone."""
     c = rt.container
     async with rt.message_lock(output_id):
-        output = await to_thread.run_sync(c.outputs.get, tenant_id, output_id)
+        output = await run_sync(c.outputs.get, tenant_id, output_id)
         if output.status != OutputStatus.PENDING or output.revision != revision:
             return
-        refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+        refs = await run_sync(c.output_messages.of, tenant_id, output_id)
         await _update_copies(rt, output, refs, decided=False)
 
 
@@ -117,7 +112,7 @@ async def current_message_link(
     """A permalink to the output's approval message (the copy in `channel` if there is
     one, else the first posted); None if Slack cannot give one."""
     c = rt.container
-    refs = await to_thread.run_sync(c.output_messages.of, tenant_id, output_id)
+    refs = await run_sync(c.output_messages.of, tenant_id, output_id)
     ref = next((r for r in refs if r.channel == channel), refs[0] if refs else None)
     if ref is None:
         return None
@@ -142,14 +137,14 @@ async def on_decision(rt: SlackRuntime, output: Output) -> None:
             name=f"edited:{output.id}",
         )
         return
-    refs = await to_thread.run_sync(c.output_messages.of, output.tenant_id, output.id)
+    refs = await run_sync(c.output_messages.of, output.tenant_id, output.id)
     if not refs:
         return
     async with rt.message_lock(output.id):
         await _update_copies(rt, output, refs, decided=True)
     client = await rt.clients.for_tenant(output.tenant_id)
     try:
-        session = await to_thread.run_sync(c.sessions.get, output.tenant_id, output.session_id)
+        session = await run_sync(c.sessions.get, output.tenant_id, output.session_id)
     except NotFound:
         return
     if session.channel_id and session.thread_ts:

@@ -22,12 +22,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape, truncate
+from core.concurrency import run_sync
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack.assistant")
@@ -102,12 +102,12 @@ class StatusReply(ThreadReply):
 
 async def greet(rt: SlackRuntime, tenant: str, channel: str, thread_ts: str) -> None:
     c = rt.container
-    resolution = await to_thread.run_sync(c.bindings.resolve, tenant, None)
+    resolution = await run_sync(c.bindings.resolve, tenant, None)
     client = await rt.clients.for_tenant(tenant)
     if resolution.agent_id is None:
         text, prompts = no_agent_text(resolution.why), []
     else:
-        agent = await to_thread.run_sync(agent_brief, c, tenant, resolution.agent_id)
+        agent = await run_sync(agent_brief, c, tenant, resolution.agent_id)
         text, prompts = greeting(agent), suggested_prompts(agent)
     await client.chat_postMessage(
         channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False, unfurl_media=False

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from anyio import to_thread
-
 from core.agent.model import (
     ModelClient,
     ModelError,
@@ -28,6 +26,7 @@ from core.agent.model import (
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
 from core.approvals.policy import Actor
+from core.concurrency import run_sync
 from core.db.ids import new_id
 from core.errors import CosmoError, RateLimitExceeded
 from core.knowledge.citations import Citation, PassageNumbers
@@ -179,7 +178,7 @@ class ConfigurableAgent:
         `user_name` is their display name when the caller knows it. `fence` is the job
         claim's check, run where the turn is finished (see `SessionService.finish_turn`)."""
         if turn is None:
-            turn, _created = await to_thread.run_sync(
+            turn, _created = await run_sync(
                 lambda: self.sessions.begin_turn(
                     session.tenant_id,
                     session.id,
@@ -244,11 +243,9 @@ class _TurnRun:
         try:
             budget = a.agent.limits.daily_token_budget
             if budget is not None:
-                await to_thread.run_sync(
-                    a.quotas.require_headroom, self.tenant, a.agent.id, TOKENS, budget
-                )
+                await run_sync(a.quotas.require_headroom, self.tenant, a.agent.id, TOKENS, budget)
             system = await self._system_prompt(user_message)
-            history = await to_thread.run_sync(a.sessions.history, self.tenant, self.session.id)
+            history = await run_sync(a.sessions.history, self.tenant, self.session.id)
             who = self.session
             speaker = speaker_block(Speaker(who.user_id, who.user_name, who.channel_name))
             text = {"type": "text", "text": user_message}
@@ -268,7 +265,7 @@ class _TurnRun:
         if a.memory is not None:
             started = time.perf_counter()
             try:
-                found = await to_thread.run_sync(
+                found = await run_sync(
                     lambda: a.memory.search(  # type: ignore[union-attr]
                         self.tenant,
                         user_message,
@@ -431,7 +428,7 @@ class _TurnRun:
                 raise
 
         try:
-            output = await to_thread.run_sync(take_and_store)
+            output = await run_sync(take_and_store)
         except RateLimitExceeded as exc:
             message = f"Not submitted: {exc.detail}. Tell the user; do not retry today."
             return SkillResult(message, is_error=True), {"error": "output limit"}
@@ -506,8 +503,8 @@ class _TurnRun:
             citations=citations,
         )
         if total:
-            await to_thread.run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
-        turn = await to_thread.run_sync(
+            await run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
+        turn = await run_sync(
             lambda: a.sessions.finish_turn(self.tenant, self.turn.id, record, fence=self.fence)
         )
         if not failed and a.memory is not None and reply:
@@ -530,7 +527,7 @@ class _TurnRun:
         memory = self.a.memory
         assert memory is not None
         try:
-            await to_thread.run_sync(
+            await run_sync(
                 lambda: memory.add(
                     self.tenant,
                     [MemoryMessage("user", user_message), MemoryMessage("assistant", reply)],
