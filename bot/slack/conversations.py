@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bot.slack import approvals
+from bot.slack.blocks import thinking
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
 from core.concurrency import run_sync
@@ -250,6 +251,30 @@ def _no_agent_text(why: str) -> str:
 # -- slack.turn: answering a recorded turn --------------------------------------------------
 
 
+async def _orphaned_placeholder(reply: ThreadReply, after_ts: str) -> str | None:
+    """A bot placeholder still reading "Thinking…" in the thread after the turn's message."""
+    try:
+        found = await reply.client.conversations_replies(
+            channel=reply.channel, ts=reply.thread_ts, oldest=after_ts or None, limit=200
+        )
+    except Exception:
+        log.warning("could not look for an earlier attempt's placeholder", exc_info=True)
+        return None
+    for message in found.get("messages") or []:
+        if (
+            message.get("bot_id")
+            and message.get("text") == thinking()
+            and (not after_ts or _ts(message.get("ts")) > _ts(after_ts))
+        ):
+            return str(message["ts"])
+    return None
+
+
+def _ts(value: Any) -> tuple[int, int]:
+    seconds, _, micros = str(value or "0").partition(".")
+    return int(seconds or 0), int(micros or 0)
+
+
 async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
     try:
         turn_id = TurnJob.model_validate(job.payload).turn_id
@@ -292,6 +317,10 @@ async def _run_turn(
     placeholder: str | None,
 ) -> dict[str, Any]:
     tenant, c = job.tenant_id, rt.container
+    if placeholder is None and job.claim.resumed:
+        # The attempt before may have died between posting its placeholder and recording
+        # it: adopt that message rather than leave a "Thinking…" behind for good.
+        placeholder = await _orphaned_placeholder(reply, str(turn.payload.get("ts") or ""))
     try:
         if placeholder:
             await reply.adopt(placeholder)

@@ -7,12 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
 
+from bot.slack.conversations import handle_event
+from core.jobs import JobContext
 from core.outputs.port import OutputFilter
 from core.skills.runtime import SkillResult
 from tests.conftest import BACKENDS
 from tests.fakes.anthropic_api import Reply
-from tests.fakes.slack_api import BOT_ID, BOT_USER_ID, CHANNEL_ID, USER_ID
+from tests.fakes.slack_api import BOT_ID, BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, USER_ID
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.slack_support import SlackApp, eventually, slack_app
 
@@ -391,3 +394,26 @@ def test_each_speaker_in_a_thread_is_addressed_and_remembered_as_themselves(app)
     agent_id = app.agent_id("sales-bot")
     remembered = app.container.memory.list("default", user_id=bob, agent_id=agent_id)
     assert any("Fridays" in m.text for m in remembered)
+
+
+def test_a_placeholder_posted_by_an_attempt_that_died_before_recording_it_is_reused(
+    real_db, tmp_path
+):
+    with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as app:
+        _, ts = mention(app, "are you there?")
+        jobs = app.container.jobs
+        # The event is recorded as a turn; its turn job is then claimed by a worker that posts
+        # its placeholder and dies before it can write down the placeholder's ts.
+        runtime = app.client.app.state.slack.runtime
+        [event] = jobs.claim("w-event", kinds=["slack.event"], limit=1)
+        app.client.portal.call(handle_event, runtime, JobContext(jobs, event))
+        jobs.finish(event)
+        [turn_job] = jobs.claim("w-dead", kinds=["slack.turn"], limit=1)
+        bot = WebClient(token=BOT_TOKEN, base_url=app.slack.base_url)
+        orphan = bot.chat_postMessage(channel=CHANNEL_ID, thread_ts=ts, text="_Thinking…_")["ts"]
+        jobs.release(turn_job)  # its lease ends (as after a kill, without the 15 s wait)
+
+        app.claude.push(Reply.text("Yes, I'm here."))
+        app.run_jobs()
+        replies = thread(app, ts)
+        assert [(m.ts, m.text) for m in replies] == [(orphan, "Yes, I'm here.")]
