@@ -39,6 +39,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.getPermalink": (),
     # directory.channel_name asks for channels, private channels and group DMs (not DMs).
     "conversations.info": ("channels:read", "groups:read", "mpim:read"),
+    "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
     "usergroups.users.list": ("usergroups:read",),
     "users.info": ("users:read",),
     "views.open": (),
