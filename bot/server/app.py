@@ -131,11 +131,13 @@ def create_app(
         callbacks,
     ):
         api.include_router(module.router)
+    # Slack's routes first: routes are matched in order, and `/slack/events` is the path that
+    # must answer fastest (its ack window), behind a hundred REST routes it would match last.
+    _mount_slack(app, slack)
     app.include_router(api)
     app.include_router(health.router)
     _register_problem_schema(app)
 
-    _mount_slack(app, slack)
     if slack is not None:
         # Added before the body limit, so the limit (outermost) refuses huge bodies first.
         app.add_middleware(SlackRequestGuard, signing_secret=slack.signing_secret)
