@@ -359,6 +359,8 @@ class JobWorker:
                 )
                 continue
             for entry in entries:
+                if entry.task.done() or self.running.get(entry.claim.id) is not entry:
+                    continue  # it ended while we asked: its lease went with it, not lost
                 if entry.claim.id in lost:
                     log.warning(
                         "job %s (%s): lease lost; stopping it", entry.claim.id, entry.claim.kind
