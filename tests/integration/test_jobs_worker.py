@@ -155,7 +155,9 @@ async def test_a_worker_that_lost_its_lease_stops_and_cannot_write(
     late = JobQueue(
         database,
         clock=lambda: datetime.now(UTC) - timedelta(hours=1),
-        lease=timedelta(seconds=3),
+        # Long enough that the stalled worker's own claim loop cannot take its job back (by
+        # its clock the lease lapses only after 12 s) before the taker does.
+        lease=timedelta(seconds=12),
     )
     started = asyncio.Event()
     outcomes: list[str] = []
