@@ -269,6 +269,17 @@ def claude_client(claude_container: Container) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+    """A migrated database per module and backend, with real commits and connections; tests
+    sharing it keep apart by what they write (their own kinds, tenants or names)."""
+    url = empty_database_url_factory(request.param)
+    upgrade(url)
+    database = Database.from_url(url)
+    yield database
+    database.dispose()
+
+
 @pytest.fixture
 def real_db(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
     """A freshly migrated database with real, separate connections (for concurrency tests).

@@ -154,11 +154,15 @@ class JobQueue:
         kinds = list(kinds)
         if limit <= 0 or not kinds:
             return []
-        now = self.clock()
         claims: list[Claim] = []
         with self.db.session() as s:
             if s.get_bind().dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
+            else:
+                s.execute(text("SELECT 1"))  # SQLite takes its write lock here (BEGIN IMMEDIATE)
+            # The time is read once the lock is held: a job another transaction re-queued
+            # "now" while we waited for the lock is due by then, not a moment in our future.
+            now = self.clock()
             due = or_(
                 and_(JobRow.state == "queued", JobRow.run_after <= now),
                 and_(JobRow.state == "running", JobRow.lease_until < now),

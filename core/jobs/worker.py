@@ -148,22 +148,11 @@ class JobWorker:
         try:
             async with asyncio.timeout(limit_seconds):
                 while True:
-                    free = self.concurrency - len(self.running)
-                    claims: list[Claim] = []
-                    if free > 0:
-                        claims = await run_sync(
-                            self.queue.claim,
-                            self.name,
-                            kinds=list(self.kinds),
-                            limit=free,
-                            per_key_limit=self.per_key_limit,
-                        )
-                    for claim in claims:
-                        self._start(claim)
-                    ran += len(claims)
-                    if not claims and not self.running:
+                    started = await self._claim_and_start()
+                    ran += started
+                    if not started and not self.running:
                         return ran
-                    if not claims:
+                    if not started:
                         tasks = {r.task for r in self.running.values()}
                         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -217,29 +206,31 @@ class JobWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             scheduled = scheduled or await self._ensure_schedules()
-            free = self.concurrency - len(self.running)
-            claimed = 0
-            if free > 0:
-                try:
-                    claims = await run_sync(
-                        self.queue.claim,
-                        self.name,
-                        kinds=list(self.kinds),
-                        limit=free,
-                        per_key_limit=self.per_key_limit,
-                    )
-                except Exception as exc:  # the database is down, or not migrated yet
-                    log.warning("cannot claim jobs: %s", type(exc).__name__)
-                    claims = []
-                for claim in claims:
-                    self._start(claim)
-                claimed = len(claims)
-            if claimed and claimed == free:
-                continue  # full: the next finished job wakes us
-            if claimed:
-                continue  # there may be more behind a per-agent limit's skips
+            try:
+                started = await self._claim_and_start()
+            except Exception as exc:  # the database is down, or not migrated yet
+                log.warning("cannot claim jobs: %s", type(exc).__name__)
+                started = 0
+            if started:
+                continue  # there may be more (behind a per-agent limit's skips, or just due)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+
+    async def _claim_and_start(self) -> int:
+        """Claim as many due jobs as there is room for and start them; how many started."""
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        claims = await run_sync(
+            self.queue.claim,
+            self.name,
+            kinds=list(self.kinds),
+            limit=free,
+            per_key_limit=self.per_key_limit,
+        )
+        for claim in claims:
+            self._start(claim)
+        return len(claims)
 
     def _start(self, claim: Claim) -> None:
         task = asyncio.get_running_loop().create_task(

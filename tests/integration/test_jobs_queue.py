@@ -7,17 +7,15 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from core.db import Database, upgrade
+from core.db import Database
 from core.db.models import JobRow
 from core.errors import NotFound
 from core.jobs import JobQueue, LostClaim
-from tests.conftest import BACKENDS
 
 TENANT = "T-jobs"
 
@@ -33,13 +31,9 @@ class Clock:
         self.now += timedelta(**kw)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
-    url = empty_database_url_factory(request.param)
-    upgrade(url)
-    db = Database.from_url(url)
-    yield db
-    db.dispose()
+@pytest.fixture
+def database(module_db: Database) -> Database:
+    return module_db
 
 
 @pytest.fixture

@@ -6,28 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from core.db import Database, upgrade
+from core.db import Database
 from core.jobs import JobContext, JobFailed, JobKind, JobQueue, JobWorker, RetryPolicy
-from tests.conftest import BACKENDS
 
 TENANT = "T-worker"
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff=timedelta(0))
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
-    url = empty_database_url_factory(request.param)
-    upgrade(url)
-    db = Database.from_url(url)
-    yield db
-    db.dispose()
+@pytest.fixture
+def database(module_db: Database) -> Database:
+    return module_db
 
 
 @pytest.fixture
