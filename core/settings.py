@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, alias="COSMO_WORKERS", ge=0, le=64)
     worker_concurrency: int = Field(default=16, alias="COSMO_WORKER_CONCURRENCY", ge=1, le=1024)
     agent_concurrency: int = Field(default=4, alias="COSMO_AGENT_CONCURRENCY", ge=1, le=1024)
+    # How long a job's claim holds without its worker's heartbeat (renewed every third of
+    # it): a dead worker's job is taken over about this long after it died.
+    job_lease_seconds: float = Field(default=15.0, alias="COSMO_JOB_LEASE_SECONDS", ge=3, le=600)
+    # Seconds a stopping worker gives running jobs before it hands them to other workers.
+    worker_grace_seconds: float = Field(
+        default=20.0, alias="COSMO_WORKER_GRACE_SECONDS", ge=0, le=3600
+    )
     # How long `POST /sessions/{id}/chat` waits for a worker to finish the turn before it
     # answers 202 with the turn to poll (0: answer 202 at once).
     chat_wait_seconds: float = Field(default=120, alias="COSMO_CHAT_WAIT_SECONDS", ge=0, le=3600)

@@ -170,7 +170,7 @@ def build_container(
     audit = AuditLog(db)
     receipts = Receipts(db, ReceiptSigner(settings.secret_key_value()))
     executor = OutputExecutor(db, outputs=outputs, skills=skill_factory, events=events)
-    jobs = JobQueue(db)
+    jobs = JobQueue(db, lease=timedelta(seconds=settings.job_lease_seconds))
     approvals = ApprovalService(
         outputs=outputs,
         agents=agents,

@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 COSMO = [sys.executable, "-m", "bot.cli"]
 
 
+#: Settings every process test starts with unless it sets its own: a stopping worker hands
+#: running jobs on after 2 s instead of 20 (tests stop servers and workers all the time),
+#: and a killed worker's job is taken over after 6 s instead of 15 (crash tests kill them).
+PROCESS_DEFAULTS = {"COSMO_WORKER_GRACE_SECONDS": "2", "COSMO_JOB_LEASE_SECONDS": "6"}
+
+
+def process_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {**PROCESS_DEFAULTS, **env}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,7 +41,7 @@ def cosmo(
     """Run `cosmo ARGS` to completion (text output captured)."""
     return subprocess.run(
         [*COSMO, *args],
-        env=dict(env),
+        env=process_env(env),
         cwd=ROOT,
         check=check,
         capture_output=True,
@@ -44,7 +54,7 @@ def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`cosmo worker` in the background, its output in `log`; the caller stops (or kills) it."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [*COSMO, "worker"], env=process_env(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -80,7 +90,7 @@ def cosmo_serve_process(
     with os.fdopen(handle, "wb") as sink:
         process = subprocess.Popen(
             [*COSMO, "serve", "--port", str(port), *args],
-            env=dict(env),
+            env=process_env(env),
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -111,7 +121,7 @@ def cosmo_background(
     reaped, if a test killed it) at the end."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*COSMO, *args], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [*COSMO, *args], env=process_env(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         yield process
@@ -143,7 +153,7 @@ def cosmo_worker(
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*COSMO, "worker"], env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [*COSMO, "worker"], env=process_env(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + ready_within

@@ -64,7 +64,11 @@ def create_app(
     token, generated = settings.api_token_value()
     slack = build_slack(container)
     worker = build_worker(container, slack) if background else None
-    supervisor = WorkerSupervisor(worker_processes) if worker_processes else None
+    supervisor = (
+        WorkerSupervisor(worker_processes, grace=settings.worker_grace_seconds + 5)
+        if worker_processes
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -25,6 +25,8 @@ class WorkerSupervisor:
     SIGTERM (they finish or hand back their jobs) and waits for them."""
 
     def __init__(self, count: int, *, grace: float = 25.0) -> None:
+        # `grace`: how long a worker may take to stop (its own grace for running jobs, plus
+        # a few seconds to hand the rest back) before it is killed.
         self.count = count
         self.grace = grace
         self.processes: dict[int, asyncio.subprocess.Process] = {}

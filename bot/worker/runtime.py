@@ -25,8 +25,6 @@ log = logging.getLogger("cosmo.worker")
 #: Tells a supervised worker whose child it is: it stops if that parent goes away (even
 #: killed with SIGKILL), so no orphaned worker keeps running against the database.
 PARENT_ENV = "COSMO_SUPERVISOR_PID"
-#: Seconds running jobs get to finish at shutdown before they are handed back.
-SHUTDOWN_GRACE = 20.0
 
 
 async def _watch_parent(stopping: asyncio.Event) -> None:
@@ -51,7 +49,7 @@ def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobK
 
 
 def build_worker(
-    container: Container, slack: SlackIntegration | None, *, grace: float = SHUTDOWN_GRACE
+    container: Container, slack: SlackIntegration | None, *, grace: float | None = None
 ) -> JobWorker:
     settings = container.settings
     url = settings.resolved_database_url
@@ -63,7 +61,7 @@ def build_worker(
         # Across processes SQLite has no notifications: poll briefly. PostgreSQL's NOTIFY
         # wakes workers at once; the poll only finds retries whose time has come.
         poll=0.25 if container.db.backend == "sqlite" else 2.0,
-        grace=grace,
+        grace=container.settings.worker_grace_seconds if grace is None else grace,
         listen_url=url if container.db.backend == "postgresql" else None,
     )
 
