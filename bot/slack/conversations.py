@@ -383,8 +383,7 @@ def _shown_text(turn: TurnView) -> str:
 async def _stopped(rt: SlackRuntime, job: JobContext, turn_id: str, reply: ThreadReply) -> None:
     """The task was cancelled. Only a cancel someone asked for ends the turn: a shutdown
     (or a lost lease) cancels the same way, and then the next attempt reruns the turn."""
-    requested = await run_sync(job.queue.cancel_requests, [job.id])
-    if job.id not in requested:
+    if not await job.cancel_requested():
         return
     try:
         await run_sync(

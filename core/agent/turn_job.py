@@ -216,7 +216,7 @@ class TurnJobs:
         """Shutdown and a lost lease stop the handler the same way a cancel does: only a
         cancel request ends the turn; otherwise it stays unfinished for the next attempt."""
         try:
-            if job.id not in await run_sync(self.jobs.cancel_requests, [job.id]):
+            if not await job.cancel_requested():
                 return
             await run_sync(
                 lambda: self.sessions.cancel_turn(tenant_id, turn_id, CANCELLED, fence=job.fence)

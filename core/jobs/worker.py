@@ -74,6 +74,12 @@ class JobContext:
         if not await run_sync(self.queue.progress, self.claim, data):
             raise LostClaim(f"job {self.claim.id} attempt {self.claim.attempt} was taken over")
 
+    async def cancel_requested(self) -> bool:
+        """Whether someone asked to cancel this job. A handler asks after an
+        `asyncio.CancelledError`: a cancel ends the work (and says so), while a shutdown or a
+        lost lease cancels the same way and leaves the work for the next attempt."""
+        return self.id in await run_sync(self.queue.cancel_requests, [self.id])
+
     def fence(self, session: Any) -> None:
         """Inside a write's transaction: refuse it unless this attempt still holds the job."""
         self.queue.fence(session, self.claim)

@@ -97,8 +97,7 @@ class IngestJob:
         except asyncio.CancelledError:
             # Shutdown leaves the document as it is, for the next attempt to resume; a
             # cancel request ends the ingestion, and the document says so.
-            requested = await run_sync(job.queue.cancel_requests, [job.id])
-            if requested:
+            if await job.cancel_requested():
                 await self._settle_failed(job, request, "ingestion was cancelled")
             raise
         except Exception as exc:
