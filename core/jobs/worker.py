@@ -154,11 +154,14 @@ class JobWorker:
         try:
             async with asyncio.timeout(limit_seconds):
                 while True:
+                    # Idle only if nothing ran while we claimed: a job that ended during the
+                    # claim may have queued work (a retry) the claim could not see yet.
+                    busy = bool(self.running)
                     started = await self._claim_and_start()
                     ran += started
-                    if not started and not self.running:
+                    if not started and not busy:
                         return ran
-                    if not started:
+                    if not started and self.running:
                         tasks = {r.task for r in self.running.values()}
                         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
