@@ -405,6 +405,10 @@ def run(args: argparse.Namespace) -> None:
                 time.sleep(0.2)
             lag = first_slack_text(slack, model.first_token, periods)
             finished = finished_slow_turns(slack)
+        except BaseException:
+            for log in sorted(Path(tmp).glob("ours-*.log")):  # what our processes said
+                print(f"== {log.name}\n{log.read_text(errors='replace')[-4000:]}", file=sys.stderr)
+            raise
         finally:
             stop.set()
             with contextlib.suppress(Exception):

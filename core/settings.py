@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     worker_grace_seconds: float = Field(
         default=20.0, alias="COSMO_WORKER_GRACE_SECONDS", ge=0, le=3600
     )
+    # Scheduling priority a `cosmo worker` process lowers itself by (os.nice; 0 = none):
+    # where workers share cores with `cosmo serve`, Slack's 3-second ack deadline wins
+    # the CPU over background work, which has no such deadline.
+    worker_nice: int = Field(default=10, alias="COSMO_WORKER_NICE", ge=0, le=19)
     # How long `POST /sessions/{id}/chat` waits for a worker to finish the turn before it
     # answers 202 with the turn to poll (0: answer 202 at once).
     chat_wait_seconds: float = Field(default=120, alias="COSMO_CHAT_WAIT_SECONDS", ge=0, le=3600)

@@ -22,7 +22,13 @@ COSMO = [sys.executable, "-m", "bot.cli"]
 #: Settings every process test starts with unless it sets its own: a stopping worker hands
 #: running jobs on after 2 s instead of 20 (tests stop servers and workers all the time),
 #: and a killed worker's job is taken over after 6 s instead of 15 (crash tests kill them).
-PROCESS_DEFAULTS = {"COSMO_WORKER_GRACE_SECONDS": "2", "COSMO_JOB_LEASE_SECONDS": "6"}
+# Workers here compete with the other test process for the CPU, not with a loaded serve:
+# at a lower priority they would only make the tests that wait for them slower.
+PROCESS_DEFAULTS = {
+    "COSMO_WORKER_GRACE_SECONDS": "2",
+    "COSMO_JOB_LEASE_SECONDS": "6",
+    "COSMO_WORKER_NICE": "0",
+}
 
 
 def process_env(env: Mapping[str, str]) -> dict[str, str]:

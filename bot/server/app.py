@@ -36,10 +36,12 @@ from bot.api.schemas import Problem
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
+from bot.slack import conversations
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
 from bot.slack.verification import SlackRequestGuard, verified_request
 from bot.worker import build_worker
+from core.db.database import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.settings import Settings
 from core.wiring import Container, build_container
 
@@ -170,6 +172,17 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
                 "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to enable the Slack app",
             )
         verified = verified_request(request)  # fails closed if the guard was not installed
+        if verified.kind == "event" and conversations.is_message_event(verified.payload):
+            # The hot path under a burst: one insert and the ack, without Bolt's dispatch.
+            try:
+                await conversations.take_event(slack.runtime, verified.payload)
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning(
+                    "database unavailable for a Slack event (%s); Slack will retry",
+                    type(exc).__name__,
+                )
+                return Response(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return Response(status_code=200)
         body = verified.body
         if verified.kind == "command":
             # Bolt reads any form body containing "payload" as interactivity and drops

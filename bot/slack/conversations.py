@@ -1,8 +1,11 @@
 """Conversations: a mention starts a thread session; replies in it, and DMs, continue it.
 
 Slack gets its ack after ONE durable, deduplicated insert: a `slack.event` job keyed on the
-message (team, channel, ts), so a retry (same event_id) and a redelivery under a new
-event_id land on the same job. Everything else runs in a worker:
+message (team, channel, ts), so a retry (same event_id), a redelivery under a new event_id,
+and the `message` + `app_mention` pair Slack sends for one mention land on the same job.
+Concurrent acks share commits (`core.jobs.intake`). `/slack/events` takes message events
+this way without Bolt (`take_event`); Socket Mode reaches the same function through Bolt's
+listeners. Everything else runs in a worker:
 
 * `slack.event` finds or starts the thread's session and records the turn; the turn's
   `slack.turn` job is enqueued in the turn's own transaction.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -49,7 +53,11 @@ _IGNORED_SUBTYPES = {
 
 
 class SlackMessage(BaseModel):
-    """What the ack path keeps of a message event: the `slack.event` job's payload."""
+    """What the ack path keeps of a message event: the `slack.event` job's payload.
+
+    The text is as Slack sent it; the worker decides whether the app was mentioned (it
+    knows the bot's user id) and strips that mention. `mentioned` is set only by jobs
+    queued before that worked this way (their text is already stripped)."""
 
     team: str | None
     channel: str
@@ -57,7 +65,8 @@ class SlackMessage(BaseModel):
     thread_ts: str
     user: str
     text: str
-    mentioned: bool
+    event_type: str = "message"
+    mentioned: bool | None = None
     is_dm: bool
 
 
@@ -77,22 +86,28 @@ def message_key(team_id: str | None, channel: str, ts: str) -> str:
     return f"slack:{team_id or '-'}:{channel}:{ts}"
 
 
+MESSAGE_EVENTS = frozenset({"app_mention", "message"})
+
+
 def register(app: Any, rt: SlackRuntime) -> None:
-    async def on_mention(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        await record_event(rt, body, event, context.get("bot_user_id"), mentioned=True)
+    """Bolt's listeners for the message events: Socket Mode delivers through them (the
+    HTTP route calls `take_event` before Bolt)."""
 
-    async def on_message(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        bot_user = context.get("bot_user_id")
-        if (
-            bot_user
-            and f"<@{bot_user}>" in (event.get("text") or "")
-            and event.get("channel_type") != "im"
-        ):
-            return  # the app_mention event for this message answers it
-        await record_event(rt, body, event, bot_user, mentioned=False)
+    async def on_message(body: dict[str, Any]) -> None:
+        await take_event(rt, body)
 
-    app.event("app_mention")(on_mention)
+    app.event("app_mention")(on_message)
     app.event("message")(on_message)
+
+
+def is_message_event(payload: Mapping[str, Any]) -> bool:
+    """An Events API envelope carrying a message or a mention: `take_event`'s to ack."""
+    event = payload.get("event")
+    return (
+        payload.get("type") == "event_callback"
+        and isinstance(event, Mapping)
+        and event.get("type") in MESSAGE_EVENTS
+    )
 
 
 def job_kinds(rt: SlackRuntime) -> list[JobKind]:
@@ -108,43 +123,50 @@ def job_kinds(rt: SlackRuntime) -> list[JobKind]:
 # -- the ack path ---------------------------------------------------------------------------
 
 
-async def record_event(
-    rt: SlackRuntime,
-    body: dict[str, Any],
-    event: dict[str, Any],
-    bot_user_id: str | None,
-    *,
-    mentioned: bool,
-) -> None:
-    """Runs inside Slack's 3-second window: filter, then one deduplicated insert. No
-    session lookups, no Web API calls: the worker does those."""
+async def take_event(rt: SlackRuntime, body: Mapping[str, Any]) -> None:
+    """Runs inside Slack's 3-second window: filter, then one deduplicated insert (its
+    commit shared with concurrent acks). No session lookups, no Web API calls: the worker
+    does those. Raises if the insert failed, so Slack is not told it succeeded."""
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return
     if event.get("bot_id") or event.get("subtype") in _IGNORED_SUBTYPES:
         return
-    user = event.get("user")
-    if not user or user == bot_user_id:
-        return
-    team_id = body.get("team_id") or event.get("team")
-    channel = event["channel"]
-    text = _MENTION.sub(
-        lambda m: "" if m.group(1) == bot_user_id else m.group(0), event.get("text") or ""
-    ).strip()
+    user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
+    if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)):
+        return  # not a person's message (or not one we could ever answer)
+    team = body.get("team_id") or event.get("team")
+    team_id = team if isinstance(team, str) else None
+    text = event.get("text")
+    thread_ts = event.get("thread_ts")
     message = SlackMessage(
         team=team_id,
         channel=channel,
-        ts=event["ts"],
-        thread_ts=event.get("thread_ts") or event["ts"],
+        ts=ts,
+        thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
         user=user,
-        text=text,
-        mentioned=mentioned,
+        text=text if isinstance(text, str) else "",
+        event_type=str(event.get("type")),
         is_dm=event.get("channel_type") == "im" or channel.startswith("D"),
     )
-    await run_sync(
-        rt.container.jobs.submit,
+    await rt.intake.submit(
         tenant_id=rt.tenant_for(team_id),
         kind=EVENT_JOB,
-        key=message_key(team_id, channel, message.ts),
+        key=message_key(team_id, channel, ts),
         payload=message.model_dump(),
     )
+
+
+async def _addressed(rt: SlackRuntime, tenant: str, m: SlackMessage) -> tuple[bool, str] | None:
+    """(mentioned, text without our mention), or None for the app's own message."""
+    if m.mentioned is not None:  # queued by an earlier version: already worked out
+        return m.mentioned, m.text
+    bot = await rt.directory.bot_user_id(tenant)
+    if m.user == bot:
+        return None
+    mentioned = m.event_type == "app_mention" or f"<@{bot}>" in m.text
+    text = _MENTION.sub(lambda found: "" if found.group(1) == bot else found.group(0), m.text)
+    return mentioned, text.strip()
 
 
 # -- slack.event: from a message to a recorded turn -----------------------------------------
@@ -160,10 +182,14 @@ async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
         raise JobFailed(f"not a Slack message event: {exc.error_count()} invalid fields") from exc
     tenant = job.tenant_id
     c = rt.container
+    addressed = await _addressed(rt, tenant, m)
+    if addressed is None:
+        return {"outcome": "own message"}
+    mentioned, text = addressed
     key = session_key(m.team, m.channel, m.thread_ts)
     session = await run_sync(c.sessions.find_by_key, tenant, key)
     if session is None:
-        if not (m.mentioned or m.is_dm):
+        if not (mentioned or m.is_dm):
             return {"outcome": "not ours"}  # a thread we are not part of
         resolution = await run_sync(c.bindings.resolve, tenant, None if m.is_dm else m.channel)
         if resolution.agent_id is None:
@@ -191,7 +217,7 @@ async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
             if session is None:
                 raise
     if session.status == "ended":
-        if m.mentioned or m.is_dm:
+        if mentioned or m.is_dm:
             await _say_once(
                 rt,
                 job,
@@ -216,7 +242,7 @@ async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
             tenant,
             session_id,
             user_id=m.user,
-            user_message=m.text or "Hello!",
+            user_message=text or "Hello!",
             dedupe_key=message_key(m.team, m.channel, m.ts),
             payload={"channel": m.channel, "thread_ts": m.thread_ts, "ts": m.ts, "team": m.team},
             on_recorded=enqueue_answer,

@@ -58,6 +58,18 @@ class SlackDirectory:
             or user_id
         )
 
+    async def bot_user_id(self, tenant_id: str) -> str:
+        """Our bot's user id in the tenant's workspace (`auth.test`): it tells a mention of
+        the app from a mention of someone else. A failure propagates (the caller's job is
+        retried) rather than guess."""
+        key = (tenant_id, "bot", "")
+        cached = self._get(key)
+        if cached is not None:
+            return str(cached)
+        client = await self.clients.for_tenant(tenant_id)
+        response = await client.auth_test()
+        return str(self._put(key, str(response["user_id"])))
+
     async def is_admin(self, tenant_id: str, user_id: str) -> bool:
         user = await self.user(tenant_id, user_id)
         return bool(user.get("is_admin") or user.get("is_owner"))

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.slack.directory import SlackDirectory
 from bot.slack.reply import ThreadReply
+from core.jobs.intake import JobIntake
 from core.wiring import Container
 
 log = logging.getLogger("cosmo.slack")
@@ -42,7 +43,12 @@ class SlackRuntime:
     """Shows a turn in its thread: `(client, channel, thread_ts) -> ThreadReply`. A listener
     module may swap it (the assistant surface shows Slack's "is thinking…" status in DMs)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    intake: JobIntake = field(init=False)
+    """The ack path's inserts, their commits shared under bursts."""
     message_locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.intake = JobIntake(self.container.jobs)
 
     @asynccontextmanager
     async def message_lock(self, key: str) -> AsyncIterator[None]:

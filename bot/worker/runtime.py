@@ -70,6 +70,8 @@ async def run_worker(settings: Settings) -> None:
     """The `cosmo worker` process: run jobs until told to stop, then hand back the rest."""
     from bot.slack.app import build_slack
 
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     container = build_container(settings)
     container.db.require_current_schema()
     slack = build_slack(container)
@@ -81,11 +83,12 @@ async def run_worker(settings: Settings) -> None:
     watch = loop.create_task(_watch_parent(stopping), name="parent-watch")
     await worker.start()
     log.info(
-        "worker %s running %d kinds of job (concurrency %d, %d per agent)",
+        "worker %s running %d kinds of job (concurrency %d, %d per agent, nice %d)",
         worker.name,
         len(worker.kinds),
         worker.concurrency,
         worker.per_key_limit or 0,
+        os.nice(0),
     )
     try:
         await stopping.wait()

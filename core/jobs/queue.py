@@ -131,6 +131,12 @@ class JobQueue:
         with self.db.session() as s:
             return self.enqueue(s, **kwargs)
 
+    def submit_all(self, jobs: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
+        """`enqueue` each of `jobs` (keyword arguments of `enqueue`) in one transaction:
+        one commit for many submissions (see `core.jobs.intake`)."""
+        with self.db.session() as s:
+            return [self.enqueue(s, **job) for job in jobs]
+
     def _announce(self, s: Session) -> None:
         if s.get_bind().dialect.name == "postgresql":
             # Delivered at commit, and only if the transaction commits.

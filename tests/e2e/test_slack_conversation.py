@@ -144,14 +144,33 @@ def test_the_bots_own_messages_and_other_bots_never_trigger_a_turn(app):
 
 
 def test_a_mention_in_a_thread_is_answered_once(app):
-    app.claude.push(Reply.text("Started."), Reply.text("Once again."))
+    """Slack sends one mention twice, as `app_mention` and as `message` (same ts), in
+    either order."""
+    app.claude.push(Reply.text("Started."), Reply.text("Once again."), Reply.text("And again."))
     _, ts = mention(app, "start")
     app.run_jobs()
     text = f"<@{BOT_USER_ID}> again"
-    app.send(app.requests.app_mention(text, thread_ts=ts))
-    app.send(app.requests.message(text, thread_ts=ts))
+    first = app.requests.next_ts()
+    app.send(app.requests.app_mention(text, thread_ts=ts, ts=first))
+    app.send(app.requests.message(text, thread_ts=ts, ts=first))
     app.run_jobs()
-    assert len(app.claude.message_requests) == 2
+    second = app.requests.next_ts()
+    app.send(app.requests.message(text, thread_ts=ts, ts=second))
+    app.send(app.requests.app_mention(text, thread_ts=ts, ts=second))
+    app.run_jobs()
+    assert len(app.claude.message_requests) == 3
+    assert "again" in str(app.claude.message_requests[-1].body["messages"][-1])
+
+
+def test_a_mention_seen_only_as_a_message_event_starts_a_thread(app):
+    """An app subscribed to `message.channels` may see the mention first (or only) as a
+    `message`: the worker, which knows the bot's id, still reads it as a mention."""
+    app.claude.push(Reply.text("Hello from a message event."))
+    app.send(app.requests.message(f"<@{BOT_USER_ID}> hello there"))
+    app.run_jobs()
+    assert len(app.claude.message_requests) == 1
+    sent = str(app.claude.message_requests[0].body["messages"][-1])
+    assert "hello there" in sent and BOT_USER_ID not in sent
 
 
 def test_a_model_failure_reaches_the_user_as_a_short_message(app):
