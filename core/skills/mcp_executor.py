@@ -29,18 +29,20 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import anyio
 import httpx2
-import mcp_types
-from mcp import Client, MCPError, StdioServerParameters
-from mcp.client import Transport
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from core.schemas.skill import McpExecutor, SkillKind, SkillSpec, check_input_schema
 from core.skills.egress import SkillDestinationRefused
 from core.skills.mcp_servers import McpServers
 from core.skills.runtime import SkillContext, SkillFailed, SkillResult
 
-if TYPE_CHECKING:  # typing only: these live in private SDK modules
+# The SDK is imported where it is used: it is large, and most processes (the CLI, a
+# serve without MCP skills) never open a connection.
+if TYPE_CHECKING:
+    import mcp_types
+    from mcp import Client
+    from mcp.client import Transport
+
+    # these live in private SDK modules
     from mcp.client._transport import TransportStreams
     from mcp.shared._stream_protocols import ReadStream
     from mcp.shared.message import SessionMessage
@@ -116,6 +118,8 @@ class _WatchedReadStream:
 async def _http_transport(
     url: str, make_client: Callable[[], httpx2.AsyncClient] | None
 ) -> AsyncIterator[TransportStreams]:
+    from mcp.client.streamable_http import streamable_http_client
+
     if make_client is None:
         async with streamable_http_client(url) as streams:
             yield streams
@@ -153,6 +157,8 @@ class _Connection:
         self.ended = True
 
     async def _run(self, transport: Callable[[Callable[[], None]], Transport]) -> None:
+        from mcp import Client
+
         try:
             async with Client(transport(self._end), cache=None) as client:
                 self.client = client
@@ -193,6 +199,9 @@ class _Connection:
 
 def _describe(exc: BaseException | None) -> str:
     """A short, safe reason: the kind of failure, not its text (which can quote URLs)."""
+    import mcp_types
+    from mcp import MCPError
+
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     if exc is None:
@@ -276,6 +285,9 @@ class McpPool:
                 f"the MCP server {server_label(server)} needs the environment variable "
                 f"{missing.args[0]}, which is not set"
             ) from None
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
         command = config.command
         params = StdioServerParameters(
             command=command[0], args=command[1:], env=env or None, cwd=config.cwd
@@ -322,6 +334,9 @@ class McpPool:
         timeout_seconds: float,
     ) -> mcp_types.CallToolResult:
         """Call one tool. Raises `McpUnavailable`, `SkillFailed` or `TimeoutError`."""
+        import mcp_types
+        from mcp import MCPError
+
         conn, client = await self._client(server)
         try:
             async with asyncio.timeout(timeout_seconds):
@@ -391,6 +406,8 @@ def _trim(text: str, limit: int) -> str:
 
 def tool_result(result: mcp_types.CallToolResult) -> SkillResult:
     """An MCP tool result as the model and the execution log see it."""
+    import mcp_types
+
     parts: list[str] = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):
