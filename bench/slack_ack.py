@@ -105,7 +105,7 @@ def prepare_ours(database_url: str, data_dir: str) -> None:
 
 
 def ours_environment(
-    database_url: str, data_dir: str, slack_url: str, claude_url: str
+    database_url: str, data_dir: str, slack_url: str, claude_url: str, worker_nice: int
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
     env.update(
@@ -117,6 +117,7 @@ def ours_environment(
         # 50 slow turns of one agent stay in flight while the fast ones pass them.
         COSMO_WORKER_CONCURRENCY="64",
         COSMO_AGENT_CONCURRENCY="64",
+        COSMO_WORKER_NICE=str(worker_nice),
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack_url,
@@ -348,7 +349,9 @@ def run(args: argparse.Namespace) -> None:
         ours_port, bare_port = free_port(), free_port()
         database_url = args.database_url or f"sqlite:///{Path(tmp) / 'cosmo.db'}"
         prepare_ours(database_url, tmp)
-        env = ours_environment(database_url, tmp, slack.base_url, claude.base_url)
+        env = ours_environment(
+            database_url, tmp, slack.base_url, claude.base_url, args.worker_nice
+        )
         servers = {"bare": f"http://127.0.0.1:{bare_port}", "ours": f"http://127.0.0.1:{ours_port}"}
         parent_end, child_end = ctx.Pipe()
         children = [
@@ -441,6 +444,7 @@ def report(
         f"\n/slack/events, signed app_mention events over loopback HTTP, servers in their own "
         f"processes, {args.rounds} alternating windows per server and load shape.\n"
         f"Ours: `cosmo serve --workers 0` acking, {args.workers} `cosmo worker` process(es) "
+        f"(nice {args.worker_nice}) "
         f"running the turns.\n"
         f"While ours is measured, {IN_FLIGHT} turns are in flight on its workers (slow model: "
         f"{args.first_byte:g}-{args.first_byte + args.spread:g} s to the first token, then "
@@ -512,6 +516,7 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=32.0, help="s over which they start")
     parser.add_argument("--workers", type=int, default=1, help="cosmo worker processes")
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite")
+    parser.add_argument("--worker-nice", type=int, default=10, help="COSMO_WORKER_NICE")
     parser.add_argument("--stream-seconds", type=float, default=40.0, help="model s streaming")
     run(parser.parse_args())
 
