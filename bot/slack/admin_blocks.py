@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.slack.blocks import Blocks, decision_buttons, mention, skill_title, slack_date
-from bot.slack.text import escape, truncate
+from bot.slack.blocks import Blocks, decision_buttons, skill_title, slack_date
+from bot.slack.mrkdwn import from_markdown, mention, principal
+from bot.slack.text import escape, truncate, truncate_escaped
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
 from core.schemas.views import AgentView, PersonaView, SkillView
@@ -66,10 +67,6 @@ def _divider() -> dict[str, Any]:
 
 def code_list(names: Sequence[str], empty: str = "none") -> str:
     return ", ".join(f"`{escape(n)}`" for n in names) if names else f"_{empty}_"
-
-
-def _principal(principal: str) -> str:
-    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
 
 
 def _limit(value: int | None, unit: str) -> str:
@@ -153,8 +150,8 @@ def agent_list(
     if why == "ambiguous":
         blocks.append(
             context(
-                "No agent is chosen for this channel, so mentions here go unanswered. "
-                "An agent admin can pick one with `/agent use NAME`."
+                "No agent is chosen for this channel: a mention here is answered with a "
+                "request to pick one. An agent admin can pick one with `/agent use NAME`."
             )
         )
     names = ", ".join(a.name for a in shown)
@@ -182,7 +179,7 @@ def agent_details(
     if persona is not None and persona.role:
         persona_text += f" — {escape(truncate(persona.role, 200))}"
     approvers = (
-        ", ".join(_principal(a) for a in agent.approvers)
+        ", ".join(principal(a) for a in agent.approvers)
         if agent.approvers
         else "anyone in the workspace"
     )
@@ -226,7 +223,7 @@ def memory_list(
         blocks: Blocks = [section(text)]
     else:
         lines = [
-            f"• {escape(truncate(r.text, 280))} _({slack_date(r.created_at)})_"
+            f"• {from_markdown(truncate(r.text, 280))} _({slack_date(r.created_at)})_"
             for r in records[:shown]
         ]
         more = f"\n…and {len(records) - shown} more." if len(records) > shown else ""
@@ -292,7 +289,7 @@ def home_view(data: HomeData) -> View:
     if not data.pending:
         blocks.append(context("Nothing is waiting for you."))
     for output in data.pending:
-        preview = escape(truncate(output.preview.strip(), 280))
+        preview = truncate_escaped(from_markdown(output.preview.strip()), 280)
         quoted = "\n".join(f">{line}" for line in preview.splitlines()) or ">"
         blocks += [
             section(

@@ -18,7 +18,7 @@ from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
 from core.errors import StaleRevision, StaleRevisionPrecondition
 from core.execution.effect import PlannedEffect, planned_effect
-from core.outputs.port import Output, OutputFilter, OutputStatus
+from core.outputs.port import Output, OutputFilter, OutputStatus, SlackStatus
 from core.wiring import Container
 
 router = APIRouter(
@@ -39,6 +39,7 @@ def list_outputs(
     skill: Annotated[str | None, Query(max_length=63)] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    slack_status: SlackStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[Output]:
@@ -49,6 +50,7 @@ def list_outputs(
         skill=skill,
         created_after=created_after,
         created_before=created_before,
+        slack_status=slack_status,
     )
     return PageOut.of(c.outputs.list(caller.tenant_id, filters, cursor=cursor, limit=limit))
 
