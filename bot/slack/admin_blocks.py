@@ -8,12 +8,13 @@ into mrkdwn.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from bot.slack.blocks import Blocks, decision_buttons, skill_title, slack_date
+from bot.slack.blocks import Blocks, skill_title, slack_date
 from bot.slack.mrkdwn import from_markdown, mention, principal
-from bot.slack.text import escape, truncate, truncate_escaped
+from bot.slack.review_blocks import ReviewFilters, queue_blocks
+from bot.slack.text import escape, truncate
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
 from core.schemas.views import AgentView, PersonaView, SkillView
@@ -262,16 +263,15 @@ class HomeData:
     agents: list[AgentView]
     usage: list[AgentUsageToday]
     can_configure: bool
+    filters: ReviewFilters = field(default_factory=ReviewFilters)
+    skills: list[str] = field(default_factory=list)
+    """Skills of the viewer's pending outputs (the skill filter's options)."""
+    unrouted: int = 0
+    """Pending outputs of this workspace flagged `unrouted` (shown to admins)."""
 
 
 def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
     return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
-
-
-def _revision_note(output: Output) -> str:
-    if not output.edits:
-        return ""
-    return f" · rev {output.revision}, edited by {mention(output.edits[-1].edited_by)}"
 
 
 def home_view(data: HomeData) -> View:
@@ -284,28 +284,23 @@ def home_view(data: HomeData) -> View:
             "commands."
         ),
         _divider(),
-        section(f"*Waiting for your approval* ({data.pending_total})"),
     ]
-    if not data.pending:
-        blocks.append(context("Nothing is waiting for you."))
-    for output in data.pending:
-        preview = truncate_escaped(from_markdown(output.preview.strip()), 280)
-        quoted = "\n".join(f">{line}" for line in preview.splitlines()) or ">"
-        blocks += [
-            section(
-                f"*{escape(skill_title(output.skill))}* · proposed by "
-                f"*{escape(_agent_name(agents, output.agent_id))}* for "
-                f"{mention(output.requested_by)} · {slack_date(output.created_at)}"
-                f"{_revision_note(output)}\n{quoted}"
-            ),
-            decision_buttons(output),
-        ]
-    if data.pending_total > len(data.pending):
+    if data.can_configure and data.unrouted:
         blocks.append(
-            context(
-                f"…and {data.pending_total - len(data.pending)} more; the oldest are shown first."
+            section(
+                f":warning: *{data.unrouted} pending output(s) reached nobody in Slack* "
+                "(`unrouted`: their agent has no approval channel and no approvers). Give "
+                "those agents approvers or an approval channel (`/agent edit NAME`), or "
+                "decide them over the API (`GET /api/v1/outputs?slack_status=unrouted`)."
             )
         )
+    blocks += queue_blocks(
+        data.pending,
+        data.pending_total,
+        filters=data.filters,
+        agents=agents,
+        skills=data.skills,
+    )
     blocks += [_divider(), section("*What you asked for lately*")]
     if not data.recent:
         blocks.append(context("Nothing in the last week."))
@@ -359,4 +354,8 @@ def home_view(data: HomeData) -> View:
             for u in data.usage[:10]
         ]
         blocks.append({"type": "section", "fields": fields})
-    return {"type": "home", "blocks": blocks[:VIEW_BLOCKS_MAX]}
+    return {
+        "type": "home",
+        "private_metadata": data.filters.to_metadata(),
+        "blocks": blocks[:VIEW_BLOCKS_MAX],
+    }

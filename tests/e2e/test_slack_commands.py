@@ -579,8 +579,9 @@ def test_app_home_lists_pending_approvals_and_its_buttons_decide(app):
 
     home = open_home(app, LEAD)
     actions = decide_blocks(home)
-    assert [b["block_id"] for b in actions] == [f"decide:{first.id}:r1", f"decide:{second.id}:r1"]
-    assert [(e["action_id"], e["value"]) for e in actions[0]["elements"]] == [
+    # Newest first (the review queue).
+    assert [b["block_id"] for b in actions] == [f"decide:{second.id}:r1", f"decide:{first.id}:r1"]
+    assert [(e["action_id"], e["value"]) for e in actions[1]["elements"]] == [
         ("output_approve", first.id),
         ("output_reject", first.id),
         ("output_edit", first.id),
