@@ -17,6 +17,7 @@ from bot.slack.review_blocks import ReviewFilters, queue_blocks
 from bot.slack.text import escape, truncate
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
+from core.outputs.stats import SkillStats
 from core.schemas.views import AgentView, PersonaView, SkillView
 
 View = dict[str, Any]
@@ -159,8 +160,39 @@ def agent_list(
     return f"Agents ({len(agents)}): {names}", blocks
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def stats_line(figures: SkillStats) -> str:
+    """`draft_email`: 12 proposed · 8 approved unchanged · 2 with edits · … · median 14 min."""
+    parts = [
+        f"{figures.proposed} proposed",
+        f"{figures.approved_unchanged} approved unchanged",
+        f"{figures.approved_with_edits} approved with edits",
+        f"{figures.rejected} rejected",
+        f"{figures.expired} expired",
+    ]
+    if figures.pending:
+        parts.append(f"{figures.pending} pending")
+    if figures.median_seconds_to_decision is not None:
+        parts.append(f"median {_duration(figures.median_seconds_to_decision)} to decide")
+    return f"• `{escape(figures.skill)}`: " + " · ".join(parts)
+
+
 def agent_details(
-    agent: AgentView, *, persona: PersonaView | None, skills: Sequence[SkillView], model: str
+    agent: AgentView,
+    *,
+    persona: PersonaView | None,
+    skills: Sequence[SkillView],
+    model: str,
+    stats: Sequence[SkillStats] = (),
 ) -> tuple[str, Blocks]:
     """`/agent show NAME`: the configuration an admin set, without secrets."""
     kinds = {s.name: s for s in skills}
@@ -212,6 +244,12 @@ def agent_details(
         blocks.append(section("*:warning: Skills that cannot run here*\n" + "\n".join(lines)))
     if agent.knowledge_bases:
         blocks.append(section(f"*Knowledge bases*\n{code_list(agent.knowledge_bases)}"))
+    if stats:
+        days = stats[0].window_days
+        lines = [stats_line(f) for f in stats]
+        blocks.append(
+            section(f"*How reviewers treated its actions* (last {days} days)\n" + "\n".join(lines))
+        )
     return f"Agent {agent.name}", blocks
 
 
