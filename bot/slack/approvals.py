@@ -115,15 +115,18 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView |
             routed.append((str(opened["channel"]["id"]), None))
         status = SlackStatus.DM
     if not (thread or routed):
-        await run_sync(
-            c.outputs.set_slack_status, output.tenant_id, output.id, SlackStatus.UNROUTED
-        )
-        log.warning("output %s: no approval channel, approver or thread: unrouted", output.id)
+        # Approvers none of whom could be reached is a failure; no one to ask is unrouted.
+        nowhere = SlackStatus.FAILED if agent.approvers else SlackStatus.UNROUTED
+        await run_sync(c.outputs.set_slack_status, output.tenant_id, output.id, nowhere)
+        log.warning("output %s: its approval reached nobody in Slack (%s)", output.id, nowhere)
         return
+    rendered = {
+        ping: await _render(rt, output, decided=False, ping=ping)
+        for ping in {channel == agent.approval_channel for channel, _ in [*thread, *routed]}
+    }
     posted_to: list[tuple[str, str | None]] = []
     for channel, thread_ts in [*thread, *routed]:
-        ping = channel == agent.approval_channel
-        text, message = await _render(rt, output, decided=False, ping=ping)
+        text, message = rendered[channel == agent.approval_channel]
         try:
             response = await client.chat_postMessage(
                 channel=channel,

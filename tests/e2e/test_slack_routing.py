@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from tests.conftest import AUTH, BACKENDS
 from tests.fakes.anthropic_api import Reply
-from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, USER_ID
+from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, USER_ID
 from tests.slack_support import SlackApp, slack_app
 
 LEAD = "U0LEAD0001"
@@ -241,3 +243,33 @@ def test_with_neither_the_output_is_unrouted_and_said_to_be(make_app):
     )
     assert r.status_code == 200, r.text
     assert app.client.get("/readyz").json().get("unrouted_outputs", 0) == 0
+
+
+def test_when_slack_refuses_every_post_the_output_says_failed_not_delivered(make_app):
+    app = make_app(approval_channel=None, approvers=[LEAD])
+    app.slack.fail("chat.postMessage", "channel_not_found")
+    output_id = propose_over_rest(app)
+
+    assert app.slack.calls("conversations.open", ok=True)  # the DM was opened, the post refused
+    body = app.client.get(f"/api/v1/outputs/{output_id}", headers=AUTH).json()
+    assert body["slack_status"] == "failed"
+
+
+def test_the_fake_opens_dms_as_slack_documents(make_app):
+    app = make_app(approval_channel=None, approvers=[LEAD])
+    web = WebClient(token=BOT_TOKEN, base_url=app.slack.base_url)
+    first = web.conversations_open(users=LEAD)
+    again = web.conversations_open(users=LEAD)
+    assert first["channel"]["id"] == again["channel"]["id"] and again["already_open"] is True
+    assert (
+        web.conversations_open(channel=first["channel"]["id"])["channel"]["id"]
+        == (first["channel"]["id"])
+    )
+    for params, error in [
+        ({}, "users_list_not_supplied"),  # slack_sdk refuses this itself: send it raw
+        ({"users": "U0NOBODY01"}, "user_not_found"),
+        ({"users": ",".join(f"U0LEAD{i:04}" for i in range(9))}, "too_many_users"),
+    ]:
+        with pytest.raises(SlackApiError) as refused:
+            web.api_call("conversations.open", json=params)
+        assert refused.value.response["error"] == error
