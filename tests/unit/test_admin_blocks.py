@@ -206,7 +206,10 @@ def test_agent_list_explains_an_empty_workspace_and_an_unchosen_channel():
         section("No agents yet. An agent admin can create one with `/agent create`.")
     ]
     blocks = ui.agent_list([agent(), agent(id="agt_02")], answering_id=None, why="ambiguous")[1]
-    assert blocks[-1]["elements"][0]["text"].startswith("No agent is chosen for this channel")
+    said = blocks[-1]["elements"][0]["text"]
+    assert said.startswith("No agent is chosen for this channel")
+    # Seen: it said mentions "go unanswered"; they are answered, asking to pick an agent.
+    assert "unanswered" not in said and "answered with a request to pick one" in said
 
 
 def test_a_long_agent_list_stays_within_a_messages_blocks():
