@@ -209,6 +209,9 @@ def test_show_describes_an_agents_configuration(app):
     assert "`draft_email` (action, needs approval)" in said and "`current_time` (read)" in said
     assert "<@U0LEAD0001>" in said and "<!subteam^S0LEADS001>" in said
     assert "claude-sonnet-4-6" in said and "(default)" in said
+    # How reviewers treated its action skills: the evidence before making one automatable.
+    assert "How reviewers treated its actions* (last 30 days)" in said
+    assert "`draft_email`: 0 proposed" in said and "`current_time`:" not in said
 
 
 def test_bad_input_gets_a_clear_answer(app):
