@@ -146,6 +146,15 @@ class StaleRevisionPrecondition(PreconditionFailed):
 class NotAllowedToDecide(CosmoError):
     title = "Not allowed to decide"
 
+    def __init__(
+        self, detail: str, *, agent_name: str | None = None, approvers: Sequence[str] = ()
+    ) -> None:
+        super().__init__(detail)
+        self.agent_name = agent_name
+        self.approvers = tuple(approvers)
+        """Set when the refusal is that only these users/groups may decide: adapters name
+        them their own way (Slack mentions them)."""
+
 
 class Forbidden(CosmoError):
     """The caller is known but its key does not reach this: another tenant, a role too low,

@@ -64,8 +64,8 @@ def _errors(errors: list[tuple[tuple[str | int, ...], str]]) -> list[dict[str, A
     ]
 
 
-async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CosmoError)
+def problem_of(exc: CosmoError) -> dict[str, Any]:
+    """The problem+json body for a typed error (also one item's answer in a bulk call)."""
     status = _status_for(exc)
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationFailed):
@@ -78,7 +78,19 @@ async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
         )
     if isinstance(exc, KnowledgeBaseInUse):
         extra["agents"] = exc.agents
-    response = problem(status, exc.title, exc.detail, **extra)
+    return {
+        "type": "about:blank",
+        "title": exc.title,
+        "status": status,
+        "detail": exc.detail,
+        **extra,
+    }
+
+
+async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CosmoError)
+    body = problem_of(exc)
+    response = JSONResponse(body, status_code=body["status"], media_type=PROBLEM)
     if isinstance(exc, RateLimitExceeded):
         response.headers["Retry-After"] = "3600"
     return response

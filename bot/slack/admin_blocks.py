@@ -8,13 +8,16 @@ into mrkdwn.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from bot.slack.blocks import Blocks, decision_buttons, mention, skill_title, slack_date
+from bot.slack.blocks import Blocks, skill_title, slack_date
+from bot.slack.mrkdwn import from_markdown, mention, principal
+from bot.slack.review_blocks import ReviewFilters, queue_blocks
 from bot.slack.text import escape, truncate
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
+from core.outputs.stats import SkillStats
 from core.schemas.views import AgentView, PersonaView, SkillView
 
 View = dict[str, Any]
@@ -66,10 +69,6 @@ def _divider() -> dict[str, Any]:
 
 def code_list(names: Sequence[str], empty: str = "none") -> str:
     return ", ".join(f"`{escape(n)}`" for n in names) if names else f"_{empty}_"
-
-
-def _principal(principal: str) -> str:
-    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
 
 
 def _limit(value: int | None, unit: str) -> str:
@@ -153,16 +152,47 @@ def agent_list(
     if why == "ambiguous":
         blocks.append(
             context(
-                "No agent is chosen for this channel, so mentions here go unanswered. "
-                "An agent admin can pick one with `/agent use NAME`."
+                "No agent is chosen for this channel: a mention here is answered with a "
+                "request to pick one. An agent admin can pick one with `/agent use NAME`."
             )
         )
     names = ", ".join(a.name for a in shown)
     return f"Agents ({len(agents)}): {names}", blocks
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def stats_line(figures: SkillStats) -> str:
+    """`draft_email`: 12 proposed · 8 approved unchanged · 2 with edits · … · median 14 min."""
+    parts = [
+        f"{figures.proposed} proposed",
+        f"{figures.approved_unchanged} approved unchanged",
+        f"{figures.approved_with_edits} approved with edits",
+        f"{figures.rejected} rejected",
+        f"{figures.expired} expired",
+    ]
+    if figures.pending:
+        parts.append(f"{figures.pending} pending")
+    if figures.median_seconds_to_decision is not None:
+        parts.append(f"median {_duration(figures.median_seconds_to_decision)} to decide")
+    return f"• `{escape(figures.skill)}`: " + " · ".join(parts)
+
+
 def agent_details(
-    agent: AgentView, *, persona: PersonaView | None, skills: Sequence[SkillView], model: str
+    agent: AgentView,
+    *,
+    persona: PersonaView | None,
+    skills: Sequence[SkillView],
+    model: str,
+    stats: Sequence[SkillStats] = (),
 ) -> tuple[str, Blocks]:
     """`/agent show NAME`: the configuration an admin set, without secrets."""
     kinds = {s.name: s for s in skills}
@@ -182,7 +212,7 @@ def agent_details(
     if persona is not None and persona.role:
         persona_text += f" — {escape(truncate(persona.role, 200))}"
     approvers = (
-        ", ".join(_principal(a) for a in agent.approvers)
+        ", ".join(principal(a) for a in agent.approvers)
         if agent.approvers
         else "anyone in the workspace"
     )
@@ -214,6 +244,12 @@ def agent_details(
         blocks.append(section("*:warning: Skills that cannot run here*\n" + "\n".join(lines)))
     if agent.knowledge_bases:
         blocks.append(section(f"*Knowledge bases*\n{code_list(agent.knowledge_bases)}"))
+    if stats:
+        days = stats[0].window_days
+        lines = [stats_line(f) for f in stats]
+        blocks.append(
+            section(f"*How reviewers treated its actions* (last {days} days)\n" + "\n".join(lines))
+        )
     return f"Agent {agent.name}", blocks
 
 
@@ -226,7 +262,7 @@ def memory_list(
         blocks: Blocks = [section(text)]
     else:
         lines = [
-            f"• {escape(truncate(r.text, 280))} _({slack_date(r.created_at)})_"
+            f"• {from_markdown(truncate(r.text, 280))} _({slack_date(r.created_at)})_"
             for r in records[:shown]
         ]
         more = f"\n…and {len(records) - shown} more." if len(records) > shown else ""
@@ -265,16 +301,15 @@ class HomeData:
     agents: list[AgentView]
     usage: list[AgentUsageToday]
     can_configure: bool
+    filters: ReviewFilters = field(default_factory=ReviewFilters)
+    skills: list[str] = field(default_factory=list)
+    """Skills of the viewer's pending outputs (the skill filter's options)."""
+    unrouted: int = 0
+    """Pending outputs of this workspace flagged `unrouted` (shown to admins)."""
 
 
 def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
     return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
-
-
-def _revision_note(output: Output) -> str:
-    if not output.edits:
-        return ""
-    return f" · rev {output.revision}, edited by {mention(output.edits[-1].edited_by)}"
 
 
 def home_view(data: HomeData) -> View:
@@ -287,28 +322,23 @@ def home_view(data: HomeData) -> View:
             "commands."
         ),
         _divider(),
-        section(f"*Waiting for your approval* ({data.pending_total})"),
     ]
-    if not data.pending:
-        blocks.append(context("Nothing is waiting for you."))
-    for output in data.pending:
-        preview = escape(truncate(output.preview.strip(), 280))
-        quoted = "\n".join(f">{line}" for line in preview.splitlines()) or ">"
-        blocks += [
-            section(
-                f"*{escape(skill_title(output.skill))}* · proposed by "
-                f"*{escape(_agent_name(agents, output.agent_id))}* for "
-                f"{mention(output.requested_by)} · {slack_date(output.created_at)}"
-                f"{_revision_note(output)}\n{quoted}"
-            ),
-            decision_buttons(output),
-        ]
-    if data.pending_total > len(data.pending):
+    if data.can_configure and data.unrouted:
         blocks.append(
-            context(
-                f"…and {data.pending_total - len(data.pending)} more; the oldest are shown first."
+            section(
+                f":warning: *{data.unrouted} pending output(s) reached nobody in Slack* "
+                "(`unrouted`: their agent has no approval channel and no approvers). Give "
+                "those agents approvers or an approval channel (`/agent edit NAME`), or "
+                "decide them over the API (`GET /api/v1/outputs?slack_status=unrouted`)."
             )
         )
+    blocks += queue_blocks(
+        data.pending,
+        data.pending_total,
+        filters=data.filters,
+        agents=agents,
+        skills=data.skills,
+    )
     blocks += [_divider(), section("*What you asked for lately*")]
     if not data.recent:
         blocks.append(context("Nothing in the last week."))
@@ -362,4 +392,8 @@ def home_view(data: HomeData) -> View:
             for u in data.usage[:10]
         ]
         blocks.append({"type": "section", "fields": fields})
-    return {"type": "home", "blocks": blocks[:VIEW_BLOCKS_MAX]}
+    return {
+        "type": "home",
+        "private_metadata": data.filters.to_metadata(),
+        "blocks": blocks[:VIEW_BLOCKS_MAX],
+    }

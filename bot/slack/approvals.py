@@ -14,13 +14,21 @@ from typing import Any
 
 from bot.slack import blocks, edit_form
 from bot.slack.runtime import SlackRuntime
-from bot.slack.text import truncate
+from bot.slack.text import escape, truncate
 from core.approvals.policy import Actor
 from core.concurrency import run_sync
-from core.errors import CosmoError, NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
+from core.errors import (
+    CosmoError,
+    NotAllowedToDecide,
+    NotFound,
+    OutputAlreadyDecided,
+    StaleRevision,
+    ValidationFailed,
+)
 from core.execution.effect import planned_effect
 from core.outputs.messages import MessageRef
-from core.outputs.port import Output, OutputStatus
+from core.outputs.port import Output, OutputStatus, SlackStatus
+from core.schemas.views import AgentView
 from core.sessions.models import SessionView
 
 FORM_ERROR_CHARS = 150
@@ -28,12 +36,16 @@ FORM_ERROR_CHARS = 150
 log = logging.getLogger("cosmo.slack.approvals")
 
 
-async def _render(rt: SlackRuntime, output: Output, *, decided: bool) -> tuple[str, Any]:
+async def _render(
+    rt: SlackRuntime, output: Output, *, decided: bool, ping: bool = False
+) -> tuple[str, Any]:
     c = rt.container
+    agent: AgentView | None
     try:
-        agent_name = (await run_sync(c.agents.get, output.tenant_id, output.agent_id)).name
+        agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
+        agent_name = agent.name
     except NotFound:
-        agent_name = "a deleted agent"
+        agent, agent_name = None, "a deleted agent"
     raw = await run_sync(c.outputs.read_content, output.tenant_id, output.id)
     content = raw.decode("utf-8", errors="replace")
     url = c.events.content_url(output.tenant_id, output.id)
@@ -47,21 +59,74 @@ async def _render(rt: SlackRuntime, output: Output, *, decided: bool) -> tuple[s
         content=content,
         content_url=url,
         effect=planned_effect(c.skill_factory, output),
+        policy=blocks.Policy.of(agent),
+        ping=ping,
     )
 
 
-async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) -> None:
-    """Post the approval message in the thread, and in the agent's approval channel."""
+#: DMs sent for one output at most (a user group of hundreds is a channel's job).
+MAX_DMS = 25
+
+
+async def approver_users(rt: SlackRuntime, tenant_id: str, approvers: list[str]) -> list[str]:
+    """The agent's approvers as users: groups expanded (usergroups.users.list), in order,
+    once each, at most MAX_DMS."""
+    users: list[str] = []
+    for principal in approvers:
+        if principal.startswith("S"):
+            try:
+                members = sorted(await rt.directory.members(tenant_id, principal))
+            except Exception:
+                log.warning("approver group %s could not be expanded", principal, exc_info=True)
+                continue
+            users += members
+        else:
+            users.append(principal)
+    return list(dict.fromkeys(users))[:MAX_DMS]
+
+
+async def post_approval(rt: SlackRuntime, output: Output, session: SessionView | None) -> None:
+    """Route the approval message and record where it went (`Output.slack_status`).
+
+    It goes in the conversation's thread (a Slack session) and in the agent's approval
+    channel with the approvers @-mentioned; with no approval channel, each approver gets a
+    DM with the buttons; with neither and no thread, the output is `unrouted`. Every copy
+    is recorded, so decisions and edits update them all (DMs too)."""
     c = rt.container
     client = await rt.clients.for_tenant(output.tenant_id)
-    text, message = await _render(rt, output, decided=False)
-    targets: list[tuple[str, str | None]] = []
-    if session.channel_id:
-        targets.append((session.channel_id, session.thread_ts))
     agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
-    if agent.approval_channel and agent.approval_channel != session.channel_id:
-        targets.append((agent.approval_channel, None))
-    for channel, thread_ts in targets:
+    thread: list[tuple[str, str | None]] = []
+    if session is not None and session.channel_id:
+        thread.append((session.channel_id, session.thread_ts))
+    routed: list[tuple[str, str | None]] = []
+    status = SlackStatus.THREAD
+    if agent.approval_channel and agent.approval_channel != (session and session.channel_id):
+        routed.append((agent.approval_channel, None))
+        status = SlackStatus.POSTED
+    elif agent.approval_channel:
+        status = SlackStatus.POSTED  # the approval channel is the conversation's channel
+    elif agent.approvers:
+        for user in await approver_users(rt, output.tenant_id, agent.approvers):
+            try:
+                opened = await client.conversations_open(users=user)
+            except Exception:
+                log.warning("output %s: no DM with approver %s", output.id, user, exc_info=True)
+                continue
+            routed.append((str(opened["channel"]["id"]), None))
+        status = SlackStatus.DM
+    if not (thread or routed):
+        # Approvers none of whom could be reached is a failure; no one to ask is unrouted.
+        nowhere = SlackStatus.FAILED if agent.approvers else SlackStatus.UNROUTED
+        await run_sync(c.outputs.set_slack_status, output.tenant_id, output.id, nowhere)
+        log.warning("output %s: its approval reached nobody in Slack (%s)", output.id, nowhere)
+        return
+    rendered = {
+        ping: await _render(rt, output, decided=False, ping=ping)
+        for ping in {channel == agent.approval_channel for channel, _ in [*thread, *routed]}
+    }
+    posted_to: list[tuple[str, str | None]] = []
+    for channel, thread_ts in [*thread, *routed]:
+        text, message = rendered[channel == agent.approval_channel]
         try:
             response = await client.chat_postMessage(
                 channel=channel,
@@ -76,7 +141,15 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) 
                 "output %s: posting the approval message to %s failed", output.id, channel
             )
             continue
+        posted_to.append((channel, thread_ts))
         await run_sync(c.output_messages.add, output.tenant_id, output.id, channel, response["ts"])
+    if not posted_to:
+        status = SlackStatus.FAILED
+    elif routed and not any(p in routed for p in posted_to):
+        status = SlackStatus.THREAD  # only the thread copy made it
+    elif status is SlackStatus.DM and not routed:
+        status = SlackStatus.THREAD  # no approver could be reached by DM
+    await run_sync(c.outputs.set_slack_status, output.tenant_id, output.id, status)
 
 
 async def on_edit(rt: SlackRuntime, tenant_id: str, output_id: str, revision: int) -> None:
@@ -185,8 +258,11 @@ def register(app: Any, rt: SlackRuntime) -> None:
             channel = (body.get("channel") or {}).get("id")
             link = await current_message_link(rt, tenant, exc.output_id, channel)
             await ephemeral(body, blocks.ephemeral_stale(exc.current, link))
+        elif isinstance(exc, NotAllowedToDecide) and exc.approvers:
+            message = blocks.ephemeral_not_an_approver(exc.agent_name or "", exc.approvers)
+            await ephemeral(body, message)
         else:
-            await ephemeral(body, f"⚠️ {exc.detail}")
+            await ephemeral(body, f"⚠️ {escape(exc.detail)}")
 
     def clicked(body: dict[str, Any]) -> tuple[str, str, int, Actor]:
         """(tenant, output id, revision the message showed, who clicked)."""
@@ -405,4 +481,8 @@ def register(app: Any, rt: SlackRuntime) -> None:
     async def listener(output: Output) -> None:
         await on_decision(rt, output)
 
+    async def proposed(output: Output, session: SessionView) -> None:
+        await post_approval(rt, output, session)
+
     c.approvals.on_change(listener)
+    c.approvals.on_proposed(proposed)

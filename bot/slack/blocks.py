@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bot.slack.edit_form import EDIT
+from bot.slack.mrkdwn import bold, date, from_markdown, mention, principal
 from bot.slack.text import escape, split_message, truncate, truncate_escaped
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
+from core.schemas.views import AgentView
 
 APPROVE = "output_approve"
 REJECT = "output_reject"
@@ -33,6 +36,7 @@ CHANGE_CHARS = 150  # each side of one field's old → new
 CHANGES_SHOWN = 10
 SECTION_MARK = "\u203a"  # a single right-pointing angle quote between document and section
 Blocks = list[dict[str, Any]]
+slack_date = date  # the name the other renderers know it by
 
 _STATUS = {
     OutputStatus.PENDING: ("⏳", "Waiting for approval"),
@@ -45,21 +49,6 @@ _STATUS = {
 }
 
 
-def slack_date(when: datetime | None) -> str:
-    if when is None:
-        return "just now"
-    unix = int(when.timestamp())
-    return f"<!date^{unix}^{{date_short_pretty}} at {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
-
-
-def mention(user_id: str | None) -> str:
-    if not user_id:
-        return "someone"
-    if user_id in ("system", "api"):
-        return {"system": "Cosmo", "api": "an admin (API)"}[user_id]
-    return f"<@{user_id}>"
-
-
 def skill_title(skill: str) -> str:
     return skill.replace("_", " ").replace("-", " ").capitalize()
 
@@ -69,16 +58,14 @@ def _arguments(arguments: dict[str, Any]) -> Blocks:
     for key, value in list(arguments.items())[:10]:
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         fields.append(
-            {"type": "mrkdwn", "text": f"*{escape(key)}*\n{escape(truncate(shown, 180))}"}
+            {"type": "mrkdwn", "text": f"*{escape(key)}*\n{from_markdown(truncate(shown, 180))}"}
         )
     return [{"type": "section", "fields": fields}] if fields else []
 
 
 def _preview(output: Output, content: str, content_url: str | None) -> Blocks:
-    shown = truncate(content.strip(), PREVIEW_CHARS)
-    blocks: Blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": _quote(escape(shown))}}
-    ]
+    shown = truncate_escaped(from_markdown(content.strip()), PREVIEW_CHARS)
+    blocks: Blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": _quote(shown)}}]
     if len(content.strip()) > PREVIEW_CHARS and content_url:
         blocks.append(
             {
@@ -98,6 +85,60 @@ def _quote(text: str) -> str:
     return "\n".join(f">{line}" for line in text.splitlines()) or ">"
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Who may approve an agent's outputs, as its approval message states it."""
+
+    approvers: tuple[str, ...] = ()
+    allow_self_approval: bool = True
+    require_distinct_editor_approver: bool = False
+    accept_asserted_decisions: bool = True
+
+    @classmethod
+    def of(cls, agent: AgentView | None) -> Policy:
+        if agent is None:
+            return cls()
+        return cls(
+            tuple(agent.approvers),
+            agent.allow_self_approval,
+            agent.require_distinct_editor_approver,
+            agent.accept_asserted_decisions,
+        )
+
+
+def policy_text(policy: Policy) -> str:
+    """`Who may approve: @lead, @sales-leads · not the requester`."""
+    who = (
+        ", ".join(principal(p) for p in policy.approvers)
+        if policy.approvers
+        else "anyone in the workspace"
+    )
+    rules = []
+    if not policy.allow_self_approval:
+        rules.append("not the requester")
+    if policy.require_distinct_editor_approver:
+        rules.append("not its editors")
+    if not policy.accept_asserted_decisions:
+        rules.append("verified identities only")
+    return " · ".join([f"Who may approve: {who}", *rules])
+
+
+def skill_line(output: Output) -> str:
+    """`*Send email* · `send_email` v3 · action, runs once approved`: what will run."""
+    snapshot = output.skill_snapshot or {}
+    name = f"`{escape(output.skill)}`"
+    if snapshot.get("version") is not None:
+        name += f" v{escape(str(snapshot['version']))}"
+    kind = escape(str(snapshot.get("kind") or "action"))
+    how = "runs once approved" if output.is_automatable else "manual follow-up once approved"
+    return f"{bold(skill_title(output.skill))} · {name} · {kind}, {how}"
+
+
+def fingerprint(output: Output) -> str:
+    """`rev 2 · sha256 1a2b3c4d`: the revision and what the reviewer sees, in short."""
+    return f"rev {output.revision} · sha256 {output.content_sha256[:8]}"
+
+
 def approval_message(
     output: Output,
     *,
@@ -105,37 +146,40 @@ def approval_message(
     content: str,
     content_url: str | None,
     effect: PlannedEffect | None = None,
+    policy: Policy | None = None,
+    ping: bool = False,
 ) -> tuple[str, Blocks]:
-    """The interactive message reviewers act on, for the output's current revision: what
-    it says, the request approving it makes (`effect`), and the last edit's changes."""
+    """The interactive message reviewers act on, for the output's current revision: the
+    skill that will run, what it says, its arguments, the request approving it makes
+    (`effect`), the last edit's changes, revision and fingerprint, who asked and when, and
+    who may approve. `ping` @-mentions the approvers (the approval channel's copy)."""
+    policy = policy or Policy()
     title = skill_title(output.skill)
+    text = f"Approval needed: {title} ({output.id})"
+    if ping and policy.approvers:
+        text = " ".join(principal(p) for p in policy.approvers) + f" {text}"
     blocks: Blocks = [
         {
             "type": "header",
             "text": {"type": "plain_text", "text": truncate(f"Approval needed: {title}", 150)},
         },
+        _context(
+            f"{skill_line(output)}\nProposed by {bold(agent_name)} for "
+            f"{mention(output.requested_by)} · {slack_date(output.created_at)}"
+        ),
         *_preview(output, content, content_url),
         *_arguments(output.arguments),
         *edit_blocks(output),
         *effect_blocks(effect),
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": f"Proposed by *{escape(agent_name)}* for "
-                    f"{mention(output.requested_by)} · `{output.id}` · rev {output.revision}"
-                    + (
-                        " · runs automatically once approved"
-                        if output.is_automatable
-                        else " · approval marks it for manual follow-up"
-                    ),
-                }
-            ],
-        },
+        _context(f"{fingerprint(output)} · `{output.id}`"),
+        _context(policy_text(policy)),
         decision_buttons(output),
     ]
-    return f"Approval needed: {title} ({output.id})", blocks
+    return text, blocks
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def decision_block_id(output: Output) -> str:
@@ -206,7 +250,8 @@ def _change_value(change: dict[str, Any], key: str) -> str:
         return "_(none)_"
     value = change[key]
     shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    shown = truncate(shown.replace("`", "'"), CHANGE_CHARS)
+    # Inline code holds one line: a multi-line value is shown on one.
+    shown = truncate(" ".join(shown.replace("`", "'").split()), CHANGE_CHARS)
     return f"`{escape(shown)}`"
 
 
@@ -283,12 +328,12 @@ def decided_message(
     if output.status != OutputStatus.PENDING:
         lines[0] += f" by {mention(output.decided_by)} · {slack_date(output.decided_at)}"
     if output.decision_reason:
-        lines.append(f"*Reason:* {escape(truncate(output.decision_reason, 500))}")
+        lines.append(f"*Reason:* {from_markdown(truncate(output.decision_reason, 500))}")
     if output.status == OutputStatus.EXECUTED and output.execution_result:
         summary = str(output.execution_result.get("summary", ""))
-        lines.append(f"*Result:* {escape(truncate(summary, 500))}")
+        lines.append(f"*Result:* {from_markdown(truncate(summary, 500))}")
     if output.status == OutputStatus.EXECUTION_FAILED and output.execution_error:
-        lines.append(f"*Error:* {escape(truncate(output.execution_error, 500))}")
+        lines.append(f"*Error:* {from_markdown(truncate(output.execution_error, 500))}")
     blocks: Blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(title, 150)}},
         *_preview(output, content, content_url),
@@ -343,15 +388,15 @@ def outcome_text(output: Output) -> str:
     title = skill_title(output.skill)
     who = mention(output.decided_by)
     if output.status == OutputStatus.REJECTED:
-        reason = escape(truncate(output.decision_reason or "", 300))
+        reason = from_markdown(truncate(output.decision_reason or "", 300))
         return f"{icon} {who} rejected *{title}*: {reason}\nI'll take that into account."
     if output.status == OutputStatus.EXECUTED:
         summary = str((output.execution_result or {}).get("summary", "done"))
-        return f"{icon} {who} approved *{title}* — done: {escape(truncate(summary, 300))}"
+        return f"{icon} {who} approved *{title}* — done: {from_markdown(truncate(summary, 300))}"
     if output.status == OutputStatus.MANUAL:
         return f"{icon} {who} approved *{title}* — it's ready for someone to carry out."
     if output.status == OutputStatus.EXECUTION_FAILED:
-        error = escape(truncate(output.execution_error or "unknown error", 300))
+        error = from_markdown(truncate(output.execution_error or "unknown error", 300))
         return f"{icon} {who} approved *{title}*, but running it failed: {error}"
     if output.status == OutputStatus.EXPIRED:
         return f"{icon} *{title}* expired before anyone decided."
@@ -373,7 +418,7 @@ def notice_modal(title: str, text: str) -> dict[str, Any]:
         "type": "modal",
         "title": {"type": "plain_text", "text": truncate(title, 24)},
         "close": {"type": "plain_text", "text": "Close"},
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": from_markdown(text)}}],
     }
 
 
@@ -415,6 +460,12 @@ def ephemeral_already_decided(
     return (
         f"Too late: this was already {label} by {mention(decided_by)} · {slack_date(decided_at)}."
     )
+
+
+def ephemeral_not_an_approver(agent_name: str, approvers: Sequence[str]) -> str:
+    """A click by someone the agent's policy does not let decide: who may, mentioned."""
+    who = ", ".join(principal(p) for p in approvers)
+    return f"⚠️ Only {bold(agent_name)}'s approvers may decide its outputs: {who}."
 
 
 def thinking() -> str:

@@ -46,6 +46,7 @@ from core.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from core.outputs.stats import SkillStats, skill_stats
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import field_errors
@@ -176,7 +177,15 @@ async def cmd_show(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
         return persona, skills
 
     persona, skills = await run_sync(load)
-    return ui.agent_details(agent, persona=persona, skills=skills, model=c.settings.model)
+
+    def figures() -> list[SkillStats]:
+        now = c.quotas.clock()
+        return [skill_stats(c.outputs, inv.tenant, s.name, now) for s in skills if s.kind != "read"]
+
+    found = await run_sync(figures)
+    return ui.agent_details(
+        agent, persona=persona, skills=skills, model=c.settings.model, stats=found
+    )
 
 
 async def cmd_use(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:

@@ -3,8 +3,9 @@
 A placeholder goes up at once; the first text replaces it as soon as the model produces
 any (no large first buffer); later text is batched into at most one `chat.update` per
 interval per message, which keeps us well under Slack's rate limits; text past
-`MESSAGE_CHARS` continues in a new message. Everything is escaped mrkdwn with unfurling
-off, so model text cannot ping `@channel` or forge links. When the reply cites knowledge,
+`MESSAGE_CHARS` continues in a new message. Everything is escaped mrkdwn (the model's
+Markdown restyled by `mrkdwn.from_markdown`) with unfurling off, so model text cannot ping
+`@channel` or forge links. When the reply cites knowledge,
 the final update puts its sources in a context block under the last message.
 
 A turn run again after its worker died `adopt`s the message the first attempt posted
@@ -21,7 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.slack.blocks import Blocks, reply_with_sources, thinking
-from bot.slack.text import escape, split_message
+from bot.slack.mrkdwn import from_markdown
+from bot.slack.text import split_message
 from core.knowledge.citations import Citation
 
 log = logging.getLogger("cosmo.slack.reply")
@@ -109,7 +111,9 @@ class ThreadReply:
 
     async def _flush(self, *, final: bool = False) -> None:
         async with self._lock:
-            parts = split_message(escape(self.text.strip()) or ("(no reply)" if final else ""))
+            parts = split_message(
+                from_markdown(self.text.strip()) or ("(no reply)" if final else "")
+            )
             for index, part in enumerate(parts):
                 if not part:
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,7 +23,8 @@ from core.concurrency import run_sync
 from core.errors import Conflict, NotFound
 from core.jobs import FINISHED, JobContext, JobFailed, JobKind, JobQueue, JobView, LostClaim
 from core.jobs.model import RetryPolicy
-from core.sessions.models import TurnRecord, TurnView
+from core.outputs.port import Output
+from core.sessions.models import SessionView, TurnRecord, TurnView
 from core.sessions.service import FINISHED_TURN, Fence, SessionService
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cosmo.agent")
 
+Announce = Callable[[Sequence[Output], SessionView], Awaitable[None]]
 KIND = "api.turn"
 #: A turn is re-run from the start after a crash or a dropped database connection; three
 #: tries tell bad luck from a turn that cannot succeed, whose user should hear so soon.
@@ -64,10 +67,18 @@ class TurnState:
 class TurnJobs:
     """Records turns with their job, runs them (the job handler), reports and cancels them."""
 
-    def __init__(self, sessions: SessionService, runner: AgentRunner, jobs: JobQueue) -> None:
+    def __init__(
+        self,
+        sessions: SessionService,
+        runner: AgentRunner,
+        jobs: JobQueue,
+        announce: Announce | None = None,
+    ) -> None:
         self.sessions = sessions
         self.runner = runner
         self.jobs = jobs
+        self.announce = announce
+        """Routes the outputs a turn proposed to their reviewers (`ApprovalService.proposed`)."""
 
     # -- recording -----------------------------------------------------------
 
@@ -206,6 +217,8 @@ class TurnJobs:
             with contextlib.suppress(Exception):
                 await run_sync(lambda: self.fail(tenant, turn_id, reason, fence=job.fence))
             raise JobFailed(reason) from exc
+        if self.announce is not None and result.outputs:
+            await self.announce(result.outputs, session)
         return {"turn": result.turn.status}
 
     async def _give_up(self, job: JobContext, turn: TurnView, reason: str) -> NoReturn:
@@ -227,7 +240,7 @@ class TurnJobs:
 
 
 def turn_jobs(c: Container) -> TurnJobs:
-    return TurnJobs(c.sessions, c.runner, c.jobs)
+    return TurnJobs(c.sessions, c.runner, c.jobs, c.approvals.proposed)
 
 
 def job_kinds(c: Container) -> list[JobKind]:

@@ -82,7 +82,9 @@ async def check_may_decide(
         if directory is not None and actor.id in await directory.members(agent.tenant_id, group):
             return
     raise NotAllowedToDecide(
-        f"only {agent.name}'s approvers may {verb} its outputs: {', '.join(agent.approvers)}"
+        f"only {agent.name}'s approvers may {verb} its outputs: {', '.join(agent.approvers)}",
+        agent_name=agent.name,
+        approvers=agent.approvers,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from core.outputs.port import (
     OutputStore,
     Recorder,
     Revise,
+    SlackStatus,
     Transition,
 )
 from core.outputs.snapshot import (
@@ -52,12 +53,14 @@ from core.outputs.snapshot import (
     spec_of,
 )
 from core.schemas.views import AgentView
+from core.sessions.models import SessionView
 from core.sessions.service import SessionService
 
 log = logging.getLogger("cosmo.approvals")
 
 Decision = Literal["approve", "reject"]
 Listener = Callable[[Output], Awaitable[None]]
+ProposedListener = Callable[[Output, SessionView], Awaitable[None]]
 
 # What a stored status means for someone repeating a decision.
 _APPROVED_FAMILY = {
@@ -105,10 +108,40 @@ class ApprovalService:
         self.directory = directory
         self.clock = clock or (lambda: datetime.now(UTC))
         self.listeners: list[Listener] = []
+        self.proposed_listeners: list[ProposedListener] = []
 
     def on_change(self, listener: Listener) -> None:
         """Called after every applied decision and execution (e.g. to update Slack)."""
         self.listeners.append(listener)
+
+    def on_proposed(self, listener: ProposedListener) -> None:
+        """Called for each output a turn outside Slack proposed (a REST session), to route
+        its approval message (the Slack integration registers one)."""
+        self.proposed_listeners.append(listener)
+
+    async def proposed(self, outputs: Sequence[Output], session: SessionView) -> None:
+        """Route newly proposed outputs to their reviewers. With nothing registered to route
+        them (Slack is not configured), they are flagged `unrouted`: decide them over REST
+        or the callback."""
+        for output in outputs:
+            if not self.proposed_listeners:
+                await run_sync(
+                    self.outputs.set_slack_status,
+                    output.tenant_id,
+                    output.id,
+                    SlackStatus.UNROUTED,
+                )
+            for listener in self.proposed_listeners:
+                try:
+                    await listener(output, session)
+                except Exception:
+                    log.exception("output %s: routing its approval failed", output.id)
+                    await run_sync(
+                        self.outputs.set_slack_status,
+                        output.tenant_id,
+                        output.id,
+                        SlackStatus.FAILED,
+                    )
 
     async def decide(
         self,

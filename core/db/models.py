@@ -259,6 +259,7 @@ class OutputRow(Base):
         Index("ix_outputs_tenant_status_created", "tenant_id", "status", "created_at"),
         Index("ix_outputs_tenant_agent_created", "tenant_id", "agent_id", "created_at"),
         Index("ix_outputs_session", "session_id"),
+        Index("ix_outputs_slack_status", "slack_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -291,6 +292,10 @@ class OutputRow(Base):
     execution_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     notification_status: Mapped[str] = mapped_column(String(24), default="pending")
+    # Where the approval went in Slack (`SlackStatus`); separate from the webhook's status.
+    slack_status: Mapped[str] = mapped_column(
+        String(16), default="pending", server_default="pending"
+    )
     slack_channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -28,6 +28,7 @@ Layout (`core.outputs.aws_setup` creates it):
   by_status    `tenant_status` = tenant#status         `id`
   by_expiry    `expiry_queue` = "pending"  (sparse)    `expiry_key` = expires_at#id
   by_execution `execution_queue` = "approved" (sparse) `execution_since` = approved_at#id
+  by_unrouted  `unrouted_queue` = "unrouted" (sparse)  `id`
   ============ ======================================= ================================
 
   Ids are ULIDs (`core.db.ids`, minted by the caller just before `create`), so `id`
@@ -92,6 +93,7 @@ from core.outputs.port import (
     OutputStatus,
     Recorder,
     Revise,
+    SlackStatus,
     Transition,
     preview_of,
 )
@@ -112,7 +114,9 @@ INDEXES: dict[str, tuple[str, str]] = {
     "by_status": ("tenant_status", "id"),
     "by_expiry": ("expiry_queue", "expiry_key"),
     "by_execution": ("execution_queue", "execution_since"),
+    "by_unrouted": ("unrouted_queue", "id"),
 }
+UNROUTED_QUEUE = "unrouted"
 EXPIRY_QUEUE = "pending"
 EXECUTION_QUEUE = "approved"
 _JSON_FIELDS = ("arguments", "execution_result", "skill_snapshot", "edits")
@@ -372,8 +376,8 @@ class AwsOutputStore:
             )
         else:  # leaves the execution queue (if it was in it)
             removed += ["execution_queue", "execution_since", "execution_job"]
-        if change.to is not OutputStatus.PENDING:  # leaves the expiry queue
-            removed += ["expiry_queue", "expiry_key"]
+        if change.to is not OutputStatus.PENDING:  # leaves the expiry and unrouted queues
+            removed += ["expiry_queue", "expiry_key", "unrouted_queue"]
         if change.clear_execution:
             removed += ["execution_result", "execution_error", "executed_at"]
         assignments = ", ".join(ex.equals(k, v) for k, v in sets.items() if v is not None)
@@ -504,6 +508,24 @@ class AwsOutputStore:
     def attach_slack_message(self, tenant_id: str, output_id: str, channel: str, ts: str) -> None:
         self._update_if_owned(tenant_id, output_id, {"slack_channel": channel, "slack_ts": ts})
 
+    def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:
+        values: dict[str, Any] = {"slack_status": status.value}
+        if status is SlackStatus.UNROUTED:
+            values["unrouted_queue"] = UNROUTED_QUEUE
+        self._update_if_owned(tenant_id, output_id, values)
+
+    def count_unrouted(self, limit: int = 1_000) -> int:
+        """The sparse `by_unrouted` index holds unrouted outputs until they are decided."""
+        ex = _Expression()
+        query = {
+            "TableName": self.table,
+            "IndexName": "by_unrouted",
+            "KeyConditionExpression": ex.equals("unrouted_queue", UNROUTED_QUEUE),
+            # The index lags the table a little: a just-decided output may linger there.
+            "FilterExpression": ex.equals("status", OutputStatus.PENDING.value),
+        }
+        return len(self._query(query, ex, want=limit, filtered=True))
+
     def _update_if_owned(self, tenant_id: str, output_id: str, values: dict[str, Any]) -> None:
         """Like the sql store: an output of another tenant (or none) is left alone, silently."""
         if not _valid_id(output_id):
@@ -552,6 +574,7 @@ class AwsOutputStore:
             "session_id": filters.session_id,
             "status": filters.status.value if filters.status else None,
             "skill": filters.skill,
+            "slack_status": filters.slack_status.value if filters.slack_status else None,
         }
         # The most selective filter picks the index; the hash key pins tenant and that
         # filter, the rest are checked per item (the tenant again, too: a `#` in a tenant
@@ -746,7 +769,7 @@ class AwsOutputStore:
 
     def _item(self, output: Output, key: str, marks: Sequence[str]) -> dict[str, Any]:
         values = output.model_dump(mode="python")
-        for name in ("status", "notification_status"):
+        for name in ("status", "notification_status", "slack_status"):
             values[name] = values[name].value
         t = output.tenant_id
         values.update(

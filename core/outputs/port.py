@@ -29,6 +29,26 @@ class NotificationStatus(StrEnum):
     FAILED = "notification_failed"
 
 
+class SlackStatus(StrEnum):
+    """Where the approval message went in Slack (the webhook is `NotificationStatus`)."""
+
+    PENDING = "pending"
+    """Not routed yet (or proposed before outputs recorded this)."""
+    POSTED = "posted"
+    """In the agent's approval channel, its approvers @-mentioned."""
+    DM = "dm"
+    """No approval channel: sent to each approver (groups expanded) as a DM with buttons."""
+    THREAD = "thread"
+    """Only in the conversation's thread: the agent names no approval channel and no
+    approvers (anyone in the workspace may decide)."""
+    UNROUTED = "unrouted"
+    """Nowhere in Slack: no approval channel, no approvers to DM, no thread (or Slack is
+    not configured). Decide it over REST or the callback; `/readyz` and admins' App Home
+    count these while they are pending."""
+    FAILED = "failed"
+    """Routing was tried and Slack refused every post."""
+
+
 @dataclass(frozen=True)
 class NewOutput:
     """An output to store. The id is chosen by the caller so that events announcing the
@@ -94,6 +114,7 @@ class Output(BaseModel):
     execution_error: str | None = None
     executed_at: datetime | None = None
     notification_status: NotificationStatus = NotificationStatus.PENDING
+    slack_status: SlackStatus = SlackStatus.PENDING
     slack_channel: str | None = None
     slack_ts: str | None = None
     expires_at: datetime | None = None
@@ -109,6 +130,7 @@ class OutputFilter:
     skill: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    slack_status: SlackStatus | None = None
 
 
 PREVIEW_CHARS = 500
@@ -252,6 +274,14 @@ class OutputStore(Protocol):
     def attach_slack_message(
         self, tenant_id: str, output_id: str, channel: str, ts: str
     ) -> None: ...
+
+    def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:
+        """Where the approval message went (an output of another tenant is left alone)."""
+        ...
+
+    def count_unrouted(self, limit: int = 1_000) -> int:
+        """Pending outputs flagged `unrouted`, across tenants, counted up to `limit`."""
+        ...
 
     def due_for_expiry(self, now: datetime, limit: int = 100) -> list[Output]: ...
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Database
@@ -28,6 +28,7 @@ from core.outputs.port import (
     OutputStatus,
     Recorder,
     Revise,
+    SlackStatus,
     Transition,
     preview_of,
 )
@@ -85,6 +86,7 @@ class SqlOutputStore:
                     skill_snapshot=new.skill_snapshot,
                     revision=1,
                     notification_status="pending",
+                    slack_status="pending",
                     requested_by=new.requested_by,
                     expires_at=new.expires_at,
                 )
@@ -241,6 +243,27 @@ class SqlOutputStore:
                 .values(slack_channel=channel, slack_ts=ts)
             )
 
+    def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(OutputRow)
+                .where(OutputRow.id == output_id, OutputRow.tenant_id == tenant_id)
+                .values(slack_status=status.value)
+            )
+
+    def count_unrouted(self, limit: int = 1_000) -> int:
+        with self.db.session() as s:
+            found = (
+                select(OutputRow.id)
+                .where(
+                    OutputRow.slack_status == SlackStatus.UNROUTED.value,
+                    OutputRow.status == OutputStatus.PENDING.value,
+                )
+                .limit(limit)
+                .subquery()
+            )
+            return int(s.scalar(select(func.count()).select_from(found)) or 0)
+
     def due_for_expiry(self, now: datetime, limit: int = 100) -> builtins.list[Output]:
         with self.db.session() as s:
             rows = s.scalars(
@@ -288,6 +311,8 @@ class SqlOutputStore:
                 stmt = stmt.where(OutputRow.created_at >= filters.created_after)
             if filters.created_before:
                 stmt = stmt.where(OutputRow.created_at < filters.created_before)
+            if filters.slack_status:
+                stmt = stmt.where(OutputRow.slack_status == filters.slack_status.value)
             page = paginate(s, stmt, OutputRow.id, cursor=cursor, limit=limit)
             return Page(
                 [Output.model_validate(r, from_attributes=True) for r in page.items],

@@ -209,6 +209,9 @@ def test_show_describes_an_agents_configuration(app):
     assert "`draft_email` (action, needs approval)" in said and "`current_time` (read)" in said
     assert "<@U0LEAD0001>" in said and "<!subteam^S0LEADS001>" in said
     assert "claude-sonnet-4-6" in said and "(default)" in said
+    # How reviewers treated its action skills: the evidence before making one automatable.
+    assert "How reviewers treated its actions* (last 30 days)" in said
+    assert "`draft_email`: 0 proposed" in said and "`current_time`:" not in said
 
 
 def test_bad_input_gets_a_clear_answer(app):
@@ -579,8 +582,9 @@ def test_app_home_lists_pending_approvals_and_its_buttons_decide(app):
 
     home = open_home(app, LEAD)
     actions = decide_blocks(home)
-    assert [b["block_id"] for b in actions] == [f"decide:{first.id}:r1", f"decide:{second.id}:r1"]
-    assert [(e["action_id"], e["value"]) for e in actions[0]["elements"]] == [
+    # Newest first (the review queue).
+    assert [b["block_id"] for b in actions] == [f"decide:{second.id}:r1", f"decide:{first.id}:r1"]
+    assert [(e["action_id"], e["value"]) for e in actions[1]["elements"]] == [
         ("output_approve", first.id),
         ("output_reject", first.id),
         ("output_edit", first.id),

@@ -367,6 +367,33 @@ def usergroups_users_list(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     return {"users": list(members)}
 
 
+@method("conversations.open")
+def conversations_open(ws: Workspace, call: MethodCall) -> dict[str, Any]:
+    """A 1:1 DM by `users` (1 to 8 ids; more than one would be a group DM, which this fake
+    does not keep), or resume one by `channel`; as Slack documents its arguments/errors."""
+    if call.get("channel"):
+        channel = ws.channel(call.get("channel"), create=False)
+        if not channel.is_im:
+            raise Refused("method_not_supported_for_channel_type")
+        return {"channel": {"id": channel.id}, "no_op": True, "already_open": True}
+    users = [u.strip() for u in str(call.get("users") or "").split(",") if u.strip()]
+    if not users:
+        raise Refused("users_list_not_supplied")
+    if len(users) > 8:
+        raise Refused("too_many_users")
+    for user in users:
+        if user not in ws.users:
+            raise Refused("user_not_found")
+    if len(users) > 1:
+        raise Refused("fake_models_no_group_dms")  # Slack opens a group DM; this fake does not
+    existing = next((c for c in ws.channels.values() if c.user == users[0]), None)
+    channel = ws.channel(users[0], create=True)
+    opened: dict[str, Any] = {"channel": {"id": channel.id}}
+    if existing is not None:
+        opened.update(no_op=True, already_open=True)
+    return opened
+
+
 @method("conversations.info")
 def conversations_info(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     return {"channel": ws.channel(call.get("channel"), create=False).to_api()}

@@ -259,3 +259,34 @@ def test_a_turn_whose_agent_was_deactivated_fails_once_with_the_reason(
     assert job.attempt == 1
     assert "inactive" in (job.error or "")
     assert fake_claude.message_requests == []
+
+
+def test_without_slack_a_rest_turns_output_is_flagged_unrouted(api, turn_container, fake_claude):
+    """Seen: such an output reached nobody, yet nothing said so. Without Slack configured
+    nothing can post it: it is `unrouted` (decide it over REST), never passed off as sent."""
+    config = """
+apiVersion: cosmo/v1
+personas: [{name: helper, role: Assistant}]
+skills:
+  - name: draft_email
+    description: Draft an email.
+    kind: action
+    input_schema: {type: object, properties: {to: {type: string}}, required: [to]}
+agents:
+  - {name: mail-bot, persona: helper, skills: [draft_email], approvers: [U0LEAD]}
+"""
+    r = api.post(
+        "/api/v1/agents/import", content=config, headers={"Content-Type": "application/yaml"}
+    )
+    assert r.status_code == 200, r.text
+    agent = api.get("/api/v1/agents", params={"name": "mail-bot"}).json()["items"][0]
+    session = api.post(f"/api/v1/agents/{agent['id']}/sessions", json={"user_id": "U1"}).json()
+    fake_claude.push(Reply.tool_use("draft_email", {"to": "ana@example.com"}), Reply.text("Done."))
+    accepted = send(api, session["id"], "draft it").json()
+
+    with running_worker(api, turn_container):
+        turn_until(api, f"/api/v1/sessions/{session['id']}/turns/{accepted['id']}", "completed")
+
+    [output] = api.get("/api/v1/outputs", params={"session_id": session["id"]}).json()["items"]
+    assert output["slack_status"] == "unrouted"
+    assert api.get("/readyz").json()["unrouted_outputs"] == 1

@@ -37,10 +37,12 @@ from core.outputs.port import (
     OutputStatus,
     OutputStore,
     Revise,
+    SlackStatus,
     Transition,
 )
 from core.outputs.snapshot import content_fingerprint
 from core.outputs.sql_store import SqlOutputStore
+from core.outputs.stats import skill_stats
 from core.webhooks.outbox import Outbox
 from tests.conftest import BACKENDS
 from tests.fakes.moto_server import CREDENTIALS, REGION, MotoServer
@@ -602,3 +604,46 @@ def test_another_tenant_cannot_edit_an_output(h: Harness) -> None:
     with pytest.raises(NotFound):
         revise(h, foreign, "B")
     assert h.store.get(T1, created.id).arguments == {"title": "A"}
+
+
+# -- where the approval went, and per-skill figures ------------------------------------------
+
+
+def test_slack_status_is_kept_listed_and_unrouted_pending_ones_are_counted(h: Harness) -> None:
+    posted, unrouted, decided = h.new(), h.new(), h.new()
+    assert posted.slack_status == SlackStatus.PENDING
+    h.store.set_slack_status(T1, posted.id, SlackStatus.POSTED)
+    h.store.set_slack_status(T1, unrouted.id, SlackStatus.UNROUTED)
+    h.store.set_slack_status(T1, decided.id, SlackStatus.UNROUTED)
+    h.store.set_slack_status(T2, posted.id, SlackStatus.FAILED)  # another tenant's: no effect
+    h.store.transition(T1, decided.id, approve())
+
+    assert h.store.get(T1, posted.id).slack_status == SlackStatus.POSTED
+    only = OutputFilter(slack_status=SlackStatus.UNROUTED)
+    assert ids(h.store.list(T1, only, cursor=None, limit=10).items) == [unrouted.id, decided.id]
+    assert h.store.count_unrouted() == 1  # decided ones are no longer waiting for anyone
+
+
+def test_skill_figures_count_each_outcome_and_the_median_time_to_decide(h: Harness) -> None:
+    created = [h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}) for _ in range(6)]
+    unchanged, edited, rejected, expired, _pending, also = created
+    h.store.transition(T1, unchanged.id, approve(at=unchanged.created_at + timedelta(minutes=10)))
+    h.store.transition(T1, also.id, approve(at=also.created_at + timedelta(minutes=30)))
+    edited = revise(h, edited, "B")
+    h.store.transition(T1, edited.id, approve(at=edited.created_at + timedelta(minutes=20)))
+    h.store.transition(T1, rejected.id, reject())
+    h.store.transition(
+        T1, expired.id, Transition(OutputStatus.PENDING, OutputStatus.EXPIRED, datetime.now(UTC))
+    )
+    h.new(tenant=T2)  # another tenant's
+    h.new(skill="other_skill")
+
+    figures = skill_stats(h.store, T1, "create_task", datetime.now(UTC) + timedelta(seconds=1))
+
+    assert (figures.proposed, figures.pending) == (6, 1)
+    assert (figures.approved_unchanged, figures.approved_with_edits) == (2, 1)
+    assert (figures.rejected, figures.expired, figures.window_days) == (1, 1, 30)
+    # 10, 20, 30 minutes and the rejection (seconds): the median is between 10 and 20.
+    assert figures.median_seconds_to_decision == pytest.approx(15 * 60, abs=5)
+    empty = skill_stats(h.store, T1, "create_task", datetime.now(UTC) - timedelta(days=40))
+    assert (empty.proposed, empty.median_seconds_to_decision) == (0, None)

@@ -9,7 +9,8 @@ import pytest
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack.blocks import approval_message
+from bot.slack import review_blocks as review
+from bot.slack.blocks import approval_message, decision_buttons
 from core.errors import FieldError
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
@@ -205,7 +206,10 @@ def test_agent_list_explains_an_empty_workspace_and_an_unchosen_channel():
         section("No agents yet. An agent admin can create one with `/agent create`.")
     ]
     blocks = ui.agent_list([agent(), agent(id="agt_02")], answering_id=None, why="ambiguous")[1]
-    assert blocks[-1]["elements"][0]["text"].startswith("No agent is chosen for this channel")
+    said = blocks[-1]["elements"][0]["text"]
+    assert said.startswith("No agent is chosen for this channel")
+    # Seen: it said mentions "go unanswered"; they are answered, asking to pick an agent.
+    assert "unanswered" not in said and "answered with a request to pick one" in said
 
 
 def test_a_long_agent_list_stays_within_a_messages_blocks():
@@ -543,7 +547,7 @@ def test_home_decision_buttons_are_the_approval_messages_buttons():
     for automatable in (False, True):
         out = output(is_automatable=automatable)
         message = approval_message(out, agent_name="sales-bot", content="x", content_url=None)
-        assert ui.decision_buttons(out) == message[1][-1]
+        assert decision_buttons(out) == message[1][-1]
 
 
 def test_home_view():
@@ -551,6 +555,7 @@ def test_home_view():
 
     assert view == {
         "type": "home",
+        "private_metadata": '{"agent": null, "skill": null, "age": "any"}',
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": "Cosmo agents"}},
             context(
@@ -559,11 +564,13 @@ def test_home_view():
             ),
             {"type": "divider"},
             section("*Waiting for your approval* (1)"),
+            review.filter_block(review.ReviewFilters(), [agent()], []),
             section(
                 f"*Draft email* · proposed by *sales-bot* for <@U0ALICE001> · {WHEN_TEXT}\n"
                 ">Hi Ana &lt;3 &amp; co"
             ),
-            ui.decision_buttons(output()),
+            decision_buttons(output()),
+            {"type": "actions", "elements": [review.approve_shown_button([output()], [agent()])]},
             {"type": "divider"},
             section("*What you asked for lately*"),
             section(f"❌ rejected · *Draft email* by *sales-bot* · {WHEN_TEXT}"),
@@ -611,7 +618,7 @@ def test_a_busy_home_stays_within_slacks_limits(count):
     )
     check_slack_limits(view["blocks"], most=100)
     if count > 10:
-        assert context(f"…and {count - 10} more; the oldest are shown first.") in view["blocks"]
+        assert context(f"…and {count - 10} more; the newest are shown first.") in view["blocks"]
 
 
 def test_agent_details_say_which_skill_cannot_run_and_why():

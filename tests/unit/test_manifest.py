@@ -39,6 +39,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.getPermalink": (),
     # directory.channel_name asks for channels, private channels and group DMs (not DMs).
     "conversations.info": ("channels:read", "groups:read", "mpim:read"),
+    # approvals.post_approval opens a 1:1 DM with each approver (no approval channel).
+    "conversations.open": ("im:write",),
     "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
     "usergroups.users.list": ("usergroups:read",),
     "users.info": ("users:read",),

@@ -17,6 +17,8 @@ log = logging.getLogger("cosmo.health")
 MAX_LISTED = 50
 #: A due job waiting longer than this means no worker is running or they cannot keep up.
 BACKLOG_SECONDS = 60.0
+#: Unrouted pending outputs are counted up to this many.
+MAX_UNROUTED = 1_000
 
 
 @router.get("/healthz")
@@ -34,11 +36,13 @@ async def readyz(c: ContainerDep) -> JSONResponse:
     usable = status.is_usable
     unusable = await run_sync(c.skills.unusable) if usable else []
     jobs = await run_sync(c.jobs.stats) if usable else None
+    unrouted = await run_sync(c.outputs.count_unrouted, MAX_UNROUTED) if usable else 0
     # A broken skill degrades its agents (they answer without it), and dead-lettered jobs
     # or a backlog need an operator, but the service still does useful work: report them,
     # stay ready, so one bad row cannot take a replica out of the load balancer.
     backlog = jobs is not None and jobs.oldest_due_seconds > BACKLOG_SECONDS
-    state = "ok" if not (unusable or backlog or (jobs and jobs.dead)) else "degraded"
+    # Pending outputs that reached nobody in Slack wait for a REST decision: a warning too.
+    state = "ok" if not (unusable or backlog or (jobs and jobs.dead) or unrouted) else "degraded"
     body: dict[str, Any] = {
         "status": state if usable else "unavailable",
         "database": c.db.backend,
@@ -51,6 +55,8 @@ async def readyz(c: ContainerDep) -> JSONResponse:
     }
     if len(unusable) > MAX_LISTED:
         body["unusable_skills_total"] = len(unusable)
+    if unrouted:
+        body["unrouted_outputs"] = unrouted
     if jobs is not None:
         body["jobs"] = {
             "queued": jobs.queued,

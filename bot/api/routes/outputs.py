@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import RedirectResponse
@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
-from bot.api.problems import problem_responses
+from bot.api.problems import problem_of, problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
-from core.errors import StaleRevision, StaleRevisionPrecondition
+from core.errors import CosmoError, StaleRevision, StaleRevisionPrecondition
 from core.execution.effect import PlannedEffect, planned_effect
-from core.outputs.port import Output, OutputFilter, OutputStatus
+from core.outputs.port import Output, OutputFilter, OutputStatus, SlackStatus
 from core.wiring import Container
 
 router = APIRouter(
@@ -39,6 +39,7 @@ def list_outputs(
     skill: Annotated[str | None, Query(max_length=63)] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    slack_status: SlackStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[Output]:
@@ -49,6 +50,7 @@ def list_outputs(
         skill=skill,
         created_after=created_after,
         created_before=created_before,
+        slack_status=slack_status,
     )
     return PageOut.of(c.outputs.list(caller.tenant_id, filters, cursor=cursor, limit=limit))
 
@@ -226,6 +228,92 @@ async def reject_output(
         from_header,
     )
     return DecisionOut(applied=result.applied, output=result.output)
+
+
+MAX_BULK = 100
+
+
+class DecisionItem(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(min_length=1, max_length=40, description="The output to decide.")
+    decision: Literal["approve", "reject"]
+    revision: int | None = Field(
+        default=None, ge=1, description="The revision you reviewed (409 if edited since)."
+    )
+    reason: str | None = Field(
+        default=None, max_length=2_000, description="Required to reject; the agent sees it."
+    )
+
+
+class DecisionsBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    items: list[DecisionItem] = Field(min_length=1, max_length=MAX_BULK)
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Slack user deciding every item (asserted), as for a single decision.",
+    )
+
+
+class ItemResult(BaseModel):
+    id: str
+    status: int = Field(description="What deciding this item alone would have answered.")
+    applied: bool = Field(
+        description="True when this call made the decision; false when it had already been "
+        "made (the same decision: status 200) or someone decided first (see `problem`)."
+    )
+    output: Output | None = None
+    problem: dict[str, Any] | None = Field(
+        default=None, description="The problem+json body when status is not 200."
+    )
+
+
+class DecisionsOut(BaseModel):
+    results: list[ItemResult] = Field(description="One per item, in the order given.")
+    applied: int = Field(description="Items this call decided.")
+    decided_elsewhere: int = Field(
+        description="Items someone else had already decided (409, or the same decision)."
+    )
+
+
+@router.post("/decisions", responses=problem_responses(403))
+async def decide_outputs(body: DecisionsBody, caller: ReviewerDep, c: ContainerDep) -> DecisionsOut:
+    """Decide up to 100 outputs at once. Each item is its own first-write-wins decision
+    (one conditional write, one transaction), exactly as `POST /outputs/{id}/approve` or
+    `/reject` would make it; one item's failure never touches another. The answer is 200
+    with a result per item: its own status (404 for an unknown id or another tenant's,
+    409 when someone decided first, naming them) and problem. Approved automatable outputs
+    run on a worker; results show them `approved` without waiting for the run."""
+    actor = caller.decider(body.user_id)
+    results: list[ItemResult] = []
+    for item in body.items:
+        try:
+            decided = await c.approvals.decide(
+                caller.tenant_id, item.id, item.decision, actor, item.reason, item.revision
+            )
+        except CosmoError as exc:
+            problem = problem_of(exc)
+            results.append(
+                ItemResult(id=item.id, status=problem["status"], applied=False, problem=problem)
+            )
+            continue
+        results.append(
+            ItemResult(id=item.id, status=200, applied=decided.applied, output=decided.output)
+        )
+    elsewhere = sum(
+        1
+        for r in results
+        if (r.status == 200 and not r.applied and r.output and r.output.decided_by != actor.id)
+        or (r.status == 409 and r.problem and "status_now" in r.problem)
+    )
+    return DecisionsOut(
+        results=results,
+        applied=sum(1 for r in results if r.applied),
+        decided_elsewhere=elsewhere,
+    )
 
 
 class EditBody(BaseModel):

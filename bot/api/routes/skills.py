@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.outputs import stats
 from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
 from core.schemas.views import SkillView
 
@@ -42,6 +46,41 @@ def create_skill(body: SkillSpec, caller: AdminDep, c: ContainerDep) -> SkillVie
 @router.get("/{name}", responses=problem_responses(404))
 def get_skill(name: str, caller: ReaderDep, c: ContainerDep) -> SkillView:
     return c.skills.get(caller.tenant_id, name)
+
+
+class SkillStatsOut(BaseModel):
+    skill: str
+    window_days: int = Field(description="The figures cover outputs proposed in this window.")
+    since: datetime
+    until: datetime
+    proposed: int
+    pending: int
+    approved_unchanged: int
+    approved_with_edits: int
+    rejected: int
+    expired: int
+    median_seconds_to_decision: float | None = Field(
+        description="Median time from proposal to decision (approve or reject; expiry is "
+        "not a decision) over the window; null when nothing was decided."
+    )
+    truncated: bool = Field(description="True when more outputs than could be read matched.")
+
+
+@router.get("/{name}/stats", responses=problem_responses(404))
+def skill_stats_route(
+    name: str,
+    caller: ReaderDep,
+    c: ContainerDep,
+    days: Annotated[int, Query(ge=1, le=365, description="The window, in days.")] = 30,
+) -> SkillStatsOut:
+    """How reviewers treated the skill's outputs over the last `days` (30 by default):
+    approved unchanged, approved with edits, rejected, expired, and the median time to a
+    decision. The evidence to have before marking a skill automatable."""
+    c.skills.get(caller.tenant_id, name)  # 404 for a skill that does not exist
+    figures = stats.skill_stats(
+        c.outputs, caller.tenant_id, name, c.quotas.clock(), timedelta(days=days)
+    )
+    return SkillStatsOut(**dataclasses.asdict(figures))
 
 
 @router.patch("/{name}", responses=problem_responses(404))
