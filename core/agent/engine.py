@@ -44,6 +44,7 @@ from core.personas.prompt import (
     fence,
     speaker_block,
 )
+from core.schemas.approval import resolve
 from core.schemas.persona import PersonaSpec
 from core.schemas.skill import SkillKind
 from core.schemas.views import AgentView
@@ -394,7 +395,8 @@ class _TurnRun:
             return SkillResult(f"Not submitted: {too_large}.", is_error=True), {"error": too_large}
         limit = a.agent.limits.daily_output_limit
         content, content_type = skill.render_proposal(arguments)
-        ttl = a.config.output_ttl
+        lifecycle = resolve(a.agent.approval, skill.spec.approval, a.config.output_ttl)
+        ttl = lifecycle.expires_after
         snapshot = skill_snapshot(skill.spec, skill.version)
         new = NewOutput(
             id=new_id("out"),
@@ -410,6 +412,7 @@ class _TurnRun:
             requested_by=self.session.user_id,
             expires_at=a.clock() + ttl if ttl else None,
             skill_snapshot=snapshot,
+            approval_policy=lifecycle.to_json(),
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []
