@@ -25,6 +25,7 @@ from core.agent.model import (
 )
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.lifecycle import LifecycleTimers
 from core.approvals.policy import Actor
 from core.concurrency import run_sync
 from core.db.ids import new_id
@@ -128,6 +129,7 @@ class AgentDeps:
     memory: MemoryProvider | None = None
     events: OutputEvents | None = None
     audit: AuditLog | None = None
+    lifecycle: LifecycleTimers | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -149,6 +151,7 @@ class ConfigurableAgent:
         self.skills = skills
         self.events = deps.events
         self.audit = deps.audit
+        self.lifecycle = deps.lifecycle
         self.sessions = deps.sessions
         self.outputs = deps.outputs
         self.quotas = deps.quotas
@@ -451,6 +454,7 @@ class _TurnRun:
         """The `proposed` audit entry, written with the output itself: the chain starts with
         what the reviewer will be shown (revision 1 and its fingerprint)."""
         audit = self.a.audit
+        timers = self.a.lifecycle
         if audit is None:
             return None
         agent = self.a.agent
@@ -458,6 +462,10 @@ class _TurnRun:
         requester = self.session.user_id
 
         def record(session: Any | None, output: Output) -> None:
+            if timers is not None:
+                # Its expiry and reminders commit with it (or right after, on stores
+                # whose write is not in our database).
+                timers.schedule(session, output)
             with audit.transaction(session) as s:
                 audit.record_in(
                     s,

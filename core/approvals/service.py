@@ -479,6 +479,12 @@ class ApprovalService:
             )
         except OutputAlreadyDecided:
             return None
+        await self._tell_session(
+            expired,
+            f"[Approval expired] Your proposed {expired.skill} (output {expired.id}) was not "
+            "decided in time and expired; nothing was done. Propose it again if it still "
+            "matters.",
+        )
         await self.notify(expired)
         return expired
 

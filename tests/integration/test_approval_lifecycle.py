@@ -5,16 +5,20 @@ and the `approval:` policy (skill overrides agent, errors name the field, export
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from core.approvals import lifecycle
 from core.approvals.policy import Actor
+from core.config_document import parse_document
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
-from core.errors import OutputAlreadyDecided
+from core.errors import NotAllowedToDecide, OutputAlreadyDecided
+from core.jobs import JobWorker
 from core.outputs.port import NewOutput, Output
 from core.outputs.snapshot import skill_snapshot
 from core.schemas.approval import resolve
@@ -209,8 +213,6 @@ async def test_three_racing_approvals_of_a_two_of_two_output_decide_once(real_db
         return SkillResult("done")
 
     container.skill_factory.builtins.register("create_task", create_task)
-    from core.config_document import parse_document
-
     container.config.apply("default", parse_document(CONFIG), actor="t")
     agent = container.agents.get_by_name("default", "bot").model_dump(mode="json")
     output = make_output(container, agent)
@@ -289,3 +291,146 @@ def test_a_bad_policy_is_refused_naming_the_field(client, agent, approval, field
     assert r.status_code == 422, r.text
     errors = r.json()["errors"]
     assert any(field in e["loc"] and message in e["msg"] for e in errors), errors
+
+
+# -- timers: reminders, escalation, expiry (jobs, an injected clock, two workers) ---------
+
+TIMED = """
+apiVersion: cosmo/v1
+personas: [{name: p, role: r}]
+skills:
+  - {name: draft_email, description: d, kind: action,
+     input_schema: {type: object, properties: {to: {type: string}}}}
+agents:
+  - name: bot
+    persona: p
+    skills: [draft_email]
+    approvers: [U0LEAD, U0SEC]
+    approval: {expires_after: 1h, on_expiry: escalate, escalate_to: [U0BACKUP],
+               remind_after: 10m, remind_every: 20m}
+    webhook: {url: "https://hooks.example.com/cosmo", secret_env: TEST_HOOK_SECRET}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def timed(real_db, tmp_path):  # type: ignore[no-untyped-def]
+    clock = Clock()
+    container = build_container(make_settings(tmp_path / "data"), db=real_db, clock=clock)
+    container.config.apply("default", parse_document(TIMED), actor="t")
+    told: list[tuple[str, str, list[str]]] = []
+
+    async def reminded(output: Output, who: list[str]) -> None:
+        told.append(("remind", output.id, who))
+
+    async def escalated(output: Output, who: list[str]) -> None:
+        told.append(("escalate", output.id, who))
+
+    container.lifecycle.on_remind(reminded)
+    container.lifecycle.on_escalate(escalated)
+    return container, clock, told
+
+
+def propose(container, clock) -> Output:  # type: ignore[no-untyped-def]
+    agent = container.agents.get_by_name("default", "bot")
+    policy = resolve(agent.approval, None)
+    session = container.sessions.start("default", agent.id, user_id="U0REQ")
+    new = NewOutput(
+        id=new_id("out"),
+        tenant_id="default",
+        agent_id=agent.id,
+        session_id=session.id,
+        skill="draft_email",
+        is_automatable=False,
+        arguments={"to": "a@b.c"},
+        content="Draft",
+        requested_by="U0REQ",
+        expires_at=clock() + (policy.expires_after or timedelta(0)),
+        approval_policy=policy.to_json(),
+    )
+    # As the engine does: the timers commit with the output.
+    return container.outputs.create(new, (), container.lifecycle.schedule)
+
+
+async def two_workers_run(container) -> None:  # type: ignore[no-untyped-def]
+    """Two workers race for the due timers, as two replicas would."""
+    workers = [JobWorker(container.jobs, lifecycle.job_kinds(container)) for _ in range(2)]
+    await asyncio.gather(*(w.run_until_idle() for w in workers))
+
+
+def lifecycle_events(db: Database, output_id: str) -> list[str]:
+    return [t for t in event_types(db, output_id) if t in ("output.reminded", "output.escalated")]
+
+
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
+async def test_reminders_escalation_and_expiry_fire_once_each(timed, real_db):
+    container, clock, told = timed
+    output = propose(container, clock)
+
+    await two_workers_run(container)
+    assert told == []  # nothing is due yet
+
+    clock.advance(minutes=11)
+    await two_workers_run(container)
+    assert told == [("remind", output.id, ["U0LEAD", "U0SEC"])]
+
+    clock.advance(minutes=21)  # the second reminder (remind_every 20m)
+    await two_workers_run(container)
+    assert [t[0] for t in told] == ["remind", "remind"]
+
+    clock.advance(minutes=30)  # past expires_after (1h): escalate, once
+    await two_workers_run(container)
+    escalations = [t for t in told if t[0] == "escalate"]
+    assert escalations == [("escalate", output.id, ["U0BACKUP"])]
+    current = container.outputs.get("default", output.id)
+    assert current.status == "pending" and current.escalated_at == clock.now
+    assert current.expires_at == clock.now + timedelta(hours=1)
+
+    clock.advance(minutes=61)  # the restarted clock runs out: now it expires
+    await two_workers_run(container)
+    final = container.outputs.get("default", output.id)
+    assert final.status == "expired"
+    assert [t[0] for t in told].count("escalate") == 1
+    events = lifecycle_events(real_db, output.id)
+    assert events.count("output.escalated") == 1
+    assert events.count("output.reminded") == [t[0] for t in told].count("remind")
+    history = container.sessions.history("default", output.session_id)
+    assert "[Approval expired]" in str(history)
+
+
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
+async def test_a_reminder_for_an_output_decided_a_moment_ago_does_nothing(timed, real_db):
+    container, clock, told = timed
+    output = propose(container, clock)
+    clock.advance(minutes=11)
+    await container.approvals.decide("default", output.id, "approve", Actor("U0LEAD", "api"))
+
+    await two_workers_run(container)
+
+    assert told == []
+    assert lifecycle_events(real_db, output.id) == []
+
+
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
+async def test_an_escalation_target_may_decide_once_escalated(timed, real_db):
+    container, clock, _told = timed
+    output = propose(container, clock)
+    backup = Actor("U0BACKUP", "api")
+    with pytest.raises(NotAllowedToDecide):
+        await container.approvals.decide("default", output.id, "approve", backup)
+
+    clock.advance(minutes=61)
+    await two_workers_run(container)
+    result = await container.approvals.decide("default", output.id, "approve", backup)
+
+    assert result.output.status == "manual"
