@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from bot.slack import blocks, edit_form
+from bot.slack import blocks, edit_form, lifecycle_blocks
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import truncate
 from core.approvals.policy import Actor
@@ -405,4 +406,52 @@ def register(app: Any, rt: SlackRuntime) -> None:
     async def listener(output: Output) -> None:
         await on_decision(rt, output)
 
+    async def remind(output: Output, principals: list[str]) -> None:
+        await dm_approvers(rt, output, principals, lifecycle_blocks.reminder_text)
+
+    async def escalated(output: Output, principals: list[str]) -> None:
+        await dm_approvers(rt, output, principals, lifecycle_blocks.escalation_text)
+
     c.approvals.on_change(listener)
+    c.lifecycle.on_remind(remind)
+    c.lifecycle.on_escalate(escalated)
+
+
+async def dm_approvers(
+    rt: SlackRuntime,
+    output: Output,
+    principals: list[str],
+    text_of: Callable[[Output, str, str | None], str],
+) -> None:
+    """DM each approver (user groups expanded) a line with a link to the approval
+    message; posting to a user id lands in their DM with the app."""
+    c = rt.container
+    client = await rt.clients.for_tenant(output.tenant_id)
+    users: list[str] = []
+    for principal in principals:
+        if principal.startswith("S"):
+            users += sorted(await rt.directory.members(output.tenant_id, principal))
+        else:
+            users.append(principal)
+    approved = {a.by for a in output.current_approvals()}
+    users = [u for u in dict.fromkeys(users) if u not in approved and u != output.requested_by]
+    if not users:
+        return
+    permalink = None
+    refs = await run_sync(c.output_messages.of, output.tenant_id, output.id)
+    if refs:
+        try:
+            found = await client.chat_getPermalink(channel=refs[0].channel, message_ts=refs[0].ts)
+            permalink = found.get("permalink")
+        except Exception:
+            log.warning("output %s: no permalink for its approval message", output.id)
+    try:
+        agent_name = (await run_sync(c.agents.get, output.tenant_id, output.agent_id)).name
+    except NotFound:
+        agent_name = "a deleted agent"
+    text = text_of(output, agent_name, permalink)
+    for user in users:
+        try:
+            await client.chat_postMessage(channel=user, text=text, unfurl_links=False)
+        except Exception:
+            log.exception("output %s: the DM to %s failed", output.id, user)

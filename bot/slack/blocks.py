@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.edit_form import EDIT
+from bot.slack.lifecycle_blocks import approval_progress
 from bot.slack.text import escape, split_message, truncate, truncate_escaped
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
@@ -133,6 +134,7 @@ def approval_message(
                 }
             ],
         },
+        *approval_progress(output),
         decision_buttons(output),
     ]
     return f"Approval needed: {title} ({output.id})", blocks
