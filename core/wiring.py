@@ -22,6 +22,7 @@ from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.grants import GrantService
 from core.approvals.lifecycle import LifecycleTimers
 from core.approvals.receipts import Receipts, ReceiptSigner
 from core.approvals.service import ApprovalService
@@ -92,6 +93,7 @@ class Container:
     keys: ApiKeys
     jobs: JobQueue
     lifecycle: LifecycleTimers
+    grants: GrantService
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -187,6 +189,8 @@ def build_container(
         receipts=receipts,
         clock=clock,
     )
+    skills = SkillService(db, skill_policy)
+    grants = GrantService(db, approvals, skills)
     knowledge = KnowledgeService(
         db,
         embedder,
@@ -206,6 +210,7 @@ def build_container(
             events=events,
             audit=audit,
             lifecycle=lifecycle,
+            grants=grants.apply,
             **({"clock": clock} if clock is not None else {}),
         ),
         default_model=settings.model,
@@ -217,7 +222,7 @@ def build_container(
         settings=settings,
         db=db,
         personas=PersonaService(db),
-        skills=SkillService(db, skill_policy),
+        skills=skills,
         agents=agents,
         config=ConfigApplier(db, agents, skill_policy),
         sessions=sessions,
@@ -240,6 +245,7 @@ def build_container(
         keys=ApiKeys(db),
         jobs=jobs,
         lifecycle=lifecycle,
+        grants=grants,
         disabled=disabled,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 from bot.slack import blocks, edit_form, lifecycle_blocks
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import truncate
-from core.approvals.policy import Actor
+from core.approvals.policy import Actor, check_may_decide
 from core.concurrency import run_sync
 from core.errors import CosmoError, NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
 from core.execution.effect import planned_effect
@@ -39,15 +39,21 @@ async def _render(rt: SlackRuntime, output: Output, *, decided: bool) -> tuple[s
     content = raw.decode("utf-8", errors="replace")
     url = c.events.content_url(output.tenant_id, output.id)
     if decided:
+        grant = await run_sync(c.grants.of_output, output.tenant_id, output.id)
         return blocks.decided_message(
-            output, agent_name=agent_name, content=content, content_url=url
+            output, agent_name=agent_name, content=content, content_url=url, grant=grant
         )
+    try:
+        grantable = (await run_sync(c.skills.get, output.tenant_id, output.skill)).grantable
+    except NotFound:
+        grantable = False
     return blocks.approval_message(
         output,
         agent_name=agent_name,
         content=content,
         content_url=url,
         effect=planned_effect(c.skill_factory, output),
+        grantable=grantable,
     )
 
 
@@ -55,7 +61,7 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView) 
     """Post the approval message in the thread, and in the agent's approval channel."""
     c = rt.container
     client = await rt.clients.for_tenant(output.tenant_id)
-    text, message = await _render(rt, output, decided=False)
+    text, message = await _render(rt, output, decided=output.status != OutputStatus.PENDING)
     targets: list[tuple[str, str | None]] = []
     if session.channel_id:
         targets.append((session.channel_id, session.thread_ts))
@@ -235,6 +241,46 @@ def register(app: Any, rt: SlackRuntime) -> None:
             name=f"approve:{output_id}",
         )
 
+    async def grant_in_background(
+        body: dict[str, Any], tenant: str, output_id: str, revision: int
+    ) -> None:
+        actor = Actor(body["user"]["id"], "slack", verified=True)
+        try:
+            await c.grants.check_grantable(tenant, output_id)
+            await c.approvals.decide(tenant, output_id, "approve", actor, revision=revision)
+            await c.grants.grant(tenant, output_id, actor)
+        except CosmoError as exc:
+            await explain(body, exc)
+            return
+        current = await run_sync(c.outputs.get, tenant, output_id)
+        await refresh_decided(rt, current)  # show the grant (and its Revoke) on the message
+
+    async def on_approve_grant(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        tenant, output_id, revision, _ = clicked(body)
+        rt.spawn(
+            grant_in_background(body, tenant, output_id, revision),
+            name=f"approve-grant:{output_id}",
+        )
+
+    async def on_revoke_grant(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        tenant = rt.tenant_for((body.get("team") or {}).get("id"))
+        grant_id = str(body["actions"][0]["value"])
+        actor = Actor(body["user"]["id"], "slack", verified=True)
+        try:
+            grant = await run_sync(c.grants.get, tenant, grant_id)
+            output = await run_sync(c.outputs.get, tenant, grant.output_id)
+            # Whoever may approve the skill's outputs may stop a grant of them.
+            await check_may_decide(
+                await c.approvals.agent_of(output), output, actor, "reject", c.approvals.directory
+            )
+            await c.grants.revoke(tenant, grant_id, actor)
+        except CosmoError as exc:
+            await explain(body, exc)
+            return
+        await refresh_decided(rt, output)
+
     async def on_reject(ack: Any, body: dict[str, Any], client: Any) -> None:
         await ack()
         tenant, output_id, revision, actor = clicked(body)
@@ -399,6 +445,8 @@ def register(app: Any, rt: SlackRuntime) -> None:
 
     app.action(blocks.APPROVE)(on_approve)
     app.action(blocks.REJECT)(on_reject)
+    app.action(lifecycle_blocks.APPROVE_GRANT)(on_approve_grant)
+    app.action(lifecycle_blocks.REVOKE_GRANT)(on_revoke_grant)
     app.action(edit_form.EDIT)(on_edit_clicked)
     app.view(blocks.REJECT_MODAL)(on_reject_submitted)
     app.view(edit_form.EDIT_MODAL)(on_edit_submitted)
@@ -415,6 +463,14 @@ def register(app: Any, rt: SlackRuntime) -> None:
     c.approvals.on_change(listener)
     c.lifecycle.on_remind(remind)
     c.lifecycle.on_escalate(escalated)
+
+
+async def refresh_decided(rt: SlackRuntime, output: Output) -> None:
+    """Re-render every copy of a decided output's message (its grant changed)."""
+    refs = await run_sync(rt.container.output_messages.of, output.tenant_id, output.id)
+    if refs:
+        async with rt.message_lock(output.id):
+            await _update_copies(rt, output, refs, decided=output.status != OutputStatus.PENDING)
 
 
 async def dm_approvers(

@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.edit_form import EDIT
-from bot.slack.lifecycle_blocks import approval_progress
+from bot.slack.lifecycle_blocks import decided_lifecycle, pending_lifecycle
 from bot.slack.text import escape, split_message, truncate, truncate_escaped
+from core.approvals.grants import GrantView
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
@@ -106,6 +107,7 @@ def approval_message(
     content: str,
     content_url: str | None,
     effect: PlannedEffect | None = None,
+    grantable: bool = False,
 ) -> tuple[str, Blocks]:
     """The interactive message reviewers act on, for the output's current revision: what
     it says, the request approving it makes (`effect`), and the last edit's changes."""
@@ -134,8 +136,8 @@ def approval_message(
                 }
             ],
         },
-        *approval_progress(output),
         decision_buttons(output),
+        *pending_lifecycle(output, grantable=grantable),
     ]
     return f"Approval needed: {title} ({output.id})", blocks
 
@@ -276,7 +278,12 @@ def effect_blocks(effect: PlannedEffect | None) -> Blocks:
 
 
 def decided_message(
-    output: Output, *, agent_name: str, content: str, content_url: str | None
+    output: Output,
+    *,
+    agent_name: str,
+    content: str,
+    content_url: str | None,
+    grant: GrantView | None = None,
 ) -> tuple[str, Blocks]:
     """The same message after a decision: no buttons, the outcome in their place."""
     icon, label = _STATUS[output.status]
@@ -300,6 +307,7 @@ def decided_message(
     line = decision_line(output)
     if line:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
+    blocks += decided_lifecycle(output, grant)
     blocks += [
         {
             "type": "context",

@@ -34,7 +34,7 @@ from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.log_context import log_context
 from core.memory.port import MemoryMessage, MemoryProvider
-from core.outputs.port import NewOutput, Output, OutputStore, Recorder
+from core.outputs.port import NewOutput, Output, OutputStatus, OutputStore, Recorder
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
 from core.personas.prompt import (
     CACHE,
@@ -130,6 +130,8 @@ class AgentDeps:
     events: OutputEvents | None = None
     audit: AuditLog | None = None
     lifecycle: LifecycleTimers | None = None
+    grants: Callable[[Output], Awaitable[Output]] | None = None
+    """Approves a new output that a live grant covers (`core.approvals.grants`)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -152,6 +154,7 @@ class ConfigurableAgent:
         self.events = deps.events
         self.audit = deps.audit
         self.lifecycle = deps.lifecycle
+        self.grants = deps.grants
         self.sessions = deps.sessions
         self.outputs = deps.outputs
         self.quotas = deps.quotas
@@ -443,11 +446,18 @@ class _TurnRun:
             return SkillResult(
                 "The proposal could not be stored; tell the user to try again.", is_error=True
             ), {"error": "store failed"}
+        if a.grants is not None:
+            output = await a.grants(output)
         self.outputs.append(output)
         message = (
             f"Submitted for approval as output {output.id}. A reviewer will approve or reject "
             "it; it has NOT been carried out yet."
         )
+        if output.status != OutputStatus.PENDING:
+            message = (
+                f"Output {output.id} was approved at once under a reviewer's grant for this "
+                f"thread (status {output.status.value})."
+            )
         return SkillResult(message, data={"output_id": output.id}), {"output_id": output.id}
 
     def _proposal_recorder(self) -> Recorder | None:
@@ -456,7 +466,7 @@ class _TurnRun:
         audit = self.a.audit
         timers = self.a.lifecycle
         if audit is None:
-            return None
+            return timers.schedule if timers is not None else None
         agent = self.a.agent
         proposer = Actor(f"agent:{agent.name}", "system")
         requester = self.session.user_id

@@ -213,7 +213,16 @@ class ApprovalService:
             actor,
             action,
             "applied",
-            "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
+            "; ".join(
+                filter(
+                    None,
+                    [
+                        reason,
+                        "approved their own edit" if own_edit else None,
+                        f"under grant {grant_id}" if grant_id else None,
+                    ],
+                )
+            ),
             receipt=actor,
         )
         if job_key is not None:

@@ -486,6 +486,31 @@ class OutputMessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class GrantRow(Base):
+    """ "Approve and allow for this thread": later outputs of one skill version in one
+    session with the same arguments are approved under the granter's name."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_session_skill", "tenant_id", "session_id", "skill"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(40))
+    session_id: Mapped[str] = mapped_column(String(40))
+    skill: Mapped[str] = mapped_column(String(63))
+    # What runs (input_schema + executor of the snapshot): a changed skill matches nothing.
+    skill_fingerprint: Mapped[str] = mapped_column(String(64))
+    arguments_sha256: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    output_id: Mapped[str] = mapped_column(String(40))
+    granted_by: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class KnowledgeBaseRow(TimestampedMixin, Base):
     """A named set of documents agents search (`AgentSpec.knowledge_bases` lists names).
 

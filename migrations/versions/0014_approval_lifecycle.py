@@ -1,5 +1,6 @@
-"""approval lifecycle: `approval` policies on agents and skills, grantable skills, and on
-outputs the policy they were proposed under, the approvals recorded and escalation
+"""approval lifecycle: `approval` policies on agents and skills, grantable skills, on
+outputs the policy they were proposed under, the approvals recorded and escalation, and
+the grants table
 
 Revision ID: 0014
 Revises: 0013
@@ -40,9 +41,33 @@ def upgrade() -> None:
             sa.Column("approval_count", sa.Integer(), nullable=False, server_default="0")
         )
         batch.add_column(sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "grants",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=40), nullable=False),
+        sa.Column("session_id", sa.String(length=40), nullable=False),
+        sa.Column("skill", sa.String(length=63), nullable=False),
+        sa.Column("skill_fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("arguments_sha256", sa.String(length=64), nullable=False),
+        sa.Column("arguments", JSON_DOC, nullable=False),
+        sa.Column("output_id", sa.String(length=40), nullable=False),
+        sa.Column("granted_by", sa.String(length=64), nullable=False),
+        sa.Column("identity", sa.String(length=16), nullable=False),
+        sa.Column("via", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_by", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_grants")),
+    )
+    op.create_index(
+        "ix_grants_session_skill", "grants", ["tenant_id", "session_id", "skill"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_grants_session_skill", table_name="grants")
+    op.drop_table("grants")
     with op.batch_alter_table("outputs") as batch:
         batch.drop_column("escalated_at")
         batch.drop_column("approval_count")

@@ -43,7 +43,7 @@ def test_one_of_two_approvals_names_who_approved():
         {"type": "context", "elements": [{"type": "mrkdwn", "text": "*1 of 2 approvals*: <@U0A>"}]}
     ]
     _, message = blocks.approval_message(out, agent_name="bot", content="x", content_url=None)
-    assert message[-2] == approval_progress(out)[0]  # just above the buttons
+    assert message[-1] == approval_progress(out)[0]  # under the buttons
 
 
 def test_an_escalated_output_names_its_new_approvers_and_a_plain_one_shows_nothing():
