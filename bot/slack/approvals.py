@@ -489,8 +489,14 @@ async def dm_approvers(
             users += sorted(await rt.directory.members(output.tenant_id, principal))
         else:
             users.append(principal)
+    try:
+        agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
+    except NotFound:
+        return
     approved = {a.by for a in output.current_approvals()}
-    users = [u for u in dict.fromkeys(users) if u not in approved and u != output.requested_by]
+    if not agent.allow_self_approval:
+        approved.add(output.requested_by or "")
+    users = [u for u in dict.fromkeys(users) if u not in approved]
     if not users:
         return
     permalink = None
@@ -501,11 +507,7 @@ async def dm_approvers(
             permalink = found.get("permalink")
         except Exception:
             log.warning("output %s: no permalink for its approval message", output.id)
-    try:
-        agent_name = (await run_sync(c.agents.get, output.tenant_id, output.agent_id)).name
-    except NotFound:
-        agent_name = "a deleted agent"
-    text = text_of(output, agent_name, permalink)
+    text = text_of(output, agent.name, permalink)
     for user in users:
         try:
             await client.chat_postMessage(channel=user, text=text, unfurl_links=False)

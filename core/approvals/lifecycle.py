@@ -11,7 +11,8 @@ Each run reads the output first and does nothing once it is decided: a reminder 
 output decided a moment ago sends nothing. An escalation is one conditional write (still
 pending, never escalated) that moves `expires_at` and enqueues the next expiry in the same
 transaction; the next expiry rejects. A reminder enqueues the next one (`remind_every`)
-with its own audit entry.
+with its own audit entry; reminders are keyed by round, and a round whose successor exists
+already ran (an attempt that died after its commit does not remind again).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def _at(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def remind_key(output: Output, round_: int) -> str:
+    """Reminders are keyed by round: a retried run cannot start a second chain."""
+    return f"{REMIND}:{output.id}:r{round_}"
+
+
 class LifecycleTimers:
     """Enqueues an output's timers, and holds who is told when they fire."""
 
@@ -70,7 +76,7 @@ class LifecycleTimers:
             self._enqueue(session, output, EXPIRE, output.expires_at, {})
         if lifecycle.remind_after is not None:
             first = output.created_at + lifecycle.remind_after
-            self._enqueue(session, output, REMIND, first, {"round": 1})
+            self._enqueue(session, output, REMIND, first, {"round": 1}, key=remind_key(output, 1))
 
     def _enqueue(
         self,
@@ -79,11 +85,13 @@ class LifecycleTimers:
         kind: str,
         run_after: datetime,
         payload: dict[str, Any],
+        *,
+        key: str | None = None,
     ) -> None:
         job: dict[str, Any] = {
             "tenant_id": output.tenant_id,
             "kind": kind,
-            "key": f"{kind}:{output.id}:{_at(run_after)}",
+            "key": key or f"{kind}:{output.id}:{_at(run_after)}",
             "payload": {"output_id": output.id, **payload},
             "run_after": run_after,
         }
@@ -187,6 +195,10 @@ class LifecycleRunner:
         following = (
             a.clock() + lifecycle.remind_every if lifecycle.remind_every is not None else None
         )
+        successor = remind_key(output, round_ + 1)
+        if following is not None and await run_sync(self.timers.queue.find, successor) is not None:
+            # An earlier attempt of this round committed (and sent) before it died.
+            return {"outcome": "already reminded"}
 
         def write() -> None:
             with a.audit.transaction(None) as s:
@@ -194,7 +206,14 @@ class LifecycleRunner:
                     self.outbox.add_in(s, events, tenant_id=output.tenant_id, output_id=output.id)
                 audit(s, output)
                 if following is not None:
-                    self.timers._enqueue(s, output, REMIND, following, {"round": round_ + 1})
+                    self.timers._enqueue(
+                        s,
+                        output,
+                        REMIND,
+                        following,
+                        {"round": round_ + 1},
+                        key=remind_key(output, round_ + 1),
+                    )
 
         await run_sync(write)
         await _tell(self.timers.reminders, output, waiting)

@@ -29,6 +29,8 @@ from core.wiring import build_container
 from tests.conftest import make_settings
 from tests.cosmo_process import cosmo, cosmo_worker
 
+#: The first reminder, due now (its regular round-1 job waits for `remind_after`).
+DUE_NOW = REMIND + ":{}:due-now"
 CONFIG = """
 apiVersion: cosmo/v1
 personas: [{name: p, role: r}]
@@ -87,7 +89,7 @@ def test_a_due_escalation_and_reminder_fire_once_across_two_worker_processes(env
             container.jobs.submit(
                 tenant_id="default",
                 kind=REMIND,
-                key=f"{REMIND}:{output.id}:due-now",
+                key=DUE_NOW.format(output.id),
                 payload={"output_id": output.id, "round": 1},
             )
 
@@ -95,11 +97,11 @@ def test_a_due_escalation_and_reminder_fire_once_across_two_worker_processes(env
             while container.outputs.get("default", output.id).escalated_at is None:
                 assert time.monotonic() < deadline, "no worker escalated the output"
                 time.sleep(0.2)
-            reminded = container.jobs.find(f"{REMIND}:{output.id}:due-now")
+            reminded = container.jobs.find(DUE_NOW.format(output.id))
             while reminded is None or reminded.state not in ("succeeded", "dead"):
                 assert time.monotonic() < deadline, "no worker ran the reminder"
                 time.sleep(0.2)
-                reminded = container.jobs.find(f"{REMIND}:{output.id}:due-now")
+                reminded = container.jobs.find(DUE_NOW.format(output.id))
             time.sleep(2)  # a second run, if there were one, would land by now
         with db.session() as s:
             kinds = list(

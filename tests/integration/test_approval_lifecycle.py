@@ -434,3 +434,24 @@ async def test_an_escalation_target_may_decide_once_escalated(timed, real_db):
     result = await container.approvals.decide("default", output.id, "approve", backup)
 
     assert result.output.status == "manual"
+
+
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
+async def test_a_reminder_round_run_again_after_its_commit_reminds_nobody_twice(timed, real_db):
+    container, clock, told = timed
+    output = propose(container, clock)
+    clock.advance(minutes=11)
+    await two_workers_run(container)
+    assert len(told) == 1
+
+    # An attempt of round 1 that died after committing is run again by the next worker.
+    container.jobs.submit(
+        tenant_id="default",
+        kind=lifecycle.REMIND,
+        key=f"retry-of-round-1:{output.id}",
+        payload={"output_id": output.id, "round": 1},
+    )
+    await two_workers_run(container)
+
+    assert len(told) == 1
+    assert lifecycle_events(real_db, output.id) == ["output.reminded"]
