@@ -138,6 +138,8 @@ class LifecycleRunner:
             output = await run_sync(self.approvals.outputs.get, output.tenant_id, output.id)
             if output.status != OutputStatus.PENDING:
                 return "already decided"
+            if output.expires_at is not None and output.expires_at > self.approvals.clock():
+                return "escalated by another run"  # its restarted clock has not run out
         expired = await self.approvals.expire(output)
         return "expired" if expired is not None else "already decided"
 

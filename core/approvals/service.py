@@ -127,7 +127,8 @@ class ApprovalService:
         grant_id: str | None = None,
         attempt: int = 0,
     ) -> DecisionResult:
-        """Decide the output as it stands at `revision` (the one the decider saw).
+        """Decide the output as it stands at `revision` (the one the decider saw);
+        `grant_id` names the grant approving it, `attempt` counts recounts (internal).
 
         Without `revision` the decision applies to the revision read here; either way the
         write is conditional on that revision, so an edit landing in between makes the
@@ -179,7 +180,7 @@ class ApprovalService:
                 grant_id=grant_id,
             ).model_dump(mode="json")
             if output.approval_count + 1 < output.required_approvals:
-                return await self._record_approval(output, agent, actor, approval)
+                return await self._record_approval(output, agent, actor, approval, attempt)
         status = OutputStatus.APPROVED if decision == "approve" else OutputStatus.REJECTED
         runs = status == OutputStatus.APPROVED and output.is_automatable
         job_key = execution_key(output.id) if runs else None
@@ -280,7 +281,12 @@ class ApprovalService:
         )
 
     async def _record_approval(
-        self, output: Output, agent: AgentView, actor: Actor, approval: dict[str, Any]
+        self,
+        output: Output,
+        agent: AgentView,
+        actor: Actor,
+        approval: dict[str, Any],
+        attempt: int,
     ) -> DecisionResult:
         """An approval short of the N needed: recorded (conditional on the count read, so
         two approvers racing for the last slot cannot both stop short), not deciding."""
@@ -316,7 +322,7 @@ class ApprovalService:
                 None,
                 output.revision,
                 approval.get("grant_id"),
-                0,
+                attempt,
             )
         await self.notify(recorded)
         return DecisionResult(recorded, applied=True)

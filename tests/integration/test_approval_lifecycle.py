@@ -455,3 +455,21 @@ async def test_a_reminder_round_run_again_after_its_commit_reminds_nobody_twice(
 
     assert len(told) == 1
     assert lifecycle_events(real_db, output.id) == ["output.reminded"]
+
+
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
+async def test_the_expiry_job_and_the_sweep_racing_escalate_once_and_expire_nothing(timed, real_db):
+    container, clock, told = timed
+    output = propose(container, clock)
+    clock.advance(minutes=61)
+    stale = container.outputs.get("default", output.id)  # what both read: due, not escalated
+    runner = lifecycle.runner_of(container)
+
+    outcomes = await asyncio.gather(
+        runner.expire_or_escalate(stale), runner.expire_or_escalate(stale)
+    )
+
+    assert sorted(outcomes) == ["escalated", "escalated by another run"]
+    final = container.outputs.get("default", output.id)
+    assert final.status == "pending" and final.escalated_at is not None
+    assert [t[0] for t in told] == ["escalate"]
