@@ -110,6 +110,18 @@ def test_a_revoked_grant_approves_nothing_more(claude_client, fake_claude, agent
     assert missing.status_code == 404
 
 
+def test_a_grant_is_invisible_to_another_tenant(claude_client, fake_claude, agent_id):
+    session = open_session(claude_client, agent_id)
+    first = propose(claude_client, fake_claude, session)
+    grant = approve_and_grant(claude_client, first["id"]).json()["grant"]
+    other = {"X-Cosmo-Tenant": "other"}
+
+    assert claude_client.get(f"/api/v1/grants/{grant['id']}", headers=other).status_code == 404
+    assert claude_client.delete(f"/api/v1/grants/{grant['id']}", headers=other).status_code == 404
+    assert claude_client.get("/api/v1/grants", headers=other).json() == []
+    assert claude_client.get(f"/api/v1/grants/{grant['id']}").json()["revoked_at"] is None
+
+
 def test_a_changed_skill_is_not_covered_by_an_older_grant(claude_client, fake_claude, agent_id):
     session = open_session(claude_client, agent_id)
     first = propose(claude_client, fake_claude, session)
