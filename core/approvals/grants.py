@@ -26,6 +26,7 @@ from core.concurrency import run_sync
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import GrantRow
+from core.db.repository import storable
 from core.errors import Conflict, CosmoError, NotFound
 from core.outputs.port import Output, OutputStatus
 from core.skills.service import SkillService
@@ -174,6 +175,8 @@ class GrantService:
         with self.db.session() as s:
             stmt = select(GrantRow).where(GrantRow.tenant_id == tenant_id)
             if session_id is not None:
+                if not storable(session_id):
+                    return []
                 stmt = stmt.where(GrantRow.session_id == session_id)
             return [_view(r) for r in s.scalars(stmt.order_by(GrantRow.created_at.desc()))]
 
@@ -190,7 +193,7 @@ class GrantService:
 
     def get(self, tenant_id: str, grant_id: str) -> GrantView:
         with self.db.session() as s:
-            row = s.get(GrantRow, grant_id)
+            row = s.get(GrantRow, grant_id) if storable(grant_id) else None
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound("grant", grant_id)
             return _view(row)
