@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.approvals.lifecycle import REMIND
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
 from tests.slack_support import SlackApp, slack_app
@@ -115,3 +116,25 @@ def test_a_grant_from_the_message_approves_the_next_identical_proposal_until_rev
 
     _, third = propose(app, "draft_email", {"to": "ana@example.com"}, ts=ts)
     assert next(b["action_id"] for b in buttons(third)) == "output_approve"
+
+
+def test_a_due_reminder_dms_only_the_approvers_still_to_approve_with_a_link(app):
+    ts, approval = propose(app, "create_task", {"title": "Call Globex"})
+    output_id = buttons(approval)[0]["value"]
+    click(app, "output_approve", output_id, LEAD, approval, ts)
+
+    # Made due now: the worker's clock is real (the injected-clock runs are in
+    # tests/integration/test_approval_lifecycle.py).
+    app.container.jobs.submit(
+        tenant_id="default",
+        kind=REMIND,
+        key=f"{REMIND}:{output_id}:due-now",
+        payload={"output_id": output_id, "round": 1},
+    )
+    app.run_jobs()
+
+    to_second = app.slack.messages_in("D" + SECOND[1:])
+    assert len(to_second) == 1
+    assert "still awaits your decision" in to_second[0].text
+    assert f"/archives/{CHANNEL_ID}/p{approval.ts.replace('.', '')}" in to_second[0].text
+    assert app.slack.messages_in("D" + LEAD[1:]) == []  # LEAD approved already
