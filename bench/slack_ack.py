@@ -349,9 +349,7 @@ def run(args: argparse.Namespace) -> None:
         ours_port, bare_port = free_port(), free_port()
         database_url = args.database_url or f"sqlite:///{Path(tmp) / 'cosmo.db'}"
         prepare_ours(database_url, tmp)
-        env = ours_environment(
-            database_url, tmp, slack.base_url, claude.base_url, args.worker_nice
-        )
+        env = ours_environment(database_url, tmp, slack.base_url, claude.base_url, args.worker_nice)
         servers = {"bare": f"http://127.0.0.1:{bare_port}", "ours": f"http://127.0.0.1:{ours_port}"}
         parent_end, child_end = ctx.Pipe()
         children = [

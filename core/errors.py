@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class CosmoError(Exception):
@@ -132,6 +133,21 @@ class StaleRevision(Conflict):
         self.output_id = output_id
         self.seen = seen
         self.current = current
+
+
+class AlreadyApproved(Conflict):
+    """An approver approved this revision already: N-of-M counts distinct people."""
+
+    title = "Already approved"
+
+    def __init__(self, output: Any, approver: str) -> None:
+        left = output.required_approvals - output.approval_count
+        super().__init__(
+            f"{approver} already approved revision {output.revision} of output {output.id}; "
+            f"it needs {left} more approval{'s' if left != 1 else ''} from someone else"
+        )
+        self.output_id = output.id
+        self.approver = approver
 
 
 class StaleRevisionPrecondition(PreconditionFailed):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,8 @@ from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.grants import GrantService
+from core.approvals.lifecycle import LifecycleTimers
 from core.approvals.receipts import Receipts, ReceiptSigner
 from core.approvals.service import ApprovalService
 from core.approvals.tokens import TokenSigner
@@ -90,6 +92,8 @@ class Container:
     knowledge: KnowledgeService
     keys: ApiKeys
     jobs: JobQueue
+    lifecycle: LifecycleTimers
+    grants: GrantService
     disabled: dict[str, str] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -108,9 +112,11 @@ def build_container(
     model: ModelClient | None = None,
     memory: MemoryProvider | None = None,
     embedder: Embedder | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Container:
     """Build the object graph. Tests pass their own database (and may pass a model, a
-    memory, or the embedder that memory and knowledge bases use)."""
+    memory, the embedder that memory and knowledge bases use, or the clock that decisions,
+    lifecycle timers and the job queue read)."""
     db = db or Database.from_url(settings.resolved_database_url)
     allow_insecure = settings.webhook_allow_insecure
     catalog = BuiltinCatalog.default()
@@ -170,7 +176,8 @@ def build_container(
     audit = AuditLog(db)
     receipts = Receipts(db, ReceiptSigner(settings.secret_key_value()))
     executor = OutputExecutor(db, outputs=outputs, skills=skill_factory, events=events)
-    jobs = JobQueue(db, lease=timedelta(seconds=settings.job_lease_seconds))
+    jobs = JobQueue(db, clock=clock, lease=timedelta(seconds=settings.job_lease_seconds))
+    lifecycle = LifecycleTimers(jobs)
     approvals = ApprovalService(
         outputs=outputs,
         agents=agents,
@@ -180,7 +187,10 @@ def build_container(
         events=events,
         audit=audit,
         receipts=receipts,
+        clock=clock,
     )
+    skills = SkillService(db, skill_policy)
+    grants = GrantService(db, approvals, skills)
     knowledge = KnowledgeService(
         db,
         embedder,
@@ -199,6 +209,9 @@ def build_container(
             memory=memory,
             events=events,
             audit=audit,
+            lifecycle=lifecycle,
+            grants=grants.apply,
+            **({"clock": clock} if clock is not None else {}),
         ),
         default_model=settings.model,
         output_ttl=timedelta(hours=ttl) if ttl else None,
@@ -209,7 +222,7 @@ def build_container(
         settings=settings,
         db=db,
         personas=PersonaService(db),
-        skills=SkillService(db, skill_policy),
+        skills=skills,
         agents=agents,
         config=ConfigApplier(db, agents, skill_policy),
         sessions=sessions,
@@ -231,6 +244,8 @@ def build_container(
         knowledge=knowledge,
         keys=ApiKeys(db),
         jobs=jobs,
+        lifecycle=lifecycle,
+        grants=grants,
         disabled=disabled,
     )
 

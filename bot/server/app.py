@@ -19,6 +19,7 @@ from bot.api.problems import problem
 from bot.api.routes import (
     agents,
     callbacks,
+    grants,
     health,
     jobs,
     keys,
@@ -130,6 +131,7 @@ def create_app(
         knowledge,
         usage,
         outputs,
+        grants,
         receipts,
         webhooks,
         keys,

@@ -237,6 +237,7 @@ def agent_details(
         *([section(escape(truncate(agent.description, 1_000)))] if agent.description else []),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         section(f"*Skills*\n{skill_text}"),
+        section(f"*Approval lifecycle*\n{lifecycle_text(agent)}"),
     ]
     broken = [s for s in skills if s.problem is not None]
     if broken:
@@ -397,3 +398,25 @@ def home_view(data: HomeData) -> View:
         "private_metadata": data.filters.to_metadata(),
         "blocks": blocks[:VIEW_BLOCKS_MAX],
     }
+
+
+def lifecycle_text(agent: AgentView) -> str:
+    """The agent's `approval:` defaults in a line (skills may override them)."""
+    p = agent.approval
+    if p is None:
+        return "one approval; expires by the operator's default"
+    parts = [
+        f"{p.required_approvals or 1} approval{'s' if (p.required_approvals or 1) > 1 else ''}"
+    ]
+    if p.expires_after:
+        then = "then expires"
+        if p.on_expiry == "escalate":
+            targets = ", ".join(principal(t) for t in p.escalate_to or []) or "nobody"
+            then = f"then escalates once to {targets}"
+        parts.append(f"decide within {escape(p.expires_after)}, {then}")
+    if p.remind_after:
+        parts.append(
+            f"reminders after {escape(p.remind_after)}"
+            + (f", then every {escape(p.remind_every)}" if p.remind_every else "")
+        )
+    return "; ".join(parts)

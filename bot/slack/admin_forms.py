@@ -43,6 +43,13 @@ AGENT_FIELDS = {
     "approval_channel": "approval_channel",
     "daily_output_limit": "daily_output_limit",
     "daily_token_budget": "daily_token_budget",
+    "approval": "approval_on_expiry",
+    "approval.required_approvals": "approval_required",
+    "approval.expires_after": "approval_expires_after",
+    "approval.on_expiry": "approval_on_expiry",
+    "approval.escalate_to": "approval_escalate_to",
+    "approval.remind_after": "approval_remind_after",
+    "approval.remind_every": "approval_remind_every",
     "memory_enabled": "options",
     "allow_self_approval": "options",
     "is_active": "options",
@@ -267,6 +274,7 @@ def agent_form(
             optional=True,
             hint="Approval requests are also posted here.",
         ),
+        *_approval_inputs(agent),
         _input(
             "daily_output_limit",
             "Outputs per day",
@@ -391,6 +399,82 @@ class AgentForm:
     new_persona: dict[str, Any] | None = None
 
 
+def _approval_inputs(agent: AgentView | None) -> Blocks:
+    """The agent's `approval:` defaults (its skills may override them in config)."""
+    policy = agent.approval if agent is not None else None
+
+    def text(block: str, label: str, value: str | None, hint: str) -> dict[str, Any]:
+        field = _text_input(value, placeholder="24h", max_length=16)
+        return _input(block, label, field, optional=True, hint=hint)
+
+    on_expiry: dict[str, Any] = {
+        "type": "static_select",
+        "placeholder": plain("Reject (default)"),
+        "options": [
+            _option("reject", "Reject: the output expires"),
+            _option("escalate", "Escalate once, then reject"),
+        ],
+    }
+    if policy is not None and policy.on_expiry is not None:
+        on_expiry["initial_option"] = next(
+            o for o in on_expiry["options"] if o["value"] == policy.on_expiry
+        )
+    users = [p for p in (policy.escalate_to or []) if not p.startswith("S")] if policy else []
+    escalate: dict[str, Any] = {"type": "multi_users_select", "placeholder": plain("Nobody")}
+    if users:
+        escalate["initial_users"] = users
+    return [
+        _input(
+            "approval_required",
+            "Approvals needed",
+            _number_input(policy.required_approvals if policy else None),
+            optional=True,
+            hint="Distinct approvers who must approve (any reject ends it). Empty: 1.",
+        ),
+        text(
+            "approval_expires_after",
+            "Decide within",
+            policy.expires_after if policy else None,
+            "Then the output expires or escalates: 30m, 24h, 2d. Empty: the default.",
+        ),
+        _input("approval_on_expiry", "When time runs out", on_expiry, optional=True),
+        _input(
+            "approval_escalate_to",
+            "Escalate to",
+            escalate,
+            optional=True,
+            hint="Added as approvers and told by DM when an output escalates.",
+        ),
+        text(
+            "approval_remind_after",
+            "Remind approvers after",
+            policy.remind_after if policy else None,
+            "A DM to approvers who have not approved yet. Empty: no reminders.",
+        ),
+        text(
+            "approval_remind_every",
+            "Then remind every",
+            policy.remind_every if policy else None,
+            "Empty: remind once.",
+        ),
+    ]
+
+
+def _read_approval(values: State) -> dict[str, Any] | None:
+    policy: dict[str, Any] = {
+        "required_approvals": _text(values, "approval_required"),
+        "expires_after": _text(values, "approval_expires_after"),
+        "on_expiry": _selected(values, "approval_on_expiry"),
+        "escalate_to": list(_state(values, "approval_escalate_to").get("selected_users") or [])
+        or None,
+        "remind_after": _text(values, "approval_remind_after"),
+        "remind_every": _text(values, "approval_remind_every"),
+    }
+    chosen = {k: v.strip() if isinstance(v, str) else v for k, v in policy.items()}
+    chosen = {k: v for k, v in chosen.items() if v not in (None, "")}
+    return chosen or None
+
+
 def read_agent_form(values: State, *, creating: bool) -> AgentForm:
     options = set(_multi(values, "options"))
     fields: dict[str, Any] = {
@@ -406,6 +490,7 @@ def read_agent_form(values: State, *, creating: bool) -> AgentForm:
         },
         "memory_enabled": "memory_enabled" in options,
         "allow_self_approval": "allow_self_approval" in options,
+        "approval": _read_approval(values),
     }
     if not creating:
         fields["is_active"] = "is_active" in options
@@ -447,6 +532,8 @@ def form_errors(
     for error in errors:
         loc = [p for p in error.loc if p != "body"]
         key = str(loc[1] if len(loc) > 1 and loc[0] == "limits" else loc[0]) if loc else ""
+        if key == "approval" and len(loc) > 1 and f"approval.{loc[1]}" in fields:
+            key = f"approval.{loc[1]}"
         block = fields.get(key, fallback)
         out.setdefault(block, truncate(_friendly(error.msg), 300))
     return out

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from bot.slack import blocks, edit_form
+from bot.slack import blocks, edit_form, lifecycle_blocks
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape, truncate
-from core.approvals.policy import Actor
+from core.approvals.policy import Actor, check_may_decide
 from core.concurrency import run_sync
 from core.errors import (
     CosmoError,
@@ -50,9 +51,14 @@ async def _render(
     content = raw.decode("utf-8", errors="replace")
     url = c.events.content_url(output.tenant_id, output.id)
     if decided:
+        grant = await run_sync(c.grants.of_output, output.tenant_id, output.id)
         return blocks.decided_message(
-            output, agent_name=agent_name, content=content, content_url=url
+            output, agent_name=agent_name, content=content, content_url=url, grant=grant
         )
+    try:
+        grantable = (await run_sync(c.skills.get, output.tenant_id, output.skill)).grantable
+    except NotFound:
+        grantable = False
     return blocks.approval_message(
         output,
         agent_name=agent_name,
@@ -61,6 +67,7 @@ async def _render(
         effect=planned_effect(c.skill_factory, output),
         policy=blocks.Policy.of(agent),
         ping=ping,
+        grantable=grantable,
     )
 
 
@@ -310,6 +317,46 @@ def register(app: Any, rt: SlackRuntime) -> None:
             name=f"approve:{output_id}",
         )
 
+    async def grant_in_background(
+        body: dict[str, Any], tenant: str, output_id: str, revision: int
+    ) -> None:
+        actor = Actor(body["user"]["id"], "slack", verified=True)
+        try:
+            await c.grants.check_grantable(tenant, output_id)
+            await c.approvals.decide(tenant, output_id, "approve", actor, revision=revision)
+            await c.grants.grant(tenant, output_id, actor)
+        except CosmoError as exc:
+            await explain(body, exc)
+            return
+        current = await run_sync(c.outputs.get, tenant, output_id)
+        await refresh_decided(rt, current)  # show the grant (and its Revoke) on the message
+
+    async def on_approve_grant(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        tenant, output_id, revision, _ = clicked(body)
+        rt.spawn(
+            grant_in_background(body, tenant, output_id, revision),
+            name=f"approve-grant:{output_id}",
+        )
+
+    async def on_revoke_grant(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        tenant = rt.tenant_for((body.get("team") or {}).get("id"))
+        grant_id = str(body["actions"][0]["value"])
+        actor = Actor(body["user"]["id"], "slack", verified=True)
+        try:
+            grant = await run_sync(c.grants.get, tenant, grant_id)
+            output = await run_sync(c.outputs.get, tenant, grant.output_id)
+            # Whoever may approve the skill's outputs may stop a grant of them.
+            await check_may_decide(
+                await c.approvals.agent_of(output), output, actor, "reject", c.approvals.directory
+            )
+            await c.grants.revoke(tenant, grant_id, actor)
+        except CosmoError as exc:
+            await explain(body, exc)
+            return
+        await refresh_decided(rt, output)
+
     async def on_reject(ack: Any, body: dict[str, Any], client: Any) -> None:
         await ack()
         tenant, output_id, revision, actor = clicked(body)
@@ -474,6 +521,8 @@ def register(app: Any, rt: SlackRuntime) -> None:
 
     app.action(blocks.APPROVE)(on_approve)
     app.action(blocks.REJECT)(on_reject)
+    app.action(lifecycle_blocks.APPROVE_GRANT)(on_approve_grant)
+    app.action(lifecycle_blocks.REVOKE_GRANT)(on_revoke_grant)
     app.action(edit_form.EDIT)(on_edit_clicked)
     app.view(blocks.REJECT_MODAL)(on_reject_submitted)
     app.view(edit_form.EDIT_MODAL)(on_edit_submitted)
@@ -484,5 +533,63 @@ def register(app: Any, rt: SlackRuntime) -> None:
     async def proposed(output: Output, session: SessionView) -> None:
         await post_approval(rt, output, session)
 
+    async def remind(output: Output, principals: list[str]) -> None:
+        await dm_approvers(rt, output, principals, lifecycle_blocks.reminder_text)
+
+    async def escalated(output: Output, principals: list[str]) -> None:
+        await dm_approvers(rt, output, principals, lifecycle_blocks.escalation_text)
+
     c.approvals.on_change(listener)
     c.approvals.on_proposed(proposed)
+    c.lifecycle.on_remind(remind)
+    c.lifecycle.on_escalate(escalated)
+
+
+async def refresh_decided(rt: SlackRuntime, output: Output) -> None:
+    """Re-render every copy of a decided output's message (its grant changed)."""
+    refs = await run_sync(rt.container.output_messages.of, output.tenant_id, output.id)
+    if refs:
+        async with rt.message_lock(output.id):
+            await _update_copies(rt, output, refs, decided=output.status != OutputStatus.PENDING)
+
+
+async def dm_approvers(
+    rt: SlackRuntime,
+    output: Output,
+    principals: list[str],
+    text_of: Callable[[Output, str, str | None], str],
+) -> None:
+    """DM each approver (user groups expanded) a line with a link to the approval
+    message; posting to a user id lands in their DM with the app."""
+    c = rt.container
+    client = await rt.clients.for_tenant(output.tenant_id)
+    users: list[str] = []
+    for principal in principals:
+        if principal.startswith("S"):
+            users += sorted(await rt.directory.members(output.tenant_id, principal))
+        else:
+            users.append(principal)
+    try:
+        agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
+    except NotFound:
+        return
+    approved = {a.by for a in output.current_approvals()}
+    if not agent.allow_self_approval:
+        approved.add(output.requested_by or "")
+    users = [u for u in dict.fromkeys(users) if u not in approved]
+    if not users:
+        return
+    permalink = None
+    refs = await run_sync(c.output_messages.of, output.tenant_id, output.id)
+    if refs:
+        try:
+            found = await client.chat_getPermalink(channel=refs[0].channel, message_ts=refs[0].ts)
+            permalink = found.get("permalink")
+        except Exception:
+            log.warning("output %s: no permalink for its approval message", output.id)
+    text = text_of(output, agent.name, permalink)
+    for user in users:
+        try:
+            await client.chat_postMessage(channel=user, text=text, unfurl_links=False)
+        except Exception:
+            log.exception("output %s: the DM to %s failed", output.id, user)

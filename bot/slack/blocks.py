@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack.edit_form import EDIT
+from bot.slack.lifecycle_blocks import decided_lifecycle, pending_lifecycle
 from bot.slack.mrkdwn import bold, date, from_markdown, mention, principal
 from bot.slack.text import escape, split_message, truncate, truncate_escaped
+from core.approvals.grants import GrantView
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
@@ -148,6 +150,7 @@ def approval_message(
     effect: PlannedEffect | None = None,
     policy: Policy | None = None,
     ping: bool = False,
+    grantable: bool = False,
 ) -> tuple[str, Blocks]:
     """The interactive message reviewers act on, for the output's current revision: the
     skill that will run, what it says, its arguments, the request approving it makes
@@ -174,6 +177,7 @@ def approval_message(
         _context(f"{fingerprint(output)} · `{output.id}`"),
         _context(policy_text(policy)),
         decision_buttons(output),
+        *pending_lifecycle(output, grantable=grantable),
     ]
     return text, blocks
 
@@ -319,7 +323,12 @@ def effect_blocks(effect: PlannedEffect | None) -> Blocks:
 
 
 def decided_message(
-    output: Output, *, agent_name: str, content: str, content_url: str | None
+    output: Output,
+    *,
+    agent_name: str,
+    content: str,
+    content_url: str | None,
+    grant: GrantView | None = None,
 ) -> tuple[str, Blocks]:
     """The same message after a decision: no buttons, the outcome in their place."""
     icon, label = _STATUS[output.status]
@@ -343,6 +352,7 @@ def decided_message(
     line = decision_line(output)
     if line:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
+    blocks += decided_lifecycle(output, grant)
     blocks += [
         {
             "type": "context",

@@ -244,7 +244,15 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
         personas=personas,
         skills=[],
         default_model=rt.container.settings.model,
-        metadata=forms.metadata(t=inv.tenant, a=agent.id, v=agent.version, g=groups),
+        metadata=forms.metadata(
+            t=inv.tenant,
+            a=agent.id,
+            v=agent.version,
+            g=groups,
+            eg=[p for p in (agent.approval.escalate_to or []) if p.startswith("S")]
+            if agent.approval
+            else [],
+        ),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
     return None
@@ -538,6 +546,9 @@ def register(app: Any, rt: SlackRuntime) -> None:
         form = forms.read_agent_form(_values(view), creating=False)
         fields = dict(form.agent)
         fields["approvers"] = [*fields["approvers"], *(meta.get("g") or [])]
+        if meta.get("eg") and fields.get("approval"):  # user groups the form cannot show
+            approval = fields["approval"]
+            approval["escalate_to"] = [*(approval.get("escalate_to") or []), *meta["eg"]]
         try:
             patch = AgentPatch.model_validate(fields)
         except ValidationError as exc:

@@ -10,6 +10,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from core.agent import turn_job
+from core.approvals import lifecycle
 from core.execution import jobs as execution_jobs
 from core.jobs import JobKind, JobWorker
 from core.jobs.schedules import schedules
@@ -42,6 +43,7 @@ def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobK
     kinds = schedules(container)
     kinds.append(IngestJob(container.knowledge).kind())
     kinds += execution_jobs.job_kinds(container)
+    kinds += lifecycle.job_kinds(container)
     kinds += turn_job.job_kinds(container)
     if slack is not None:
         kinds += slack.job_kinds()

@@ -25,6 +25,7 @@ from core.agent.model import (
 )
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
+from core.approvals.lifecycle import LifecycleTimers
 from core.approvals.policy import Actor
 from core.concurrency import run_sync
 from core.db.ids import new_id
@@ -33,7 +34,7 @@ from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.log_context import log_context
 from core.memory.port import MemoryMessage, MemoryProvider
-from core.outputs.port import NewOutput, Output, OutputStore, Recorder
+from core.outputs.port import NewOutput, Output, OutputStatus, OutputStore, Recorder
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
 from core.personas.prompt import (
     CACHE,
@@ -44,6 +45,7 @@ from core.personas.prompt import (
     fence,
     speaker_block,
 )
+from core.schemas.approval import resolve
 from core.schemas.persona import PersonaSpec
 from core.schemas.skill import SkillKind
 from core.schemas.views import AgentView
@@ -127,6 +129,9 @@ class AgentDeps:
     memory: MemoryProvider | None = None
     events: OutputEvents | None = None
     audit: AuditLog | None = None
+    lifecycle: LifecycleTimers | None = None
+    grants: Callable[[Output], Awaitable[Output]] | None = None
+    """Approves a new output that a live grant covers (`core.approvals.grants`)."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -148,6 +153,8 @@ class ConfigurableAgent:
         self.skills = skills
         self.events = deps.events
         self.audit = deps.audit
+        self.lifecycle = deps.lifecycle
+        self.grants = deps.grants
         self.sessions = deps.sessions
         self.outputs = deps.outputs
         self.quotas = deps.quotas
@@ -394,7 +401,8 @@ class _TurnRun:
             return SkillResult(f"Not submitted: {too_large}.", is_error=True), {"error": too_large}
         limit = a.agent.limits.daily_output_limit
         content, content_type = skill.render_proposal(arguments)
-        ttl = a.config.output_ttl
+        lifecycle = resolve(a.agent.approval, skill.spec.approval, a.config.output_ttl)
+        ttl = lifecycle.expires_after
         snapshot = skill_snapshot(skill.spec, skill.version)
         new = NewOutput(
             id=new_id("out"),
@@ -410,6 +418,7 @@ class _TurnRun:
             requested_by=self.session.user_id,
             expires_at=a.clock() + ttl if ttl else None,
             skill_snapshot=snapshot,
+            approval_policy=lifecycle.to_json(),
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []
@@ -437,24 +446,36 @@ class _TurnRun:
             return SkillResult(
                 "The proposal could not be stored; tell the user to try again.", is_error=True
             ), {"error": "store failed"}
+        if a.grants is not None:
+            output = await a.grants(output)
         self.outputs.append(output)
         message = (
             f"Submitted for approval as output {output.id}. A reviewer will approve or reject "
             "it; it has NOT been carried out yet."
         )
+        if output.status != OutputStatus.PENDING:
+            message = (
+                f"Output {output.id} was approved at once under a reviewer's grant for this "
+                f"thread (status {output.status.value})."
+            )
         return SkillResult(message, data={"output_id": output.id}), {"output_id": output.id}
 
     def _proposal_recorder(self) -> Recorder | None:
         """The `proposed` audit entry, written with the output itself: the chain starts with
         what the reviewer will be shown (revision 1 and its fingerprint)."""
         audit = self.a.audit
+        timers = self.a.lifecycle
         if audit is None:
-            return None
+            return timers.schedule if timers is not None else None
         agent = self.a.agent
         proposer = Actor(f"agent:{agent.name}", "system")
         requester = self.session.user_id
 
         def record(session: Any | None, output: Output) -> None:
+            if timers is not None:
+                # Its expiry and reminders commit with it (or right after, on stores
+                # whose write is not in our database).
+                timers.schedule(session, output)
             with audit.transaction(session) as s:
                 audit.record_in(
                     s,

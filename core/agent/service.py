@@ -60,6 +60,7 @@ def agent_spec(row: AgentRow) -> AgentSpec:
         require_distinct_editor_approver=row.require_distinct_editor_approver,
         accept_asserted_decisions=row.accept_asserted_decisions,
         approval_channel=row.approval_channel,
+        approval=row.approval,
         webhook=webhook,
         is_active=row.is_active,
     )
@@ -318,6 +319,9 @@ class AgentService:
         row.require_distinct_editor_approver = spec.require_distinct_editor_approver
         row.accept_asserted_decisions = spec.accept_asserted_decisions
         row.approval_channel = spec.approval_channel
+        row.approval = (
+            spec.approval.model_dump(mode="json", exclude_none=True) if spec.approval else None
+        )
         row.is_active = spec.is_active
         current = [link.skill_id for link in row.skill_links] if not creating else []
         wanted = [r.id for r in skill_rows]

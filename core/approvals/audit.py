@@ -28,7 +28,7 @@ from core.db.ids import new_id
 from core.db.models import AuditHeadRow, AuditRow
 
 #: `outcome_unknown`: an execution whose worker died while the target was answering.
-Outcome = Literal["applied", "lost", "refused", "repeated", "outcome_unknown"]
+Outcome = Literal["applied", "recorded", "lost", "refused", "repeated", "outcome_unknown"]
 Identity = Literal["verified", "asserted", "system"]
 
 GENESIS = "0" * 64

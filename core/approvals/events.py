@@ -1,5 +1,8 @@
 """Webhook events announcing an output's life: created, decided, executed.
 
+`output.approval_recorded` announces each approval of an output (N of M: the ones before
+the deciding one too); `output.reminded` and `output.escalated` its lifecycle timers.
+
 Payload (Standard Webhooks shape): `{"type", "timestamp", "data": {...}}` where data
 carries outputId, agentId, sessionId, skill, status, contentUrl and, on creation, an
 `approvalToken` the receiver can send back to `POST /api/v1/webhooks/approval`.
@@ -22,6 +25,9 @@ DECIDED = "output.decided"
 EDITED = "output.edited"
 EXECUTED = "output.executed"
 EXECUTION_FAILED = "output.execution_failed"
+APPROVAL_RECORDED = "output.approval_recorded"
+REMINDED = "output.reminded"
+ESCALATED = "output.escalated"
 
 
 class OutputEvents:
@@ -82,6 +88,27 @@ class OutputEvents:
         self, webhook_url: str | None, output: Output, **extra: Any
     ) -> list[NewEvent]:
         return self._about(EXECUTION_FAILED, webhook_url, output, extra)
+
+    def approval_recorded(
+        self, webhook_url: str | None, output: Output, approval: dict[str, Any]
+    ) -> list[NewEvent]:
+        """One approval of an output that needs several (the deciding one included)."""
+        extra = {
+            "approvedBy": approval["by"],
+            "identity": approval["identity"],
+            "approvedAt": approval["at"],
+            "approvals": output.approval_count + 1,
+            "requiredApprovals": output.required_approvals,
+        }
+        if approval.get("grant_id"):
+            extra["grantId"] = approval["grant_id"]
+        return self._about(APPROVAL_RECORDED, webhook_url, output, extra)
+
+    def reminded(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
+        return self._about(REMINDED, webhook_url, output, extra)
+
+    def escalated(self, webhook_url: str | None, output: Output, **extra: Any) -> list[NewEvent]:
+        return self._about(ESCALATED, webhook_url, output, extra)
 
     def _about(
         self, kind: str, webhook_url: str | None, output: Output, extra: dict[str, Any]

@@ -76,16 +76,28 @@ async def check_may_decide(
             f"you edited this output, and agent {agent.name} requires someone other than its "
             "editors to approve it"
         )
-    if not agent.approvers or actor.id in agent.approvers:
+    approvers = approvers_of(agent, output)
+    if not approvers or actor.id in approvers:
         return
-    for group in (a for a in agent.approvers if a.startswith("S")):
+    for group in (a for a in approvers if a.startswith("S")):
         if directory is not None and actor.id in await directory.members(agent.tenant_id, group):
             return
     raise NotAllowedToDecide(
-        f"only {agent.name}'s approvers may {verb} its outputs: {', '.join(agent.approvers)}",
+        f"only {agent.name}'s approvers may {verb} its outputs: {', '.join(approvers)}",
         agent_name=agent.name,
-        approvers=agent.approvers,
+        approvers=list(approvers),
     )
+
+
+def approvers_of(agent: AgentView, output: Output) -> list[str]:
+    """The agent's approvers, and once the output was escalated its `escalate_to` too
+    (empty: anyone may decide)."""
+    extra: list[str] = []
+    if output.escalated_at is not None:
+        extra = list((output.approval_policy or {}).get("escalate_to") or ())
+    if not agent.approvers:
+        return []
+    return list(dict.fromkeys([*agent.approvers, *extra]))
 
 
 def editors_of(output: Output) -> set[str]:

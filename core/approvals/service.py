@@ -25,6 +25,7 @@ from core.approvals.policy import Actor, GroupDirectory, check_may_decide, edito
 from core.approvals.receipts import ReceiptDecision, Receipts
 from core.concurrency import run_sync
 from core.errors import (
+    AlreadyApproved,
     Conflict,
     FieldError,
     NotAllowedToDecide,
@@ -36,6 +37,9 @@ from core.errors import (
 from core.execution.executor import OutputExecutor
 from core.execution.jobs import ExecutionJobs, execution_key
 from core.outputs.port import (
+    Approval,
+    ApprovalsMoved,
+    NewEvent,
     Output,
     OutputEdit,
     OutputStatus,
@@ -73,6 +77,8 @@ MAX_REASON = 2_000
 SYSTEM = Actor("system", "system")
 #: How long `settled` waits, by default, for an execution to end (REST and callbacks).
 SETTLE_WITHIN = 30.0
+#: Times a decision counts approvals again after losing to another approval's write.
+MAX_RECOUNTS = 20
 
 
 @dataclass(frozen=True)
@@ -151,12 +157,20 @@ class ApprovalService:
         actor: Actor,
         reason: str | None = None,
         revision: int | None = None,
+        grant_id: str | None = None,
+        attempt: int = 0,
     ) -> DecisionResult:
-        """Decide the output as it stands at `revision` (the one the decider saw).
+        """Decide the output as it stands at `revision` (the one the decider saw);
+        `grant_id` names the grant approving it, `attempt` counts recounts (internal).
 
         Without `revision` the decision applies to the revision read here; either way the
         write is conditional on that revision, so an edit landing in between makes the
         decision fail as stale instead of approving something nobody looked at.
+
+        An output that needs N approvals (`required_approvals`) records each distinct
+        approver's approval of the current revision; the N-th one decides. Every such write
+        is conditional on the approval count it read too, so of N+1 racing approvals
+        exactly one decides (the others count again, and find it decided).
         """
         reason = (reason or "").strip() or None
         if decision == "reject" and reason is None:
@@ -184,6 +198,22 @@ class ApprovalService:
             raise OutputAlreadyDecided(
                 output_id, current.status.value, current.decided_by, current.decided_at
             )
+        approval: dict[str, Any] | None = None
+        if decision == "approve":
+            if any(a.by == actor.id for a in output.current_approvals()):
+                already = AlreadyApproved(output, actor.id)
+                await self._audit(output, actor, action, "repeated", already.detail)
+                raise already
+            approval = Approval(
+                by=actor.id,
+                identity=actor.identity,
+                via=actor.via,
+                revision=output.revision,
+                at=now,
+                grant_id=grant_id,
+            ).model_dump(mode="json")
+            if output.approval_count + 1 < output.required_approvals:
+                return await self._record_approval(output, agent, actor, approval, attempt)
         status = OutputStatus.APPROVED if decision == "approve" else OutputStatus.REJECTED
         runs = status == OutputStatus.APPROVED and output.is_automatable
         job_key = execution_key(output.id) if runs else None
@@ -198,8 +228,10 @@ class ApprovalService:
             expected_revision=output.revision,
             identity=actor.identity,
             execution_job=job_key,
+            expected_approvals=output.approval_count,
+            approvals=_with(output, approval),
         )
-        events = self.events.decided(
+        events = self._recorded_events(agent, output, approval) + self.events.decided(
             _webhook(agent),
             output,
             status=status.value,
@@ -208,13 +240,23 @@ class ApprovalService:
             reason=reason,
             revision=output.revision,
             identity=actor.identity,
+            **({"grantId": grant_id} if grant_id else {}),
         )
         own_edit = decision == "approve" and actor.id in editors_of(output)
         record = self._recorder(
             actor,
             action,
             "applied",
-            "; ".join(filter(None, [reason, "approved their own edit" if own_edit else None])),
+            "; ".join(
+                filter(
+                    None,
+                    [
+                        reason,
+                        "approved their own edit" if own_edit else None,
+                        f"under grant {grant_id}" if grant_id else None,
+                    ],
+                )
+            ),
             receipt=actor,
         )
         if job_key is not None:
@@ -229,6 +271,11 @@ class ApprovalService:
         except StaleRevision as stale:
             await self._audit(output, actor, action, "refused", stale.detail)
             raise
+        except ApprovalsMoved:
+            # Someone else's approval (or an escalation) landed since the read: count again.
+            return await self._again(
+                tenant_id, output_id, decision, actor, reason, revision, grant_id, attempt
+            )
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
         elif decided.edits:
@@ -241,6 +288,85 @@ class ApprovalService:
             final = await self.executor.run(decided, agent, self.execution_recorder(actor))
         await self.notify(final)
         return DecisionResult(final, applied=True)
+
+    async def _again(
+        self,
+        tenant_id: str,
+        output_id: str,
+        decision: Decision,
+        actor: Actor,
+        reason: str | None,
+        revision: int | None,
+        grant_id: str | None,
+        attempt: int,
+    ) -> DecisionResult:
+        if attempt >= MAX_RECOUNTS:
+            raise Conflict(f"output {output_id} keeps changing under this decision; try again")
+        return await self.decide(
+            tenant_id,
+            output_id,
+            decision,
+            actor,
+            reason,
+            revision,
+            grant_id=grant_id,
+            attempt=attempt + 1,
+        )
+
+    async def _record_approval(
+        self,
+        output: Output,
+        agent: AgentView,
+        actor: Actor,
+        approval: dict[str, Any],
+        attempt: int,
+    ) -> DecisionResult:
+        """An approval short of the N needed: recorded (conditional on the count read, so
+        two approvers racing for the last slot cannot both stop short), not deciding."""
+        change = Transition(
+            expected=OutputStatus.PENDING,
+            to=OutputStatus.PENDING,
+            at=datetime.fromisoformat(approval["at"]),
+            expected_revision=output.revision,
+            expected_approvals=output.approval_count,
+            approvals=_with(output, approval),
+        )
+        events = self._recorded_events(agent, output, approval)
+        have = output.approval_count + 1
+        record = self._recorder(
+            actor, "approve", "recorded", f"approval {have} of {output.required_approvals}"
+        )
+        try:
+            recorded = await run_sync(
+                self.outputs.transition, output.tenant_id, output.id, change, events, record
+            )
+        except OutputAlreadyDecided as lost:
+            current = await run_sync(self.outputs.get, output.tenant_id, output.id)
+            return await self._already(current, "approve", actor, "approve", lost=lost)
+        except StaleRevision as stale:
+            await self._audit(output, actor, "approve", "refused", stale.detail)
+            raise
+        except ApprovalsMoved:
+            return await self._again(
+                output.tenant_id,
+                output.id,
+                "approve",
+                actor,
+                None,
+                output.revision,
+                approval.get("grant_id"),
+                attempt,
+            )
+        await self.notify(recorded)
+        return DecisionResult(recorded, applied=True)
+
+    def _recorded_events(
+        self, agent: AgentView, output: Output, approval: dict[str, Any] | None
+    ) -> list[NewEvent]:
+        # A single approval is the decision: `output.decided` says all there is to say.
+        if approval is None or (output.required_approvals == 1 and not approval.get("grant_id")):
+            return []
+        return self.events.approval_recorded(_webhook(agent), output, approval)
 
     async def settled(
         self, tenant_id: str, output_id: str, within: float = SETTLE_WITHIN
@@ -401,6 +527,12 @@ class ApprovalService:
             )
         except OutputAlreadyDecided:
             return None
+        await self._tell_session(
+            expired,
+            f"[Approval expired] Your proposed {expired.skill} (output {expired.id}) was not "
+            "decided in time and expired; nothing was done. Propose it again if it still "
+            "matters.",
+        )
         await self.notify(expired)
         return expired
 
@@ -562,6 +694,13 @@ def _approved_with_edits(output: Output, actor: Actor) -> str:
         lines.append(f"- by {edit.edited_by}: {describe_changes(edit.changes)}")
     lines.append("What runs is the edited version; remember the corrections.")
     return "\n".join(lines)
+
+
+def _with(output: Output, approval: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The output's approvals plus `approval` (JSON form); None when there is none to add."""
+    if approval is None:
+        return None
+    return [a.model_dump(mode="json") for a in output.approvals or ()] + [approval]
 
 
 def _webhook(agent: AgentView) -> str | None:

@@ -70,6 +70,9 @@ class SkillRow(TimestampedMixin, Base):
     # Executions may be repeated after a crash mid-call (the target dedupes).
     idempotent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     executor: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # The skill's `approval:` block as written (core.schemas.approval); NULL: inherit.
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    grantable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Grows with every change, so an output's snapshot says which version it was made with.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
@@ -117,6 +120,7 @@ class AgentRow(TimestampedMixin, Base):
         Boolean, default=True, server_default=true()
     )
     approval_channel: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
     webhook_secret_env: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -299,6 +303,13 @@ class OutputRow(Base):
     slack_channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The merged approval lifecycle it was proposed under (core.schemas.approval.Lifecycle).
+    approval_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    # Every approval recorded, all revisions; `approval_count` counts those of the current
+    # revision and is the condition of the next approval's write (see ApprovalService).
+    approvals: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument, nullable=True)
+    approval_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -478,6 +489,31 @@ class OutputMessageRow(Base):
     ts: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GrantRow(Base):
+    """ "Approve and allow for this thread": later outputs of one skill version in one
+    session with the same arguments are approved under the granter's name."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_session_skill", "tenant_id", "session_id", "skill"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(40))
+    session_id: Mapped[str] = mapped_column(String(40))
+    skill: Mapped[str] = mapped_column(String(63))
+    # What runs (input_schema + executor of the snapshot): a changed skill matches nothing.
+    skill_fingerprint: Mapped[str] = mapped_column(String(64))
+    arguments_sha256: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    output_id: Mapped[str] = mapped_column(String(40))
+    granted_by: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class KnowledgeBaseRow(TimestampedMixin, Base):

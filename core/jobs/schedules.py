@@ -8,6 +8,7 @@ import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from core.approvals.lifecycle import runner_of
 from core.concurrency import run_sync
 from core.jobs.worker import JobContext, JobKind
 
@@ -21,8 +22,17 @@ DELIVERY_BATCH = 50
 
 
 def schedules(c: Container) -> list[JobKind]:
+    lifecycle = runner_of(c)
+
     async def expire_outputs(_job: JobContext) -> dict[str, Any]:
-        return {"expired": await c.approvals.expire_due()}
+        # A backstop for the `output.expire` jobs (an aws-store output whose creator died
+        # before enqueueing them, outputs from before them): the same expire-or-escalate.
+        due = await run_sync(c.outputs.due_for_expiry, c.approvals.clock())
+        done: dict[str, int] = {}
+        for output in due:
+            outcome = await lifecycle.expire_or_escalate(output)
+            done[outcome] = done.get(outcome, 0) + 1
+        return {"expired": done.get("expired", 0), "escalated": done.get("escalated", 0)}
 
     async def deliver_webhooks(_job: JobContext) -> dict[str, Any]:
         sent = total = 0

@@ -84,6 +84,7 @@ from core.db.ids import new_id
 from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.errors import Conflict, NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.port import (
+    ApprovalsMoved,
     AwaitingExecution,
     NewEvent,
     NewOutput,
@@ -96,6 +97,7 @@ from core.outputs.port import (
     SlackStatus,
     Transition,
     preview_of,
+    recorded_count,
 )
 from core.outputs.snapshot import content_fingerprint
 from core.webhooks.outbox import Outbox
@@ -119,7 +121,14 @@ INDEXES: dict[str, tuple[str, str]] = {
 UNROUTED_QUEUE = "unrouted"
 EXPIRY_QUEUE = "pending"
 EXECUTION_QUEUE = "approved"
-_JSON_FIELDS = ("arguments", "execution_result", "skill_snapshot", "edits")
+_JSON_FIELDS = (
+    "arguments",
+    "execution_result",
+    "skill_snapshot",
+    "edits",
+    "approval_policy",
+    "approvals",
+)
 _ID_PREFIX = "out_"
 _TIME_SLACK_MS = 5 * 60_000  # ids are minted (by the caller) just before create
 _ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -302,6 +311,7 @@ class AwsOutputStore:
             revision=1,
             requested_by=new.requested_by,
             expires_at=new.expires_at,
+            approval_policy=new.approval_policy,
             created_at=now,
             updated_at=now,
         )
@@ -352,7 +362,8 @@ class AwsOutputStore:
         held = self.outbox.hold(events, tenant_id=tenant_id, output_id=output_id)
         marks = held or [new_id("wrt")]
         ex = _Expression()
-        sets = {
+        stays = change.to is OutputStatus.PENDING  # an approval recorded, an escalation
+        sets: dict[str, Any] = {
             "status": change.to.value,
             "tenant_status": f"{tenant_id}#{change.to.value}",
             "updated_at": change.at,
@@ -364,9 +375,18 @@ class AwsOutputStore:
             "execution_result": change.execution_result,
             "execution_error": change.execution_error,
             "executed_at": change.at if change.executed else None,
-            "decision_revision": change.expected_revision,
+            "decision_revision": None if stays else change.expected_revision,
             "decision_identity": change.identity,
         }
+        if change.approvals is not None:
+            sets.update(approvals=change.approvals, approval_count=recorded_count(change))
+        if change.escalate_until is not None:
+            sets.update(
+                escalated_at=change.at,
+                expires_at=change.escalate_until,
+                expiry_queue=EXPIRY_QUEUE,
+                expiry_key=f"{_iso(change.escalate_until)}#{output_id}",
+            )
         removed: builtins.list[str] = []
         if change.to is OutputStatus.APPROVED and change.execution_job is not None:
             sets.update(
@@ -388,6 +408,10 @@ class AwsOutputStore:
         condition = f"{expected} AND {ex.equals('tenant_id', tenant_id)}"
         if change.expected_revision is not None:
             condition += f" AND {_revision_is(ex, change.expected_revision)}"
+        if change.expected_approvals is not None:
+            condition += f" AND {_approvals_are(ex, change.expected_approvals)}"
+        if change.escalate_until is not None:
+            condition += f" AND attribute_not_exists({ex.name('escalated_at')})"
         written = self._conditional_update(
             tenant_id,
             output_id,
@@ -433,6 +457,7 @@ class AwsOutputStore:
             "preview": preview_of(change.content),
             "revision": change.edit.revision,
             "edits": history,
+            "approval_count": 0,  # approvals are of the revision they saw
             "updated_at": change.edit.edited_at,
         }
         assignments = ", ".join(ex.equals(k, v) for k, v in sets.items())
@@ -829,6 +854,14 @@ def _revision_is(ex: _Expression, revision: int) -> str:
     return condition
 
 
+def _approvals_are(ex: _Expression, count: int) -> str:
+    """Items written before N-of-M have no `approval_count`: they have none."""
+    condition = ex.equals("approval_count", count)
+    if count == 0:
+        condition = f"(attribute_not_exists({ex.name('approval_count')}) OR {condition})"
+    return condition
+
+
 def _raise_lost(
     tenant_id: str,
     output_id: str,
@@ -840,11 +873,13 @@ def _raise_lost(
     if not current or current.get("tenant_id", {}).get("S") != tenant_id:
         raise NotFound("output", output_id) from None
     winner = _output_of(current)
-    if winner.status != expected or expected_revision is None:
+    if winner.status != expected:
         raise OutputAlreadyDecided(
             output_id, winner.status.value, winner.decided_by, winner.decided_at
         ) from None
-    raise StaleRevision(output_id, expected_revision, winner.revision) from None
+    if expected_revision is not None and winner.revision != expected_revision:
+        raise StaleRevision(output_id, expected_revision, winner.revision) from None
+    raise ApprovalsMoved(output_id) from None
 
 
 def _valid_id(output_id: str) -> bool:

@@ -69,6 +69,8 @@ class NewOutput:
     skill_snapshot: dict[str, Any] | None = None
     """What approval runs (`core.outputs.snapshot`); stores fingerprint it with the
     arguments and content into `content_sha256`."""
+    approval_policy: dict[str, Any] | None = None
+    """The merged approval lifecycle (`core.schemas.approval.Lifecycle.to_json`)."""
 
 
 class OutputEdit(BaseModel):
@@ -81,6 +83,18 @@ class OutputEdit(BaseModel):
     edited_at: datetime
     changes: list[dict[str, Any]]
     """Top-level argument changes: `{"field", "old", "new"}` (see `argument_changes`)."""
+
+
+class Approval(BaseModel):
+    """One approval of an output that needs several (N of M), or the deciding one."""
+
+    by: str
+    identity: str
+    via: str
+    revision: int
+    at: datetime
+    grant_id: str | None = None
+    """Set when a grant approved it (the grant's creator is `by`)."""
 
 
 class Output(BaseModel):
@@ -118,8 +132,28 @@ class Output(BaseModel):
     slack_channel: str | None = None
     slack_ts: str | None = None
     expires_at: datetime | None = None
+    approval_policy: dict[str, Any] | None = None
+    """The approval lifecycle it was proposed under (`required_approvals`, timers in
+    seconds, `on_expiry`, `escalate_to`); None for outputs from before lifecycles."""
+    approvals: list[Approval] | None = None
+    """Every approval recorded, of every revision; only the current revision's count."""
+    approval_count: int = 0
+    """Approvals of the current revision so far (an edit resets it)."""
+    escalated_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def required_approvals(self) -> int:
+        return int((self.approval_policy or {}).get("required_approvals") or 1)
+
+    def current_approvals(self) -> list[Approval]:
+        return [a for a in self.approvals or () if a.revision == self.revision]
+
+
+class ApprovalsMoved(Exception):
+    """A conditional write lost only because another approval was recorded (or the output
+    was escalated) since it was read: still pending at the same revision, read it again."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +224,20 @@ class Transition:
     `awaiting_execution` can find an approval whose enqueue a crash prevented."""
     clear_execution: bool = False
     """Forget an earlier execution's result and error (a retry starts afresh)."""
+    expected_approvals: int | None = None
+    """Also require `approval_count` to be this: the approvals the writer counted (with
+    `approval`, the write records one more; `to` may stay `pending`)."""
+    approvals: list[dict[str, Any]] | None = None
+    """The full approvals list to store (what was read plus the new one, JSON form); the
+    `expected_approvals` condition makes the read-and-append safe."""
+    escalate_until: datetime | None = None
+    """Pending -> pending escalation: only if not escalated yet; sets `escalated_at` to
+    `at` and `expires_at` to this."""
+
+
+def recorded_count(change: Transition) -> int:
+    """`approval_count` after a write that records an approval: one more than counted."""
+    return (change.expected_approvals or 0) + 1
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from core.db.repository import paginate
 from core.errors import NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
+    ApprovalsMoved,
     AwaitingExecution,
     NewEvent,
     NewOutput,
@@ -31,6 +32,7 @@ from core.outputs.port import (
     SlackStatus,
     Transition,
     preview_of,
+    recorded_count,
 )
 from core.outputs.snapshot import content_fingerprint
 from core.webhooks.outbox import Outbox
@@ -89,6 +91,8 @@ class SqlOutputStore:
                     slack_status="pending",
                     requested_by=new.requested_by,
                     expires_at=new.expires_at,
+                    approval_policy=new.approval_policy,
+                    approval_count=0,
                 )
                 s.add(row)
                 self.outbox.add_in(s, events, tenant_id=new.tenant_id, output_id=output_id)
@@ -131,7 +135,15 @@ class SqlOutputStore:
         ]
         if change.expected_revision is not None:
             conditions.append(OutputRow.revision == change.expected_revision)
-            values["decision_revision"] = change.expected_revision
+            if change.to is not OutputStatus.PENDING:
+                values["decision_revision"] = change.expected_revision
+        if change.expected_approvals is not None:
+            conditions.append(OutputRow.approval_count == change.expected_approvals)
+        if change.approvals is not None:
+            values.update(approvals=change.approvals, approval_count=recorded_count(change))
+        if change.escalate_until is not None:
+            conditions.append(OutputRow.escalated_at.is_(None))
+            values.update(escalated_at=change.at, expires_at=change.escalate_until)
         with self.db.session() as s:
             result = s.execute(
                 update(OutputRow)
@@ -182,6 +194,7 @@ class SqlOutputStore:
                         preview=preview_of(change.content),
                         revision=change.edit.revision,
                         edits=history,
+                        approval_count=0,  # approvals are of the revision they saw
                         updated_at=change.edit.edited_at,
                     )
                     .execution_options(synchronize_session=False)
@@ -222,8 +235,9 @@ class SqlOutputStore:
             raise OutputAlreadyDecided(
                 output_id, current.status, current.decided_by, current.decided_at
             )
-        assert expected_revision is not None
-        raise StaleRevision(output_id, expected_revision, current.revision)
+        if expected_revision is not None and current.revision != expected_revision:
+            raise StaleRevision(output_id, expected_revision, current.revision)
+        raise ApprovalsMoved(output_id)
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus

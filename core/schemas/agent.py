@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
+from core.schemas.approval import ApprovalPolicy
 from core.schemas.common import SLACK_CHANNEL, SLACK_PRINCIPAL, ShortText, Slug, StrictModel
 from core.schemas.skill import EnvName
 
@@ -95,6 +96,11 @@ class AgentSpec(StrictModel):
         "user may decide.",
     )
     approval_channel: str | None = Field(default=None, description="Slack channel id.")
+    approval: ApprovalPolicy | None = Field(
+        default=None,
+        description="Defaults of the approval lifecycle for this agent's action skills "
+        "(a skill's own `approval` overrides them field by field).",
+    )
     webhook: WebhookSpec | None = None
     is_active: bool = True
 
@@ -130,6 +136,7 @@ class AgentPatch(StrictModel):
     require_distinct_editor_approver: bool | None = None
     accept_asserted_decisions: bool | None = None
     approval_channel: str | None = None
+    approval: ApprovalPolicy | None = None
     webhook: WebhookSpec | None = None
     is_active: bool | None = None
 

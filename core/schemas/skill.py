@@ -10,6 +10,7 @@ import jsonschema
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from core.schemas.approval import ApprovalPolicy
 from core.schemas.common import ShortText, Slug, StrictModel, check_storable
 from core.schemas.secret_values import secret_looking
 
@@ -174,6 +175,16 @@ class SkillSpec(StrictModel):
         "otherwise it ends `execution_failed` with an unknown outcome for a person to check.",
     )
     executor: Executor = Field(default_factory=BuiltinExecutor)
+    approval: ApprovalPolicy | None = Field(
+        default=None,
+        description="Action skills: the approval lifecycle, overriding the agent's "
+        "`approval` defaults field by field.",
+    )
+    grantable: bool = Field(
+        default=False,
+        description="Action skills: reviewers may approve and allow later outputs of this "
+        "skill in the same thread (a grant).",
+    )
 
     @field_validator("input_schema")
     @classmethod
@@ -188,6 +199,8 @@ class SkillPatch(StrictModel):
     is_automatable: bool | None = None
     idempotent: bool | None = None
     executor: Executor | None = None
+    approval: ApprovalPolicy | None = None
+    grantable: bool | None = None
 
 
 __all__ = [

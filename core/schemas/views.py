@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.schemas.agent import AgentLimits
+from core.schemas.approval import ApprovalPolicy
 from core.schemas.persona import PersonaVariable
 from core.schemas.skill import Executor, SkillKind
 
@@ -37,6 +38,8 @@ class SkillView(View):
     kind: SkillKind
     is_automatable: bool
     idempotent: bool = False
+    approval: ApprovalPolicy | None = None
+    grantable: bool = False
     executor: Executor | None = Field(
         description="None when the stored executor is no longer accepted (see `problem`)."
     )
@@ -83,6 +86,7 @@ class AgentView(View):
     require_distinct_editor_approver: bool = False
     accept_asserted_decisions: bool = True
     approval_channel: str | None
+    approval: ApprovalPolicy | None = None
     webhook: WebhookView | None
     is_active: bool
     version: int

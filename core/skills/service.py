@@ -32,6 +32,8 @@ def stored_fields(row: SkillRow) -> dict[str, Any]:
         "is_automatable": row.is_automatable,
         "idempotent": row.idempotent,
         "executor": row.executor,
+        "approval": row.approval,
+        "grantable": bool(row.grantable),
     }
 
 
@@ -61,6 +63,10 @@ def write_skill(row: SkillRow, spec: SkillSpec) -> None:
     row.is_automatable = spec.is_automatable
     row.idempotent = spec.idempotent
     row.executor = spec.executor.model_dump(mode="json", exclude_none=True)
+    row.approval = (
+        spec.approval.model_dump(mode="json", exclude_none=True) if spec.approval else None
+    )
+    row.grantable = spec.grantable
 
 
 def load_skill(s: Session, tenant_id: str, name: str) -> SkillRow:
@@ -98,6 +104,8 @@ class SkillService:
             is_automatable=row.is_automatable,
             idempotent=row.idempotent,
             executor=executor,
+            approval=row.approval,
+            grantable=bool(row.grantable),
             usable=problem is None,
             problem=problem,
             created_at=row.created_at,

@@ -212,6 +212,27 @@ def test_show_describes_an_agents_configuration(app):
     # How reviewers treated its action skills: the evidence before making one automatable.
     assert "How reviewers treated its actions* (last 30 days)" in said
     assert "`draft_email`: 0 proposed" in said and "`current_time`:" not in said
+    assert "one approval; expires by the operator's default" in said
+
+    app.client.patch(
+        f"/api/v1/agents/{app.agent_id('sales-bot')}",
+        json={
+            "approval": {
+                "required_approvals": 2,
+                "expires_after": "24h",
+                "on_expiry": "escalate",
+                "escalate_to": ["S0LEADS001"],
+                "remind_after": "2h",
+                "remind_every": "4h",
+            }
+        },
+        headers={"Authorization": "Bearer test-token"},
+    )
+    command(app, "show sales-bot")
+    assert (
+        "2 approvals; decide within 24h, then escalates once to <!subteam^S0LEADS001>; "
+        "reminders after 2h, then every 4h"
+    ) in last_answer(app)
 
 
 def test_bad_input_gets_a_clear_answer(app):
@@ -643,3 +664,40 @@ def test_a_late_app_home_click_is_answered_in_the_apps_dm(app):
     dm = [call for call in app.slack.calls("chat.postMessage") if call.params["channel"] == LEAD]
     assert len(dm) == 1 and "Too late" in dm[0].params["text"]
     assert c.outputs.get("default", output.id).status == OutputStatus.REJECTED
+
+
+def test_the_edit_form_sets_the_approval_lifecycle_and_names_a_bad_duration(app):
+    command(app, "edit sales-bot", user=ADA)
+    view = opened_view(app)
+    lifecycle = {
+        "approval_required": {"type": "number_input", "value": "2"},
+        "approval_expires_after": text("soon"),
+        "approval_on_expiry": select("escalate"),
+        "approval_escalate_to": {"type": "multi_users_select", "selected_users": [ADA]},
+        "approval_remind_after": text("2h"),
+        "approval_remind_every": text(None),
+    }
+
+    refused = submit(app, view, agent_values(name=text("sales-bot"), **lifecycle))
+
+    assert refused["response_action"] == "errors"
+    assert "not a duration" in refused["errors"]["approval_expires_after"]
+    assert app.container.agents.get_by_name("default", "sales-bot").approval is None
+
+    lifecycle["approval_expires_after"] = text("24h")
+    saved = submit(app, view, agent_values(name=text("sales-bot"), **lifecycle))
+
+    assert saved["response_action"] == "update", saved
+    policy = app.container.agents.get_by_name("default", "sales-bot").approval
+    assert policy is not None
+    assert policy.model_dump(exclude_none=True) == {
+        "required_approvals": 2,
+        "expires_after": "24h",
+        "on_expiry": "escalate",
+        "escalate_to": [ADA],
+        "remind_after": "2h",
+    }
+    command(app, "edit sales-bot", user=ADA)
+    again = opened_view(app)
+    assert block(again, "approval_expires_after")["element"]["initial_value"] == "24h"
+    assert block(again, "approval_escalate_to")["element"]["initial_users"] == [ADA]

@@ -28,6 +28,7 @@ from core.db.pagination import encode_cursor
 from core.errors import NotFound, OutputAlreadyDecided, StaleRevision, ValidationFailed
 from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
+    ApprovalsMoved,
     NewEvent,
     NewOutput,
     NotificationStatus,
@@ -647,3 +648,86 @@ def test_skill_figures_count_each_outcome_and_the_median_time_to_decide(h: Harne
     assert figures.median_seconds_to_decision == pytest.approx(15 * 60, abs=5)
     empty = skill_stats(h.store, T1, "create_task", datetime.now(UTC) - timedelta(days=40))
     assert (empty.proposed, empty.median_seconds_to_decision) == (0, None)
+
+
+def _approval(by: str, revision: int = 1) -> dict[str, Any]:
+    return {
+        "by": by,
+        "identity": "verified",
+        "via": "slack",
+        "revision": revision,
+        "at": datetime.now(UTC).isoformat(),
+        "grant_id": None,
+    }
+
+
+def _record(h: Harness, output: Output, by: str, counted: int, to=OutputStatus.PENDING) -> Output:  # type: ignore[no-untyped-def]
+    current = [a.model_dump(mode="json") for a in output.approvals or ()]
+    change = Transition(
+        OutputStatus.PENDING,
+        to,
+        datetime.now(UTC),
+        decided_by=by if to is not OutputStatus.PENDING else None,
+        expected_revision=output.revision,
+        expected_approvals=counted,
+        approvals=[*current, _approval(by, output.revision)],
+    )
+    return h.store.transition(output.tenant_id, output.id, change)
+
+
+def test_approvals_are_recorded_one_conditional_write_at_a_time(h: Harness) -> None:
+    policy = {"required_approvals": 2, "on_expiry": "reject", "escalate_to": []}
+    created = h.new(approval_policy=policy)
+    assert (created.approval_count, created.approvals, created.required_approvals) == (0, None, 2)
+
+    first = _record(h, created, "U0A", counted=0)
+
+    assert first.status is OutputStatus.PENDING
+    assert first.approval_count == 1
+    assert [a.by for a in first.approvals or ()] == ["U0A"]
+    assert first.decision_revision is None  # recorded, not decided
+    # A second writer that counted 0 as well lost: it must count again.
+    with pytest.raises(ApprovalsMoved):
+        _record(h, created, "U0B", counted=0)
+    decided = _record(h, first, "U0B", counted=1, to=OutputStatus.APPROVED)
+    assert (decided.status, decided.approval_count, decided.decided_by) == (
+        OutputStatus.APPROVED,
+        2,
+        "U0B",
+    )
+    again = h.store.get(T1, created.id)
+    assert [a.by for a in again.approvals or ()] == ["U0A", "U0B"]
+    assert again.approval_policy == policy
+
+
+def test_an_edit_resets_the_approval_count_but_keeps_the_history(h: Harness) -> None:
+    created = h.new(skill_snapshot=SNAPSHOT, arguments={"title": "A"}, content="# A")
+    first = _record(h, created, "U0A", counted=0)
+
+    edited = revise(h, first, "B")
+
+    assert (edited.revision, edited.approval_count) == (2, 0)
+    assert [(a.by, a.revision) for a in edited.approvals or ()] == [("U0A", 1)]
+    assert edited.current_approvals() == []
+
+
+def test_an_escalation_moves_the_expiry_once(h: Harness) -> None:
+    soon = datetime.now(UTC) - timedelta(minutes=1)
+    created = h.new(expires_at=soon)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    escalate = Transition(
+        OutputStatus.PENDING, OutputStatus.PENDING, datetime.now(UTC), escalate_until=later
+    )
+
+    escalated = h.store.transition(T1, created.id, escalate)
+
+    assert escalated.status is OutputStatus.PENDING
+    assert escalated.escalated_at is not None
+    assert escalated.expires_at == later
+    with pytest.raises(ApprovalsMoved):
+        h.store.transition(T1, created.id, escalate)
+    due = [o.id for o in h.store.due_for_expiry(datetime.now(UTC))]
+    assert created.id not in due
+    due_later = [o.id for o in h.store.due_for_expiry(later + timedelta(seconds=1), limit=1000)]
+    if h.kind.startswith("sql"):  # the index is eventually consistent on DynamoDB
+        assert created.id in due_later

@@ -249,6 +249,7 @@ def test_agent_details_show_the_configuration_without_secrets():
             ],
         },
         section("*Skills*\n`draft_email` (action, needs approval)"),
+        section("*Approval lifecycle*\none approval; expires by the operator's default"),
         section("*Knowledge bases*\n`pricing`"),
     ]
 
@@ -294,6 +295,12 @@ def test_the_create_form_offers_a_new_persona_when_there_is_none():
         "model",
         "approvers",
         "approval_channel",
+        "approval_required",
+        "approval_expires_after",
+        "approval_on_expiry",
+        "approval_escalate_to",
+        "approval_remind_after",
+        "approval_remind_every",
         "daily_output_limit",
         "daily_token_budget",
         "options",
@@ -493,6 +500,7 @@ def test_reading_a_create_form_with_a_new_persona():
         "limits": {"daily_output_limit": "7", "daily_token_budget": None},
         "memory_enabled": True,
         "allow_self_approval": False,
+        "approval": None,  # nothing chosen: inherit the defaults
         "skills": ["draft_email"],
     }
     assert form.new_persona == {

@@ -16,6 +16,7 @@ from bot.api.etags import expected_number
 from bot.api.problems import problem_of, problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
+from core.approvals.grants import GrantView
 from core.errors import CosmoError, StaleRevision, StaleRevisionPrecondition
 from core.execution.effect import PlannedEffect, planned_effect
 from core.outputs.port import Output, OutputFilter, OutputStatus, SlackStatus
@@ -132,6 +133,16 @@ class DecisionBody(BaseModel):
     )
 
 
+class ApproveBody(DecisionBody):
+    grant: bool = Field(
+        default=False,
+        description="Approve and allow for this thread: later outputs of this (grantable) "
+        "skill in the same session with the same arguments are approved under your name "
+        "until the grant is revoked (`DELETE /api/v1/grants/{id}`). 409 for a skill that "
+        "is not grantable (nothing is decided then).",
+    )
+
+
 class RejectBody(DecisionBody):
     reason: str = Field(min_length=1, max_length=2_000)
 
@@ -139,6 +150,7 @@ class RejectBody(DecisionBody):
 class DecisionOut(BaseModel):
     applied: bool = Field(description="False when this decision had already been made.")
     output: Output
+    grant: GrantView | None = Field(default=None, description="The grant made (`grant: true`).")
 
 
 IfMatch = Annotated[
@@ -177,7 +189,7 @@ async def approve_output(
     output_id: str,
     caller: ReviewerDep,
     c: ContainerDep,
-    body: DecisionBody | None = None,
+    body: ApproveBody | None = None,
     if_match: IfMatch = None,
 ) -> DecisionOut:
     """Approve a pending output. Automatable outputs run at once (on a worker; the answer
@@ -187,23 +199,27 @@ async def approve_output(
     Repeating the decision that stands answers 200 with `applied: false`; a conflicting
     decision answers 409 naming who decided first. Name the revision you reviewed
     (`revision` or `If-Match`) so an edit made meanwhile is never approved unseen."""
-    body = body or DecisionBody()
+    body = body or ApproveBody()
     revision, from_header = _expected(if_match, body.revision)
+    decider = caller.decider(body.user_id)
+    if body.grant:
+        await c.grants.check_grantable(caller.tenant_id, output_id)
     result = await _guarded(
         c.approvals.decide(
             caller.tenant_id,
             output_id,
             "approve",
-            caller.decider(body.user_id),
+            decider,
             body.reason,
             revision,
         ),
         from_header,
     )
+    grant = await c.grants.grant(caller.tenant_id, output_id, decider) if body.grant else None
     output = result.output
     if output.status == OutputStatus.APPROVED:
         output = await c.approvals.settled(caller.tenant_id, output_id)
-    return DecisionOut(applied=result.applied, output=output)
+    return DecisionOut(applied=result.applied, output=output, grant=grant)
 
 
 @router.post("/{output_id}/reject", responses=problem_responses(403, 404, 409, 412))
