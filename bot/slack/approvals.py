@@ -128,7 +128,7 @@ async def post_approval(rt: SlackRuntime, output: Output, session: SessionView |
         log.warning("output %s: its approval reached nobody in Slack (%s)", output.id, nowhere)
         return
     rendered = {
-        ping: await _render(rt, output, decided=False, ping=ping)
+        ping: await _render(rt, output, decided=output.status != OutputStatus.PENDING, ping=ping)
         for ping in {channel == agent.approval_channel for channel, _ in [*thread, *routed]}
     }
     posted_to: list[tuple[str, str | None]] = []
