@@ -26,6 +26,7 @@ from bot.slack import approvals, conversations
 from bot.slack.directory import SlackDirectory
 from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
+from bot.slack.streaming import StreamingPolicy
 from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import ServiceUnavailable
 from core.jobs import JobKind
@@ -134,6 +135,7 @@ def build_slack(container: Container) -> SlackIntegration | None:
         clients=clients,
         directory=SlackDirectory(clients),
         single_workspace=oauth is None,
+        streaming=StreamingPolicy(enabled=settings.slack_streaming),
     )
     container.approvals.directory = runtime.directory
     app.error(on_listener_error)

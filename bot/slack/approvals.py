@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from bot.slack import blocks, edit_form
+from bot.slack import blocks, edit_form, session_status
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import truncate
 from core.approvals.policy import Actor
@@ -155,6 +155,7 @@ async def on_decision(rt: SlackRuntime, output: Output) -> None:
             unfurl_links=False,
             unfurl_media=False,
         )
+        await session_status.settle(c, client, session)
 
 
 def register(app: Any, rt: SlackRuntime) -> None:

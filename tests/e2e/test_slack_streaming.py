@@ -1,0 +1,154 @@
+"""Slack end to end on the native agent surface: replies streamed with `chat.startStream` /
+`appendStream` / `stopStream` (tool calls as task updates), the thread's agent session status,
+the fallback where Slack refuses streaming. Signed requests to our /slack/events, the real
+Bolt app, the fake Slack Web API, the fake Messages API, a real database and the job worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.skills.runtime import SkillResult
+from tests.fakes.anthropic_api import Reply
+from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, TEAM_ID, USER_ID
+from tests.slack_support import SlackApp, slack_app
+
+LEAD = "U0LEAD0001"
+CONFIG = """
+apiVersion: cosmo/v1
+personas: [{name: seller, role: Sales assistant, instructions: "Help {{user_name}}."}]
+skills:
+  - name: lookup_account
+    description: Look up an account in the CRM.
+    kind: read
+    input_schema: {type: object, properties: {name: {type: string}}, required: [name]}
+  - name: create_task
+    description: Create a CRM task.
+    kind: action
+    input_schema: {type: object, properties: {title: {type: string}}, required: [title]}
+agents:
+  - name: sales-bot
+    persona: seller
+    skills: [lookup_account, create_task]
+    approvers: [U0LEAD0001]
+"""
+
+
+async def lookup_account(arguments: dict[str, Any], ctx: Any) -> SkillResult:
+    return SkillResult(f"{arguments['name']}: renews in March <!channel>\nowner: Bea")
+
+
+async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
+    return SkillResult("task T-9 created", data={"id": "T-9"})
+
+
+BUILTINS = {"lookup_account": lookup_account, "create_task": create_task}
+
+
+@pytest.fixture
+def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+    with slack_app(real_db, tmp_path, CONFIG, BUILTINS, COSMO_SLACK_STREAMING=True) as running:
+        running.slack.add_user(LEAD, "Lena Lead")
+        running.slack.subscribe_events("agent_session_stopped")
+        yield running
+
+
+def mention(app: SlackApp, text: str) -> str:
+    request = app.requests.app_mention(f"<@{BOT_USER_ID}> {text}")
+    assert app.send(request).status_code == 200
+    return str(request.payload["event"]["ts"])
+
+
+def thread(app: SlackApp, ts: str) -> list[Any]:
+    return [m for m in app.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.ts != ts]
+
+
+def tasks(app: SlackApp) -> list[tuple[str, str, str]]:
+    """Every task update streamed, as (title, status, output or details)."""
+    found = []
+    for call in app.slack.calls():
+        if call.method.startswith("chat.") and call.method.endswith("Stream"):
+            for chunk in call.params.get("chunks") or []:
+                if chunk["type"] == "task_update":
+                    note = chunk.get("output") or chunk.get("details") or ""
+                    found.append((chunk["title"], chunk["status"], note))
+    return found
+
+
+def test_a_reply_streams_with_task_updates_and_the_session_follows_the_approval(app):
+    app.claude.push(
+        Reply.tool_use("lookup_account", {"name": "Acme"}, text="Let me check."),
+        Reply.tool_use("create_task", {"title": "Call Acme"}),
+        Reply.text("Acme renews in March; I proposed a task."),
+    )
+
+    ts = mention(app, "when does Acme renew?")
+    app.run_jobs()
+
+    start = app.slack.last("chat.startStream")
+    assert (start.params["thread_ts"], start.params["recipient_user_id"]) == (ts, USER_ID)
+    assert start.params["recipient_team_id"] == TEAM_ID
+    assert tasks(app) == [
+        ("lookup_account", "in_progress", ""),
+        ("lookup_account", "complete", "Acme: renews in March &lt;!channel&gt;"),
+        ("create_task", "pending", "Awaiting approval"),
+    ]
+    [answer, approval] = thread(app, ts)
+    assert answer.ts == start.response["ts"] and not answer.streaming
+    assert answer.text.startswith("Let me check.")
+    assert answer.text.endswith("Acme renews in March; I proposed a task.")
+    assert not app.slack.calls("chat.update")  # nothing was edited
+    assert app.slack.session_statuses(CHANNEL_ID, ts) == ["processing", "suspended"]
+
+    output_id = next(b for b in approval.blocks if b["type"] == "actions")["elements"][0]["value"]
+    click = app.requests.block_action(
+        "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
+    )
+    assert app.send(click).status_code == 200
+    app.run_jobs()
+
+    assert app.slack.session_statuses(CHANNEL_ID, ts) == ["processing", "suspended", "active"]
+
+
+def test_the_first_text_is_sent_at_once_and_the_answer_ends_the_stream(app):
+    app.claude.push(Reply.text("Hello Alice, <b>welcome</b> & more."))
+
+    ts = mention(app, "hi")
+    app.run_jobs()
+
+    methods = [c.method for c in app.slack.calls() if c.method.startswith("chat.")]
+    assert methods[0] == "chat.startStream" and methods[-1] == "chat.stopStream"
+    first = app.slack.calls("chat.appendStream")[0].params["markdown_text"]
+    assert first and "Hello Alice".startswith(first.strip()[:11])
+    [answer] = thread(app, ts)
+    assert answer.text == "Hello Alice, &lt;b&gt;welcome&lt;/b&gt; &amp; more."
+    assert app.slack.session_statuses(CHANNEL_ID, ts) == ["processing", "active"]
+
+
+def test_where_slack_refuses_streaming_replies_are_edited_and_the_workspace_is_remembered(app):
+    app.slack.fail("chat.startStream", "not_allowed")
+    app.claude.push(Reply.text("First."), Reply.text("Second."))
+
+    first = mention(app, "one")
+    app.run_jobs()
+    second = mention(app, "two")
+    app.run_jobs()
+
+    assert [m.text for m in thread(app, first)] == ["First."]
+    assert [m.text for m in thread(app, second)] == ["Second."]
+    assert len(app.slack.calls("chat.startStream")) == 1  # asked once, then remembered
+    assert app.slack.calls("chat.postMessage")[0].params["text"] == "_Thinking…_"
+    assert app.slack.calls("chat.update")
+    assert app.slack.session_statuses(CHANNEL_ID, second) == ["processing", "active"]
+
+
+def test_a_failing_session_status_never_fails_the_turn(app):
+    app.slack.fail("agents.sessions.setStatus", "internal_error")
+    app.claude.push(Reply.text("Still answered."))
+
+    ts = mention(app, "hi")
+    app.run_jobs()
+
+    assert [m.text for m in thread(app, ts)] == ["Still answered."]
+    assert app.slack.calls("agents.sessions.setStatus")  # it was tried
