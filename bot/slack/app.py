@@ -22,7 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import approvals, conversations
+from bot.slack import approvals, conversations, stop
 from bot.slack.directory import SlackDirectory
 from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
@@ -57,8 +57,9 @@ class SlackIntegration:
     signing_secret: str
 
     def job_kinds(self) -> list[JobKind]:
-        """Slack's work for the job layer's workers: recording and answering turns."""
-        return conversations.job_kinds(self.runtime)
+        """Slack's work for the job layer's workers: recording, answering and stopping turns,
+        and session statuses set on behalf of other processes."""
+        return [*conversations.job_kinds(self.runtime), *stop.job_kinds(self.runtime)]
 
     async def aclose(self) -> None:
         await self.runtime.aclose()
@@ -159,6 +160,7 @@ async def on_listener_error(error: Exception) -> BoltResponse | None:
 
 def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:
     conversations.register(app, runtime)
+    stop.register(app, runtime)
     approvals.register(app, runtime)
     for module in _optional_modules():
         module.register(app, runtime)

@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from bot.slack.stop import NOT_YOURS, NOTHING_RUNNING
+from core.db.models import TurnRow
 from core.skills.runtime import SkillResult
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, TEAM_ID, USER_ID
-from tests.slack_support import SlackApp, slack_app
+from tests.job_support import running_worker
+from tests.slack_support import SlackApp, eventually, slack_app
 
 LEAD = "U0LEAD0001"
 CONFIG = """
@@ -152,3 +156,94 @@ def test_a_failing_session_status_never_fails_the_turn(app):
 
     assert [m.text for m in thread(app, ts)] == ["Still answered."]
     assert app.slack.calls("agents.sessions.setStatus")  # it was tried
+
+
+# -- Stop ------------------------------------------------------------------------------------
+
+ESSAY = Reply.text("word " * 400).with_options(delta_delay=0.05)
+
+
+def slack_kinds(app: SlackApp) -> list[Any]:
+    return list(app.client.app.state.slack.job_kinds())  # type: ignore[attr-defined]
+
+
+def turn_status(app: SlackApp) -> str:
+    with app.container.db.session() as s:
+        return str(s.scalars(select(TurnRow.status)).one())
+
+
+def test_stop_cancels_the_running_turn_and_nothing_more_is_streamed(app):
+    app.claude.push(ESSAY)
+    ts = mention(app, "write me an essay")
+
+    with running_worker(app.client, app.container, slack_kinds(app)):
+        eventually(lambda: app.slack.calls("chat.appendStream"))
+        streams = app.slack.stop_streams(CHANNEL_ID, ts)  # the click, as Slack handles it
+        shown = app.slack.message(CHANNEL_ID, streams[0]).text
+        stop = app.requests.agent_session_stopped(thread_ts=ts, streaming_message_ts=streams)
+        assert app.send(stop).status_code == 200
+        eventually(lambda: turn_status(app) == "cancelled")
+        app.claude.wait_for_hang_ups(1, timeout=10)
+
+    [answer, note] = thread(app, ts)
+    assert answer.ts == streams[0] and answer.text == shown  # nothing appended after Stop
+    assert note.text == f"Stopped by <@{USER_ID}>."
+    assert app.container.sessions.history("default", session_of(app, ts)) == []  # not kept
+    assert app.slack.session_statuses(CHANNEL_ID, ts)[0] == "processing"
+    assert app.slack.session_statuses(CHANNEL_ID, ts)[-1] == "active"
+
+
+def session_of(app: SlackApp, ts: str) -> str:
+    found = app.container.sessions.find_by_key("default", f"slack:T0COSMO001:{CHANNEL_ID}:{ts}")
+    assert found is not None
+    return found.id
+
+
+def test_stop_on_a_finished_turn_or_by_a_bystander_cancels_nothing(app):
+    app.claude.push(Reply.text("Done."))
+    ts = mention(app, "hi")
+    app.run_jobs()
+
+    app.send(app.requests.agent_session_stopped(thread_ts=ts))
+    app.send(app.requests.agent_session_stopped(thread_ts=ts, user=LEAD))
+    app.run_jobs()
+
+    assert turn_status(app) == "completed"
+    assert [m.text for m in thread(app, ts)] == ["Done."]
+    told = {m.ephemeral_to: m.text for m in app.slack.ephemeral_messages(CHANNEL_ID)}
+    assert told == {USER_ID: NOTHING_RUNNING, LEAD: NOT_YOURS}
+
+
+def test_a_stop_redelivered_by_slack_is_handled_once(app):
+    app.claude.push(Reply.text("Done."))
+    ts = mention(app, "hi")
+    app.run_jobs()
+    stop = app.requests.agent_session_stopped(thread_ts=ts, event_id="Ev0STOP1")
+
+    assert app.send(stop).status_code == 200
+    assert app.send(stop).status_code == 200
+    app.run_jobs()
+
+    assert len(app.slack.ephemeral_messages(CHANNEL_ID)) == 1
+
+
+# -- closed ----------------------------------------------------------------------------------
+
+
+def test_ending_the_session_over_rest_or_with_agent_end_shows_it_closed(app):
+    app.claude.push(Reply.text("One."), Reply.text("Two."))
+    first = mention(app, "one")
+    second = mention(app, "two")
+    app.run_jobs()
+
+    r = app.client.post(
+        f"/api/v1/sessions/{session_of(app, first)}/end",
+        headers={"Authorization": "Bearer test-token"},
+    )
+    assert r.status_code == 200, r.text
+    app.run_jobs()
+    assert app.send(app.requests.slash_command("/agent", "end")).status_code == 200
+    app.run_jobs()
+
+    assert app.slack.session_statuses(CHANNEL_ID, first)[-1] == "closed"
+    assert app.slack.session_statuses(CHANNEL_ID, second)[-1] == "closed"

@@ -500,6 +500,16 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
         with self._lock:
             return copy.deepcopy(self._ws.home_views.get(user_id))
 
+    def stop_streams(self, channel: str, thread_ts: str) -> list[str]:
+        """What Slack does when someone clicks Stop on a processing agent session: it ends
+        the thread's open streams itself (then sends `agent_session_stopped` naming them).
+        Returns their ts, for the event's `streaming_message_ts`."""
+        with self._lock:
+            stopped = [m for m in self._ws.thread(channel, thread_ts) if m.streaming]
+            for message in stopped:
+                message.streaming = False
+            return [m.ts for m in stopped]
+
     def session_statuses(self, channel: str, thread_ts: str) -> list[str]:
         """Every status set on the thread's agent session, oldest first."""
         return [s.status for s in self.session_history(channel, thread_ts)]
