@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import approvals, conversations, stop
 from bot.slack.directory import SlackDirectory
+from bot.slack.limiter import LimitedWebClient, SlackLimiter
 from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
 from bot.slack.streaming import StreamingPolicy
@@ -35,18 +36,24 @@ from core.wiring import Container
 log = logging.getLogger("cosmo.slack")
 
 
-def web_client(token: str | None, base_url: str) -> AsyncWebClient:
+def web_client(
+    token: str | None, base_url: str, limiter: SlackLimiter | None = None
+) -> AsyncWebClient:
     """A Web API client that retries connection errors and honours 429 Retry-After.
 
     Retries happen inside the one call that hit them, so a rate-limited channel waits
-    without holding up turns in other channels."""
+    without holding up turns in other channels. With `limiter` (the process's), calls also
+    wait for a slot in their workspace's per-method window first (`bot.slack.limiter`)."""
+    url = base_url if base_url.endswith("/") else base_url + "/"
+    connection = AsyncConnectionErrorRetryHandler(max_retry_count=2)
+    if limiter is not None:
+        return LimitedWebClient(
+            token=token, base_url=url, retry_handlers=[connection], limiter=limiter
+        )
     return AsyncWebClient(
         token=token,
-        base_url=base_url if base_url.endswith("/") else base_url + "/",
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        base_url=url,
+        retry_handlers=[connection, AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
     )
 
 
@@ -99,8 +106,10 @@ def build_slack(container: Container) -> SlackIntegration | None:
         return None
     signing_secret = settings.slack_signing_secret.get_secret_value()
 
+    limiter = SlackLimiter()
+
     def make_client(token: str | None) -> AsyncWebClient:
-        return web_client(token, settings.slack_api_url)
+        return web_client(token, settings.slack_api_url, limiter)
 
     oauth: SlackOAuth | None = None
     if oauth_mode:
