@@ -98,7 +98,18 @@ class _Window:
         return 0.0, slot
 
 
-_CALL_SLOTS: ContextVar[list[_Slot] | None] = ContextVar("slack_call_slots", default=None)
+@dataclass
+class _Call:
+    """The call `LimitedWebClient.api_call` is making: its retry handler runs inside it and
+    cannot read a JSON body's channel from the request it is given."""
+
+    workspace: str
+    method: str
+    channel: str | None
+    slots: list[_Slot] = field(default_factory=list)
+
+
+_CURRENT: ContextVar[_Call | None] = ContextVar("slack_call", default=None)
 
 
 class SlackLimiter:
@@ -134,9 +145,9 @@ class SlackLimiter:
             with self._lock:
                 wait, slot = self._window(workspace, method, channel).take(self.clock())
             if wait <= 0:
-                slots = _CALL_SLOTS.get()
-                if slot is not None and slots is not None:
-                    slots.append(slot)
+                call = _CURRENT.get()
+                if slot is not None and call is not None:
+                    call.slots.append(slot)
                 return
             self.waited += wait
             await asyncio.sleep(wait)
@@ -204,12 +215,19 @@ class LimiterRetryHandler(AsyncRetryHandler):
             if name.lower() == "retry-after" and values:
                 with contextlib.suppress(ValueError):
                     retry_after = float(values[0])
-        method = request.url.rstrip("/").rsplit("/", 1)[-1]
-        auth = next((v[0] for k, v in request.headers.items() if k.lower() == "authorization"), "")
-        workspace = workspace_of(auth.removeprefix("Bearer ").strip() or None)
-        channel = _channel(request.body_params, request.data)
-        self.limiter.pause(workspace, method, channel, retry_after)
-        await self.limiter.acquire(workspace, method, channel)
+        call = _CURRENT.get()
+        if call is None:  # a client that is not a LimitedWebClient
+            method = request.url.rstrip("/").rsplit("/", 1)[-1]
+            auth = next(
+                (v[0] for k, v in request.headers.items() if k.lower() == "authorization"), ""
+            )
+            call = _Call(
+                workspace_of(auth.removeprefix("Bearer ").strip() or None),
+                method,
+                _channel(request.body_params, request.data),
+            )
+        self.limiter.pause(call.workspace, call.method, call.channel, retry_after)
+        await self.limiter.acquire(call.workspace, call.method, call.channel)
         state.next_attempt_requested = True
         state.increment_current_attempt()
 
@@ -238,12 +256,10 @@ class LimitedWebClient(AsyncWebClient):
         auth: dict[str, Any] | None = None,
     ) -> AsyncSlackResponse:
         token = (params or {}).get("token") or self.token
-        slots: list[_Slot] = []
-        reset = _CALL_SLOTS.set(slots)
+        call = _Call(workspace_of(token), api_method, _channel(json, data, params))
+        reset = _CURRENT.set(call)
         try:
-            await self.limiter.acquire(
-                workspace_of(token), api_method, _channel(json, data, params)
-            )
+            await self.limiter.acquire(call.workspace, call.method, call.channel)
             return await super().api_call(
                 api_method,
                 http_verb=http_verb,
@@ -255,8 +271,8 @@ class LimitedWebClient(AsyncWebClient):
                 auth=auth,
             )
         finally:
-            self.limiter.answered(slots)
-            _CALL_SLOTS.reset(reset)
+            self.limiter.answered(call.slots)
+            _CURRENT.reset(reset)
 
 
 def _handles_429(handler: Any) -> bool:

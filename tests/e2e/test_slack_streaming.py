@@ -247,3 +247,37 @@ def test_ending_the_session_over_rest_or_with_agent_end_shows_it_closed(app):
 
     assert app.slack.session_statuses(CHANNEL_ID, first)[-1] == "closed"
     assert app.slack.session_statuses(CHANNEL_ID, second)[-1] == "closed"
+
+
+# -- many turns at once ----------------------------------------------------------------------
+
+CHANNELS = [f"C0BUSY{i:04d}" for i in range(10)]
+
+
+def test_fifty_concurrent_turns_in_one_workspace_end_without_a_failed_call(real_db, tmp_path):
+    many = {"COSMO_WORKER_CONCURRENCY": 50, "COSMO_AGENT_CONCURRENCY": 50}
+    with slack_app(real_db, tmp_path, CONFIG, BUILTINS, COSMO_SLACK_STREAMING=True, **many) as app:
+        app.slack.enforce_tiers()  # Slack's limits, per method, for the whole workspace
+        app.claude.push(*(Reply.text(f"Answer {i}.") for i in range(50)))
+        threads = []
+        for i in range(50):
+            request = app.requests.app_mention(
+                f"<@{BOT_USER_ID}> question {i}", channel=CHANNELS[i % len(CHANNELS)]
+            )
+            assert app.send(request).status_code == 200
+            threads.append((request.payload["event"]["channel"], request.payload["event"]["ts"]))
+        app.run_jobs()
+
+        answers = [
+            [m.text for m in app.slack.messages_in(channel, thread_ts=ts) if m.ts != ts]
+            for channel, ts in threads
+        ]
+        assert all(len(a) == 1 and a[0].startswith("Answer ") for a in answers)
+        assert sorted(a[0] for a in answers) == sorted(f"Answer {i}." for i in range(50))
+        assert len(app.slack.calls("chat.stopStream", ok=True)) == 50
+        # A 429 may meet a burst of posts in one channel (Slack tolerates some); each was
+        # retried after its Retry-After. Nothing failed, and the minute tiers never hit one.
+        limited = {c.method for c in app.slack.rate_limited()}
+        assert limited <= {"chat.startStream"}
+        failed = [c for c in app.slack.calls() if not c.ok and c.status != 429]
+        assert failed == []
