@@ -8,13 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
 from sqlalchemy import select
 
+from bot.slack.conversations import handle_event
 from bot.slack.stop import NOT_YOURS, NOTHING_RUNNING
 from core.db.models import TurnRow
+from core.jobs import JobContext
 from core.skills.runtime import SkillResult
 from tests.fakes.anthropic_api import Reply
-from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, TEAM_ID, USER_ID
+from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, TEAM_ID, USER_ID
 from tests.job_support import running_worker
 from tests.slack_support import SlackApp, eventually, slack_app
 
@@ -281,3 +284,40 @@ def test_fifty_concurrent_turns_in_one_workspace_end_without_a_failed_call(real_
         assert limited <= {"chat.startStream"}
         failed = [c for c in app.slack.calls() if not c.ok and c.status != 429]
         assert failed == []
+
+
+# -- crash recovery --------------------------------------------------------------------------
+
+
+def _die_holding_the_turn(app: SlackApp, ts: str, *, record: bool) -> str:
+    """The turn's first attempt starts its stream, streams a little and dies (its lease then
+    lapses), having recorded the stream's ts in the job's progress or not."""
+    jobs = app.container.jobs
+    runtime = app.client.app.state.slack.runtime  # type: ignore[attr-defined]
+    [event] = jobs.claim("w-event", kinds=["slack.event"], limit=1)
+    app.client.portal.call(handle_event, runtime, JobContext(jobs, event))  # type: ignore[union-attr]
+    jobs.finish(event)
+    [turn_job] = jobs.claim("w-dead", kinds=["slack.turn"], limit=1)
+    bot = WebClient(token=BOT_TOKEN, base_url=app.slack.base_url)
+    stream = bot.chat_startStream(
+        channel=CHANNEL_ID, thread_ts=ts, recipient_team_id=TEAM_ID, recipient_user_id=USER_ID
+    )["ts"]
+    if record:
+        bot.chat_appendStream(channel=CHANNEL_ID, ts=stream, markdown_text="Half an ans")
+        context = JobContext(jobs, turn_job)
+        app.client.portal.call(lambda: context.progress(placeholder_ts=stream))  # type: ignore[union-attr]
+    jobs.release(turn_job)
+    return str(stream)
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["recorded", "not recorded"])
+def test_a_rerun_after_a_crash_ends_the_old_stream_and_answers_in_it(app, record):
+    ts = mention(app, "are you there?")
+    stream = _die_holding_the_turn(app, ts, record=record)
+
+    app.claude.push(Reply.text("Yes, I'm here."))
+    app.run_jobs()
+
+    [answer] = thread(app, ts)
+    assert (answer.ts, answer.text, answer.streaming) == (stream, "Yes, I'm here.", False)
+    assert app.slack.session_statuses(CHANNEL_ID, ts)[-1] == "active"
