@@ -224,9 +224,8 @@ class StreamingReply(ThreadReply):
         async with self._lock:
             shown = self.text[: self._sent]
             final = self.text if text is None else text
-            if final.startswith(shown):
-                rest = final[len(shown) :]
-            else:
+            rest = _remainder(shown, final)
+            if rest is None:
                 rest = ("\n\n" if shown.strip() else "") + final
             if not (shown + rest).strip():
                 rest = "(no reply)"
@@ -272,3 +271,19 @@ class StreamingReply(ThreadReply):
                 if exc.response.get("error") != NOT_STREAMING:
                     raise
             self.live = False
+
+
+def _remainder(shown: str, final: str) -> str | None:
+    """What `final` adds to the `shown` text, if it continues it. Whitespace does not count:
+    the stream carries the blank lines between tool steps, the recorded reply joins its parts
+    with one."""
+    at = 0
+    for char in shown:
+        if char.isspace():
+            continue
+        while at < len(final) and final[at].isspace():
+            at += 1
+        if at >= len(final) or final[at] != char:
+            return None
+        at += 1
+    return final[at:]

@@ -105,6 +105,7 @@ def test_a_reply_streams_with_task_updates_and_the_session_follows_the_approval(
     assert answer.ts == start.response["ts"] and not answer.streaming
     assert answer.text.startswith("Let me check.")
     assert answer.text.endswith("Acme renews in March; I proposed a task.")
+    assert answer.text.count("Acme renews") == 1  # the final reply did not repeat the stream
     assert not app.slack.calls("chat.update")  # nothing was edited
     assert app.slack.session_statuses(CHANNEL_ID, ts) == ["processing", "suspended"]
 
