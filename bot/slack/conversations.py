@@ -6,9 +6,11 @@ event_id land on the same job. Everything else runs in a worker:
 
 * `slack.event` finds or starts the thread's session and records the turn; the turn's
   `slack.turn` job is enqueued in the turn's own transaction.
-* `slack.turn` answers it. The placeholder's ts goes into the job's progress as soon as it
-  is posted; if the worker dies, another takes the job over once its lease lapses (~16 s)
-  and edits that same placeholder instead of posting a second one. Every write names the
+* `slack.turn` answers it, as a native stream (`streaming.StreamingReply`) or an edited
+  placeholder (`reply.ThreadReply`). The message's ts goes into the job's progress as soon
+  as it is posted; if the worker dies, another takes the job over once its lease lapses
+  (~16 s) and answers in that same message (a stream is stopped first) instead of posting a
+  second one. Every write names the
   job's claim, so a turn is answered once however long it runs.
 """
 
