@@ -10,8 +10,9 @@ switched on (`FakeSlackAPI.enforce_tiers`: chat.update 50/min, appendStream 100/
 
 * calls/turn: every Web API call the turns made, divided by the turns (chat.* and
   agents.sessions.* separately);
-* 429s: the rate-limited answers the fake gave (each was retried by the limiter); a failure
-  is a call that still ended in an error;
+* 429s: the rate-limited answers the fake gave; a failed call is one that still ended in an
+  error after its retries (as the app logged it), and a complete reply is a thread whose
+  answer reached Slack in full;
 * first token to Slack, p50: from the moment the fake model starts writing a turn's stream to
   the first Slack call carrying its text (both clocks in this process), measured on turns run
   one at a time (under the 50-turn load it measures the queue, not the path).
@@ -23,6 +24,7 @@ Run: `.venv/bin/python bench/slack_stream.py [--turns 50] [--channels 10]`.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import statistics
 import sys
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slack_sdk.errors import SlackApiError
 
 from bot.slack.app import web_client
 from bot.worker import build_worker
@@ -87,6 +91,19 @@ def first_text_latencies(app: SlackApp, model: Model) -> list[float]:
     return [(seen[m] - t) * 1000 for m, t in model.first_token.items() if m in seen]
 
 
+class SlackFailures(logging.Handler):
+    """Counts what the app logged about Slack calls that failed for good (after retries)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, SlackApiError):
+            self.count += 1
+
+
 def run_jobs(app: SlackApp, limit: float = 900.0) -> None:
     """`SlackApp.run_jobs` with room for the old path's minutes of waiting."""
     slack = app.client.app.state.slack  # type: ignore[attr-defined]
@@ -136,6 +153,8 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         model.first_token.clear()
 
         app.slack.enforce_tiers()
+        failures = SlackFailures()
+        logging.getLogger("cosmo").addHandler(failures)
         started = time.monotonic()
         for i in range(args.turns):
             channel = f"C0BENCH{i % args.channels:03d}"
@@ -146,6 +165,7 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         methods = Counter(c.method for c in calls)
         chat = sum(n for m, n in methods.items() if m.startswith("chat."))
         status = sum(n for m, n in methods.items() if m.startswith(("agents.", "assistant.")))
+        logging.getLogger("cosmo").removeHandler(failures)
         failed = [c for c in calls if not c.ok and c.status != 429]
         replies = [
             m
@@ -160,7 +180,7 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "status_per_turn": status / args.turns,
             "rate_limited": len(app.slack.rate_limited()),
             "rate_limited_by_method": Counter(c.method for c in app.slack.rate_limited()),
-            "failed": len(failed),
+            "failed": len(failed) + failures.count,
             "complete_replies": len(replies),
             "methods": dict(methods),
             "first_token_p50_ms": statistics.median(latency) if latency else float("nan"),

@@ -183,7 +183,8 @@ class StreamingReply(ThreadReply):
         async with self._lock:
             if not self.live or self.stream_ts is None:
                 return
-            text = escape(self.text[self._sent :])
+            upto = len(self.text)  # writes may add text while this call is on its way
+            text = escape(self.text[self._sent : upto])
             if not text.strip() and not chunks:
                 return
             pieces = [text[i : i + STREAM_CHARS] for i in range(0, len(text), STREAM_CHARS)]
@@ -205,7 +206,7 @@ class StreamingReply(ThreadReply):
                 return
             if text.strip() and self.first_text_at is None:
                 self.first_text_at = self.clock()
-            self._sent = len(self.text)
+            self._sent = upto
             self._last_flush = self.clock()
 
     # -- ending ------------------------------------------------------------------------------

@@ -87,3 +87,19 @@ async def test_only_refusals_of_the_workspace_are_remembered(fake):
     assert first.fallback is not None and second.fallback is not None
     assert policy.refused == {TEAM_ID: "not_allowed"}
     assert not policy.allows(TEAM_ID) and policy.allows("T0OTHER001")
+
+
+async def test_text_written_while_an_append_is_on_its_way_is_not_lost(fake):
+    fake.set_latency(1.0, "chat.appendStream")
+    reply = reply_in(fake)
+    reply.interval = 5.0  # later text waits for the end
+    await reply.start()
+    first = asyncio.create_task(reply.write("first"))  # the first text goes out at once
+    await asyncio.sleep(0.1)  # the fake holds its answer for 1 s
+    assert not first.done()
+    await reply.write(" second")  # while that append is still on its way
+    await first
+
+    await reply.finish("first second")
+
+    assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "first second"
