@@ -101,8 +101,6 @@ class StreamingReply(ThreadReply):
         self.stream_ts: str | None = None
         self.live = False
         self._sent = 0
-        self.first_text_at: float | None = None
-        """When the first text reached Slack (the bench's first-token latency)."""
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -204,8 +202,6 @@ class StreamingReply(ThreadReply):
                     raise
                 self.live = False  # Slack ended it (a Stop click, or its lifetime)
                 return
-            if text.strip() and self.first_text_at is None:
-                self.first_text_at = self.clock()
             self._sent = upto
             self._last_flush = self.clock()
 
