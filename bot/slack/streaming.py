@@ -283,4 +283,7 @@ def _remainder(shown: str, final: str) -> str | None:
         if at >= len(final) or final[at] != char:
             return None
         at += 1
+    if shown[-1:].isspace():  # the break is on the screen already
+        while at < len(final) and final[at].isspace():
+            at += 1
     return final[at:]

@@ -103,3 +103,15 @@ async def test_text_written_while_an_append_is_on_its_way_is_not_lost(fake):
     await reply.finish("first second")
 
     assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "first second"
+
+
+async def test_a_space_already_streamed_is_not_streamed_again(fake):
+    reply = reply_in(fake)
+    reply.interval = 5.0
+    await reply.start()
+    await reply.write("Hi from ")  # the first text goes out at once, its space with it
+    await reply.write("your workspace.")
+
+    await reply.finish("Hi from your workspace.")
+
+    assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "Hi from your workspace."
