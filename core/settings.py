@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         alias="SLACK_SCOPES",
         description="Bot scopes requested at install, comma-separated (manifest.yml's).",
     )
+    # Replies stream natively (chat.startStream); off, or where Slack refuses streaming for a
+    # workspace, they are a message edited with chat.update.
+    slack_streaming: bool = Field(
+        default=True,
+        alias="COSMO_SLACK_STREAMING",
+        description="Stream replies with Slack's chat.startStream/appendStream/stopStream.",
+    )
     # Who may change agents from Slack (`/agent create|edit|skills|persona|use`), besides
     # workspace admins and owners: Slack user ids (U…/W…) and user-group ids (S…).
     slack_admins: str = Field(

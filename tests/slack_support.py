@@ -77,6 +77,8 @@ def slack_app(
             "ANTHROPIC_API_KEY": "test-key",
             "ANTHROPIC_BASE_URL": claude.base_url,
             "COSMO_WEBHOOK_ALLOW_INSECURE": True,
+            # The tests written for the chat.update path keep it; streaming tests turn it on.
+            "COSMO_SLACK_STREAMING": False,
             **settings,
         }
         container = build_container(

@@ -22,10 +22,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import approvals, conversations
+from bot.slack import approvals, conversations, stop
 from bot.slack.directory import SlackDirectory
+from bot.slack.limiter import LimitedWebClient, SlackLimiter
 from bot.slack.oauth import SlackOAuth, build_oauth
 from bot.slack.runtime import SlackClients, SlackRuntime
+from bot.slack.streaming import StreamingPolicy
 from core.db import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.errors import ServiceUnavailable
 from core.jobs import JobKind
@@ -34,18 +36,24 @@ from core.wiring import Container
 log = logging.getLogger("cosmo.slack")
 
 
-def web_client(token: str | None, base_url: str) -> AsyncWebClient:
+def web_client(
+    token: str | None, base_url: str, limiter: SlackLimiter | None = None
+) -> AsyncWebClient:
     """A Web API client that retries connection errors and honours 429 Retry-After.
 
     Retries happen inside the one call that hit them, so a rate-limited channel waits
-    without holding up turns in other channels."""
+    without holding up turns in other channels. With `limiter` (the process's), calls also
+    wait for a slot in their workspace's per-method window first (`bot.slack.limiter`)."""
+    url = base_url if base_url.endswith("/") else base_url + "/"
+    connection = AsyncConnectionErrorRetryHandler(max_retry_count=2)
+    if limiter is not None:
+        return LimitedWebClient(
+            token=token, base_url=url, retry_handlers=[connection], limiter=limiter
+        )
     return AsyncWebClient(
         token=token,
-        base_url=base_url if base_url.endswith("/") else base_url + "/",
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        base_url=url,
+        retry_handlers=[connection, AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
     )
 
 
@@ -56,8 +64,9 @@ class SlackIntegration:
     signing_secret: str
 
     def job_kinds(self) -> list[JobKind]:
-        """Slack's work for the job layer's workers: recording and answering turns."""
-        return conversations.job_kinds(self.runtime)
+        """Slack's work for the job layer's workers: recording, answering and stopping turns,
+        and session statuses set on behalf of other processes."""
+        return [*conversations.job_kinds(self.runtime), *stop.job_kinds(self.runtime)]
 
     async def aclose(self) -> None:
         await self.runtime.aclose()
@@ -97,8 +106,10 @@ def build_slack(container: Container) -> SlackIntegration | None:
         return None
     signing_secret = settings.slack_signing_secret.get_secret_value()
 
+    limiter = SlackLimiter()
+
     def make_client(token: str | None) -> AsyncWebClient:
-        return web_client(token, settings.slack_api_url)
+        return web_client(token, settings.slack_api_url, limiter)
 
     oauth: SlackOAuth | None = None
     if oauth_mode:
@@ -134,6 +145,7 @@ def build_slack(container: Container) -> SlackIntegration | None:
         clients=clients,
         directory=SlackDirectory(clients),
         single_workspace=oauth is None,
+        streaming=StreamingPolicy(enabled=settings.slack_streaming),
     )
     container.approvals.directory = runtime.directory
     app.error(on_listener_error)
@@ -157,6 +169,7 @@ async def on_listener_error(error: Exception) -> BoltResponse | None:
 
 def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:
     conversations.register(app, runtime)
+    stop.register(app, runtime)
     approvals.register(app, runtime)
     for module in _optional_modules():
         module.register(app, runtime)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bot.slack import blocks, edit_form, lifecycle_blocks
+from bot.slack import blocks, edit_form, lifecycle_blocks, session_status
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape, truncate
 from core.approvals.policy import Actor, check_may_decide
@@ -235,6 +235,7 @@ async def on_decision(rt: SlackRuntime, output: Output) -> None:
             unfurl_links=False,
             unfurl_media=False,
         )
+        await session_status.settle(c, client, session)
 
 
 def register(app: Any, rt: SlackRuntime) -> None:

@@ -7,7 +7,8 @@
   whatever channel the user is looking at, so the context would change nothing.
 * Messages in the thread are ordinary DM `message` events: `conversations` records each as a
   durable turn (deduplicated, recovered after a crash) like any DM. What this module changes
-  on that path is how a turn shows while it runs: in DMs, Slack's native "is thinking…"
+  on that path is how a turn shows while it runs where replies do not stream natively
+  (`COSMO_SLACK_STREAMING=false`, or Slack refused it): in DMs, Slack's "is thinking…"
   status stands in for the placeholder message (`SlackRuntime.reply_factory`); Slack clears
   the status when our first text is posted.
 

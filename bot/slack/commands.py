@@ -31,6 +31,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
+from bot.slack import session_status
 from bot.slack.admins import may_configure
 from bot.slack.blocks import Blocks, slack_date
 from bot.slack.runtime import SlackRuntime
@@ -350,6 +351,9 @@ async def cmd_end(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
             "conversation you started in this channel.)"
         )
     await run_sync(c.sessions.end, inv.tenant, session.id)
+    await session_status.set_status(
+        client, session.channel_id, session.thread_ts, session_status.CLOSED
+    )
     try:
         agent_name = (await run_sync(c.agents.get, inv.tenant, session.agent_id)).name
     except NotFound:

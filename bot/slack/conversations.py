@@ -9,9 +9,11 @@ listeners. Everything else runs in a worker:
 
 * `slack.event` finds or starts the thread's session and records the turn; the turn's
   `slack.turn` job is enqueued in the turn's own transaction.
-* `slack.turn` answers it. The placeholder's ts goes into the job's progress as soon as it
-  is posted; if the worker dies, another takes the job over once its lease lapses (~16 s)
-  and edits that same placeholder instead of posting a second one. Every write names the
+* `slack.turn` answers it, as a native stream (`streaming.StreamingReply`) or an edited
+  placeholder (`reply.ThreadReply`). The message's ts goes into the job's progress as soon
+  as it is posted; if the worker dies, another takes the job over once its lease lapses
+  (~16 s) and answers in that same message (a stream is stopped first) instead of posting a
+  second one. Every write names the
   job's claim, so a turn is answered once however long it runs.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bot.slack import approvals
+from bot.slack import approvals, session_status
 from bot.slack.blocks import thinking
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
@@ -39,7 +41,6 @@ log = logging.getLogger("cosmo.slack.conversations")
 
 EVENT_JOB = "slack.event"
 TURN_JOB = "slack.turn"
-STOPPED = "_Stopped._"
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
 _IGNORED_SUBTYPES = {
     "bot_message",
@@ -278,7 +279,8 @@ def _no_agent_text(why: str) -> str:
 
 
 async def _orphaned_placeholder(reply: ThreadReply, after_ts: str) -> str | None:
-    """A bot placeholder still reading "Thinking…" in the thread after the turn's message."""
+    """A bot placeholder still reading "Thinking…" (or a stream started with no text yet)
+    in the thread after the turn's message."""
     try:
         found = await reply.client.conversations_replies(
             channel=reply.channel, ts=reply.thread_ts, oldest=after_ts or None, limit=200
@@ -289,7 +291,10 @@ async def _orphaned_placeholder(reply: ThreadReply, after_ts: str) -> str | None
     for message in found.get("messages") or []:
         if (
             message.get("bot_id")
-            and message.get("text") == thinking()
+            and (
+                message.get("text") == thinking()
+                or not (message.get("text") or message.get("blocks"))
+            )
             and (not after_ts or _ts(message.get("ts")) > _ts(after_ts))
         ):
             return str(message["ts"])
@@ -313,7 +318,10 @@ async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
     channel = str(turn.payload.get("channel") or session.channel_id)
     thread_ts = str(turn.payload.get("thread_ts") or session.thread_ts)
     client = await rt.clients.for_tenant(tenant)
-    reply = rt.reply_factory(client, channel, thread_ts)
+    team = turn.payload.get("team") or session.context.get("team_id")
+    reply = rt.reply_for(
+        client, channel, thread_ts, team_id=str(team) if team else None, user_id=turn.user_id
+    )
     placeholder = job.previous.get("placeholder_ts")
     if turn.status in FINISHED_TURN:
         # The previous attempt finished the turn and died before its job ended: show what
@@ -331,6 +339,7 @@ async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
         return await _run_turn(rt, job, turn, session, reply, placeholder)
     except asyncio.CancelledError:
         await _stopped(rt, job, turn_id, reply)
+        await session_status.settle(c, reply.client, session)
         raise
 
 
@@ -356,6 +365,9 @@ async def _run_turn(
         raise
     except Exception:
         log.exception("turn %s: could not post the placeholder", turn.id)
+    await session_status.set_status(
+        reply.client, reply.channel, reply.thread_ts, session_status.PROCESSING
+    )
     if session.user_name is None or session.channel_name is None:
         user_name = await rt.directory.user_name(tenant, session.user_id)
         channel_name = await rt.directory.channel_name(tenant, reply.channel)
@@ -373,6 +385,7 @@ async def _run_turn(
             session,
             turn.user_message,
             on_text=reply.write,
+            on_tool=reply.tool,
             turn=turn,
             user_name=speaker,
             fence=job.fence,
@@ -380,7 +393,7 @@ async def _run_turn(
     except LostClaim:
         raise  # another attempt owns the turn now: say nothing more
     except CosmoError as exc:
-        await _fail(rt, job, turn.id, reply, exc.detail, exc.detail)
+        await _fail(rt, job, turn.id, reply, exc.detail, exc.detail, session)
         return {"status": "failed"}
     except Exception:
         log.exception("turn %s failed unexpectedly", turn.id)
@@ -391,6 +404,7 @@ async def _run_turn(
             reply,
             "internal error",
             "Something went wrong on my side and I couldn't answer. Please try again.",
+            session,
         )
         return {"status": "failed"}
     text = f"⚠️ {result.reply}" if result.failed else result.reply
@@ -398,6 +412,7 @@ async def _run_turn(
     await job.progress(shown=True)
     for output in result.outputs:
         await approvals.post_approval(rt, output, session)
+    await session_status.settle(c, reply.client, session)
     return {"status": result.turn.status}
 
 
@@ -417,7 +432,7 @@ async def _stopped(rt: SlackRuntime, job: JobContext, turn_id: str, reply: Threa
                 job.tenant_id, turn_id, "stopped", fence=job.fence
             )
         )
-        await reply.finish(STOPPED)
+        await reply.stopped()
     except LostClaim:
         return
     except Exception:
@@ -425,7 +440,13 @@ async def _stopped(rt: SlackRuntime, job: JobContext, turn_id: str, reply: Threa
 
 
 async def _fail(
-    rt: SlackRuntime, job: JobContext, turn_id: str, reply: ThreadReply, error: str, message: str
+    rt: SlackRuntime,
+    job: JobContext,
+    turn_id: str,
+    reply: ThreadReply,
+    error: str,
+    message: str,
+    session: SessionView,
 ) -> None:
     await run_sync(
         lambda: rt.container.sessions.finish_turn(
@@ -439,3 +460,4 @@ async def _fail(
         await reply.finish(f"⚠️ {message}")
     except Exception:
         log.exception("turn %s: could not tell the user about the failure", turn_id)
+    await session_status.settle(rt.container, reply.client, session)

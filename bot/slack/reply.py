@@ -24,9 +24,12 @@ from typing import Any
 from bot.slack.blocks import Blocks, reply_with_sources, thinking
 from bot.slack.mrkdwn import from_markdown
 from bot.slack.text import split_message
+from core.agent.engine import ToolStep
 from core.knowledge.citations import Citation
 
 log = logging.getLogger("cosmo.slack.reply")
+
+STOPPED = "_Stopped._"
 
 
 class ThreadReply:
@@ -100,6 +103,13 @@ class ThreadReply:
             self.text = text
         self.citations = list(citations)
         await self._flush(final=True)
+
+    async def tool(self, step: ToolStep) -> None:
+        """Tool calls are not shown on this path: each would cost a `chat.update` (Tier 3)."""
+
+    async def stopped(self) -> None:
+        """A cancel someone asked for: the message says so."""
+        await self.finish(STOPPED)
 
     async def _flush_later(self, wait: float) -> None:
         try:

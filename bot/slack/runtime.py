@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.slack.directory import SlackDirectory
 from bot.slack.reply import ThreadReply
+from bot.slack.streaming import StreamingPolicy, StreamingReply
 from core.jobs.intake import JobIntake
 from core.wiring import Container
 
@@ -42,6 +43,8 @@ class SlackRuntime:
     reply_factory: Callable[[Any, str, str], ThreadReply] = ThreadReply
     """Shows a turn in its thread: `(client, channel, thread_ts) -> ThreadReply`. A listener
     module may swap it (the assistant surface shows Slack's "is thinking…" status in DMs)."""
+    streaming: StreamingPolicy = field(default_factory=StreamingPolicy)
+    """Whether turns stream natively, and the workspaces where Slack refused it."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     intake: JobIntake = field(init=False)
     """The ack path's inserts, their commits shared under bursts."""
@@ -65,6 +68,27 @@ class SlackRuntime:
                 del self.message_locks[key]
             else:
                 self.message_locks[key] = (lock, users - 1)
+
+    def reply_for(
+        self, client: Any, channel: str, thread_ts: str, *, team_id: str | None, user_id: str
+    ) -> ThreadReply:
+        """How a turn shows: a native stream, or `reply_factory`'s reply where the workspace
+        does not stream (that reply is also the stream's fallback)."""
+
+        def edited() -> ThreadReply:
+            return self.reply_factory(client, channel, thread_ts)
+
+        if not self.streaming.allows(team_id or "-"):
+            return edited()
+        return StreamingReply(
+            client,
+            channel,
+            thread_ts,
+            team_id=team_id,
+            user_id=user_id,
+            policy=self.streaming,
+            make_fallback=edited,
+        )
 
     def tenant_for(self, team_id: str | None) -> str:
         """The tenant of a workspace: the default tenant for single-workspace installs."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from core.agent.model import (
     ModelClient,
@@ -64,6 +64,7 @@ from core.skills.runtime import (
 
 log = logging.getLogger("cosmo.agent")
 
+_T = TypeVar("_T")
 MAX_TOOL_RESULT_CHARS = 20_000
 MEMORY_HITS = 5
 
@@ -116,6 +117,25 @@ class TurnResult:
 
 
 KnowledgeLookup = Callable[[str], Awaitable[Sequence[KnowledgeSnippet]]]
+
+SUMMARY_CHARS = 120
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """A tool call as the person waiting may watch it. A read skill reports `in_progress`,
+    then `complete` (or `error`) with a one-line summary of what it returned; an action
+    skill reports `awaiting_approval` once its output is stored (or `error`)."""
+
+    id: str
+    """The model's tool_use id: the same call's updates share it."""
+    skill: str
+    kind: str  # "read" | "action"
+    status: str  # "in_progress" | "complete" | "error" | "awaiting_approval"
+    summary: str = ""
+
+
+ToolSink = Callable[[ToolStep], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,7 @@ class ConfigurableAgent:
         user_message: str,
         *,
         on_text: TextSink | None = None,
+        on_tool: ToolSink | None = None,
         turn: TurnView | None = None,
         dedupe_key: str | None = None,
         user_name: str | None = None,
@@ -183,7 +204,8 @@ class ConfigurableAgent:
 
         The speaker is the turn's user (several people can talk in one Slack thread);
         `user_name` is their display name when the caller knows it. `fence` is the job
-        claim's check, run where the turn is finished (see `SessionService.finish_turn`)."""
+        claim's check, run where the turn is finished (see `SessionService.finish_turn`).
+        `on_tool` hears of each tool call as it starts and ends (see `ToolStep`)."""
         if turn is None:
             turn, _created = await run_sync(
                 lambda: self.sessions.begin_turn(
@@ -198,7 +220,7 @@ class ConfigurableAgent:
         if turn.user_id != session.user_id or user_name:
             name = user_name or (session.user_name if turn.user_id == session.user_id else None)
             session = session.model_copy(update={"user_id": turn.user_id, "user_name": name})
-        run = _TurnRun(self, session, turn, _safe_sink(on_text), fence)
+        run = _TurnRun(self, session, turn, _safe_sink(on_text), fence, _safe_sink(on_tool))
         return await run.execute(user_message)
 
 
@@ -212,9 +234,11 @@ class _TurnRun:
         turn: TurnView,
         on_text: TextSink | None,
         fence: Fence | None = None,
+        on_tool: ToolSink | None = None,
     ) -> None:
         self.a = agent
         self.fence = fence
+        self.on_tool = on_tool
         self.session = session
         self.turn = turn
         self.on_text = on_text
@@ -359,6 +383,11 @@ class _TurnRun:
             u.cache_write_tokens + r.cache_write_tokens,
         )
 
+    async def _tell(self, block: dict[str, Any], kind: str, status: str, summary: str) -> None:
+        if self.on_tool is not None:
+            name = str(block.get("name", ""))
+            await self.on_tool(ToolStep(str(block.get("id") or name), name, kind, status, summary))
+
     async def _run_tool(self, block: dict[str, Any]) -> dict[str, Any]:
         name = str(block.get("name", ""))
         started = time.perf_counter()
@@ -366,19 +395,27 @@ class _TurnRun:
         if skill is None:
             result = SkillResult(f"There is no tool named {name!r} for this agent.", is_error=True)
             self.steps.append(Step("tool", name, _ms(started), {"error": "unknown tool"}))
+            await self._tell(block, "read", "error", "unknown tool")
             return _tool_result(block, result)
+        kind = "action" if skill.spec.kind == SkillKind.ACTION else "read"
         try:
             arguments = skill.validate(block.get("input", {}))
         except SkillArgumentsInvalid as exc:
             self.steps.append(Step("tool", name, _ms(started), {"error": exc.detail}))
+            await self._tell(block, kind, "error", "invalid arguments")
             return _tool_result(block, SkillResult(exc.detail, is_error=True))
         source = None
-        if skill.spec.kind == SkillKind.ACTION:
+        if kind == "action":
             result, detail = await self._propose(skill, arguments)
+            status = "error" if result.is_error else "awaiting_approval"
+            await self._tell(block, kind, status, _one_line(result.content))
         else:
+            await self._tell(block, kind, "in_progress", "")
             result = await self._read(skill, arguments)
             detail = {"is_error": result.is_error}
             source = skill.data_source
+            status = "error" if result.is_error else "complete"
+            await self._tell(block, kind, status, _one_line(result.content))
         self.steps.append(Step("tool", name, _ms(started), {"input": arguments, **detail}))
         return _tool_result(block, result, fenced_as=source)
 
@@ -597,16 +634,23 @@ def _tool_result(
     return out
 
 
-def _safe_sink(sink: TextSink | None) -> TextSink | None:
+def _one_line(text: str) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"
+
+
+def _safe_sink(
+    sink: Callable[[_T], Awaitable[None]] | None,
+) -> Callable[[_T], Awaitable[None]] | None:
     """A failing display (Slack down) must not fail the turn."""
     if sink is None:
         return None
 
-    async def guarded(text: str) -> None:
+    async def guarded(item: _T) -> None:
         try:
-            await sink(text)
+            await sink(item)
         except Exception:
-            log.exception("streaming text to the user failed")
+            log.exception("showing the turn's progress to the user failed")
 
     return guarded
 

@@ -160,7 +160,7 @@ def test_a_workspace_installs_and_its_events_run_under_its_own_tenant_and_token(
     ts = mention.payload["event"]["ts"]
     replies = [m for m in server.slack.messages_in(CHANNEL_ID, thread_ts=ts) if m.ts != ts]
     assert [m.text for m in replies] == ["Hi from your workspace."]
-    posts = server.slack.calls("chat.postMessage")
+    posts = reply_calls(server)
     assert posts and {p.token for p in posts} == {token}
     session = server.container.sessions.find_by_key(TEAM_ID, session_key(TEAM_ID, CHANNEL_ID, ts))
     assert session is not None and session.tenant_id == TEAM_ID
@@ -225,7 +225,17 @@ def test_an_event_from_a_workspace_that_never_installed_is_not_processed(server)
 
     assert response.status_code == 200  # acked, so Slack does not retry it
     assert server.claude.message_requests == []
-    assert server.slack.calls("chat.postMessage") == []
+    assert reply_calls(server) == []
+
+
+def reply_calls(server: Server) -> list[Any]:
+    """The calls that showed a reply (streamed, or posted and edited)."""
+    return [c for c in server.slack.calls() if c.method in REPLY_METHODS]
+
+
+REPLY_METHODS = frozenset(
+    {"chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream"}
+)
 
 
 def expire_soon(server: Server) -> None:
@@ -251,7 +261,7 @@ def test_an_incoming_event_refreshes_an_expiring_token_at_our_slack_api_url(serv
     assert refresh.params["grant_type"] == "refresh_token"
     new = refresh.response["access_token"]
     assert new != old
-    assert {p.token for p in server.slack.calls("chat.postMessage")} == {new}
+    assert {p.token for p in reply_calls(server)} == {new}
 
 
 @pytest.mark.parametrize("real_db", BACKENDS, indirect=True)

@@ -63,6 +63,7 @@ def environment(tmp_path: Path, slack: FakeSlackAPI, claude: FakeAnthropicAPI) -
         SLACK_API_URL=slack.base_url,
         ANTHROPIC_API_KEY="test-key",
         ANTHROPIC_BASE_URL=claude.base_url,
+        COSMO_SLACK_STREAMING="false",  # these tests follow the chat.update placeholder
     )
     cosmo(env, "db", "upgrade")
     return env

@@ -68,6 +68,7 @@ from tests.fakes.slack_workspace import (
     Message,
     MethodCall,
     Refused,
+    SessionStatus,
     Token,
     User,
     Workspace,
@@ -92,10 +93,23 @@ __all__ = [
     "Channel",
     "FakeSlackAPI",
     "Message",
+    "SessionStatus",
     "User",
 ]
 
 HANDLER_THREAD_NAME = "fake-slack-api-handler"
+
+SLACK_TIERS: dict[str, tuple[int, float, bool]] = {
+    "chat.postMessage": (1, 1.0, True),
+    "chat.startStream": (1, 1.0, True),
+    "chat.update": (50, 60.0, False),
+    "chat.appendStream": (100, 60.0, False),
+    "chat.stopStream": (100, 60.0, False),
+}
+"""`enforce_tiers`: method -> (calls, per seconds, per channel). Slack's documented tiers
+(limits per method per app per workspace): chat.update Tier 3 (50/min), chat.appendStream
+Tier 4 (100/min); posting ~1 message/s per channel, and startStream posts one. stopStream's
+tier is not published where we looked: it gets appendStream's."""
 
 # Form-encoded calls carry these as JSON strings; record them decoded, as Slack reads them.
 _JSON_FIELDS = frozenset(
@@ -380,6 +394,17 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
         with self._lock:
             self._throttles[method] = _Throttle(limit, per, per_channel)
 
+    def enforce_tiers(self, tiers: Mapping[str, tuple[int, float, bool]] | None = None) -> None:
+        """Switch on Slack's per-method limits (`SLACK_TIERS`, or the `tiers` given) as
+        `throttle`s, counted from now."""
+        for name, (limit, per, per_channel) in (tiers or SLACK_TIERS).items():
+            self.throttle(name, limit=limit, per=per, per_channel=per_channel)
+
+    def subscribe_events(self, *events: str) -> None:
+        """What the app's event subscriptions hold (the manifest's `bot_events`)."""
+        with self._lock:
+            self._ws.subscribed_events.update(events)
+
     def set_latency(self, seconds: float, method: str | None = None) -> None:
         """Delay answers to `method` (or to every method) by `seconds`."""
         with self._lock:
@@ -474,6 +499,28 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
     def home_view(self, user_id: str) -> dict[str, Any] | None:
         with self._lock:
             return copy.deepcopy(self._ws.home_views.get(user_id))
+
+    def stop_streams(self, channel: str, thread_ts: str) -> list[str]:
+        """What Slack does when someone clicks Stop on a processing agent session: it ends
+        the thread's open streams itself (then sends `agent_session_stopped` naming them).
+        Returns their ts, for the event's `streaming_message_ts`."""
+        with self._lock:
+            stopped = [m for m in self._ws.thread(channel, thread_ts) if m.streaming]
+            for message in stopped:
+                message.streaming = False
+            return [m.ts for m in stopped]
+
+    def session_statuses(self, channel: str, thread_ts: str) -> list[str]:
+        """Every status set on the thread's agent session, oldest first."""
+        return [s.status for s in self.session_history(channel, thread_ts)]
+
+    def session_history(self, channel: str, thread_ts: str) -> list[SessionStatus]:
+        with self._lock:
+            return list(self._ws.agent_sessions.get((channel, thread_ts), []))
+
+    def rate_limited(self, method: str | None = None) -> list[Call]:
+        """Calls answered 429."""
+        return [c for c in self.calls(method) if c.status == 429]
 
     def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThread:
         with self._lock:

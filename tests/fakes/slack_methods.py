@@ -24,6 +24,7 @@ from tests.fakes.slack_workspace import (
     Message,
     MethodCall,
     Refused,
+    SessionStatus,
     Token,
     Workspace,
     truthy,
@@ -31,6 +32,11 @@ from tests.fakes.slack_workspace import (
 
 Method = Callable[[Workspace, MethodCall], dict[str, Any]]
 _STREAM_TEXT_LIMIT = 12_000
+_TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+_DISPLAY_MODES = frozenset({"timeline", "plan"})
+SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
+STOP_EVENT = "agent_session_stopped"
 
 HANDLERS: dict[str, Method] = {}
 """Method name -> implementation; `FakeSlackAPI` answers `unknown_method` for the rest."""
@@ -202,6 +208,9 @@ def chat_start_stream(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     if not channel.is_im:  # in channels Slack needs to know who the stream is for
         call.need("recipient_team_id")
         call.need("recipient_user_id")
+    if call.get("task_display_mode", "timeline") not in _DISPLAY_MODES:
+        raise Refused("invalid_arguments")
+    _check_chunks(call)
     message = ws.post(channel, call, text="", streaming=True)
     _stream(ws, message, call)
     return {"channel": channel.id, "ts": message.ts}
@@ -210,6 +219,9 @@ def chat_start_stream(ws: Workspace, call: MethodCall) -> dict[str, Any]:
 @method("chat.appendStream")
 def chat_append_stream(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     message = _streaming_message(ws, call)
+    if not (call.get("markdown_text") or call.get("chunks")):
+        raise Refused("no_text")
+    _check_chunks(call)
     _stream(ws, message, call)
     return {"channel": message.channel, "ts": message.ts}
 
@@ -217,8 +229,15 @@ def chat_append_stream(ws: Workspace, call: MethodCall) -> dict[str, Any]:
 @method("chat.stopStream")
 def chat_stop_stream(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     message = _streaming_message(ws, call)
+    status = call.get("session_status")
+    if status is not None and status not in SESSION_STATUSES:
+        raise Refused("invalid_arguments")
+    _check_chunks(call)
     _stream(ws, message, call)
     message.streaming = False
+    if status is not None and message.thread_ts:
+        key = (message.channel, message.thread_ts)
+        ws.agent_sessions.setdefault(key, []).append(SessionStatus(str(status)))
     if call.get("blocks"):
         message.blocks = list(message.blocks) + list(call.get("blocks"))
     if call.get("metadata"):
@@ -234,6 +253,25 @@ def _streaming_message(ws: Workspace, call: MethodCall) -> Message:
         message.streaming = False
         raise Refused("message_not_in_streaming_state")
     return message
+
+
+def _check_chunks(call: MethodCall) -> None:
+    """The chunk shapes of Slack's text streaming (slack_sdk.models.messages.chunk): a known
+    `type`; a task needs an id, a title and one of Slack's four statuses; a plan a title."""
+    chunks = call.get("chunks", [])
+    if not isinstance(chunks, list):
+        raise Refused("invalid_chunks")
+    for chunk in chunks:
+        if not isinstance(chunk, Mapping) or chunk.get("type") not in _CHUNK_TYPES:
+            raise Refused("invalid_chunks")
+        if chunk["type"] == "task_update" and not (
+            chunk.get("id") and chunk.get("title") and chunk.get("status") in _TASK_STATUSES
+        ):
+            raise Refused("invalid_chunks")
+        if chunk["type"] == "plan_update" and not chunk.get("title"):
+            raise Refused("invalid_chunks")
+        if chunk["type"] == "blocks" and not isinstance(chunk.get("blocks"), list):
+            raise Refused("invalid_chunks")
 
 
 def _stream(ws: Workspace, message: Message, call: MethodCall) -> None:
@@ -445,6 +483,32 @@ def assistant_threads(ws: Workspace, call: MethodCall) -> dict[str, Any]:
         current = dataclasses.replace(current, prompts=tuple(prompts))
     ws.assistant[key] = current
     return {}
+
+
+# -- agent sessions --------------------------------------------------------------------------------
+
+
+@method("agents.sessions.setStatus")
+def agents_sessions_set_status(ws: Workspace, call: MethodCall) -> dict[str, Any]:
+    """Creates the thread's session if needed and records the status. Like Slack, it warns
+    (ok, with `warning`) when the app does not subscribe to `agent_session_stopped`: without
+    it the Stop button Slack shows while `processing` would reach nobody."""
+    channel = ws.channel(call.need("channel_id", "channel_not_found"), create=False)
+    thread_ts = str(call.need("thread_ts"))
+    status = call.need("status")
+    if status not in SESSION_STATUSES:
+        raise Refused("invalid_arguments")
+    history = ws.agent_sessions.setdefault((channel.id, thread_ts), [])
+    title, initiator = call.get("title"), call.get("initiator_user_id")
+    history.append(
+        SessionStatus(
+            str(status), str(title) if title else None, str(initiator) if initiator else None
+        )
+    )
+    if STOP_EVENT in ws.subscribed_events:
+        return {}
+    warning = "missing_agent_session_stopped_event_subscription"
+    return {"warning": warning, "response_metadata": {"warnings": [warning]}}
 
 
 # -- response_url ----------------------------------------------------------------------------------

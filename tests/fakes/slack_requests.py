@@ -28,7 +28,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -255,6 +255,27 @@ class SlackRequests:
         return self._json(
             payload, timestamp=timestamp, retry_num=retry_num, retry_reason=retry_reason
         )
+
+    def agent_session_stopped(
+        self,
+        *,
+        thread_ts: str,
+        streaming_message_ts: Sequence[str] = (),
+        user: str | None = None,
+        channel: str | None = None,
+        event_id: str | None = None,
+    ) -> SignedRequest:
+        """Someone clicked Stop on the thread's agent session (Slack already ended the
+        streams it lists)."""
+        event = {
+            "type": "agent_session_stopped",
+            "channel": channel or self.channel_id,
+            "thread_ts": thread_ts,
+            "user": user or self.user_id,
+            "streaming_message_ts": list(streaming_message_ts),
+            "event_ts": self.next_ts(),
+        }
+        return self.event_callback(event, event_id=event_id)
 
     def app_mention(
         self,

@@ -201,6 +201,15 @@ class AssistantThread:
 
 
 @dataclass(frozen=True)
+class SessionStatus:
+    """One `agents.sessions.setStatus` (or `chat.stopStream` `session_status`) on a thread."""
+
+    status: str
+    title: str | None = None
+    initiator_user_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Token:
     """Who a token authenticates."""
 
@@ -293,6 +302,10 @@ class Workspace:
         self.home_views: dict[str, dict[str, Any]] = {}
         self.used_triggers: set[str] = set()
         self.assistant: dict[tuple[str, str], AssistantThread] = {}
+        self.agent_sessions: dict[tuple[str, str], list[SessionStatus]] = {}
+        """(channel, thread_ts) -> every status set on that thread's agent session, in order."""
+        self.subscribed_events: set[str] = set()
+        """Events the app's configuration subscribes to (`setStatus` warns without Stop's)."""
         self.oauth_codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, str] = {}
         self.response_urls: dict[str, tuple[str | None, str | None, str | None]] = {}

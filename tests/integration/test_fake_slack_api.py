@@ -467,6 +467,96 @@ def test_streams_expire_like_slacks() -> None:
         assert late.response["error"] == "message_not_in_streaming_state"
 
 
+def test_stream_chunks_are_checked_like_slacks(fake: FakeSlackAPI, client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="D0ALICE001", text="q")["ts"]
+    task = {"type": "task_update", "id": "t1", "title": "crm_lookup", "status": "in_progress"}
+    ts = client.chat_startStream(channel="D0ALICE001", thread_ts=parent, chunks=[task])["ts"]
+    done = {**task, "status": "complete", "output": "1 account"}
+    client.chat_appendStream(channel="D0ALICE001", ts=ts, chunks=[done])
+
+    for bad in (
+        {**task, "status": "awaiting"},
+        {"type": "task_update", "title": "no id", "status": "pending"},
+        {"type": "plan_update"},
+        {"type": "sparkles"},
+    ):
+        refused = _error(
+            lambda b=bad: client.chat_appendStream(  # type: ignore[misc]
+                channel="D0ALICE001", ts=ts, chunks=[b]
+            )
+        )
+        assert refused.response["error"] == "invalid_chunks"
+    empty = _error(lambda: client.chat_appendStream(channel="D0ALICE001", ts=ts))
+    assert empty.response["error"] == "no_text"
+
+    assert [c["status"] for c in fake.message("D0ALICE001", ts).chunks] == [
+        "in_progress",
+        "complete",
+    ]
+
+
+def test_streaming_refusals_can_be_scripted_per_workspace(
+    fake: FakeSlackAPI, client: WebClient
+) -> None:
+    fake.fail("chat.startStream", "not_allowed")
+    parent = client.chat_postMessage(channel="D0ALICE001", text="q")["ts"]
+
+    refused = _error(lambda: client.chat_startStream(channel="D0ALICE001", thread_ts=parent))
+
+    assert refused.response["error"] == "not_allowed"
+    assert [m.ts for m in fake.messages_in("D0ALICE001")] == [parent]
+
+
+def test_agent_session_status_is_recorded_per_thread(fake: FakeSlackAPI, client: WebClient) -> None:
+    parent = client.chat_postMessage(channel=CHANNEL_ID, text="q")["ts"]
+
+    first = client.agents_sessions_setStatus(
+        channel_id=CHANNEL_ID,
+        thread_ts=parent,
+        status="processing",
+        title="Acme",
+        initiator_user_id=USER_ID,
+    )
+    fake.subscribe_events("agent_session_stopped")
+    second = client.agents_sessions_setStatus(
+        channel_id=CHANNEL_ID, thread_ts=parent, status="suspended"
+    )
+
+    assert first["warning"] == "missing_agent_session_stopped_event_subscription"
+    assert "warning" not in second.data
+    assert fake.session_statuses(CHANNEL_ID, parent) == ["processing", "suspended"]
+    assert fake.session_history(CHANNEL_ID, parent)[0].initiator_user_id == USER_ID
+    bad = _error(
+        lambda: client.agents_sessions_setStatus(
+            channel_id=CHANNEL_ID, thread_ts=parent, status="thinking"
+        )
+    )
+    assert bad.response["error"] == "invalid_arguments"
+    nowhere = _error(
+        lambda: client.agents_sessions_setStatus(
+            channel_id="C0NOWHERE1", thread_ts=parent, status="active"
+        )
+    )
+    assert nowhere.response["error"] == "channel_not_found"
+    ts = client.chat_startStream(channel="D0ALICE001", thread_ts=parent)["ts"]
+    client.chat_stopStream(channel="D0ALICE001", ts=ts, session_status="active")
+    assert fake.session_statuses("D0ALICE001", parent) == ["active"]
+
+
+def test_tiers_limit_per_method_across_the_workspace(fake: FakeSlackAPI, client: WebClient) -> None:
+    fake.enforce_tiers({"chat.update": (3, 60.0, False)})
+    ts = [client.chat_postMessage(channel=c, text="x")["ts"] for c in (CHANNEL_ID, "C0APPROVAL")]
+
+    client.chat_update(channel=CHANNEL_ID, ts=ts[0], text="1")
+    client.chat_update(channel="C0APPROVAL", ts=ts[1], text="2")
+    client.chat_update(channel=CHANNEL_ID, ts=ts[0], text="3")
+    limited = _error(lambda: client.chat_update(channel="C0APPROVAL", ts=ts[1], text="4"))
+
+    assert limited.response.status_code == 429
+    assert [c.method for c in fake.rate_limited()] == ["chat.update"]
+    assert client.chat_postMessage(channel="C0APPROVAL", text="other methods are free")["ok"]
+
+
 def test_assistant_thread_status_clears_when_the_app_replies(
     fake: FakeSlackAPI, client: WebClient
 ) -> None:

@@ -53,6 +53,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "assistant.threads.setStatus": ("assistant:write",),
     "assistant.threads.setSuggestedPrompts": ("assistant:write",),
     "assistant.threads.setTitle": ("assistant:write",),
+    "agents.sessions.setStatus": ("chat:write",),
 }
 # Client helpers that wrap several methods.
 HELPERS = {"chat_stream": ("chat.startStream", "chat.appendStream", "chat.stopStream")}
@@ -69,6 +70,7 @@ LISTENER_EVENTS = {
     "app_home_opened": {"app_home_opened"},
     "assistant_thread_started": {"assistant_thread_started"},
     "assistant_thread_context_changed": {"assistant_thread_context_changed"},
+    "agent_session_stopped": {"agent_session_stopped"},
 }
 EVENT_SCOPES: dict[str, str | None] = {
     "app_mention": "app_mentions:read",
@@ -79,6 +81,7 @@ EVENT_SCOPES: dict[str, str | None] = {
     "app_home_opened": None,
     "assistant_thread_started": "assistant:write",
     "assistant_thread_context_changed": "assistant:write",
+    "agent_session_stopped": None,
 }
 
 

@@ -14,6 +14,7 @@ from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from bot.slack.stop import closed_job
 from core.agent.runner import ClaudeNotConfigured
 from core.agent.turn_job import TurnJobs, TurnState, turn_jobs
 from core.concurrency import run_sync
@@ -329,4 +330,10 @@ async def cancel_turn(
 
 @router.post("/sessions/{session_id}/end", responses=problem_responses(404))
 def end_session(session_id: str, caller: ReviewerDep, c: ContainerDep) -> SessionView:
-    return c.sessions.end(caller.tenant_id, session_id)
+    """End a session. A Slack thread's agent session then shows `closed` (set by a worker:
+    this process may have no Slack client)."""
+    ended = c.sessions.end(caller.tenant_id, session_id)
+    closing = closed_job(ended)
+    if closing is not None:
+        c.jobs.submit(**closing)
+    return ended

@@ -1,0 +1,117 @@
+"""`StreamingReply` against the fake Slack through the real `AsyncWebClient`: what the thread
+ends up showing for the text and steps a turn reports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.streaming import StreamingPolicy, StreamingReply
+from core.agent.engine import ToolStep
+from tests.fakes.slack_api import BOT_TOKEN, CHANNEL_ID, TEAM_ID, USER_ID, FakeSlackAPI
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[FakeSlackAPI]:
+    with FakeSlackAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(_server: FakeSlackAPI) -> FakeSlackAPI:
+    _server.reset()
+    return _server
+
+
+def reply_in(fake: FakeSlackAPI, policy: StreamingPolicy | None = None) -> StreamingReply:
+    parent = fake.add_message(CHANNEL_ID, "<@U0COSMOBOT> question")
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+    return StreamingReply(
+        client, CHANNEL_ID, parent.ts, team_id=TEAM_ID, user_id=USER_ID, policy=policy, interval=0
+    )
+
+
+async def test_the_recorded_reply_does_not_repeat_what_was_streamed(fake):
+    reply = reply_in(fake)
+    await reply.start()
+    for delta in ("Let me check.", "\n\n"):
+        await reply.write(delta)
+    await reply.tool(ToolStep("toolu_1", "lookup_account", "read", "in_progress"))
+    for delta in ("\n\n", "Acme renews."):
+        await reply.write(delta)
+    await asyncio.sleep(0.2)  # the batched text goes out
+
+    # The engine joins its texts with one blank line; the stream had two.
+    await reply.finish("Let me check.\n\nAcme renews.")
+
+    shown = fake.message(CHANNEL_ID, reply.stream_ts or "")
+    assert shown.text.count("Acme renews.") == 1 and shown.text.startswith("Let me check.")
+    assert not shown.streaming
+
+
+async def test_a_final_text_that_does_not_continue_the_stream_follows_it(fake):
+    reply = reply_in(fake)
+    await reply.start()
+    await reply.write("Half an answer")
+    await reply.finish("⚠️ Something went wrong on my side.")
+
+    shown = fake.message(CHANNEL_ID, reply.stream_ts or "")
+    assert shown.text == "Half an answer\n\n⚠️ Something went wrong on my side."
+
+
+async def test_a_stream_slack_ended_gets_the_answer_as_a_message_of_its_own(fake):
+    reply = reply_in(fake)
+    await reply.start()
+    await reply.write("Partial")
+    fake.stop_streams(CHANNEL_ID, reply.thread_ts)
+
+    await reply.write(" more")
+    await reply.finish("Partial more, and the end.")
+
+    texts = [m.text for m in fake.messages_in(CHANNEL_ID, thread_ts=reply.thread_ts)][1:]
+    assert texts == ["Partial", "Partial more, and the end."]
+
+
+async def test_only_refusals_of_the_workspace_are_remembered(fake):
+    policy = StreamingPolicy()
+    fake.fail("chat.startStream", "internal_error", times=1)
+    first = reply_in(fake, policy)
+    await first.start()
+    fake.fail("chat.startStream", "not_allowed", times=1)
+    second = reply_in(fake, policy)
+    await second.start()
+
+    assert first.fallback is not None and second.fallback is not None
+    assert policy.refused == {TEAM_ID: "not_allowed"}
+    assert not policy.allows(TEAM_ID) and policy.allows("T0OTHER001")
+
+
+async def test_text_written_while_an_append_is_on_its_way_is_not_lost(fake):
+    fake.set_latency(1.0, "chat.appendStream")
+    reply = reply_in(fake)
+    reply.interval = 5.0  # later text waits for the end
+    await reply.start()
+    first = asyncio.create_task(reply.write("first"))  # the first text goes out at once
+    await asyncio.sleep(0.1)  # the fake holds its answer for 1 s
+    assert not first.done()
+    await reply.write(" second")  # while that append is still on its way
+    await first
+
+    await reply.finish("first second")
+
+    assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "first second"
+
+
+async def test_a_space_already_streamed_is_not_streamed_again(fake):
+    reply = reply_in(fake)
+    reply.interval = 5.0
+    await reply.start()
+    await reply.write("Hi from ")  # the first text goes out at once, its space with it
+    await reply.write("your workspace.")
+
+    await reply.finish("Hi from your workspace.")
+
+    assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "Hi from your workspace."
