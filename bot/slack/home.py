@@ -147,9 +147,13 @@ async def home_data(
 async def publish_home(
     rt: SlackRuntime, tenant: str, user: str, filters: ReviewFilters | None = None
 ) -> None:
-    data = await home_data(rt, tenant, user, filters)
-    client = await rt.clients.for_tenant(tenant)
-    await client.views_publish(user_id=user, view=ui.home_view(data))
+    # One publish at a time per user, each reading the queue once it holds the lock: the
+    # view published last is the one computed last (a burst of decisions republishes the
+    # Home once per decision, and an earlier, staler view must not land after a later one).
+    async with rt.message_lock(f"home:{tenant}:{user}"):
+        data = await home_data(rt, tenant, user, filters)
+        client = await rt.clients.for_tenant(tenant)
+        await client.views_publish(user_id=user, view=ui.home_view(data))
 
 
 def filters_of_view(view: dict[str, Any] | None) -> ReviewFilters:
