@@ -13,16 +13,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.slack import blocks, edit_form, lifecycle_blocks, session_status
+from bot.slack.errors import form_error, slack_message
 from bot.slack.runtime import SlackRuntime
-from bot.slack.text import escape, truncate
+from bot.slack.text import truncate
 from core.approvals.policy import Actor, check_may_decide
 from core.concurrency import run_sync
 from core.errors import (
     CosmoError,
-    NotAllowedToDecide,
     NotFound,
-    OutputAlreadyDecided,
     StaleRevision,
     ValidationFailed,
 )
@@ -238,7 +240,7 @@ async def on_decision(rt: SlackRuntime, output: Output) -> None:
         await session_status.settle(c, client, session)
 
 
-def register(app: Any, rt: SlackRuntime) -> None:
+def register(app: AsyncApp, rt: SlackRuntime) -> None:
     c = rt.container
 
     async def ephemeral(body: dict[str, Any], text: str) -> None:
@@ -257,20 +259,12 @@ def register(app: Any, rt: SlackRuntime) -> None:
         await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
 
     async def explain(body: dict[str, Any], exc: CosmoError) -> None:
-        if isinstance(exc, OutputAlreadyDecided):
-            await ephemeral(
-                body, blocks.ephemeral_already_decided(exc.status, exc.decided_by, exc.decided_at)
-            )
-        elif isinstance(exc, StaleRevision):
+        latest = None
+        if isinstance(exc, StaleRevision):
             tenant = rt.tenant_for((body.get("team") or {}).get("id"))
             channel = (body.get("channel") or {}).get("id")
-            link = await current_message_link(rt, tenant, exc.output_id, channel)
-            await ephemeral(body, blocks.ephemeral_stale(exc.current, link))
-        elif isinstance(exc, NotAllowedToDecide) and exc.approvers:
-            message = blocks.ephemeral_not_an_approver(exc.agent_name or "", exc.approvers)
-            await ephemeral(body, message)
-        else:
-            await ephemeral(body, f"⚠️ {escape(exc.detail)}")
+            latest = await current_message_link(rt, tenant, exc.output_id, channel)
+        await ephemeral(body, slack_message(exc, latest=latest))
 
     def clicked(body: dict[str, Any]) -> tuple[str, str, int, Actor]:
         """(tenant, output id, revision the message showed, who clicked)."""
@@ -309,7 +303,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
                 body, blocks.ephemeral_already_decided(o.status.value, o.decided_by, o.decided_at)
             )
 
-    async def on_approve(ack: Any, body: dict[str, Any]) -> None:
+    async def on_approve(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         tenant, output_id, revision, _ = clicked(body)
         # Execution may take a while: answer Slack now, decide right after.
@@ -332,7 +326,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         current = await run_sync(c.outputs.get, tenant, output_id)
         await refresh_decided(rt, current)  # show the grant (and its Revoke) on the message
 
-    async def on_approve_grant(ack: Any, body: dict[str, Any]) -> None:
+    async def on_approve_grant(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         tenant, output_id, revision, _ = clicked(body)
         rt.spawn(
@@ -340,7 +334,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             name=f"approve-grant:{output_id}",
         )
 
-    async def on_revoke_grant(ack: Any, body: dict[str, Any]) -> None:
+    async def on_revoke_grant(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         tenant = rt.tenant_for((body.get("team") or {}).get("id"))
         grant_id = str(body["actions"][0]["value"])
@@ -358,7 +352,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             return
         await refresh_decided(rt, output)
 
-    async def on_reject(ack: Any, body: dict[str, Any], client: Any) -> None:
+    async def on_reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         tenant, output_id, revision, actor = clicked(body)
         try:
@@ -372,7 +366,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         )
         await client.views_open(trigger_id=body["trigger_id"], view=view)
 
-    async def on_edit_clicked(ack: Any, body: dict[str, Any], client: Any) -> None:
+    async def on_edit_clicked(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         tenant, output_id, revision, actor = clicked(body)
         try:
@@ -409,7 +403,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         )
         await client.views_open(trigger_id=body["trigger_id"], view=view)
 
-    async def on_edit_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         state = view.get("state", {}).get("values", {}) or {}
         first = next(iter(state), None)
 
@@ -439,14 +433,8 @@ def register(app: Any, rt: SlackRuntime) -> None:
                 "is current). Nothing was saved: close it and edit the latest."
             )
             return
-        except OutputAlreadyDecided as exc:
-            await refuse(
-                "Nothing was saved: "
-                + blocks.ephemeral_already_decided(exc.status, exc.decided_by, exc.decided_at)
-            )
-            return
         except CosmoError as exc:
-            await refuse(f"Nothing was saved: {exc.detail}")
+            await refuse(form_error(exc, prefix="Nothing was saved: "))
             return
         form = edit_form.edit_fields(
             (output.skill_snapshot or {}).get("input_schema"), output.arguments
@@ -471,11 +459,13 @@ def register(app: Any, rt: SlackRuntime) -> None:
             )
             return
         except CosmoError as exc:
-            await refuse(f"Nothing was saved: {exc.detail}")
+            await refuse(form_error(exc, prefix="Nothing was saved: "))
             return
         await ack()
 
-    async def on_reject_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_reject_submitted(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
         values = view.get("state", {}).get("values", {})
         reason = (
             (values.get(blocks.REASON_BLOCK, {}).get(blocks.REASON_INPUT, {}) or {}).get("value")
@@ -497,20 +487,9 @@ def register(app: Any, rt: SlackRuntime) -> None:
         try:
             await c.approvals.precheck(tenant, output_id, "reject", actor, revision)
         except CosmoError as exc:
-            if isinstance(exc, OutputAlreadyDecided):
-                message = blocks.ephemeral_already_decided(
-                    exc.status, exc.decided_by, exc.decided_at
-                )
-            elif isinstance(exc, StaleRevision):
-                message = (
-                    f"This output was edited since you opened this (revision {exc.current} "
-                    "is current): review the latest before rejecting."
-                )
-            else:
-                message = exc.detail
             await ack(
                 response_action="errors",
-                errors={blocks.REASON_BLOCK: message[:FORM_ERROR_CHARS]},
+                errors={blocks.REASON_BLOCK: truncate(form_error(exc), FORM_ERROR_CHARS)},
             )
             return
         await ack()

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.reply import ThreadReply
@@ -54,7 +55,7 @@ class AgentBrief:
     skills: tuple[SkillBrief, ...] = ()
 
 
-def register(app: Any, rt: SlackRuntime) -> None:
+def register(app: AsyncApp, rt: SlackRuntime) -> None:
     rt.reply_factory = thread_reply
 
     async def on_thread_started(body: dict[str, Any], event: dict[str, Any], request: Any) -> None:

@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
 from bot.slack import session_status
 from bot.slack.admins import may_configure
 from bot.slack.blocks import Blocks, slack_date
+from bot.slack.errors import slack_message
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
@@ -149,18 +152,18 @@ def _text(text: str) -> Answer:
 # -- subcommands --------------------------------------------------------------------------
 
 
-async def cmd_help(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_help(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     return ui.help_message(can_configure=await may_configure(rt, inv.tenant, inv.user))
 
 
-async def cmd_list(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_list(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
     agents = await run_sync(_all_agents, rt, inv.tenant)
     resolution = await run_sync(c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel)
     return ui.agent_list(agents, answering_id=resolution.agent_id, why=resolution.why)
 
 
-async def cmd_show(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_show(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
     agent = await _agent(rt, inv.tenant, inv.name("show NAME"))
 
@@ -189,7 +192,7 @@ async def cmd_show(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     )
 
 
-async def cmd_use(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_use(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("use NAME [--default]")
     unknown = inv.flags - {"--default"}
     if unknown:
@@ -219,7 +222,7 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     return _text(f"✅ *{agent.name}* now answers in <#{inv.channel}>. Mention me to talk to it.")
 
 
-async def cmd_create(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_create(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     await _require_admin(rt, inv)
     personas = await run_sync(_all_personas, rt, inv.tenant)
     skills = await run_sync(_all_skills, rt, inv.tenant)
@@ -234,7 +237,7 @@ async def cmd_create(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     return None
 
 
-async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("edit NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
@@ -259,7 +262,7 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     return None
 
 
-async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("skills NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
@@ -278,7 +281,7 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     return None
 
 
-async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("persona NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
@@ -295,7 +298,7 @@ async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
     return None
 
 
-async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
     args = list(inv.args)
     clear = bool(args) and args[0].lower() == "clear"
@@ -342,7 +345,7 @@ def _latest_session(rt: SlackRuntime, inv: Invocation) -> SessionView | None:
     return max(found, key=lambda s: (s.updated_at, s.id), default=None)
 
 
-async def cmd_end(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_end(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
     session = await run_sync(_latest_session, rt, inv)
     if session is None:
@@ -388,13 +391,15 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-async def cmd_unknown(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
+async def cmd_unknown(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     _, blocks = ui.help_message(can_configure=await may_configure(rt, inv.tenant, inv.user))
     sorry = f"I don't know `/agent {escape(inv.subcommand)}`. Here is what I do know:"
     return sorry, [{"type": "section", "text": {"type": "mrkdwn", "text": sorry}}, *blocks]
 
 
-async def run(rt: SlackRuntime, inv: Invocation, respond: Any, client: Any) -> None:
+async def run(
+    rt: SlackRuntime, inv: Invocation, respond: AsyncRespond, client: AsyncWebClient
+) -> None:
     """Run one subcommand and answer it ephemerally; every failure gets a plain answer."""
     handler = HANDLERS.get(inv.subcommand, cmd_unknown)
     answer: Answer
@@ -403,7 +408,7 @@ async def run(rt: SlackRuntime, inv: Invocation, respond: Any, client: Any) -> N
     except Refusal as refusal:
         answer = _text(refusal.text)
     except CosmoError as exc:
-        answer = _text(f"⚠️ {exc.detail}")
+        answer = _text(slack_message(exc))
     except SlackApiError as exc:
         log.warning("/agent %s: Slack refused %s", inv.subcommand, exc.response.get("error"))
         answer = _text(
@@ -445,10 +450,12 @@ def _unprefixed(errors: list[FieldError]) -> list[FieldError]:
     return out
 
 
-def register(app: Any, rt: SlackRuntime) -> None:
+def register(app: AsyncApp, rt: SlackRuntime) -> None:
     c = rt.container
 
-    async def on_command(ack: Any, command: dict[str, Any], respond: Any, client: Any) -> None:
+    async def on_command(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         await ack()
         subcommand, args, flags = parse(command.get("text") or "")
         inv = Invocation(
@@ -463,7 +470,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         rt.spawn(run(rt, inv, respond, client), name=f"/agent {subcommand}")
 
     async def admin_or_errors(
-        ack: Any, body: dict[str, Any], meta: dict[str, Any], block: str
+        ack: AsyncAck, body: dict[str, Any], meta: dict[str, Any], block: str
     ) -> bool:
         if not meta:
             await ack(response_action="errors", errors={block: STALE_FORM})
@@ -473,7 +480,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             return False
         return True
 
-    async def on_create(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_create(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = _metadata(view)
         if not await admin_or_errors(ack, body, meta, "name"):
             return
@@ -543,7 +550,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             ),
         )
 
-    async def on_edit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_edit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = _metadata(view)
         if not await admin_or_errors(ack, body, meta, "name"):
             return
@@ -583,7 +590,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             ),
         )
 
-    async def on_skills(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_skills(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = _metadata(view)
         if not await admin_or_errors(ack, body, meta, "skills"):
             return
@@ -616,7 +623,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             view=forms.done_view("Skills saved", f"✅ *{agent.name}* now has skills: {names}."),
         )
 
-    async def on_persona(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_persona(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = _metadata(view)
         if not await admin_or_errors(ack, body, meta, "role"):
             return
@@ -653,7 +660,7 @@ Submission = Callable[[Any, dict[str, Any], dict[str, Any]], Awaitable[None]]
 def _guarded(handler: Submission, block: str) -> Submission:
     """An unexpected failure becomes a message on the form, not Slack's generic error."""
 
-    async def guarded(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def guarded(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         try:
             await handler(ack, body, view)
         except Exception:

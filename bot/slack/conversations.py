@@ -26,9 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from slack_bolt.async_app import AsyncApp
 
 from bot.slack import approvals, session_status
 from bot.slack.blocks import thinking
+from bot.slack.errors import slack_message
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
 from core.concurrency import run_sync
@@ -90,7 +92,7 @@ def message_key(team_id: str | None, channel: str, ts: str) -> str:
 MESSAGE_EVENTS = frozenset({"app_mention", "message"})
 
 
-def register(app: Any, rt: SlackRuntime) -> None:
+def register(app: AsyncApp, rt: SlackRuntime) -> None:
     """Bolt's listeners for the message events: Socket Mode delivers through them (the
     HTTP route calls `take_event` before Bolt)."""
 
@@ -211,7 +213,7 @@ async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
                 )
             )
         except CosmoError as exc:
-            await _say_once(rt, job, m, f"⚠️ {exc.detail}")
+            await _say_once(rt, job, m, slack_message(exc))
             return {"outcome": "refused"}
         except Exception:  # another message in the thread started it first
             session = await run_sync(c.sessions.find_by_key, tenant, key)

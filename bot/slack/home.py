@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
 from bot.slack import admin_blocks as ui
 from bot.slack.admins import may_configure
 from bot.slack.review_blocks import (
@@ -208,7 +210,7 @@ async def approve_shown(
             elsewhere.append((output_id, exc.decided_by))
             continue
         except CosmoError as exc:
-            refused.append(f"{output_id}: {exc.detail}")
+            refused.append(f"{output_id}: {exc.detail}")  # escaped where it is shown
             continue
         if result.applied:
             applied.append(result.output)
@@ -219,7 +221,7 @@ async def approve_shown(
     await publish_home(rt, tenant, user, filters)
 
 
-def register(app: Any, rt: SlackRuntime) -> None:
+def register(app: AsyncApp, rt: SlackRuntime) -> None:
     async def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home" or not event.get("user"):
             return
@@ -235,7 +237,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
             for user in await _edit_audience(rt, output):
                 rt.spawn(publish_home(rt, output.tenant_id, user), name=f"home:{user}")
 
-    async def on_filter(ack: Any, body: dict[str, Any]) -> None:
+    async def on_filter(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         user = (body.get("user") or {}).get("id")
         if not user:
@@ -244,7 +246,7 @@ def register(app: Any, rt: SlackRuntime) -> None:
         filters = filters_of_view(body.get("view"))
         rt.spawn(publish_home(rt, tenant, user, filters), name=f"home:{user}")
 
-    async def on_approve_shown(ack: Any, body: dict[str, Any]) -> None:
+    async def on_approve_shown(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         user = (body.get("user") or {}).get("id")
         if not user:
