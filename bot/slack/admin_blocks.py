@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.slack.blocks import Blocks, skill_title, slack_date
+from bot.slack.lifecycle_blocks import REVOKE_GRANT
 from bot.slack.mrkdwn import from_markdown, mention, principal
 from bot.slack.review_blocks import ReviewFilters, queue_blocks
 from bot.slack.text import escape, truncate
+from core.approvals.grants import GrantView
 from core.memory.port import MemoryRecord
 from core.outputs.port import Output, OutputStatus
 from core.outputs.stats import SkillStats
@@ -307,10 +309,41 @@ class HomeData:
     """Skills of the viewer's pending outputs (the skill filter's options)."""
     unrouted: int = 0
     """Pending outputs of this workspace flagged `unrouted` (shown to admins)."""
+    grants: list[GrantView] = field(default_factory=list)
+    """Grants in force the viewer may revoke (their own; every one for admins)."""
 
 
 def _agent_name(agents: Sequence[AgentView], agent_id: str) -> str:
     return next((a.name for a in agents if a.id == agent_id), "a deleted agent")
+
+
+def grant_blocks(data: HomeData) -> Blocks:
+    """Grants in force ("Approve and allow for this thread"), each with its Revoke button."""
+    if not data.grants:
+        return []
+    title = "Grants in force" if data.can_configure else "Grants you made"
+    found: Blocks = [_divider(), section(f"*{title}* ({len(data.grants)})")]
+    for grant in data.grants:
+        line = (
+            f"*{escape(skill_title(grant.skill))}* by "
+            f"*{escape(_agent_name(data.agents, grant.agent_id))}* with the same arguments, "
+            f"in one thread · granted by {mention(grant.granted_by)} "
+            f"{slack_date(grant.created_at)} · `{grant.id}`"
+        )
+        found.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": line},
+                "accessory": {
+                    "type": "button",
+                    "action_id": REVOKE_GRANT,
+                    "text": {"type": "plain_text", "text": "Revoke"},
+                    "value": grant.id,
+                    "style": "danger",
+                },
+            }
+        )
+    return found
 
 
 def home_view(data: HomeData) -> View:
@@ -340,6 +373,7 @@ def home_view(data: HomeData) -> View:
         agents=agents,
         skills=data.skills,
     )
+    blocks += grant_blocks(data)
     blocks += [_divider(), section("*What you asked for lately*")]
     if not data.recent:
         blocks.append(context("Nothing in the last week."))

@@ -17,7 +17,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import blocks, edit_form, lifecycle_blocks, session_status
+from bot.slack.admins import may_configure
 from bot.slack.errors import form_error, slack_message
+from bot.slack.home import filters_of_view, publish_home
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import truncate
 from core.approvals.policy import Actor, check_may_decide
@@ -342,15 +344,23 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
         try:
             grant = await run_sync(c.grants.get, tenant, grant_id)
             output = await run_sync(c.outputs.get, tenant, grant.output_id)
-            # Whoever may approve the skill's outputs may stop a grant of them.
-            await check_may_decide(
-                await c.approvals.agent_of(output), output, actor, "reject", c.approvals.directory
-            )
+            # Revoking only takes automation away: its granter, whoever may approve the
+            # skill's outputs, and the workspace's admins may stop a grant.
+            if actor.id != grant.granted_by and not await may_configure(rt, tenant, actor.id):
+                await check_may_decide(
+                    await c.approvals.agent_of(output),
+                    output,
+                    actor,
+                    "reject",
+                    c.approvals.directory,
+                )
             await c.grants.revoke(tenant, grant_id, actor)
         except CosmoError as exc:
             await explain(body, exc)
             return
         await refresh_decided(rt, output)
+        if (body.get("view") or {}).get("type") == "home":
+            await publish_home(rt, tenant, actor.id, filters_of_view(body.get("view")))
 
     async def on_reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

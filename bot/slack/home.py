@@ -31,6 +31,7 @@ from bot.slack.review_blocks import (
     read_shown,
 )
 from bot.slack.runtime import SlackRuntime
+from core.approvals.grants import GrantView
 from core.approvals.policy import Actor, check_may_decide
 from core.concurrency import run_sync
 from core.errors import CosmoError, OutputAlreadyDecided
@@ -59,6 +60,7 @@ class _Stored:
     recent: list[Output]
     usage: list[ui.AgentUsageToday]
     unrouted: int
+    grants: list[GrantView]
 
 
 def _outputs(rt: SlackRuntime, tenant: str, filters: OutputFilter) -> list[Output]:
@@ -74,7 +76,9 @@ def _outputs(rt: SlackRuntime, tenant: str, filters: OutputFilter) -> list[Outpu
     return found
 
 
-def _gather(rt: SlackRuntime, tenant: str, user: str, filters: ReviewFilters) -> _Stored:
+def _gather(
+    rt: SlackRuntime, tenant: str, user: str, filters: ReviewFilters, can_configure: bool
+) -> _Stored:
     c = rt.container
     now = c.quotas.clock()
     day = utc_day(now)
@@ -110,14 +114,17 @@ def _gather(rt: SlackRuntime, tenant: str, user: str, filters: ReviewFilters) ->
         )
     unrouted = OutputFilter(status=OutputStatus.PENDING, slack_status=SlackStatus.UNROUTED)
     unrouted_count = len(c.outputs.list(tenant, unrouted, cursor=None, limit=PAGE).items)
-    return _Stored(day, now, agents, pending, recent[:RECENT_SHOWN], usage, unrouted_count)
+    # Admins see every grant in force (they may revoke any); others those they made.
+    grants = c.grants.active(tenant, granted_by=None if can_configure else user)
+    return _Stored(day, now, agents, pending, recent[:RECENT_SHOWN], usage, unrouted_count, grants)
 
 
 async def home_data(
     rt: SlackRuntime, tenant: str, user: str, filters: ReviewFilters | None = None
 ) -> ui.HomeData:
     filters = filters or ReviewFilters()
-    stored = await run_sync(_gather, rt, tenant, user, filters)
+    can_configure = await may_configure(rt, tenant, user)
+    stored = await run_sync(_gather, rt, tenant, user, filters, can_configure)
     by_id = {a.id: a for a in stored.agents}
     actor = Actor(user, "slack", verified=True)
     mine = []
@@ -130,7 +137,6 @@ async def home_data(
         except CosmoError:
             continue
         mine.append(output)
-    can_configure = await may_configure(rt, tenant, user)
     return ui.HomeData(
         user_id=user,
         day=stored.day,
@@ -143,6 +149,7 @@ async def home_data(
         filters=filters,
         skills=sorted({skill for agent in stored.agents for skill in agent.skills}),
         unrouted=stored.unrouted if can_configure else 0,
+        grants=stored.grants,
     )
 
 

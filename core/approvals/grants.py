@@ -180,6 +180,19 @@ class GrantService:
                 stmt = stmt.where(GrantRow.session_id == session_id)
             return [_view(r) for r in s.scalars(stmt.order_by(GrantRow.created_at.desc()))]
 
+    def active(
+        self, tenant_id: str, *, granted_by: str | None = None, limit: int = 20
+    ) -> builtins.list[GrantView]:
+        """Grants in force, newest first: everyone's, or those `granted_by` made."""
+        with self.db.session() as s:
+            stmt = select(GrantRow).where(
+                GrantRow.tenant_id == tenant_id, GrantRow.revoked_at.is_(None)
+            )
+            if granted_by is not None:
+                stmt = stmt.where(GrantRow.granted_by == granted_by)
+            rows = s.scalars(stmt.order_by(GrantRow.created_at.desc()).limit(limit))
+            return [_view(r) for r in rows]
+
     def of_output(self, tenant_id: str, output_id: str) -> GrantView | None:
         """The newest grant made from `output_id`'s approval, if any."""
         with self.db.session() as s:

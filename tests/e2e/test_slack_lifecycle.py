@@ -142,3 +142,34 @@ def test_a_due_reminder_dms_only_the_approvers_still_to_approve_with_a_link(app)
     assert len(to_second) == 1
     assert f"/archives/{CHANNEL_ID}/p{approval.ts.replace('.', '')}" in to_second[0].text
     assert reminders(LEAD) == []  # LEAD approved already
+
+
+def test_a_grant_shows_in_the_granters_home_and_is_revoked_from_there(app):
+    from tests.e2e.test_slack_commands import open_home
+    from tests.e2e.test_slack_review_queue import home_action
+
+    ts, approval = propose(app, "draft_email", {"to": "ana@example.com"})
+    output_id = buttons(approval)[0]["value"]
+    click(app, "output_approve_grant", output_id, LEAD, approval, ts)
+
+    home = open_home(app, LEAD)
+    revoke = [
+        b["accessory"]
+        for b in home["blocks"]
+        if (b.get("accessory") or {}).get("action_id") == "grant_revoke"
+    ]
+    assert len(revoke) == 1
+    assert "Grants you made" in str(home["blocks"]) or "Grants in force" in str(home["blocks"])
+    assert not [  # someone who made no grant and may not configure sees none
+        b for b in open_home(app, SECOND)["blocks"] if "grant_revoke" in str(b)
+    ]
+
+    home_action(app, LEAD, home, revoke[0], {})
+
+    grant = app.container.grants.get("default", revoke[0]["value"])
+    assert grant.revoked_by == LEAD
+    assert "Grant revoked by <@U0LEAD0001>" in text_of(app.slack.message(CHANNEL_ID, approval.ts))
+    republished = app.slack.home_view(LEAD) or {}
+    assert "grant_revoke" not in str(republished["blocks"])
+    _, again = propose(app, "draft_email", {"to": "ana@example.com"}, ts=ts)
+    assert next(b["action_id"] for b in buttons(again)) == "output_approve"
