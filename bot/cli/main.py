@@ -137,6 +137,7 @@ def serve(
             log_config=None,  # our handler and format (bot/cli/logging_setup.py)
             access_log=False,  # ours carries the request id (bot/server/request_context.py)
             proxy_headers=True,
+            timeout_keep_alive=settings.keep_alive_seconds,
         )
     finally:
         container.close()
