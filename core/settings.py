@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     mem0_api_key: SecretStr | None = Field(default=None, alias="MEM0_API_KEY")
 
     # Embeddings (memory and knowledge bases) and knowledge-base search
-    embedder: Literal["minilm", "sentence-transformers", "fastembed", "voyage"] = Field(
+    embedder: Literal["minilm", "sentence-transformers", "fastembed", "voyage", "hashing"] = Field(
         default="minilm",
         alias="COSMO_EMBEDDER",
         description="Which embedder turns text into vectors for memory and knowledge bases.",
