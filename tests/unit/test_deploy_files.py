@@ -32,7 +32,6 @@ FOREIGN_ENV = {
     "PIP_DISABLE_PIP_VERSION_CHECK",
     "UV_LINK_MODE",
     "UV_COMPILE_BYTECODE",
-    "COSMO_MODEL_WHEEL",  # read by hatch_build.py at build time
 }
 
 
