@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_LINK_MODE := copy
 
-.PHONY: install install-dev run test lint format typecheck pytest openapi bench clean
+.PHONY: install install-dev run test lint format typecheck pytest openapi bench dist clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -59,5 +59,9 @@ openapi: install-dev
 bench: install-dev
 	@for f in bench/*.py; do echo "== $$f"; $(VENV)/bin/python $$f || exit 1; done
 
+# The sdist and the wheel, the model inside (hatch_build.py takes it from .venv, by hash).
+dist: install
+	$(UV) build --out-dir dist
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
     host: str = Field(default="127.0.0.1", alias="COSMO_HOST")
     max_body_bytes: int = Field(default=1_048_576, alias="COSMO_MAX_BODY_BYTES", ge=1024)
+    # uvicorn closes an idle keep-alive connection after 5 s by default; a load balancer
+    # that keeps upstream connections idle longer (60 s is common) then reuses one the
+    # server is closing and answers 502. Must exceed the proxy's upstream idle timeout.
+    keep_alive_seconds: int = Field(default=75, alias="COSMO_KEEP_ALIVE_SECONDS", ge=1, le=3600)
     log_level: str = Field(default="INFO", alias="COSMO_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="COSMO_LOG_FORMAT")
 
@@ -116,7 +120,7 @@ class Settings(BaseSettings):
     mem0_api_key: SecretStr | None = Field(default=None, alias="MEM0_API_KEY")
 
     # Embeddings (memory and knowledge bases) and knowledge-base search
-    embedder: Literal["minilm", "sentence-transformers", "fastembed", "voyage"] = Field(
+    embedder: Literal["minilm", "sentence-transformers", "fastembed", "voyage", "hashing"] = Field(
         default="minilm",
         alias="COSMO_EMBEDDER",
         description="Which embedder turns text into vectors for memory and knowledge bases.",

@@ -108,6 +108,7 @@ def serve(
     container = _container(settings)
     for integration, reason in container.disabled.items():
         log.warning("%s integration disabled: %s", integration, reason)
+    _announce_embedder(settings, container)
     _token, generated = settings.api_token_value()
     if generated:
         log.warning(
@@ -137,6 +138,7 @@ def serve(
             log_config=None,  # our handler and format (bot/cli/logging_setup.py)
             access_log=False,  # ours carries the request id (bot/server/request_context.py)
             proxy_headers=True,
+            timeout_keep_alive=settings.keep_alive_seconds,
         )
     finally:
         container.close()
@@ -152,7 +154,24 @@ def worker() -> None:
 
     settings = _settings()
     configure(settings.log_level, settings.log_format)
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except CosmoError as exc:  # e.g. the embedding model is not installed
+        err.print(f"configuration error: {exc.detail}")
+        raise typer.Exit(2) from None
+
+
+def _announce_embedder(settings: Settings, container: Container) -> None:
+    """Which embedder this process uses, so an install without the model cannot go unseen."""
+    name = container.knowledge.embedder.model_name
+    if settings.embedder == "hashing":
+        log.warning(
+            "embedder: hashing (%s): memory and knowledge search by word overlap, not "
+            "meaning (COSMO_EMBEDDER=hashing)",
+            name,
+        )
+    else:
+        log.info("embedder: %s (%s)", settings.embedder, name)
 
 
 @db_app.command("upgrade")
@@ -325,9 +344,32 @@ def doctor() -> None:
 
     for name, reason in disabled_integrations(settings).items():
         out.print(f"{name}: disabled ({reason})")
+    ok = _doctor_embedder(settings) and ok
     ok = _doctor_skills(settings) and ok
     if not ok:
         raise typer.Exit(1)
+
+
+def _doctor_embedder(settings: Settings) -> bool:
+    """Build the configured embedder and, for the bundled model, load its files."""
+    from core.embeddings import MiniLMEmbedder, build_embedder
+    from core.embeddings.minilm import find_model_dir
+
+    try:
+        embedder = build_embedder(settings)
+        if isinstance(embedder, MiniLMEmbedder):
+            embedder.load()
+    except CosmoError as exc:
+        out.print(f"embedder ({settings.embedder}): {exc.detail}", soft_wrap=True, markup=False)
+        return False
+    if isinstance(embedder, MiniLMEmbedder):
+        detail = f"{embedder.model_name} from {find_model_dir()}"
+    elif settings.embedder == "hashing":
+        detail = "word overlap, no model: search does not match by meaning"
+    else:
+        detail = embedder.model_name
+    out.print(f"embedder ({settings.embedder}): ok, {detail}", soft_wrap=True, markup=False)
+    return True
 
 
 def _doctor_skills(settings: Settings) -> bool:

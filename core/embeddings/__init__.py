@@ -1,8 +1,9 @@
 """Sentence embeddings for long-term memory and knowledge bases; offline, no torch, by default.
 
 Callers depend on `Embedder`; `build_embedder(settings)` decides which implementation they
-get (`COSMO_EMBEDDER`), and `default_embedder()` what "minilm" means when the model package
-is missing, so the choice lives in one place. The optional embedders import their heavy
+get (`COSMO_EMBEDDER`), so the choice lives in one place. A missing model is an error naming
+the fix, never a quiet switch to another embedder: word overlap instead of meaning is only
+used when asked for (`COSMO_EMBEDDER=hashing`). The optional embedders import their heavy
 packages (torch, onnxruntime) only when first used.
 """
 
@@ -43,33 +44,29 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def default_embedder(*, allow_fallback: bool = True) -> Embedder:
-    """MiniLM when its files are installed, else the lexical fallback (or an error).
+def default_embedder() -> Embedder:
+    """all-MiniLM-L6-v2, or `EmbeddingModelUnavailable` naming the fix when its files are
+    not installed.
 
-    The fallback is logged as a warning rather than silent: search quality drops from
-    semantic to word overlap, and stored vectors carry a different `model_name`.
+    It used to fall back to the hashing embedder with a log line: an install without the
+    model then searched by word overlap, and stored vectors under another model name, with
+    nothing in `/readyz` or `cosmo doctor` to say so.
     """
     if is_available():
         return MiniLMEmbedder()
-    if not allow_fallback:
-        raise EmbeddingModelUnavailable(
-            f"the all-MiniLM-L6-v2 model is not installed; {INSTALL_HINT}"
-        )
-    _log.warning(
-        "all-MiniLM-L6-v2 is not installed; using the lexical hashing embedder instead (%s)",
-        INSTALL_HINT,
-    )
-    return HashingEmbedder()
+    raise EmbeddingModelUnavailable(f"the all-MiniLM-L6-v2 model is not installed; {INSTALL_HINT}")
 
 
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder `COSMO_EMBEDDER` names, with `COSMO_EMBEDDING_MODEL` or its default.
 
     Fails at once, rather than on the first embed, when the choice cannot work here: an
-    optional package missing (`EmbeddingModelUnavailable`, naming the extra to install) or
-    `voyage` without `VOYAGE_API_KEY` (`ServiceUnavailable`).
+    optional package or the MiniLM model missing (`EmbeddingModelUnavailable`, naming the
+    fix) or `voyage` without `VOYAGE_API_KEY` (`ServiceUnavailable`).
     """
     model = settings.embedding_model
+    if settings.embedder == "hashing":
+        return HashingEmbedder()
     if settings.embedder == "sentence-transformers":
         return SentenceTransformersEmbedder(model or _sentence_transformers.DEFAULT_MODEL)
     if settings.embedder == "fastembed":

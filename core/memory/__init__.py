@@ -8,7 +8,7 @@ bear on the new message and puts them in the system prompt. Admin surfaces `list
 * `port` — the `MemoryProvider` Protocol and its value types. Sync on purpose; async
   callers run it in a worker thread. Every call is scoped by tenant.
 * `local` — `LocalMemory`, the embedded default: the `memories` table plus exact in-process
-  search (MiniLM cosine blended with IDF word overlap; word overlap alone without a model).
+  search (MiniLM cosine blended with IDF word overlap; word overlap alone when hashing).
 * `mem0_provider` — `Mem0Memory` over mem0's OSS `Memory` or hosted `MemoryClient`
   (`build_mem0`); mem0 itself is imported only when this provider is built.
 * `exchange` — what is stored from a turn when no LLM distils it; `lexical` — the word

@@ -9,7 +9,6 @@ the model package is missing: a silently skipped parity test would let the fallb
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import subprocess
@@ -229,16 +228,12 @@ def test_default_embedder_prefers_minilm(model_dir: Path) -> None:
     assert isinstance(default_embedder(), MiniLMEmbedder)
 
 
-def test_default_embedder_falls_back_when_model_missing(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(embeddings, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="core.embeddings"):
-        fallback = default_embedder()
-    assert isinstance(fallback, HashingEmbedder)
-    assert "requirements-model.txt" in caplog.text
-    with pytest.raises(EmbeddingModelUnavailable):
-        default_embedder(allow_fallback=False)
+def test_word_overlap_is_used_only_when_asked_for() -> None:
+    from core.settings import Settings
+
+    chosen = embeddings.build_embedder(Settings(COSMO_EMBEDDER="hashing"))
+    assert isinstance(chosen, HashingEmbedder)
+    assert isinstance(embeddings.build_embedder(Settings()), MiniLMEmbedder)
 
 
 def test_implementations_satisfy_the_port() -> None:

