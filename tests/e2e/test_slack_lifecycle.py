@@ -160,9 +160,11 @@ def test_a_grant_shows_in_the_granters_home_and_is_revoked_from_there(app):
     ]
     assert len(revoke) == 1
     assert "Grants you made" in str(home["blocks"]) or "Grants in force" in str(home["blocks"])
-    assert not [  # someone who made no grant and may not configure sees none
-        b for b in open_home(app, SECOND)["blocks"] if "grant_revoke" in str(b)
-    ]
+    assert (
+        not [  # someone who made no grant and may not configure sees none
+            b for b in open_home(app, SECOND)["blocks"] if "grant_revoke" in str(b)
+        ]
+    )
 
     home_action(app, LEAD, home, revoke[0], {})
 
