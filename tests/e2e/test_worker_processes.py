@@ -75,8 +75,12 @@ def test_serve_supervises_its_workers_and_restarts_one_that_is_killed(env) -> No
         )
         assert workers[1] in replaced
         # Slack's acks win the CPU over background work (COSMO_WORKER_NICE).
+        # (each worker lowers its priority once it has started: wait for that)
         serve_nice = os.getpriority(os.PRIO_PROCESS, parent)
-        assert [os.getpriority(os.PRIO_PROCESS, p) for p in replaced] == [serve_nice + 10] * 2
+        wait_for(
+            lambda: [os.getpriority(os.PRIO_PROCESS, p) for p in replaced] == [serve_nice + 10] * 2,
+            "both workers to lower their priority",
+        )
         # Work still gets done: a schedule runs in one of the workers.
         db = Database.from_url(env["DATABASE_URL"])
         try:
