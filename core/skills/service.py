@@ -12,7 +12,7 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import SkillRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
+from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
 from core.errors import Conflict, NotFound
 from core.schemas.skill import Executor, SkillKind, SkillPatch, SkillSpec
 from core.schemas.validation import raise_validation_failed
@@ -137,14 +137,14 @@ class SkillService:
         tenant_id: str,
         *,
         name: str | None = None,
+        q: str | None = None,
         kind: SkillKind | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SkillView]:
         with self.db.session() as s:
             stmt = select(SkillRow).where(SkillRow.tenant_id == tenant_id)
-            if name:
-                stmt = stmt.where(name_contains(SkillRow.name, name))
+            stmt = stmt.where(*name_filters(SkillRow.name, name=name, q=q))
             if kind:
                 stmt = stmt.where(SkillRow.kind == kind.value)
             page = paginate(s, stmt, SkillRow.id, cursor=cursor, limit=limit)

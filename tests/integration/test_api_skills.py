@@ -141,7 +141,7 @@ def test_duplicate_name_is_a_409(client):
     assert "lookup" in body["detail"]
 
 
-def test_list_filters_by_kind_and_name(client):
+def test_list_filters_by_kind_name_and_q(client):
     create_skill(client, "find_contact")
     create_skill(client, "send_email", kind="action")
     create_skill(client, "find_deal", kind="action")
@@ -152,8 +152,10 @@ def test_list_filters_by_kind_and_name(client):
         return [s["name"] for s in r.json()["items"]]
 
     assert names(kind="action") == ["send_email", "find_deal"]
-    assert names(name="find") == ["find_contact", "find_deal"]
-    assert names(name="find", kind="read") == ["find_contact"]
+    assert names(q="find") == ["find_contact", "find_deal"]
+    assert names(q="find", kind="read") == ["find_contact"]
+    assert names(name="find") == []
+    assert names(name="find_deal") == ["find_deal"]
     assert problem(client.get(SKILLS, params={"kind": "write"}), 422)["errors"][0]["field"] == (
         "query.kind"
     )
