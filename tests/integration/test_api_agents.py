@@ -221,10 +221,23 @@ def test_stale_if_match_is_refused_with_412(setup):
     body = problem(
         setup.patch(url, json={"description": "second"}, headers={"If-Match": etag}), 412
     )
-    assert "version 1" in body["detail"] and "2" in body["detail"]
+    assert body["detail"] == (
+        "version 1 is out of date: it has changed since, the current version is 2; read it "
+        'again (GET, whose ETag is the version), check the changes, and retry with If-Match: "2"'
+    )
     stored = setup.get(url).json()
     assert stored["description"] == "first writer"
     assert stored["version"] == 2
+
+
+def test_if_match_ahead_of_the_agent_is_not_called_stale(setup):
+    agent = create_agent(setup)
+    r = setup.patch(
+        f"{AGENTS}/{agent['id']}", json={"description": "x"}, headers={"If-Match": '"7"'}
+    )
+    body = problem(r, 412)
+    assert body["detail"].startswith("version 7 does not exist (the current version is 1); ")
+    assert "stale" not in body["detail"] and 'If-Match: "1"' in body["detail"]
 
 
 def test_stale_if_match_on_put_skills_is_refused_with_412(setup):
