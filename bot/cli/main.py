@@ -326,8 +326,30 @@ def doctor() -> None:
     for name, reason in disabled_integrations(settings).items():
         out.print(f"{name}: disabled ({reason})")
     ok = _doctor_skills(settings) and ok
+    _doctor_models(settings)
     if not ok:
         raise typer.Exit(1)
+
+
+def _doctor_models(settings: Settings) -> None:
+    """Model names the pricing table does not know: a warning, not a failure (a model newer
+    than this release works), but a typo would otherwise only show as $0 in usage."""
+    from core.agent.service import unpriced_models
+    from core.sessions.pricing import unpriced_warning
+
+    warnings = []
+    if default := unpriced_warning(settings.model):
+        warnings.append(f"COSMO_MODEL: {default}")
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        for tenant, agent, model in unpriced_models(db):
+            warnings.append(f"agent {agent} (tenant {tenant}): {unpriced_warning(model)}")
+    except Exception as exc:
+        warnings.append(f"agents not checked ({type(exc).__name__})")
+    finally:
+        db.dispose()
+    for line in warnings or ["ok"]:
+        out.print(f"models: {'warning: ' if warnings else ''}{line}", soft_wrap=True, markup=False)
 
 
 def _doctor_skills(settings: Settings) -> bool:

@@ -28,6 +28,7 @@ from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
 from core.schemas.validation import raise_validation_failed
 from core.schemas.views import AgentVersionView, AgentView, UnusableSkillView, WebhookView
 from core.secret_names import SecretNameRule
+from core.sessions.pricing import unpriced_warning
 from core.skills.policy import SkillPolicy, UnusableSkill
 from core.skills.service import skill_document, stored_fields
 
@@ -86,6 +87,9 @@ def agent_view(
             secret_env=row.webhook_secret_env,
             secret=shown_secret,
         )
+    warnings = []
+    if row.model and (unpriced := unpriced_warning(row.model)):
+        warnings.append(unpriced)
     return AgentView(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -95,6 +99,7 @@ def agent_view(
         updated_at=row.updated_at,
         webhook=webhook,
         unusable_skills=unusable,
+        warnings=warnings,
         **spec.model_dump(exclude={"webhook"}),
     )
 
@@ -423,6 +428,17 @@ def _check_knowledge_bases(s: Session, tenant_id: str, names: list[str]) -> None
     ]
     if errors:
         raise ValidationFailed(errors)
+
+
+def unpriced_models(db: Database) -> builtins.list[tuple[str, str, str]]:
+    """(tenant, agent, model) for every agent, in every tenant, whose model has no price."""
+    with db.session() as s:
+        rows = s.execute(
+            select(AgentRow.tenant_id, AgentRow.name, AgentRow.model)
+            .where(AgentRow.model.is_not(None))
+            .order_by(AgentRow.tenant_id, AgentRow.name)
+        )
+        return [(t, n, m) for t, n, m in rows if m and unpriced_warning(m)]
 
 
 def _check_version(row: AgentRow, expected: int | None) -> None:

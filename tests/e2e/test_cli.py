@@ -125,6 +125,27 @@ def test_doctor_reports_disabled_integrations(env):
     assert "ANTHROPIC_API_KEY" in result.stdout
 
 
+def test_doctor_warns_about_models_the_pricing_table_does_not_know(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    clean = cosmo(env, "doctor")
+    assert "models: ok" in clean.stdout
+    doc = tmp_path / "typo.yaml"
+    doc.write_text(
+        "apiVersion: cosmo/v1\n"
+        "personas: [{name: p, role: r}]\n"
+        "agents: [{name: typo-bot, persona: p, model: claude-sonet-4}]\n"
+    )
+    assert cosmo(env, "apply", "-f", str(doc)).returncode == 0
+    result = cosmo({**env, "COSMO_MODEL": "claude-opus-9"}, "doctor")
+    assert result.returncode == 0  # a warning: a model newer than this release still works
+    assert "models: warning: COSMO_MODEL: model 'claude-opus-9' is not in the pricing" in (
+        result.stdout
+    )
+    assert "models: warning: agent typo-bot (tenant default): model 'claude-sonet-4'" in (
+        result.stdout
+    )
+
+
 def test_doctor_checks_the_knowledge_provider(env, pgvector_url):
     cosmo(env, "db", "upgrade")
     embedded = cosmo(env, "doctor")

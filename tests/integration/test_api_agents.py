@@ -488,3 +488,18 @@ def test_an_id_shaped_name_is_refused_so_it_cannot_shadow_an_id(setup):
     # A name that only starts like an id is an ordinary name.
     assert create_agent(client, "agt_team")["name"] == "agt_team"
     assert client.get(f"{AGENTS}/agt_team").json()["name"] == "agt_team"
+
+
+def test_a_model_missing_from_the_pricing_table_is_saved_with_a_warning(setup):
+    client = setup
+    r = client.post(AGENTS, json={"name": "typo", "persona": "helper", "model": "claude-sonet-4"})
+    assert r.status_code == 201, r.text
+    [warning] = r.json()["warnings"]
+    assert "'claude-sonet-4' is not in the pricing table" in warning and "$0" in warning
+    assert client.get(f"{AGENTS}/typo").json()["warnings"] == [warning]
+
+    fixed = client.patch(f"{AGENTS}/typo", json={"model": "claude-sonnet-4-5"})
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["warnings"] == []
+    # No model of its own: COSMO_MODEL applies, which doctor checks.
+    assert create_agent(client, "default-model")["warnings"] == []
