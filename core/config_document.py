@@ -25,7 +25,7 @@ from core.personas.service import persona_spec, write_persona
 from core.schemas.agent import AgentSpec
 from core.schemas.common import StrictModel
 from core.schemas.persona import PersonaSpec
-from core.schemas.skill import SkillSpec
+from core.schemas.skill import SkillSpec, schema_keyword_errors
 from core.schemas.validation import field_errors
 from core.skills.policy import SkillPolicy
 from core.skills.service import skill_document, skill_spec, write_skill
@@ -109,10 +109,15 @@ def parse_document(text: str, *, policy: SkillPolicy | None = None) -> ConfigDoc
         raise DocumentInvalid(errors, [line_of(raw, e.loc) for e in errors]) from None
     except RecursionError:
         raise DocumentInvalid([_TOO_DEEP], [None]) from None
+    errors = [
+        FieldError(("skills", index, *e.loc), e.msg)
+        for index, skill in enumerate(doc.skills)
+        for e in schema_keyword_errors(skill)
+    ]
     if policy is not None:
-        errors = document_problems(doc, policy)
-        if errors:
-            raise DocumentInvalid(errors, [line_of(raw, e.loc) for e in errors])
+        errors += document_problems(doc, policy)
+    if errors:
+        raise DocumentInvalid(errors, [line_of(raw, e.loc) for e in errors])
     return doc
 
 

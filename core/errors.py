@@ -44,9 +44,17 @@ class PreconditionFailed(CosmoError):
     title = "Precondition failed"
 
     def __init__(self, expected: int, actual: int) -> None:
+        # A number above the current one was never issued (a typo, another agent's ETag):
+        # calling it "stale" would send the caller looking for changes that never happened.
+        seen = (
+            f"version {expected} does not exist (the current version is {actual})"
+            if expected > actual
+            else f"version {expected} is out of date: it has changed since, the current "
+            f"version is {actual}"
+        )
         super().__init__(
-            f"version {expected} is stale: the current version is {actual}; "
-            "fetch it again and retry"
+            f"{seen}; read it again (GET, whose ETag is the version), check the changes, "
+            f'and retry with If-Match: "{actual}"'
         )
         self.expected = expected
         self.actual = actual

@@ -249,6 +249,25 @@ class Settings(BaseSettings):
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
 
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file the database lives in (absolute), or None for a server database."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.resolved_database_url)
+        if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).resolve()
+
+    def describe_database(self) -> str:
+        """Which database this process uses, for operators: the SQLite file, or the URL
+        without its password."""
+        from sqlalchemy.engine import make_url
+
+        file = self.sqlite_file()
+        if file is not None:
+            return f"SQLite file {file}"
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
     def ensure_data_dir(self) -> Path:
         self.cosmo_data_dir.mkdir(parents=True, exist_ok=True)
         return self.cosmo_data_dir

@@ -215,7 +215,7 @@ def build_container(
         ),
         default_model=settings.model,
         output_ttl=timedelta(hours=ttl) if ttl else None,
-        model_missing_reason=disabled.get("claude", "Claude is not configured"),
+        model_missing_reason=CLAUDE_MISSING if "claude" in disabled else "Claude is not configured",
         knowledge=knowledge,
     )
     return Container(
@@ -362,6 +362,10 @@ def _secret(value: object) -> str | None:
     return getter() if getter else None
 
 
+# The cause alone: the runner says "agents cannot answer: <cause>" itself.
+CLAUDE_MISSING = "ANTHROPIC_API_KEY not set"
+
+
 def disabled_integrations(settings: Settings) -> dict[str, str]:
     """Integration -> why it is off, so startup can say so plainly."""
     off: dict[str, str] = {}
@@ -374,7 +378,7 @@ def disabled_integrations(settings: Settings) -> dict[str, str]:
             missing.append("SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)")
         off["slack"] = f"{' and '.join(missing)} not set; /slack/events answers 503"
     if settings.anthropic_api_key is None:
-        off["claude"] = "ANTHROPIC_API_KEY not set; agents cannot answer"
+        off["claude"] = f"{CLAUDE_MISSING}; agents cannot answer"
     if settings.output_store == "aws" and _missing_aws_settings(settings):
         unset = " and ".join(_missing_aws_settings(settings))
         off["aws"] = f"OUTPUT_STORE=aws but {unset} not set; the service cannot start"

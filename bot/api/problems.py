@@ -96,8 +96,25 @@ async def _cosmo_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+def _json_position(doc: object, pos: object) -> str:
+    """`line L, column C` (1-based) of a character offset, as editors count them."""
+    if not isinstance(doc, str) or not isinstance(pos, int):
+        return "position unknown"
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            # FastAPI reports the offset as a location (`body.13`): say what and where instead.
+            loc = tuple(err.get("loc", ()))
+            where = _json_position(exc.body, loc[1] if len(loc) > 1 else None)
+            reason = str((err.get("ctx") or {}).get("error", "")).lower()
+            msg = f"the body is not valid JSON ({where}{': ' + reason if reason else ''})"
+            return problem(422, "Invalid JSON", msg, errors=_errors([(("body",), msg)]))
     errs = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")

@@ -1,5 +1,5 @@
 """`python -m bot.cli` runs the `cosmo` command."""
 
-from bot.cli.main import app
+from bot.cli.main import main
 
-app()
+main()

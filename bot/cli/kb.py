@@ -321,9 +321,22 @@ def ingest(
     create: Annotated[
         bool, typer.Option("--create", help="Create the knowledge base if it does not exist.")
     ] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            help="Folder that document names are relative to (default: the current "
+            "directory); every PATH must be under it.",
+        ),
+    ] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Ingest files and folders (txt, md, html, pdf, csv, tsv; folders recursively).
+
+    Documents are named by their path relative to the root (`--root`, default the current
+    directory): `docs/guides/setup.md`. Ingesting `docs/guides` and later `docs` from the
+    same root updates those documents instead of storing them twice. Use the same root
+    each time for a knowledge base (names are what make a file the same document).
 
     Each file is stored and queued as a `knowledge.ingest` job, then this command runs the
     queued ingestion jobs itself (a running `cosmo worker` may take some of them: the
@@ -333,14 +346,20 @@ def ingest(
     go on. Exit code 0: all ingested or unchanged; 1: some failed; 2: bad paths.
     """
     from core.errors import CosmoError, NotFound
-    from core.knowledge.files import discover
+    from core.knowledge.files import OutsideRoot, discover
     from core.knowledge.jobs import submit_document
     from core.knowledge.schemas import KnowledgeBaseSpec
 
     try:
-        files = discover(paths)
+        files = discover(paths, root or Path.cwd())
     except FileNotFoundError as exc:
         err.print(f"error: {exc} does not exist")
+        raise typer.Exit(2) from None
+    except OutsideRoot as exc:
+        err.print(
+            f"error: {exc}; document names are paths relative to the root: run from a folder "
+            "above it or pass --root (the same root each time, so names stay the same)"
+        )
         raise typer.Exit(2) from None
     if not files:
         err.print("error: no supported files (txt, md, html, pdf, csv, tsv) found")

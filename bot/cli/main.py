@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -44,6 +44,46 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(kb_app, name="kb")
 app.add_typer(keys_app, name="keys")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"cosmo {version('cosmo-agents')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """Cosmo Agents: configurable Claude agents in Slack, with a human in the loop."""
+
+
+def main() -> None:
+    """The `cosmo` command (console script and `python -m bot.cli`)."""
+    command = typer.main.get_command(app)
+    _hide_flag_types(command)
+    command()
+
+
+def _hide_flag_types(command: Any) -> None:
+    """Typer's help prints a type after every option, `--dry-run <bool>` included, which
+    reads as if a flag took a value: flags show none (help renders the metavar we set).
+    Duck-typed: typer builds its commands from its own copy of click."""
+    ctx = command.context_class(command)
+    for param in command.get_params(ctx):  # the help option too
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+
+
 out = Console()
 # markup off: messages quote user input (regex patterns, YAML) that rich would eat.
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -64,7 +104,22 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _require_database(settings: Settings) -> None:
+    """Only `cosmo db upgrade` creates the embedded database: any other command run from
+    the wrong directory would otherwise make a new empty `./.cosmo/cosmo.db` and then fail
+    on its schema, without saying which file it had opened."""
+    file = settings.sqlite_file()
+    if file is not None and not file.exists():
+        err.print(
+            f"error: no database at {file} (COSMO_DATA_DIR is {settings.cosmo_data_dir}, "
+            f"relative to {Path.cwd()}); run from the directory that holds it, set "
+            "COSMO_DATA_DIR or DATABASE_URL, or create it with `cosmo db upgrade`"
+        )
+        raise typer.Exit(1)
+
+
 def _container(settings: Settings) -> Container:
+    _require_database(settings)
     try:
         container = build_container(settings)
     except CosmoError as exc:
@@ -73,7 +128,7 @@ def _container(settings: Settings) -> Container:
     try:
         container.db.require_current_schema()
     except SchemaOutOfDate as exc:
-        err.print(f"error: {exc.detail}")
+        err.print(f"error: {exc.detail} (database: {settings.describe_database()})")
         container.close()
         raise typer.Exit(1) from None
     return container
@@ -122,10 +177,11 @@ def serve(
     )
     bind_port = settings.port
     log.info(
-        "serving on http://%s:%d (database: %s, %d worker process%s)",
+        "serving on http://%s:%d (database: %s, data directory %s, %d worker process%s)",
         host or settings.host,
         bind_port,
-        container.db.backend,
+        settings.describe_database(),
+        settings.cosmo_data_dir.resolve(),
         worker_processes,
         "" if worker_processes == 1 else "es",
     )
@@ -153,6 +209,7 @@ def worker() -> None:
     from bot.worker import run_worker
 
     settings = _settings()
+    _require_database(settings)
     configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(run_worker(settings))
@@ -181,13 +238,20 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings.ensure_data_dir()
     upgrade(settings.resolved_database_url, revision)
     status = Database.from_url(settings.resolved_database_url).schema_status()
-    out.print(f"database schema at revision {status.current} (head {status.head})")
+    out.print(
+        f"database schema at revision {status.current} (head {status.head}): "
+        f"{settings.describe_database()}",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision; exit 1 when an upgrade is needed."""
     settings = _settings()
+    _require_database(settings)
+    out.print(f"database: {settings.describe_database()}", soft_wrap=True, markup=False)
     db = Database.from_url(settings.resolved_database_url)
     try:
         status = db.schema_status()
@@ -313,6 +377,7 @@ def apply(
 def doctor() -> None:
     """Check configuration, database and integrations; exit 1 when something is wrong."""
     settings = _settings()
+    _require_database(settings)
     ok = True
     db = Database.from_url(settings.resolved_database_url)
     try:
@@ -326,7 +391,7 @@ def doctor() -> None:
         else:
             mark = "behind: run `cosmo db upgrade`"
         ok = ok and status.is_usable
-        out.print(f"database ({db.backend}): {mark}")
+        out.print(f"database ({settings.describe_database()}): {mark}", soft_wrap=True)
         if settings.knowledge_provider == "pgvector":
             from core.knowledge.pgvector import pgvector_problem
 
@@ -346,6 +411,7 @@ def doctor() -> None:
         out.print(f"{name}: disabled ({reason})")
     ok = _doctor_embedder(settings) and ok
     ok = _doctor_skills(settings) and ok
+    _doctor_models(settings)
     if not ok:
         raise typer.Exit(1)
 
@@ -370,6 +436,27 @@ def _doctor_embedder(settings: Settings) -> bool:
         detail = embedder.model_name
     out.print(f"embedder ({settings.embedder}): ok, {detail}", soft_wrap=True, markup=False)
     return True
+
+
+def _doctor_models(settings: Settings) -> None:
+    """Model names the pricing table does not know: a warning, not a failure (a model newer
+    than this release works), but a typo would otherwise only show as $0 in usage."""
+    from core.agent.service import unpriced_models
+    from core.sessions.pricing import unpriced_warning
+
+    warnings = []
+    if default := unpriced_warning(settings.model):
+        warnings.append(f"COSMO_MODEL: {default}")
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        for tenant, agent, model in unpriced_models(db):
+            warnings.append(f"agent {agent} (tenant {tenant}): {unpriced_warning(model)}")
+    except Exception as exc:
+        warnings.append(f"agents not checked ({type(exc).__name__})")
+    finally:
+        db.dispose()
+    for line in warnings or ["ok"]:
+        out.print(f"models: {'warning: ' if warnings else ''}{line}", soft_wrap=True, markup=False)
 
 
 def _doctor_skills(settings: Settings) -> bool:

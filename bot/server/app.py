@@ -34,6 +34,7 @@ from bot.api.routes import (
     webhooks,
 )
 from bot.api.schemas import Problem
+from bot.server import api_docs
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
@@ -114,6 +115,8 @@ def create_app(
             "tenant gets 403."
         ),
         lifespan=lifespan,
+        docs_url=None,  # ours, from local files (bot/server/api_docs.py)
+        redoc_url=None,  # ReDoc exists only as a CDN script: not offered
     )
     app.state.container = container
     app.state.slack = slack
@@ -144,6 +147,7 @@ def create_app(
     _mount_slack(app, slack)
     app.include_router(api)
     app.include_router(health.router)
+    api_docs.install(app)
     _register_problem_schema(app)
 
     if slack is not None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import Database
-from core.db.ids import new_id
+from core.db.ids import AGENT_ID_PREFIX, is_id_of, new_id
 from core.db.models import (
     AgentRow,
     AgentSkillRow,
@@ -20,14 +20,15 @@ from core.db.models import (
     PersonaRow,
     SkillRow,
 )
-from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
+from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
+from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
 from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, ValidationFailed
 from core.personas.service import persona_spec
 from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
 from core.schemas.validation import raise_validation_failed
 from core.schemas.views import AgentVersionView, AgentView, UnusableSkillView, WebhookView
 from core.secret_names import SecretNameRule
+from core.sessions.pricing import unpriced_warning
 from core.skills.policy import SkillPolicy, UnusableSkill
 from core.skills.service import skill_document, stored_fields
 
@@ -86,6 +87,9 @@ def agent_view(
             secret_env=row.webhook_secret_env,
             secret=shown_secret,
         )
+    warnings = []
+    if row.model and (unpriced := unpriced_warning(row.model)):
+        warnings.append(unpriced)
     return AgentView(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -95,6 +99,7 @@ def agent_view(
         updated_at=row.updated_at,
         webhook=webhook,
         unusable_skills=unusable,
+        warnings=warnings,
         **spec.model_dump(exclude={"webhook"}),
     )
 
@@ -132,14 +137,14 @@ class AgentService:
         tenant_id: str,
         *,
         name: str | None = None,
+        q: str | None = None,
         active: bool | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[AgentView]:
         with self.db.session() as s:
             stmt = select(AgentRow).where(AgentRow.tenant_id == tenant_id)
-            if name:
-                stmt = stmt.where(name_contains(AgentRow.name, name))
+            stmt = stmt.where(*name_filters(AgentRow.name, name=name, q=q))
             if active is not None:
                 stmt = stmt.where(AgentRow.is_active == active)
             page = paginate(s, stmt, AgentRow.id, cursor=cursor, limit=limit)
@@ -153,19 +158,42 @@ class AgentService:
         with self.db.session() as s:
             return agent_view(load_agent_by_name(s, tenant_id, name), policy=self.policy)
 
+    def resolve(self, tenant_id: str, ref: str) -> str:
+        """The id of the agent `ref` names: an id-shaped `ref` is an id, anything else a
+        name (core.db.ids.is_id_of). NotFound when no such agent exists."""
+        if is_id_of(ref, AGENT_ID_PREFIX):
+            return ref
+        with self.db.session() as s:
+            return load_agent_by_name(s, tenant_id, ref).id
+
     def spec(self, tenant_id: str, agent_id: str) -> AgentSpec:
         with self.db.session() as s:
             return agent_spec(load_agent(s, tenant_id, agent_id))
 
-    def versions(self, tenant_id: str, agent_id: str) -> builtins.list[AgentVersionView]:
+    def versions(
+        self, tenant_id: str, agent_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[AgentVersionView]:
+        """Newest first. The cursor names the last version row seen; the next page holds
+        the lower version numbers (numbers, not ids, order versions)."""
+        check_limit(limit)
+        after = decode_cursor(cursor)
         with self.db.session() as s:
             load_agent(s, tenant_id, agent_id)
-            rows = s.scalars(
-                select(AgentVersionRow)
-                .where(AgentVersionRow.agent_id == agent_id)
-                .order_by(AgentVersionRow.version.desc())
+            stmt = select(AgentVersionRow).where(AgentVersionRow.agent_id == agent_id)
+            if after is not None:
+                seen = (
+                    select(AgentVersionRow.version)
+                    .where(AgentVersionRow.id == after, AgentVersionRow.agent_id == agent_id)
+                    .scalar_subquery()
+                )
+                stmt = stmt.where(AgentVersionRow.version < seen)
+            rows = list(s.scalars(stmt.order_by(AgentVersionRow.version.desc()).limit(limit + 1)))
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return Page(
+                [AgentVersionView.model_validate(r) for r in rows],
+                encode_cursor(rows[-1].id) if more and rows else None,
             )
-            return [AgentVersionView.model_validate(r) for r in rows]
 
     # -- writes --------------------------------------------------------------
 
@@ -180,7 +208,7 @@ class AgentService:
         """Create inside the caller's transaction (config files apply all-or-nothing)."""
         if exists_named(s, AgentRow, tenant_id, spec.name):
             raise Conflict(f"an agent named {spec.name!r} already exists")
-        row = AgentRow(id=new_id("agt"), tenant_id=tenant_id, version=1)
+        row = AgentRow(id=new_id(AGENT_ID_PREFIX), tenant_id=tenant_id, version=1)
         shown = self._write(s, row, spec, creating=True)
         s.add(row)
         flush_unique(s, "agent", spec.name)
@@ -400,6 +428,17 @@ def _check_knowledge_bases(s: Session, tenant_id: str, names: list[str]) -> None
     ]
     if errors:
         raise ValidationFailed(errors)
+
+
+def unpriced_models(db: Database) -> builtins.list[tuple[str, str, str]]:
+    """(tenant, agent, model) for every agent, in every tenant, whose model has no price."""
+    with db.session() as s:
+        rows = s.execute(
+            select(AgentRow.tenant_id, AgentRow.name, AgentRow.model)
+            .where(AgentRow.model.is_not(None))
+            .order_by(AgentRow.tenant_id, AgentRow.name)
+        )
+        return [(t, n, m) for t, n, m in rows if m and unpriced_warning(m)]
 
 
 def _check_version(row: AgentRow, expected: int | None) -> None:

@@ -12,6 +12,11 @@ import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower-case
 _lock = threading.Lock()
+
+# Prefixes of the ids that REST routes also accept names for (see `is_id_of`).
+AGENT_ID_PREFIX = "agt"
+KNOWLEDGE_BASE_ID_PREFIX = "kb"
+DOCUMENT_ID_PREFIX = "doc"
 _last_ms = 0
 _last_rand = 0
 
@@ -37,3 +42,18 @@ def new_id(prefix: str) -> str:
         _last_ms = now
         rand = _last_rand
     return f"{prefix}_{_encode(now, 10)}{_encode(rand, 16)}"
+
+
+def is_id_of(ref: str, prefix: str) -> bool:
+    """Whether `ref` has the shape of an id `new_id(prefix)` makes.
+
+    Routes that take an id *or* a name decide by shape alone: an id-shaped reference is
+    looked up as an id and nothing else, so no name can shadow another row's id (and names
+    of that shape are refused where names are chosen).
+    """
+    body = ref.removeprefix(f"{prefix}_")
+    return (
+        len(ref) == len(prefix) + 27
+        and ref.startswith(f"{prefix}_")
+        and all(ch in _ALPHABET for ch in body)
+    )

@@ -49,6 +49,17 @@ def name_contains(column: Any, needle: str) -> Any:
     return func.lower(column).like(f"%{escaped}%", escape="\\")
 
 
+def name_filters(column: Any, *, name: str | None, q: str | None) -> list[Any]:
+    """WHERE clauses for the list routes: `name` matches exactly, `q` is contained in the
+    name (case-insensitive); either may be left out."""
+    clauses: list[Any] = []
+    if name:
+        clauses.append(column == name if storable(name) else false())
+    if q:
+        clauses.append(name_contains(column, q))
+    return clauses
+
+
 def flush_unique(session: Session, what: str, name: str) -> None:
     """Flush, turning a unique-constraint violation into a typed 409-worthy error."""
     try:

@@ -11,32 +11,49 @@ from core.knowledge.extractors import SUPPORTED_EXTENSIONS
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file to ingest and its document name: the path below the folder it was found in
-    (`guides/setup.md`), or the file name when it was named directly. Names are stable
-    across runs from anywhere, which is what lets an unchanged file be skipped."""
+    """A file to ingest and its document name: its path below the root
+    (`guides/setup.md`). Names depend on the root, not on which folder was named, so
+    ingesting `docs/guides` and later `docs` (same root) names each file once."""
 
     path: Path
     name: str
 
 
-def discover(paths: Iterable[Path]) -> list[SourceFile]:
-    """Files named directly (whatever their type: an unsupported one then fails loudly) and
-    the supported files under folders, recursively, skipping hidden files and folders.
+class OutsideRoot(ValueError):
+    """A path to ingest is not under the root its document names are relative to."""
 
-    Raises `FileNotFoundError` for a path that does not exist.
+    def __init__(self, path: Path, root: Path) -> None:
+        super().__init__(f"{path} is not under the root {root}")
+        self.path = path
+        self.root = root
+
+
+def discover(paths: Iterable[Path], root: Path) -> list[SourceFile]:
+    """Files named directly (whatever their type: an unsupported one then fails loudly) and
+    the supported files under folders, recursively, skipping hidden files and folders below
+    the folder named. Each is named by its path relative to `root`.
+
+    Raises `FileNotFoundError` for a path that does not exist and `OutsideRoot` for one
+    that is not under `root`.
     """
+    top = root.resolve()
     found: dict[str, SourceFile] = {}
     for path in paths:
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                relative = file.relative_to(path)
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        # Resolved so `./docs`, `docs/../docs` and an absolute path name the same documents.
+        where = path.resolve()
+        if not where.is_relative_to(top):
+            raise OutsideRoot(path, top)
+        if where.is_dir():
+            for file in sorted(where.rglob("*")):
+                relative = file.relative_to(where)
                 if any(part.startswith(".") for part in relative.parts):
                     continue
                 if file.is_file() and file.suffix.lower() in SUPPORTED_EXTENSIONS:
-                    name = relative.as_posix()
+                    name = (where / relative).relative_to(top).as_posix()
                     found[name] = SourceFile(file, name)
-        elif path.exists():
-            found[path.name] = SourceFile(path, path.name)
         else:
-            raise FileNotFoundError(str(path))
+            name = where.relative_to(top).as_posix()
+            found[name] = SourceFile(path, name)
     return list(found.values())

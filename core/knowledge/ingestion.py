@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import Database
-from core.db.ids import new_id
+from core.db.ids import DOCUMENT_ID_PREFIX, new_id
 from core.db.models import (
     JobRow,
     KnowledgeChunkRow,
@@ -149,7 +149,10 @@ class DocumentIngestion:
             created = row is None
             if row is None:
                 row = KnowledgeDocumentRow(
-                    id=new_id("doc"), tenant_id=tenant_id, knowledge_base_id=kb.id, name=name
+                    id=new_id(DOCUMENT_ID_PREFIX),
+                    tenant_id=tenant_id,
+                    knowledge_base_id=kb.id,
+                    name=name,
                 )
                 s.add(row)
             elif row.chunk_count or row.status != "ready":

@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from core.db.ids import KNOWLEDGE_BASE_ID_PREFIX
 from core.errors import Conflict, FieldError, ValidationFailed
-from core.schemas.common import ShortText, Slug, StrictModel
+from core.schemas.common import ShortText, Slug, StrictModel, refuse_id_shaped
 from core.schemas.views import View
 
 DEFAULT_CHUNK_SIZE = 800  # characters; all-MiniLM-L6-v2 reads ~256 word pieces (~1,000 chars)
@@ -50,6 +51,11 @@ class KnowledgeBaseSpec(StrictModel):
     chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
     top_k: TopK = DEFAULT_TOP_K
     score_threshold: ScoreThreshold = DEFAULT_SCORE_THRESHOLD
+
+    @field_validator("name")
+    @classmethod
+    def _not_an_id(cls, value: str) -> str:
+        return refuse_id_shaped(value, KNOWLEDGE_BASE_ID_PREFIX, "a knowledge base")
 
     @field_validator("chunk_overlap")
     @classmethod

@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from core.agent.service import agents_using_knowledge_base, detach_knowledge_base
 from core.db import Database
-from core.db.ids import new_id
+from core.db.ids import DOCUMENT_ID_PREFIX, KNOWLEDGE_BASE_ID_PREFIX, is_id_of, new_id
 from core.db.models import KnowledgeBaseRow, KnowledgeDocumentRow, KnowledgeUploadRow
 from core.db.pagination import Page
-from core.db.repository import flush_unique, paginate, storable
+from core.db.repository import flush_unique, name_filters, paginate, storable
 from core.embeddings.port import Embedder
 from core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from core.knowledge.chunking import chunk_blocks
@@ -137,7 +137,7 @@ class KnowledgeService:
             if _named(s, tenant_id, spec.name) is not None:
                 raise Conflict(f"a knowledge base named {spec.name!r} already exists")
             row = KnowledgeBaseRow(
-                id=new_id("kb"),
+                id=new_id(KNOWLEDGE_BASE_ID_PREFIX),
                 tenant_id=tenant_id,
                 name=spec.name,
                 description=spec.description,
@@ -154,10 +154,19 @@ class KnowledgeService:
             return _view(row, 0, 0)
 
     def list(
-        self, tenant_id: str, *, cursor: str | None = None, limit: int = 50
+        self,
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        q: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
     ) -> Page[KnowledgeBaseView]:
         with self.db.session() as s:
-            stmt = select(KnowledgeBaseRow).where(KnowledgeBaseRow.tenant_id == tenant_id)
+            stmt = select(KnowledgeBaseRow).where(
+                KnowledgeBaseRow.tenant_id == tenant_id,
+                *name_filters(KnowledgeBaseRow.name, name=name, q=q),
+            )
             page = paginate(s, stmt, KnowledgeBaseRow.id, cursor=cursor, limit=limit)
             counts = _counts(s, [r.id for r in page.items])
             items = [_view(r, *counts.get(r.id, (0, 0))) for r in page.items]
@@ -174,6 +183,20 @@ class KnowledgeService:
             if row is None:
                 raise NotFound("knowledge base", name)
             return _view(row, *_counts(s, [row.id]).get(row.id, (0, 0)))
+
+    def resolve(self, tenant_id: str, ref: str) -> str:
+        """The id of the knowledge base `ref` names: an id-shaped `ref` is an id, anything
+        else a name (core.db.ids.is_id_of)."""
+        if is_id_of(ref, KNOWLEDGE_BASE_ID_PREFIX):
+            return ref
+        return self.get_by_name(tenant_id, ref).id
+
+    def resolve_document(self, tenant_id: str, knowledge_base_id: str, ref: str) -> str:
+        """The id of the document `ref` names in that knowledge base: an id-shaped `ref` is
+        an id, anything else its name (a document named like an id is reachable by id)."""
+        if is_id_of(ref, DOCUMENT_ID_PREFIX):
+            return ref
+        return self.document_named(tenant_id, knowledge_base_id, ref).id
 
     def update(
         self, tenant_id: str, knowledge_base_id: str, patch: KnowledgeBasePatch
@@ -231,13 +254,16 @@ class KnowledgeService:
         tenant_id: str,
         knowledge_base_id: str,
         *,
+        name: str | None = None,
+        q: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[DocumentView]:
         with self.db.session() as s:
             _load(s, tenant_id, knowledge_base_id)
             stmt = select(KnowledgeDocumentRow).where(
-                KnowledgeDocumentRow.knowledge_base_id == knowledge_base_id
+                KnowledgeDocumentRow.knowledge_base_id == knowledge_base_id,
+                *name_filters(KnowledgeDocumentRow.name, name=name, q=q),
             )
             page = paginate(s, stmt, KnowledgeDocumentRow.id, cursor=cursor, limit=limit)
             return Page([DocumentView.model_validate(r) for r in page.items], page.next_cursor)
@@ -315,7 +341,10 @@ class KnowledgeService:
             created = row is None
             if row is None:
                 row = KnowledgeDocumentRow(
-                    id=new_id("doc"), tenant_id=tenant_id, knowledge_base_id=kb.id, name=name
+                    id=new_id(DOCUMENT_ID_PREFIX),
+                    tenant_id=tenant_id,
+                    knowledge_base_id=kb.id,
+                    name=name,
                 )
                 s.add(row)
             else:

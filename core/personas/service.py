@@ -10,7 +10,7 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import AgentRow, PersonaRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
+from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
 from core.errors import Conflict, NotFound
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import raise_validation_failed
@@ -48,13 +48,13 @@ class PersonaService:
         tenant_id: str,
         *,
         name: str | None = None,
+        q: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[PersonaView]:
         with self.db.session() as s:
             stmt = select(PersonaRow).where(PersonaRow.tenant_id == tenant_id)
-            if name:
-                stmt = stmt.where(name_contains(PersonaRow.name, name))
+            stmt = stmt.where(*name_filters(PersonaRow.name, name=name, q=q))
             page = paginate(s, stmt, PersonaRow.id, cursor=cursor, limit=limit)
             return Page([PersonaView.model_validate(r) for r in page.items], page.next_cursor)
 

@@ -7,8 +7,16 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
+from core.db.ids import AGENT_ID_PREFIX
 from core.schemas.approval import ApprovalPolicy
-from core.schemas.common import SLACK_CHANNEL, SLACK_PRINCIPAL, ShortText, Slug, StrictModel
+from core.schemas.common import (
+    SLACK_CHANNEL,
+    SLACK_PRINCIPAL,
+    ShortText,
+    Slug,
+    StrictModel,
+    refuse_id_shaped,
+)
 from core.schemas.skill import EnvName
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")]
@@ -104,6 +112,11 @@ class AgentSpec(StrictModel):
     webhook: WebhookSpec | None = None
     is_active: bool = True
 
+    @field_validator("name")
+    @classmethod
+    def _not_an_id(cls, value: str) -> str:
+        return refuse_id_shaped(value, AGENT_ID_PREFIX, "an agent")
+
     @field_validator("skills", "knowledge_bases")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
@@ -139,6 +152,11 @@ class AgentPatch(StrictModel):
     approval: ApprovalPolicy | None = None
     webhook: WebhookSpec | None = None
     is_active: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_an_id(cls, value: str | None) -> str | None:
+        return None if value is None else refuse_id_shaped(value, AGENT_ID_PREFIX, "an agent")
 
     @field_validator("approvers")
     @classmethod

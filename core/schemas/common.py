@@ -16,6 +16,17 @@ Slug = Annotated[
 ]
 """Lower-case name usable in URLs, YAML and Slack commands (`sales-bot`, `draft_email`)."""
 
+
+def refuse_id_shaped(name: str, prefix: str, what: str) -> str:
+    """REST routes take an id or a name and treat an id-shaped reference as an id
+    (core.db.ids.is_id_of): a name of that shape could never be used, so it is refused."""
+    from core.db.ids import is_id_of
+
+    if is_id_of(name, prefix):
+        raise ValueError(f"has the shape of {what} id ({prefix}_ + 26 characters); choose a name")
+    return name
+
+
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]
 

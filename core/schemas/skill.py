@@ -10,6 +10,7 @@ import jsonschema
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from core.errors import FieldError
 from core.schemas.approval import ApprovalPolicy
 from core.schemas.common import ShortText, Slug, StrictModel, check_storable
 from core.schemas.secret_values import secret_looking
@@ -150,6 +151,61 @@ def check_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("type") != "object":
         raise ValueError('must describe an object: {"type": "object", "properties": {...}}')
     return schema
+
+
+# Keywords an input schema may use: JSON Schema 2020-12's (those that validate, and its
+# annotations), draft-07 spellings still common in tool schemas, and `x-` extensions.
+SCHEMA_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS) | {
+    "$schema", "$id", "$anchor", "$dynamicAnchor", "$vocabulary", "$comment", "$defs",
+    "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
+    "contentEncoding", "contentMediaType", "contentSchema",
+    "definitions", "dependencies", "additionalItems", "$recursiveRef", "$recursiveAnchor",
+}  # fmt: skip
+# Keywords whose value is a schema, a list of schemas, or a map of name -> schema.
+_SUBSCHEMA = {
+    "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "contains",
+    "propertyNames", "not", "if", "then", "else", "additionalItems", "contentSchema",
+}  # fmt: skip
+_SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems", "items"}
+_SUBSCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+
+
+def unknown_schema_keywords(schema: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """(path, keyword) for each key of a (sub)schema that is no JSON Schema keyword.
+
+    JSON Schema ignores unknown keywords, so a typo (`minLenght`) or a YAML flow mapping
+    split at a comma (`{description: Name, email or domain}` makes an `email or domain`
+    key) would silently constrain nothing. Refused on save only: stored skills and output
+    snapshots that carry one keep loading."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), schema)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key not in SCHEMA_KEYWORDS and not str(key).startswith("x-"):
+                found.append((path, str(key)))
+                continue
+            if key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                stack.extend(((*path, key, name), sub) for name, sub in value.items())
+            elif key in _SUBSCHEMA_LISTS and isinstance(value, list):
+                stack.extend(((*path, key, i), sub) for i, sub in enumerate(value))
+            elif key in _SUBSCHEMA:
+                stack.append(((*path, key), value))
+    return sorted(found, key=lambda f: (tuple(map(str, f[0])), f[1]))
+
+
+def schema_keyword_errors(spec: SkillSpec) -> list[FieldError]:
+    """`unknown_schema_keywords` of a skill's input schema, at its path in the skill."""
+    return [
+        FieldError(
+            ("input_schema", *path),
+            f"{keyword!r} is not a JSON Schema keyword (a typo? or, in YAML, text with a "
+            "comma inside {...} that needs quotes)",
+        )
+        for path, keyword in unknown_schema_keywords(spec.input_schema)
+    ]
 
 
 class SkillSpec(StrictModel):

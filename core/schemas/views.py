@@ -96,6 +96,11 @@ class AgentView(View):
         default_factory=list,
         description="Skills of this agent that cannot run here: it answers without them.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Saved, but worth a look: e.g. a model name the pricing table does not "
+        "know (a typo, or a model newer than this release; its turns cost $0 here).",
+    )
 
 
 class AgentVersionView(View):

@@ -58,3 +58,17 @@ def cost_micros(
         + cache_write * price.cache_write
     )  # $/MTok * tokens = micro-dollars
     return round(dollars_per_token_micros)
+
+
+def unpriced_warning(model: str) -> str | None:
+    """Why a model name deserves a second look, or None when it has a price.
+
+    Not an error: a model released after this table works, it is only counted at $0. But a
+    typo (`claude-sonet-4`) looks the same from here, so saving one says so."""
+    if price_for(model) is not None:
+        return None
+    families = ", ".join(sorted(PRICES))
+    return (
+        f"model {model!r} is not in the pricing table, so its turns would cost $0 in usage "
+        f"and budgets; check the name (known families: {families})"
+    )

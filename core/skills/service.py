@@ -12,9 +12,15 @@ from core.db import Database
 from core.db.ids import new_id
 from core.db.models import SkillRow
 from core.db.pagination import Page
-from core.db.repository import exists_named, flush_unique, name_contains, paginate, storable
-from core.errors import Conflict, NotFound
-from core.schemas.skill import Executor, SkillKind, SkillPatch, SkillSpec
+from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
+from core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from core.schemas.skill import (
+    Executor,
+    SkillKind,
+    SkillPatch,
+    SkillSpec,
+    schema_keyword_errors,
+)
 from core.schemas.validation import raise_validation_failed
 from core.schemas.views import SkillView
 from core.skills.policy import SkillPolicy, UnusableSkill
@@ -127,8 +133,13 @@ class SkillService:
                     found.append((row.tenant_id, stored))
             return found
 
-    def check(self, spec: SkillSpec, prefix: tuple[str | int, ...] = ("body",)) -> None:
-        """Refuse (422) a skill that cannot run here; see `SkillPolicy`."""
+    def check(
+        self, spec: SkillSpec, prefix: tuple[str | int, ...] = ("body",), *, keywords: bool = False
+    ) -> None:
+        """Refuse (422) a skill that cannot run here (see `SkillPolicy`) and, with
+        `keywords`, one whose input schema has keys that are no JSON Schema keyword."""
+        if keywords and (errors := schema_keyword_errors(spec)):
+            raise ValidationFailed([FieldError(prefix + e.loc, e.msg) for e in errors])
         if self.policy is not None:
             self.policy.check(spec, prefix)
 
@@ -137,14 +148,14 @@ class SkillService:
         tenant_id: str,
         *,
         name: str | None = None,
+        q: str | None = None,
         kind: SkillKind | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SkillView]:
         with self.db.session() as s:
             stmt = select(SkillRow).where(SkillRow.tenant_id == tenant_id)
-            if name:
-                stmt = stmt.where(name_contains(SkillRow.name, name))
+            stmt = stmt.where(*name_filters(SkillRow.name, name=name, q=q))
             if kind:
                 stmt = stmt.where(SkillRow.kind == kind.value)
             page = paginate(s, stmt, SkillRow.id, cursor=cursor, limit=limit)
@@ -158,7 +169,7 @@ class SkillService:
         with self.db.session() as s:
             if exists_named(s, SkillRow, tenant_id, spec.name):
                 raise Conflict(f"a skill named {spec.name!r} already exists")
-            self.check(spec)
+            self.check(spec, keywords=True)
             row = SkillRow(id=new_id("skl"), tenant_id=tenant_id)
             write_skill(row, spec)
             s.add(row)
@@ -175,6 +186,8 @@ class SkillService:
                 spec = SkillSpec.model_validate(merged)
             except ValidationError as exc:
                 raise_validation_failed(exc, prefix=("body",))
-            self.check(spec)
+            # The stored schema is not re-judged unless replaced: a PATCH of the
+            # description must not fail on a keyword saved before keywords were checked.
+            self.check(spec, keywords="input_schema" in patch.model_fields_set)
             write_skill(row, spec)
             return self.view(row)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,27 @@ def test_doctor_reports_disabled_integrations(env):
     assert "ANTHROPIC_API_KEY" in result.stdout
 
 
+def test_doctor_warns_about_models_the_pricing_table_does_not_know(env, tmp_path):
+    cosmo(env, "db", "upgrade")
+    clean = cosmo(env, "doctor")
+    assert "models: ok" in clean.stdout
+    doc = tmp_path / "typo.yaml"
+    doc.write_text(
+        "apiVersion: cosmo/v1\n"
+        "personas: [{name: p, role: r}]\n"
+        "agents: [{name: typo-bot, persona: p, model: claude-sonet-4}]\n"
+    )
+    assert cosmo(env, "apply", "-f", str(doc)).returncode == 0
+    result = cosmo({**env, "COSMO_MODEL": "claude-opus-9"}, "doctor")
+    assert result.returncode == 0  # a warning: a model newer than this release still works
+    assert "models: warning: COSMO_MODEL: model 'claude-opus-9' is not in the pricing" in (
+        result.stdout
+    )
+    assert "models: warning: agent typo-bot (tenant default): model 'claude-sonet-4'" in (
+        result.stdout
+    )
+
+
 def test_doctor_checks_the_knowledge_provider(env, pgvector_url):
     cosmo(env, "db", "upgrade")
     embedded = cosmo(env, "doctor")
@@ -157,3 +180,38 @@ def test_apply_refuses_a_skill_the_operator_does_not_allow_at_its_line(env, tmp_
     assert result.returncode == 1
     assert f"invalid: {bad}:8: skills.0.executor.secret_headers.Authorization: " in result.stderr
     assert "SLACK_BOT_TOKEN is reserved" in result.stderr
+
+
+def test_a_command_run_away_from_the_database_names_the_file_and_creates_nothing(env, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    relative = {**env, "COSMO_DATA_DIR": ".cosmo"}
+    for args in (("agents", "list"), ("doctor",), ("db", "status")):
+        result = cosmo(relative, *args, cwd=elsewhere)
+        assert result.returncode == 1, args
+        assert f"no database at {elsewhere / '.cosmo' / 'cosmo.db'}" in result.stderr
+        assert "cosmo db upgrade" in result.stderr
+    assert not (elsewhere / ".cosmo").exists()
+    assert cosmo(relative, "db", "upgrade", cwd=elsewhere).returncode == 0
+    assert (elsewhere / ".cosmo" / "cosmo.db").exists()
+
+
+def test_an_empty_schema_error_names_the_database_file(env, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sqlite3.connect(data / "cosmo.db").close()  # a file with no schema in it
+    result = cosmo(env, "agents", "list")
+    assert result.returncode == 1
+    assert "schema is at revision (empty)" in result.stderr
+    assert f"(database: SQLite file {data / 'cosmo.db'})" in result.stderr
+
+
+def test_version_and_help_without_types_on_flags(env):
+    version = cosmo(env, "--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"cosmo {importlib.metadata.version('cosmo-agents')}"
+    for args in (("apply", "--help"), ("kb", "ingest", "--help"), ("--help",)):
+        shown = cosmo(env, *args)
+        assert shown.returncode == 0, shown.stderr
+        assert "<bool>" not in shown.stdout, args
+    assert "<path>" in cosmo(env, "apply", "--help").stdout  # options that take values keep it

@@ -35,7 +35,7 @@ def folder(tmp_path: Path) -> Path:
 def test_a_folder_is_ingested_a_bad_file_reported_and_unchanged_files_skipped(env, folder):  # noqa: F811
     assert cosmo(env, "db", "upgrade").returncode == 0
 
-    first = cosmo(env, "kb", "ingest", "handbook", str(folder), "--create")
+    first = cosmo(env, "kb", "ingest", "handbook", str(folder), "--create", cwd=folder)
 
     assert first.returncode == 1, first.stderr  # one file failed
     assert "failed: broken.pdf: is not a readable PDF" in first.stderr
@@ -49,7 +49,7 @@ def test_a_folder_is_ingested_a_bad_file_reported_and_unchanged_files_skipped(en
     assert "guides/setup.html > Setup" in setup.stdout
 
     (folder / "broken.pdf").unlink()
-    again = cosmo(env, "kb", "ingest", "handbook", str(folder))
+    again = cosmo(env, "kb", "ingest", "handbook", str(folder), cwd=folder)
     assert again.returncode == 0, again.stderr
     assert "0 created, 0 updated, 3 unchanged, 0 failed; 0 chunks" in again.stdout
 
@@ -59,17 +59,17 @@ def test_a_folder_is_ingested_a_bad_file_reported_and_unchanged_files_skipped(en
 
 def test_bad_arguments_exit_2_and_an_unknown_knowledge_base_exits_1(env, tmp_path):  # noqa: F811
     cosmo(env, "db", "upgrade")
-    missing = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "nope"))
+    missing = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
 
     (tmp_path / "empty").mkdir()
-    empty = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "empty"))
+    empty = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "empty"), cwd=tmp_path)
     assert empty.returncode == 2
     assert "no supported files" in empty.stderr
 
     (tmp_path / "a.txt").write_text("Some text.")
-    unknown = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "a.txt"))
+    unknown = cosmo(env, "kb", "ingest", "handbook", str(tmp_path / "a.txt"), cwd=tmp_path)
     assert unknown.returncode == 1
     assert "no knowledge base named 'handbook'" in unknown.stderr
 
@@ -77,7 +77,7 @@ def test_bad_arguments_exit_2_and_an_unknown_knowledge_base_exits_1(env, tmp_pat
 def test_update_then_ingest_again_re_chunks_and_docs_and_rm_manage_documents(env, folder):  # noqa: F811
     (folder / "broken.pdf").unlink()
     cosmo(env, "db", "upgrade")
-    cosmo(env, "kb", "ingest", "handbook", str(folder), "--create")
+    cosmo(env, "kb", "ingest", "handbook", str(folder), "--create", cwd=folder)
     before = cosmo(env, "kb", "docs", "handbook")
     assert before.returncode == 0, before.stderr
     assert "guides/setup.html" in before.stdout and "plans.csv" in before.stdout
@@ -98,10 +98,10 @@ def test_update_then_ingest_again_re_chunks_and_docs_and_rm_manage_documents(env
     assert "top_k 5 -> 2" in changed.stdout
     assert "3 document(s) keep their old chunks until ingested again" in changed.stdout
 
-    again = cosmo(env, "kb", "ingest", "handbook", str(folder))
+    again = cosmo(env, "kb", "ingest", "handbook", str(folder), cwd=folder)
     assert again.returncode == 0, again.stderr
     assert "0 created, 3 updated, 0 unchanged, 0 failed" in again.stdout
-    settled = cosmo(env, "kb", "ingest", "handbook", str(folder))
+    settled = cosmo(env, "kb", "ingest", "handbook", str(folder), cwd=folder)
     assert "0 created, 0 updated, 3 unchanged" in settled.stdout
     listed = cosmo(env, "kb", "list")
     assert "120/0" in listed.stdout
@@ -114,6 +114,32 @@ def test_update_then_ingest_again_re_chunks_and_docs_and_rm_manage_documents(env
     missing = cosmo(env, "kb", "rm", "handbook", "plans.csv")
     assert missing.returncode == 1
     assert "no document named 'plans.csv'" in missing.stderr
+
+
+def test_a_folder_then_its_parent_updates_the_documents_instead_of_duplicating(env, folder):  # noqa: F811
+    (folder / "broken.pdf").unlink()
+    cosmo(env, "db", "upgrade")
+    top = folder.parent
+    guides = cosmo(env, "kb", "ingest", "handbook", "docs/guides", "--create", cwd=top)
+    assert guides.returncode == 0, guides.stderr
+    assert "1 created" in guides.stdout
+    parent = cosmo(env, "kb", "ingest", "handbook", "docs", cwd=top)
+    assert parent.returncode == 0, parent.stderr
+    assert "2 created, 0 updated, 1 unchanged" in parent.stdout
+    listed = cosmo(env, "kb", "docs", "handbook").stdout
+    assert listed.count("setup.html") == 1 and "docs/guides/setup.html" in listed
+    found = cosmo(env, "kb", "search", "handbook", "install with pip").stdout
+    assert found.count("setup.html") == 1  # one passage, not one per ingest
+    # From elsewhere, the same root names the same documents.
+    again = cosmo(env, "kb", "ingest", "handbook", str(folder), "--root", str(top))
+    assert "0 created, 0 updated, 3 unchanged" in again.stdout
+
+
+def test_a_path_outside_the_root_is_refused_with_the_way_out(env, folder):  # noqa: F811
+    cosmo(env, "db", "upgrade")
+    outside = cosmo(env, "kb", "ingest", "handbook", str(folder), "--create", cwd=folder / "guides")
+    assert outside.returncode == 2
+    assert "is not under the root" in outside.stderr and "--root" in outside.stderr
 
 
 AGENT = """

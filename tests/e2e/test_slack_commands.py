@@ -352,7 +352,7 @@ def test_create_opens_a_form_and_submitting_it_creates_the_agent(app):
     assert agent.skills == ["draft_email"] and agent.approvers == [LEAD]
     assert agent.limits.daily_output_limit == 20 and agent.limits.daily_token_budget is None
     assert agent.memory_enabled and not agent.allow_self_approval and agent.is_active
-    assert app.container.agents.versions("default", agent.id)[0].created_by == f"slack:{CORA}"
+    assert app.container.agents.versions("default", agent.id).items[0].created_by == f"slack:{CORA}"
 
 
 def test_create_with_a_new_persona_writes_both(app):

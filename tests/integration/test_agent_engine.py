@@ -358,7 +358,7 @@ def test_chat_without_claude_configured_is_a_503(client, container):
     session = client.post(f"/api/v1/agents/{agent['id']}/sessions", json={}).json()
     r = client.post(f"/api/v1/sessions/{session['id']}/chat", json={"message": "hi"})
     assert r.status_code == 503
-    assert "ANTHROPIC_API_KEY" in r.json()["detail"]
+    assert r.json()["detail"] == "agents cannot answer: ANTHROPIC_API_KEY not set"
 
 
 async def test_a_tool_that_raises_returns_is_error_and_the_loop_goes_on(

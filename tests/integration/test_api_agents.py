@@ -221,10 +221,23 @@ def test_stale_if_match_is_refused_with_412(setup):
     body = problem(
         setup.patch(url, json={"description": "second"}, headers={"If-Match": etag}), 412
     )
-    assert "version 1" in body["detail"] and "2" in body["detail"]
+    assert body["detail"] == (
+        "version 1 is out of date: it has changed since, the current version is 2; read it "
+        'again (GET, whose ETag is the version), check the changes, and retry with If-Match: "2"'
+    )
     stored = setup.get(url).json()
     assert stored["description"] == "first writer"
     assert stored["version"] == 2
+
+
+def test_if_match_ahead_of_the_agent_is_not_called_stale(setup):
+    agent = create_agent(setup)
+    r = setup.patch(
+        f"{AGENTS}/{agent['id']}", json={"description": "x"}, headers={"If-Match": '"7"'}
+    )
+    body = problem(r, 412)
+    assert body["detail"].startswith("version 7 does not exist (the current version is 1); ")
+    assert "stale" not in body["detail"] and 'If-Match: "1"' in body["detail"]
 
 
 def test_stale_if_match_on_put_skills_is_refused_with_412(setup):
@@ -289,7 +302,7 @@ def test_delete_removes_the_agent_and_its_versions(setup):
     assert create_agent(setup, agent["name"])["version"] == 1
 
 
-def test_list_filters_by_name_and_active(setup):
+def test_list_filters_by_exact_name_by_contained_text_and_active(setup):
     client = setup
     create_agent(client, "sales-eu")
     create_agent(client, "sales-us", is_active=False)
@@ -301,11 +314,14 @@ def test_list_filters_by_name_and_active(setup):
         return [a["name"] for a in r.json()["items"]]
 
     assert names() == ["sales-eu", "sales-us", "support"]
-    assert names(name="sales") == ["sales-eu", "sales-us"]
+    assert names(q="sales") == ["sales-eu", "sales-us"]
+    assert names(name="sales") == []  # `name` is the whole name, `q` a part of it
+    assert names(name="sales-us") == ["sales-us"]
     assert names(active="true") == ["sales-eu"]
     assert names(active="false") == ["sales-us", "support"]
-    assert names(name="SALES", active="false") == ["sales-us"]
-    assert names(name="nothing") == []
+    assert names(q="SALES", active="false") == ["sales-us"]
+    assert names(name="sales-eu", active="false") == []
+    assert names(q="nothing") == []
 
 
 def test_pagination_walks_all_pages_without_gaps_or_repeats(setup):
@@ -426,3 +442,64 @@ def test_http_webhook_is_allowed_when_insecure_webhooks_are_enabled(db, tmp_path
             422,
         )
         assert error_fields(body) == ["body.webhook.url"]
+
+
+def test_agent_is_addressable_by_name_on_every_route(setup):
+    client = setup
+    agent = create_agent(client, "sales-bot")
+    url = f"{AGENTS}/sales-bot"
+
+    r = client.get(url)
+    assert r.status_code == 200, r.text
+    assert (r.json()["id"], r.headers["ETag"]) == (agent["id"], '"1"')
+    r = client.patch(url, json={"description": "by name"}, headers={"If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    assert client.put(f"{url}/skills", json={"skills": ["lookup"]}).status_code == 200
+    assert [v["version"] for v in client.get(f"{url}/versions").json()["items"]] == [3, 2, 1]
+    assert client.post(f"{url}/rollback", json={"version": 1}).json()["version"] == 4
+    assert "name: sales-bot" in client.get(f"{url}/export").text
+    assert client.get(f"{url}/usage").json()["agent_id"] == agent["id"]
+    assert client.get(f"{url}/memory").status_code == 200
+    session = client.post(f"{url}/sessions", json={"user_id": "U1"})
+    assert session.status_code == 201, session.text
+    assert session.json()["agent_id"] == agent["id"]
+    assert client.delete(url).status_code == 204
+    problem(client.get(f"{AGENTS}/{agent['id']}"), 404)
+
+
+def test_unknown_name_is_a_404_naming_it(setup):
+    body = problem(setup.get(f"{AGENTS}/ghost-bot"), 404)
+    assert "ghost-bot" in body["detail"]
+
+
+def test_an_id_shaped_name_is_refused_so_it_cannot_shadow_an_id(setup):
+    client = setup
+    first = create_agent(client, "first")
+    # A name with another agent's id would make `/agents/<id>` ambiguous: refused, on
+    # create and on rename, and an id-shaped reference is only ever read as an id.
+    body = problem(client.post(AGENTS, json={"name": first["id"], "persona": "helper"}), 422)
+    assert error_fields(body) == ["body.name"]
+    assert "agt_" in body["errors"][0]["msg"]
+    second = create_agent(client, "second")
+    body = problem(client.patch(f"{AGENTS}/second", json={"name": first["id"]}), 422)
+    assert error_fields(body) == ["body.name"]
+    assert client.get(f"{AGENTS}/{first['id']}").json()["name"] == "first"
+    assert client.get(f"{AGENTS}/{second['id']}").json()["name"] == "second"
+    # A name that only starts like an id is an ordinary name.
+    assert create_agent(client, "agt_team")["name"] == "agt_team"
+    assert client.get(f"{AGENTS}/agt_team").json()["name"] == "agt_team"
+
+
+def test_a_model_missing_from_the_pricing_table_is_saved_with_a_warning(setup):
+    client = setup
+    r = client.post(AGENTS, json={"name": "typo", "persona": "helper", "model": "claude-sonet-4"})
+    assert r.status_code == 201, r.text
+    [warning] = r.json()["warnings"]
+    assert "'claude-sonet-4' is not in the pricing table" in warning and "$0" in warning
+    assert client.get(f"{AGENTS}/typo").json()["warnings"] == [warning]
+
+    fixed = client.patch(f"{AGENTS}/typo", json={"model": "claude-sonnet-4-5"})
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["warnings"] == []
+    # No model of its own: COSMO_MODEL applies, which doctor checks.
+    assert create_agent(client, "default-model")["warnings"] == []

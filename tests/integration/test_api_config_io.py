@@ -115,7 +115,7 @@ def test_yaml_import_creates_everything_and_reports_it(client):
     assert sales["limits"]["daily_output_limit"] == 10
     assert sales["webhook"]["secret_env"] == "SALES_SECRET"
     assert agent_named(client, "support")["is_active"] is False
-    [version] = client.get(f"{AGENTS}/{sales['id']}/versions").json()
+    [version] = client.get(f"{AGENTS}/{sales['id']}/versions").json()["items"]
     assert version["change"] == "created"
 
 
@@ -141,7 +141,7 @@ def test_re_import_reports_no_change_and_adds_no_version(client):
     assert {c["action"] for c in r.json()["changes"]} == {"unchanged"}
     sales = agent_named(client, "sales")
     assert sales["version"] == 1
-    assert len(client.get(f"{AGENTS}/{sales['id']}/versions").json()) == 1
+    assert len(client.get(f"{AGENTS}/{sales['id']}/versions").json()["items"]) == 1
 
 
 def test_import_updates_by_name_and_names_the_changed_fields(client):
@@ -160,7 +160,7 @@ def test_import_updates_by_name_and_names_the_changed_fields(client):
     sales = agent_named(client, "sales")
     assert sales["version"] == 2
     assert sales["description"] == "Renamed duty"
-    assert client.get(f"{AGENTS}/{sales['id']}/versions").json()[0]["change"] == (
+    assert client.get(f"{AGENTS}/{sales['id']}/versions").json()["items"][0]["change"] == (
         "applied from config"
     )
 

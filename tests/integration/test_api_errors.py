@@ -340,7 +340,15 @@ def test_patch_errors_name_the_field(client, agent):
 def test_malformed_json_is_a_422(client):
     r = client.post(AGENTS, content=b'{"name": ', headers={"Content-Type": "application/json"})
     body = problem(r, 422)
-    assert body["errors"][0]["loc"][0] == "body"
+    assert body["errors"][0]["loc"] == ["body"]
+
+
+def test_malformed_json_says_where_in_lines_and_columns_not_offsets(client):
+    text = '{\n  "name": "sales",\n  "persona": helper\n}'
+    r = client.post(AGENTS, content=text, headers={"Content-Type": "application/json"})
+    body = problem(r, 422)
+    assert body["detail"] == "the body is not valid JSON (line 3, column 14: expecting value)"
+    assert "body.3" not in r.text and "decode error" not in r.text
 
 
 def test_nul_characters_in_persona_text_are_422_not_500(client):

@@ -387,7 +387,7 @@ def test_force_deletes_it_and_removes_it_from_the_agents_as_a_new_version(api, k
     assert_problem(api.get(f"{BASE}/{kb['id']}"), 404)
     after = api.get(f"/api/v1/agents/{support['id']}").json()
     assert (after["knowledge_bases"], after["version"]) == (["faq"], 2)
-    versions = api.get(f"/api/v1/agents/{support['id']}/versions").json()
+    versions = api.get(f"/api/v1/agents/{support['id']}/versions").json()["items"]
     assert versions[0]["change"] == "knowledge base handbook deleted"
     assert versions[0]["created_by"] == "api"
     assert versions[0]["snapshot"]["agent"]["knowledge_bases"] == ["faq"]
@@ -498,3 +498,40 @@ def test_search_after_the_embedder_changed_is_a_409_asking_for_a_reindex(api, kb
         r = changed.get(f"{BASE}/{kb['id']}/search", params={"q": "vault"})
         assert_problem(r, 409, "cosmo kb reindex handbook")
         assert r.json()["title"] == "Knowledge base needs re-indexing"
+
+
+def test_knowledge_base_and_documents_are_addressable_by_name(api, kb):
+    r = upload(api, "handbook", "handbook.md", HANDBOOK, name="guides/handbook.md")
+    assert r.status_code == 202, r.text
+    document = r.json()["document"]
+
+    assert api.get(f"{BASE}/handbook").json()["id"] == kb["id"]
+    assert api.patch(f"{BASE}/handbook", json={"top_k": 4}).json()["top_k"] == 4
+    url = f"{BASE}/handbook/documents/guides/handbook.md"
+    assert api.get(url).json()["id"] == document["id"]
+    hits = api.get(f"{BASE}/handbook/search", params={"q": "refunds"}).json()["items"]
+    assert hits and hits[0]["document"] == "guides/handbook.md"
+    listed = api.get(f"{BASE}/handbook/documents", params={"name": "guides/handbook.md"})
+    assert [d["id"] for d in listed.json()["items"]] == [document["id"]]
+    assert (
+        api.get(f"{BASE}/handbook/documents", params={"name": "handbook.md"}).json()["items"] == []
+    )
+    assert len(api.get(f"{BASE}/handbook/documents", params={"q": "HANDBOOK"}).json()["items"]) == 1
+    assert api.delete(url).status_code == 204
+    assert_problem(api.get(url), 404, "guides/handbook.md")
+    assert api.delete(f"{BASE}/handbook").status_code == 204
+    assert_problem(api.get(f"{BASE}/{kb['id']}"), 404)
+
+
+def test_knowledge_base_list_filters_by_name_and_q(api, kb):
+    api.post(BASE, json={"name": "handbook-eu"})
+    names = [k["name"] for k in api.get(BASE, params={"name": "handbook"}).json()["items"]]
+    assert names == ["handbook"]
+    names = [k["name"] for k in api.get(BASE, params={"q": "book"}).json()["items"]]
+    assert names == ["handbook", "handbook-eu"]
+
+
+def test_knowledge_base_name_shaped_like_an_id_is_refused(api, kb):
+    r = api.post(BASE, json={"name": kb["id"]})
+    body = assert_problem(r, 422, "kb_")
+    assert [e["field"] for e in body["errors"]] == ["body.name"]  # type: ignore[union-attr]

@@ -147,16 +147,24 @@ def test_persona_used_by_an_agent_cannot_be_deleted_until_the_agent_moves(client
     assert client.delete(f"{PERSONAS}/{used['id']}").status_code == 204
 
 
-def test_list_filters_by_name_substring_case_insensitively(client):
+def test_list_filters_by_name_substring_case_insensitively_with_q(client):
     for name in ("sales-helper", "support", "sales_lead"):
         create_persona(client, name)
-    names = [p["name"] for p in client.get(PERSONAS, params={"name": "SALES"}).json()["items"]]
+    names = [p["name"] for p in client.get(PERSONAS, params={"q": "SALES"}).json()["items"]]
     assert names == ["sales-helper", "sales_lead"]
     # `_` is a literal underscore, not a LIKE wildcard.
-    names = [p["name"] for p in client.get(PERSONAS, params={"name": "s_h"}).json()["items"]]
+    names = [p["name"] for p in client.get(PERSONAS, params={"q": "s_h"}).json()["items"]]
     assert names == []
-    names = [p["name"] for p in client.get(PERSONAS, params={"name": "s_"}).json()["items"]]
+    names = [p["name"] for p in client.get(PERSONAS, params={"q": "s_"}).json()["items"]]
     assert names == ["sales_lead"]
+
+
+def test_name_filter_matches_the_whole_name_only(client):
+    for name in ("sales", "sales-helper"):
+        create_persona(client, name)
+    names = [p["name"] for p in client.get(PERSONAS, params={"name": "sales"}).json()["items"]]
+    assert names == ["sales"]
+    assert client.get(PERSONAS, params={"name": "SALES"}).json()["items"] == []
 
 
 def test_pagination_walks_every_persona_once_in_creation_order(client):

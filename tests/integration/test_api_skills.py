@@ -141,7 +141,7 @@ def test_duplicate_name_is_a_409(client):
     assert "lookup" in body["detail"]
 
 
-def test_list_filters_by_kind_and_name(client):
+def test_list_filters_by_kind_name_and_q(client):
     create_skill(client, "find_contact")
     create_skill(client, "send_email", kind="action")
     create_skill(client, "find_deal", kind="action")
@@ -152,8 +152,10 @@ def test_list_filters_by_kind_and_name(client):
         return [s["name"] for s in r.json()["items"]]
 
     assert names(kind="action") == ["send_email", "find_deal"]
-    assert names(name="find") == ["find_contact", "find_deal"]
-    assert names(name="find", kind="read") == ["find_contact"]
+    assert names(q="find") == ["find_contact", "find_deal"]
+    assert names(q="find", kind="read") == ["find_contact"]
+    assert names(name="find") == []
+    assert names(name="find_deal") == ["find_deal"]
     assert problem(client.get(SKILLS, params={"kind": "write"}), 422)["errors"][0]["field"] == (
         "query.kind"
     )
@@ -172,3 +174,47 @@ def test_pagination_walks_every_skill_once(client):
             break
     assert seen == created
     assert pages == 3
+
+
+def test_unknown_json_schema_keywords_are_refused_naming_keyword_and_path(client):
+    schema = {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "Name", "email or domain": None},
+            "tags": {"type": "array", "items": {"type": "string", "minLenght": 2}},
+        },
+    }
+    payload = {"name": "s", "description": "d", "input_schema": schema, **BUILTIN}
+    body = problem(client.post(SKILLS, json=payload), 422)
+    assert error_fields(body) == [
+        "body.input_schema.properties.query",
+        "body.input_schema.properties.tags.items",
+    ]
+    assert "'email or domain' is not a JSON Schema keyword" in body["errors"][0]["msg"]
+    assert "'minLenght'" in body["errors"][1]["msg"]
+    assert client.get(f"{SKILLS}/s").status_code == 404  # nothing half-written
+
+    create_skill(client, "ok")
+    r = client.patch(f"{SKILLS}/ok", json={"input_schema": schema})
+    assert error_fields(problem(r, 422))[0] == "body.input_schema.properties.query"
+
+
+def test_every_keyword_the_edit_form_and_tools_use_is_accepted(client):
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "title": "Ticket",
+        "properties": {
+            "email": {"type": "string", "format": "email", "maxLength": 80},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}$", "minLength": 3},
+            "priority": {"enum": ["low", "high"], "default": "low", "description": "How soon"},
+            "count": {"type": "integer", "minimum": 1, "maximum": 9, "examples": [2]},
+            "labels": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "when": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
+            "extra": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "required": ["email"],
+        "additionalProperties": False,
+        "$defs": {"id": {"type": "string", "x-display": "short"}},
+    }
+    assert create_skill(client, "form", input_schema=schema)["input_schema"] == schema

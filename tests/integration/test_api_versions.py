@@ -37,7 +37,9 @@ def agent(client):
 def versions(client, agent_id):
     r = client.get(f"{AGENTS}/{agent_id}/versions")
     assert r.status_code == 200, r.text
-    return r.json()
+    page = r.json()
+    assert page["next_cursor"] is None
+    return page["items"]
 
 
 def test_create_stores_version_one_with_a_full_snapshot(client, agent):
@@ -164,3 +166,27 @@ def test_versions_of_unknown_agent_is_a_404(client):
     problem(
         client.post(f"{AGENTS}/agt_01aaaaaaaaaaaaaaaaaaaaaaaa/rollback", json={"version": 1}), 404
     )
+
+
+def test_versions_are_a_page_like_every_other_list(client, agent):
+    for n in range(2, 6):
+        r = client.patch(f"{AGENTS}/{agent['id']}", json={"description": f"v{n}"})
+        assert r.status_code == 200, r.text
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = client.get(f"{AGENTS}/sales/versions", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"items", "next_cursor"}
+        seen += [v["version"] for v in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+    assert pages == 3
+
+
+def test_versions_cursor_that_was_not_issued_is_a_422(client, agent):
+    problem(client.get(f"{AGENTS}/{agent['id']}/versions", params={"cursor": "bogus"}), 422)

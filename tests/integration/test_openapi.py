@@ -183,3 +183,20 @@ def test_token_authenticated_routes_refuse_a_bad_token_with_401(client):
         headers={"Authorization": ""},
     )
     assert r.status_code == 401
+
+
+def test_swagger_ui_is_served_from_local_assets_without_a_token(anonymous):
+    page = anonymous.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    # Nothing from another host: the page works where the service has no Internet access.
+    assert re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", page.text) == []
+    assert "cdn" not in page.text.lower()
+    assets = re.findall(r"""(?:src|href)=["']?(/docs/assets/[^"'\s>]+)""", page.text)
+    assert {a.rsplit("/", 1)[1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        r = anonymous.get(asset)
+        assert r.status_code == 200, asset
+        assert r.content, asset
+    assert "url: '/openapi.json'" in page.text or '"url": "/openapi.json"' in page.text
+    assert anonymous.get("/openapi.json").json()["info"]["title"] == "Cosmo Agents API"

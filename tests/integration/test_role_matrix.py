@@ -129,11 +129,11 @@ def test_a_wrong_tenant_403_says_why(client, headers):
 
 # The classification itself, by rule, so a new route under a known resource cannot be filed
 # under too weak a role (e.g. an output edit as `reader`).
-ADMIN_ONLY = re.compile(r"^/api/v1/(keys|agents/\{agent_id\}/memory)(/|$)")
+ADMIN_ONLY = re.compile(r"^/api/v1/(keys|agents/\{agent\}/memory)(/|$)")
 CONFIGURATION = re.compile(
     r"^/api/v1/(agents|personas|skills|knowledge-bases|webhook-deliveries|keys)(/|$)"
 )
-SESSIONS = re.compile(r"^/api/v1/(agents/\{agent_id\}/sessions|sessions/)")
+SESSIONS = re.compile(r"^/api/v1/(agents/\{agent\}/sessions|sessions/)")
 
 
 def least_role(method: str, path: str) -> Role | None:

@@ -381,3 +381,35 @@ def test_a_plain_header_refuses_a_value_that_looks_like_a_secret(value: str) -> 
 def test_a_plain_header_keeps_ordinary_values(value: str) -> None:
     executor = HttpExecutor.model_validate(http(headers={"X-Partner": value}))
     assert executor.headers == {"X-Partner": value}
+
+
+def test_the_example_parses_without_bogus_schema_keys():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "sales-team.yaml").read_text()
+    doc = parse_document(text)
+    [crm] = [s for s in doc.skills if s.name == "search_crm"]
+    assert crm.input_schema["properties"]["query"] == {
+        "type": "string",
+        "minLength": 2,
+        "description": "Name, email or domain",
+    }
+
+
+def test_a_flow_mapping_split_at_a_comma_is_refused_at_its_line():
+    text = (
+        "apiVersion: cosmo/v1\n"
+        "skills:\n"
+        "  - name: s\n"
+        "    description: d\n"
+        "    input_schema:\n"
+        "      type: object\n"
+        "      properties:\n"
+        "        query: {type: string, description: Name, email or domain}\n"
+    )
+    with pytest.raises(DocumentInvalid) as caught:
+        parse_document(text)
+    assert caught.value.describe("f.yaml") == [
+        "f.yaml:8: skills.0.input_schema.properties.query: 'email or domain' is not a JSON "
+        "Schema keyword (a typo? or, in YAML, text with a comma inside {...} that needs quotes)"
+    ]

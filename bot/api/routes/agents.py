@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
@@ -35,6 +35,18 @@ def _expected_version(if_match: str | None) -> int | None:
     return expected_number(if_match, "agent", "3")
 
 
+AgentRef = Annotated[
+    str,
+    Path(
+        description="The agent's id (`agt_…`) or its name (`sales-bot`). An id-shaped value "
+        "is always read as an id; names of that shape are refused on save."
+    ),
+]
+NameFilter = Annotated[str | None, Query(max_length=63, description="Exactly this name.")]
+ContainsFilter = Annotated[
+    str | None, Query(max_length=63, description="Name contains (case-insensitive).")
+]
+
 IfMatch = Annotated[
     str | None,
     Header(description='ETag from a previous read (`"3"`); 412 if the agent changed since.'),
@@ -45,12 +57,15 @@ IfMatch = Annotated[
 def list_agents(
     caller: ReaderDep,
     c: ContainerDep,
-    name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
+    name: NameFilter = None,
+    q: ContainsFilter = None,
     active: bool | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[AgentView]:
-    page = c.agents.list(caller.tenant_id, name=name, active=active, cursor=cursor, limit=limit)
+    page = c.agents.list(
+        caller.tenant_id, name=name, q=q, active=active, cursor=cursor, limit=limit
+    )
     return PageOut.of(page)
 
 
@@ -102,72 +117,82 @@ async def import_config(
     )
 
 
-@router.get("/{agent_id}", responses=problem_responses(404))
-def get_agent(agent_id: str, caller: ReaderDep, c: ContainerDep, response: Response) -> AgentView:
+@router.get("/{agent}", responses=problem_responses(404))
+def get_agent(agent: AgentRef, caller: ReaderDep, c: ContainerDep, response: Response) -> AgentView:
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
     return _etag(response, c.agents.get(caller.tenant_id, agent_id))
 
 
-@router.patch("/{agent_id}", responses=problem_responses(400, 404, 409, 412))
+@router.patch("/{agent}", responses=problem_responses(400, 404, 409, 412))
 def update_agent(
-    agent_id: str,
+    agent: AgentRef,
     body: AgentPatch,
     caller: AdminDep,
     c: ContainerDep,
     response: Response,
     if_match: IfMatch = None,
 ) -> AgentView:
-    agent = c.agents.update(
+    updated = c.agents.update(
         caller.tenant_id,
-        agent_id,
+        c.agents.resolve(caller.tenant_id, agent),
         body,
         actor=caller.actor,
         expected_version=_expected_version(if_match),
     )
-    return _etag(response, agent)
+    return _etag(response, updated)
 
 
-@router.delete("/{agent_id}", status_code=204, responses=problem_responses(404))
-def delete_agent(agent_id: str, caller: AdminDep, c: ContainerDep) -> Response:
-    c.agents.delete(caller.tenant_id, agent_id)
+@router.delete("/{agent}", status_code=204, responses=problem_responses(404))
+def delete_agent(agent: AgentRef, caller: AdminDep, c: ContainerDep) -> Response:
+    c.agents.delete(caller.tenant_id, c.agents.resolve(caller.tenant_id, agent))
     return Response(status_code=204)
 
 
-@router.put("/{agent_id}/skills", responses=problem_responses(400, 404, 412))
+@router.put("/{agent}/skills", responses=problem_responses(400, 404, 412))
 def set_agent_skills(
-    agent_id: str,
+    agent: AgentRef,
     body: SkillList,
     caller: AdminDep,
     c: ContainerDep,
     response: Response,
     if_match: IfMatch = None,
 ) -> AgentView:
-    agent = c.agents.set_skills(
+    updated = c.agents.set_skills(
         caller.tenant_id,
-        agent_id,
+        c.agents.resolve(caller.tenant_id, agent),
         body.skills,
         actor=caller.actor,
         expected_version=_expected_version(if_match),
     )
-    return _etag(response, agent)
-
-
-@router.get("/{agent_id}/versions", responses=problem_responses(404))
-def list_agent_versions(
-    agent_id: str, caller: ReaderDep, c: ContainerDep
-) -> list[AgentVersionView]:
-    return c.agents.versions(caller.tenant_id, agent_id)
-
-
-@router.post("/{agent_id}/rollback", responses=problem_responses(404, 409))
-def rollback_agent(
-    agent_id: str, body: RollbackRequest, caller: AdminDep, c: ContainerDep, response: Response
-) -> AgentView:
-    agent = c.agents.rollback(caller.tenant_id, agent_id, body.version, actor=caller.actor)
-    return _etag(response, agent)
+    return _etag(response, updated)
 
 
 @router.get(
-    "/{agent_id}/export",
+    "/{agent}/versions", response_model=PageOut[AgentVersionView], responses=problem_responses(404)
+)
+def list_agent_versions(
+    agent: AgentRef,
+    caller: ReaderDep,
+    c: ContainerDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PageOut[AgentVersionView]:
+    """Newest first, in pages like every other list."""
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
+    return PageOut.of(c.agents.versions(caller.tenant_id, agent_id, cursor=cursor, limit=limit))
+
+
+@router.post("/{agent}/rollback", responses=problem_responses(404, 409))
+def rollback_agent(
+    agent: AgentRef, body: RollbackRequest, caller: AdminDep, c: ContainerDep, response: Response
+) -> AgentView:
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
+    rolled = c.agents.rollback(caller.tenant_id, agent_id, body.version, actor=caller.actor)
+    return _etag(response, rolled)
+
+
+@router.get(
+    "/{agent}/export",
     response_class=Response,
     responses={
         200: {
@@ -178,12 +203,12 @@ def rollback_agent(
     },
 )
 def export_agent(
-    agent_id: str,
+    agent: AgentRef,
     caller: ReaderDep,
     c: ContainerDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    doc = c.config.export_agent(caller.tenant_id, agent_id)
+    doc = c.config.export_agent(caller.tenant_id, c.agents.resolve(caller.tenant_id, agent))
     wants_json = "json" in (accept or "") and "yaml" not in (accept or "")
     fmt: Any = "json" if wants_json else "yaml"
     media = "application/json" if wants_json else YAML

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
@@ -32,6 +32,26 @@ UPLOAD_PATH = rf"{PREFIX}/[^/]+/documents/?"
 
 def upload_limit_detail(limit: int) -> str:
     return f"documents are limited to {limit} bytes ({UPLOAD_LIMIT_SETTING})"
+
+
+KnowledgeBaseRef = Annotated[
+    str,
+    Path(
+        description="The knowledge base's id (`kb_…`) or name. An id-shaped value is always "
+        "read as an id; names of that shape are refused on save."
+    ),
+]
+DocumentRef = Annotated[
+    str,
+    Path(
+        description="The document's id (`doc_…`) or name (its path in the knowledge base, "
+        "slashes included, e.g. `guides/setup.md`)."
+    ),
+]
+NameFilter = Annotated[str | None, Query(max_length=500, description="Exactly this name.")]
+ContainsFilter = Annotated[
+    str | None, Query(max_length=500, description="Name contains (case-insensitive).")
+]
 
 
 router = APIRouter(
@@ -78,10 +98,13 @@ class SearchResults(BaseModel):
 def list_knowledge_bases(
     caller: ReaderDep,
     c: ContainerDep,
+    name: NameFilter = None,
+    q: ContainsFilter = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[KnowledgeBaseView]:
-    return PageOut.of(c.knowledge.list(caller.tenant_id, cursor=cursor, limit=limit))
+    page = c.knowledge.list(caller.tenant_id, name=name, q=q, cursor=cursor, limit=limit)
+    return PageOut.of(page)
 
 
 @router.post("", status_code=201, responses=problem_responses(409))
@@ -91,25 +114,27 @@ def create_knowledge_base(
     return c.knowledge.create(caller.tenant_id, body)
 
 
-@router.get("/{knowledge_base_id}", responses=problem_responses(404))
+@router.get("/{knowledge_base}", responses=problem_responses(404))
 def get_knowledge_base(
-    knowledge_base_id: str, caller: ReaderDep, c: ContainerDep
+    knowledge_base: KnowledgeBaseRef, caller: ReaderDep, c: ContainerDep
 ) -> KnowledgeBaseView:
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     return c.knowledge.get(caller.tenant_id, knowledge_base_id)
 
 
-@router.patch("/{knowledge_base_id}", responses=problem_responses(404))
+@router.patch("/{knowledge_base}", responses=problem_responses(404))
 def update_knowledge_base(
-    knowledge_base_id: str, body: KnowledgeBasePatch, caller: AdminDep, c: ContainerDep
+    knowledge_base: KnowledgeBaseRef, body: KnowledgeBasePatch, caller: AdminDep, c: ContainerDep
 ) -> KnowledgeBaseView:
     """Change its description, search settings (at once) or chunk settings (for documents
     ingested afterwards: upload them again, or re-run `cosmo kb ingest`, to re-chunk)."""
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     return c.knowledge.update(caller.tenant_id, knowledge_base_id, body)
 
 
-@router.delete("/{knowledge_base_id}", status_code=204, responses=problem_responses(404, 409))
+@router.delete("/{knowledge_base}", status_code=204, responses=problem_responses(404, 409))
 def delete_knowledge_base(
-    knowledge_base_id: str,
+    knowledge_base: KnowledgeBaseRef,
     caller: AdminDep,
     c: ContainerDep,
     force: Annotated[
@@ -118,24 +143,30 @@ def delete_knowledge_base(
     ] = False,
 ) -> Response:
     """Delete it with its documents; 409 naming the agents that list it, unless `force`."""
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     c.knowledge.delete(caller.tenant_id, knowledge_base_id, force=force, actor=caller.actor)
     return Response(status_code=204)
 
 
-@router.get("/{knowledge_base_id}/documents", response_model=PageOut[DocumentView])
+@router.get("/{knowledge_base}/documents", response_model=PageOut[DocumentView])
 def list_documents(
-    knowledge_base_id: str,
+    knowledge_base: KnowledgeBaseRef,
     caller: ReaderDep,
     c: ContainerDep,
+    name: NameFilter = None,
+    q: ContainsFilter = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[DocumentView]:
-    page = c.knowledge.documents(caller.tenant_id, knowledge_base_id, cursor=cursor, limit=limit)
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
+    page = c.knowledge.documents(
+        caller.tenant_id, knowledge_base_id, name=name, q=q, cursor=cursor, limit=limit
+    )
     return PageOut.of(page)
 
 
 @router.post(
-    "/{knowledge_base_id}/documents",
+    "/{knowledge_base}/documents",
     status_code=202,
     responses={
         200: {"description": "Unchanged: already ingested", "model": DocumentAccepted},
@@ -143,7 +174,7 @@ def list_documents(
     },
 )
 def upload_document(
-    knowledge_base_id: str,
+    knowledge_base: KnowledgeBaseRef,
     caller: AdminDep,
     c: ContainerDep,
     response: Response,
@@ -161,6 +192,7 @@ def upload_document(
     cannot be read). 200 when unchanged (same bytes, same chunk settings). An unsupported
     type is a 422 at once. Documents are limited to `COSMO_MAX_UPLOAD_BYTES` (default
     50 MiB); larger ones get 413."""
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     limit = c.settings.max_upload_bytes
     # The body limit let at most the limit plus a multipart envelope through, and the
     # parser spooled the file to disk past 1 MiB: reading limit + 1 bytes is bounded.
@@ -184,29 +216,33 @@ def upload_document(
     return DocumentAccepted(status=submitted.status, document=submitted.document, job=job)
 
 
-@router.get("/{knowledge_base_id}/documents/{document_id}", responses=problem_responses(404))
+@router.get("/{knowledge_base}/documents/{document:path}", responses=problem_responses(404))
 def get_document(
-    knowledge_base_id: str, document_id: str, caller: ReaderDep, c: ContainerDep
+    knowledge_base: KnowledgeBaseRef, document: DocumentRef, caller: ReaderDep, c: ContainerDep
 ) -> DocumentView:
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
+    document_id = c.knowledge.resolve_document(caller.tenant_id, knowledge_base_id, document)
     return c.knowledge.document(caller.tenant_id, knowledge_base_id, document_id)
 
 
 @router.delete(
-    "/{knowledge_base_id}/documents/{document_id}",
+    "/{knowledge_base}/documents/{document:path}",
     status_code=204,
     responses=problem_responses(404),
 )
 def delete_document(
-    knowledge_base_id: str, document_id: str, caller: AdminDep, c: ContainerDep
+    knowledge_base: KnowledgeBaseRef, document: DocumentRef, caller: AdminDep, c: ContainerDep
 ) -> Response:
     """Delete a document with its chunks and vectors."""
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
+    document_id = c.knowledge.resolve_document(caller.tenant_id, knowledge_base_id, document)
     c.knowledge.delete_document(caller.tenant_id, knowledge_base_id, document_id)
     return Response(status_code=204)
 
 
-@router.get("/{knowledge_base_id}/search", responses=problem_responses(404, 409))
+@router.get("/{knowledge_base}/search", responses=problem_responses(404, 409))
 def search_knowledge_base(
-    knowledge_base_id: str,
+    knowledge_base: KnowledgeBaseRef,
     caller: ReaderDep,
     c: ContainerDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
@@ -215,6 +251,7 @@ def search_knowledge_base(
     ] = None,
 ) -> SearchResults:
     """Hybrid search (meaning + keywords); 409 when the knowledge base needs re-indexing."""
+    knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     kb = c.knowledge.get(caller.tenant_id, knowledge_base_id)
     matches = c.knowledge.search(caller.tenant_id, knowledge_base_id, q, limit=limit)
     return SearchResults(

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from bot.api.auth import AdminDep, BearerRoute
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes.agents import AgentRef
 from core.memory.port import MemoryProvider
 
 router = APIRouter(tags=["memory"], responses=problem_responses(401, 422), route_class=BearerRoute)
@@ -40,15 +41,16 @@ def _memory(c: ContainerDep) -> MemoryProvider:
     return c.memory
 
 
-@router.get("/agents/{agent_id}/memory", responses=problem_responses(404, 503))
+@router.get("/agents/{agent}/memory", responses=problem_responses(404, 503))
 def list_memory(
-    agent_id: str,
+    agent: AgentRef,
     caller: AdminDep,
     c: ContainerDep,
     user_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MemoryList:
-    c.agents.get(caller.tenant_id, agent_id)  # 404 for an unknown agent
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
+    c.agents.get(caller.tenant_id, agent_id)  # 404 for an unknown agent id
     memory = _memory(c)
     records = memory.list(caller.tenant_id, user_id=user_id, agent_id=agent_id, limit=limit)
     return MemoryList(
@@ -67,15 +69,16 @@ def list_memory(
     )
 
 
-@router.delete("/agents/{agent_id}/memory", responses=problem_responses(404, 503))
+@router.delete("/agents/{agent}/memory", responses=problem_responses(404, 503))
 def clear_memory(
-    agent_id: str,
+    agent: AgentRef,
     caller: AdminDep,
     c: ContainerDep,
     user_id: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this user's")
     ] = None,
 ) -> Cleared:
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
     c.agents.get(caller.tenant_id, agent_id)
     deleted = _memory(c).clear(caller.tenant_id, user_id=user_id, agent_id=agent_id)
     return Cleared(deleted=deleted)

@@ -25,11 +25,14 @@ router = APIRouter(
 def list_personas(
     caller: ReaderDep,
     c: ContainerDep,
-    name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
+    name: Annotated[str | None, Query(max_length=63, description="Exactly this name.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=63, description="Name contains (case-insensitive).")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[PersonaView]:
-    return PageOut.of(c.personas.list(caller.tenant_id, name=name, cursor=cursor, limit=limit))
+    return PageOut.of(c.personas.list(caller.tenant_id, name=name, q=q, cursor=cursor, limit=limit))
 
 
 @router.post("", status_code=201, responses=problem_responses(409))

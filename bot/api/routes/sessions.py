@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes.agents import AgentRef
 from bot.api.schemas import PageOut
 from bot.slack.stop import closed_job
 from core.agent.runner import ClaudeNotConfigured
@@ -97,10 +98,11 @@ class SessionDetail(BaseModel):
     outputs: list[Output]
 
 
-@router.post("/agents/{agent_id}/sessions", status_code=201, responses=problem_responses(404, 409))
+@router.post("/agents/{agent}/sessions", status_code=201, responses=problem_responses(404, 409))
 def start_session(
-    agent_id: str, body: SessionStart, caller: ReviewerDep, c: ContainerDep
+    agent: AgentRef, body: SessionStart, caller: ReviewerDep, c: ContainerDep
 ) -> SessionView:
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
     context = {"prompt_context": body.prompt_context} if body.prompt_context else {}
     return c.sessions.start(
         caller.tenant_id,

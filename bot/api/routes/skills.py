@@ -29,12 +29,15 @@ router = APIRouter(
 def list_skills(
     caller: ReaderDep,
     c: ContainerDep,
-    name: Annotated[str | None, Query(max_length=63, description="Name contains")] = None,
+    name: Annotated[str | None, Query(max_length=63, description="Exactly this name.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=63, description="Name contains (case-insensitive).")
+    ] = None,
     kind: SkillKind | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> PageOut[SkillView]:
-    page = c.skills.list(caller.tenant_id, name=name, kind=kind, cursor=cursor, limit=limit)
+    page = c.skills.list(caller.tenant_id, name=name, q=q, kind=kind, cursor=cursor, limit=limit)
     return PageOut.of(page)
 
 

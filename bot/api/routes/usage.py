@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes.agents import AgentRef
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
 from core.sessions.models import UsageTotals
 
@@ -41,23 +42,24 @@ def usage(
     return c.sessions.usage(caller.tenant_id, agent_id=agent_id, session_id=session_id, day=day)
 
 
-@router.get("/agents/{agent_id}/usage", responses=problem_responses(404))
+@router.get("/agents/{agent}/usage", responses=problem_responses(404))
 def agent_usage(
-    agent_id: str,
+    agent: AgentRef,
     caller: ReaderDep,
     c: ContainerDep,
     day: Annotated[str | None, Query(description="UTC day, YYYY-MM-DD; default today")] = None,
 ) -> AgentUsage:
     if day is not None and not _DAY.match(day):
         raise HTTPException(422, "day must be YYYY-MM-DD")
-    agent = c.agents.get(caller.tenant_id, agent_id)
+    agent_id = c.agents.resolve(caller.tenant_id, agent)
+    view = c.agents.get(caller.tenant_id, agent_id)
     the_day = day or utc_day(c.quotas.clock())
     return AgentUsage(
         agent_id=agent_id,
         day=the_day,
         totals=c.sessions.usage(caller.tenant_id, agent_id=agent_id, day=the_day),
         outputs_today=c.quotas.used(caller.tenant_id, agent_id, OUTPUTS, the_day),
-        daily_output_limit=agent.limits.daily_output_limit,
+        daily_output_limit=view.limits.daily_output_limit,
         tokens_today=c.quotas.used(caller.tenant_id, agent_id, TOKENS, the_day),
-        daily_token_budget=agent.limits.daily_token_budget,
+        daily_token_budget=view.limits.daily_token_budget,
     )
