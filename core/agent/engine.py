@@ -34,7 +34,14 @@ from core.knowledge.citations import Citation, PassageNumbers
 from core.limits.quotas import OUTPUTS, TOKENS, Quotas
 from core.log_context import log_context
 from core.memory.port import MemoryMessage, MemoryProvider
-from core.outputs.port import NewOutput, Output, OutputStatus, OutputStore, Recorder
+from core.outputs.port import (
+    NewOutput,
+    Output,
+    OutputFilter,
+    OutputStatus,
+    OutputStore,
+    Recorder,
+)
 from core.outputs.snapshot import arguments_too_large, skill_snapshot
 from core.personas.prompt import (
     CACHE,
@@ -244,6 +251,8 @@ class _TurnRun:
         self.on_text = on_text
         self.steps: list[Step] = []
         self.outputs: list[Output] = []
+        self._proposals = 0
+        self._earlier: list[Output] | None = None
         self.usage = ModelUsage()
         self.texts: list[str] = []
         self.new_messages: list[dict[str, Any]] = []
@@ -461,7 +470,16 @@ class _TurnRun:
         events = a.events.created(webhook, new) if a.events is not None else []
         record = self._proposal_recorder()
 
+        index = self._proposals
+        self._proposals += 1
+
         def take_and_store() -> Output:
+            # A turn run again after its worker died proposes again what the first attempt
+            # may already have stored: the k-th proposal of a turn is its k-th output, so
+            # the rerun reuses it instead of asking reviewers twice.
+            earlier = self._earlier_outputs()
+            if index < len(earlier):
+                return earlier[index]
             # One thread call, so a cancelled turn cannot stop between the quota take and
             # the output it pays for: the unit is kept by an output or given back.
             if limit is not None:
@@ -496,6 +514,21 @@ class _TurnRun:
                 f"thread (status {output.status.value})."
             )
         return SkillResult(message, data={"output_id": output.id}), {"output_id": output.id}
+
+    def _earlier_outputs(self) -> list[Output]:
+        """Outputs an earlier attempt of this turn stored, in the order it proposed them."""
+        if self._earlier is None:
+            found: list[Output] = []
+            cursor: str | None = None
+            filters = OutputFilter(session_id=self.session.id)
+            while True:
+                page = self.a.outputs.list(self.tenant, filters, cursor=cursor, limit=200)
+                found += [o for o in page.items if o.turn_id == self.turn.id]
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            self._earlier = sorted(found, key=lambda o: (o.created_at, o.id))
+        return self._earlier
 
     def _proposal_recorder(self) -> Recorder | None:
         """The `proposed` audit entry, written with the output itself: the chain starts with

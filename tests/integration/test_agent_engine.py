@@ -447,3 +447,36 @@ async def _agent(container, agent_id, registry) -> ConfigurableAgent:  # type: i
         skills=registry,
         deps=container.runner.deps,
     )
+
+
+def test_a_turn_run_again_reuses_the_output_its_first_attempt_stored(
+    claude_client, fake_claude, session_id
+):
+    """A worker that died after storing a proposal but before finishing the turn: the
+    rerun proposes again, and must not ask reviewers twice (the chaos test caught it)."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from core.db.models import TurnRow
+
+    container = claude_client.app.state.container
+    fake_claude.push(
+        Reply.tool_use("draft_email", EMAIL),
+        Reply.text("Waiting for review."),
+        Reply.tool_use("title", {"title": "Pricing email"}),  # the session's title
+    )
+    first = chat(claude_client, session_id, "email Ana our pricing")["outputs"][0]
+    with container.db.session() as s:  # as the crash left it: proposed, never finished
+        s.execute(update(TurnRow).where(TurnRow.id == first["turn_id"]).values(status="running"))
+    turn = container.sessions.get_turn("default", first["turn_id"])
+    session = container.sessions.get("default", session_id)
+
+    fake_claude.push(Reply.tool_use("draft_email", EMAIL), Reply.text("Waiting for review."))
+    agent = asyncio.run(container.runner.agent("default", session.agent_id))
+    again = asyncio.run(agent.chat(session, turn.user_message, turn=turn))
+
+    assert not again.failed, again.reply
+    assert [o.id for o in again.outputs] == [first["id"]]
+    detail = claude_client.get(f"/api/v1/sessions/{session_id}").json()
+    assert [o["id"] for o in detail["outputs"]] == [first["id"]]
