@@ -80,10 +80,15 @@ MAX_DMS = 25
 
 
 async def approver_users(rt: SlackRuntime, tenant_id: str, approvers: list[str]) -> list[str]:
-    """The agent's approvers as users: groups expanded (usergroups.users.list), in order,
-    once each, at most MAX_DMS."""
+    """The agent's approvers as users, at most MAX_DMS (see `expand_principals`)."""
+    return (await expand_principals(rt, tenant_id, approvers))[:MAX_DMS]
+
+
+async def expand_principals(rt: SlackRuntime, tenant_id: str, principals: list[str]) -> list[str]:
+    """Users and user groups as users: groups expanded (usergroups.users.list), in order,
+    once each."""
     users: list[str] = []
-    for principal in approvers:
+    for principal in principals:
         if principal.startswith("S"):
             try:
                 members = sorted(await rt.directory.members(tenant_id, principal))
@@ -93,7 +98,7 @@ async def approver_users(rt: SlackRuntime, tenant_id: str, approvers: list[str])
             users += members
         else:
             users.append(principal)
-    return list(dict.fromkeys(users))[:MAX_DMS]
+    return list(dict.fromkeys(users))
 
 
 async def post_approval(rt: SlackRuntime, output: Output, session: SessionView | None) -> None:
@@ -553,12 +558,7 @@ async def dm_approvers(
     message; posting to a user id lands in their DM with the app."""
     c = rt.container
     client = await rt.clients.for_tenant(output.tenant_id)
-    users: list[str] = []
-    for principal in principals:
-        if principal.startswith("S"):
-            users += sorted(await rt.directory.members(output.tenant_id, principal))
-        else:
-            users.append(principal)
+    users = await expand_principals(rt, output.tenant_id, principals)
     try:
         agent = await run_sync(c.agents.get, output.tenant_id, output.agent_id)
     except NotFound:
@@ -566,7 +566,7 @@ async def dm_approvers(
     approved = {a.by for a in output.current_approvals()}
     if not agent.allow_self_approval:
         approved.add(output.requested_by or "")
-    users = [u for u in dict.fromkeys(users) if u not in approved]
+    users = [u for u in users if u not in approved]
     if not users:
         return
     permalink = None
