@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,8 +34,19 @@ from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
 from bot.slack import session_status
 from bot.slack.admins import may_configure
-from bot.slack.blocks import Blocks, slack_date
+from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
+from bot.slack.invocation import (
+    NOT_ADMIN,
+    Answer,
+    Handler,
+    Invocation,
+    Refusal,
+    agent_named,
+    parse,
+    require_admin,
+    text_answer,
+)
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
@@ -59,55 +69,9 @@ from core.sessions.models import SessionView
 
 log = logging.getLogger("cosmo.slack.commands")
 
-Answer = tuple[str, Blocks] | None
-NOT_ADMIN = (
-    "Only agent admins may change agents: workspace admins and owners, and the people "
-    "listed in `COSMO_SLACK_ADMINS`. Ask one of them."
-)
 STALE_FORM = "This form is out of date. Close it and run the command again."
 PAGE = 200  # the largest page core hands out
 MAX_PAGES = 10
-
-
-class Refusal(Exception):
-    """A plain answer that ends a command early (bad input, not allowed, nothing to do)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-@dataclass(frozen=True)
-class Invocation:
-    tenant: str
-    user: str
-    channel: str
-    trigger_id: str
-    subcommand: str
-    args: list[str]
-    flags: frozenset[str]
-
-    @property
-    def is_dm(self) -> bool:
-        return self.channel.startswith("D")
-
-    def name(self, usage: str) -> str:
-        """The NAME argument: agent names are lower-case slugs, so `Sales-Bot` finds it."""
-        if not self.args:
-            raise Refusal(f"Which agent? Usage: `{ui.COMMAND} {usage}` (see `/agent list`).")
-        return self.args[0].strip("`'\"").lower()
-
-
-def parse(text: str) -> tuple[str, list[str], frozenset[str]]:
-    """`use sales-bot --default` -> ("use", ["sales-bot"], {"--default"})."""
-    # Smart punctuation turns a typed `--default` into `—default`.
-    words = ["--" + w[1:] if w.startswith("—") else w for w in text.split()]
-    flags = frozenset(w.lower() for w in words if w.startswith("--"))
-    rest = [w for w in words if not w.startswith("--")]
-    return (rest[0].lower() if rest else "help"), rest[1:], flags
-
-
-Handler = Callable[[SlackRuntime, Invocation, Any], Awaitable[Answer]]
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -133,22 +97,6 @@ def _all_skills(rt: SlackRuntime, tenant: str) -> list[SkillView]:
     return rt.container.skills.list(tenant, limit=PAGE).items
 
 
-async def _agent(rt: SlackRuntime, tenant: str, name: str) -> AgentView:
-    try:
-        return await run_sync(rt.container.agents.get_by_name, tenant, name)
-    except NotFound:
-        raise Refusal(f"There is no agent named `{escape(name)}`. See `/agent list`.") from None
-
-
-async def _require_admin(rt: SlackRuntime, inv: Invocation) -> None:
-    if not await may_configure(rt, inv.tenant, inv.user):
-        raise Refusal(NOT_ADMIN)
-
-
-def _text(text: str) -> Answer:
-    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-
-
 # -- subcommands --------------------------------------------------------------------------
 
 
@@ -165,7 +113,7 @@ async def cmd_list(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) ->
 
 async def cmd_show(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
-    agent = await _agent(rt, inv.tenant, inv.name("show NAME"))
+    agent = await agent_named(rt, inv.tenant, inv.name("show NAME"))
 
     def load() -> tuple[PersonaView | None, list[SkillView]]:
         try:
@@ -198,8 +146,8 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> 
     if unknown:
         options = escape(", ".join(sorted(unknown)))
         raise Refusal(f"Unknown option {options}. Only `--default` exists.")
-    await _require_admin(rt, inv)
-    agent = await _agent(rt, inv.tenant, name)
+    await require_admin(rt, inv.tenant, inv.user)
+    agent = await agent_named(rt, inv.tenant, name)
     if not agent.is_active:
         raise Refusal(
             f"*{agent.name}* is inactive. Activate it first with `/agent edit {agent.name}`."
@@ -215,15 +163,17 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> 
         lambda: rt.container.bindings.bind(inv.tenant, target, agent.id, by=f"slack:{inv.user}")
     )
     if workspace:
-        return _text(
+        return text_answer(
             f"✅ *{agent.name}* is now the workspace default: it answers in DMs and in every "
             "channel that has no agent of its own."
         )
-    return _text(f"✅ *{agent.name}* now answers in <#{inv.channel}>. Mention me to talk to it.")
+    return text_answer(
+        f"✅ *{agent.name}* now answers in <#{inv.channel}>. Mention me to talk to it."
+    )
 
 
 async def cmd_create(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
-    await _require_admin(rt, inv)
+    await require_admin(rt, inv.tenant, inv.user)
     personas = await run_sync(_all_personas, rt, inv.tenant)
     skills = await run_sync(_all_skills, rt, inv.tenant)
     view = forms.agent_form(
@@ -239,8 +189,8 @@ async def cmd_create(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
 
 async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("edit NAME")
-    await _require_admin(rt, inv)
-    agent = await _agent(rt, inv.tenant, name)
+    await require_admin(rt, inv.tenant, inv.user)
+    agent = await agent_named(rt, inv.tenant, name)
     personas = await run_sync(_all_personas, rt, inv.tenant)
     groups = [a for a in agent.approvers if a.startswith("S")]
     view = forms.agent_form(
@@ -264,8 +214,8 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) ->
 
 async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("skills NAME")
-    await _require_admin(rt, inv)
-    agent = await _agent(rt, inv.tenant, name)
+    await require_admin(rt, inv.tenant, inv.user)
+    agent = await agent_named(rt, inv.tenant, name)
     skills = await run_sync(_all_skills, rt, inv.tenant)
     if not skills:
         raise Refusal(
@@ -283,8 +233,8 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
 
 async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     name = inv.name("persona NAME")
-    await _require_admin(rt, inv)
-    agent = await _agent(rt, inv.tenant, name)
+    await require_admin(rt, inv.tenant, inv.user)
+    agent = await agent_named(rt, inv.tenant, name)
     persona = await run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
     agents = await run_sync(_all_agents, rt, inv.tenant)
     used_by = [a.name for a in agents if a.persona_id == persona.id]
@@ -305,7 +255,7 @@ async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
     if clear:
         args.pop(0)
     if args:
-        agent = await _agent(rt, inv.tenant, args[0].strip("`'\"").lower())
+        agent = await agent_named(rt, inv.tenant, args[0].strip("`'\"").lower())
     else:
         resolution = await run_sync(
             c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel
@@ -323,7 +273,7 @@ async def cmd_memory(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
         count = await run_sync(
             lambda: memory.clear(inv.tenant, user_id=inv.user, agent_id=agent.id)
         )
-        return _text(f"🧹 *{agent.name}* forgot {count} thing(s) it remembered about you.")
+        return text_answer(f"🧹 *{agent.name}* forgot {count} thing(s) it remembered about you.")
     records = await run_sync(
         lambda: memory.list(inv.tenant, user_id=inv.user, agent_id=agent.id, limit=100)
     )
@@ -371,7 +321,7 @@ async def cmd_end(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> 
             )
         except Exception:
             log.warning("could not say in its thread that session %s ended", session.id)
-    return _text(
+    return text_answer(
         f"Ended your conversation with *{agent_name}* that started "
         f"{slack_date(session.created_at)}. Mention me to start a new one."
     )
@@ -406,19 +356,19 @@ async def run(
     try:
         answer = await handler(rt, inv, client)
     except Refusal as refusal:
-        answer = _text(refusal.text)
+        answer = text_answer(refusal.text)
     except CosmoError as exc:
-        answer = _text(slack_message(exc))
+        answer = text_answer(slack_message(exc))
     except SlackApiError as exc:
         log.warning("/agent %s: Slack refused %s", inv.subcommand, exc.response.get("error"))
-        answer = _text(
+        answer = text_answer(
             "⚠️ Slack didn't let me open the form in time. Please run the command again."
             if exc.response.get("error") in ("expired_trigger_id", "exchanged_trigger_id")
             else "⚠️ Slack refused what I tried to do. Please try again."
         )
     except Exception:
         log.exception("/agent %s failed", inv.subcommand)
-        answer = _text("⚠️ Something went wrong on my side. Please try again.")
+        answer = text_answer("⚠️ Something went wrong on my side. Please try again.")
     if answer is not None:
         text, blocks = answer
         await respond(text=text, blocks=blocks, response_type="ephemeral")

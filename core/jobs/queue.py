@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, event, func, or_, select, text, update
+from sqlalchemy import Table, and_, delete, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -58,7 +58,7 @@ def _insert_job(dialect: str) -> Any:
     """One INSERT built once per dialect, its values bound per call. Built per call from
     the ORM entity, SQLAlchemy spent about three quarters of an enqueue constructing and
     cache-keying the statement: the Slack ack path makes one enqueue per event."""
-    table = JobRow.__table__
+    table = cast(Table, JobRow.__table__)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # A NULL key never conflicts, so keyless jobs go through the same statement.
     return insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
