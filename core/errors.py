@@ -38,6 +38,18 @@ class Conflict(CosmoError):
     title = "Conflict"
 
 
+class AgentBusy(Conflict):
+    """An agent cannot be deleted while people are talking to it (unless forced)."""
+
+    def __init__(self, name: str, running: int) -> None:
+        super().__init__(
+            f"agent {name!r} has {running} turn{'s' if running != 1 else ''} pending or "
+            "running; wait for them to finish, or delete with force"
+        )
+        self.name = name
+        self.running = running
+
+
 class PreconditionFailed(CosmoError):
     """An optimistic-concurrency check failed: the caller saw an older version."""
 

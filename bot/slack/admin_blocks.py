@@ -92,45 +92,78 @@ def _status(agent: AgentView) -> str:
 # -- /agent answers -----------------------------------------------------------------------
 
 
+#: `/agent help`, grouped: (heading, [(usage, what it does)]). A test checks that every
+#: subcommand here has a handler and every handler is listed.
+HELP: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "Talking to agents",
+        [
+            ("list", "the agents here, and which one answers in this channel"),
+            ("show NAME", "an agent's configuration and figures"),
+            ("memory", "what this channel's agent remembers about you"),
+            ("memory clear", "make this channel's agent forget you"),
+            ("end", "end your latest conversation in this channel"),
+        ],
+    ),
+    (
+        "Looking things up",
+        [
+            ("outputs [NAME] [--pending]", "recent outputs, with links to their approvals"),
+            ("audit OUTPUT_ID", "who proposed, edited, decided and ran an output"),
+            ("history NAME", "an agent's versions: who changed what, when"),
+            ("kb list", "the knowledge bases"),
+            ("kb show NAME", "a knowledge base's documents"),
+            ("help", "this list"),
+        ],
+    ),
+    (
+        "Agents (admins)",
+        [
+            ("create", "a new agent (opens a form)"),
+            ("edit NAME", "model, approvers, webhook, knowledge, limits"),
+            ("persona NAME", "its persona: role, tone, instructions, variables"),
+            ("skills NAME", "which skills it may use"),
+            ("use NAME", "make NAME answer in this channel"),
+            ("use NAME --default", "…and wherever no agent is chosen, and in DMs"),
+            ("rollback NAME VERSION", "go back to an earlier version (asks first)"),
+            ("delete NAME [--force]", "delete an agent (asks first)"),
+        ],
+    ),
+    (
+        "Skills and knowledge (admins)",
+        [
+            ("skill new", "a new skill (opens a form)"),
+            ("skill edit NAME", "change a skill"),
+            ("skill test NAME {json}", "run a read skill once and see its result"),
+            ("kb new NAME", "a new knowledge base"),
+            ("(share a file with me)", "add a document to a knowledge base: DM it to me"),
+        ],
+    ),
+]
+
+
 def help_message(*, can_configure: bool) -> tuple[str, Blocks]:
-    everyone = "\n".join(
-        [
-            "`/agent list` — the agents here, and which one answers in this channel",
-            "`/agent show NAME` — an agent's configuration",
-            "`/agent memory` — what this channel's agent remembers about you",
-            "`/agent memory clear` — make this channel's agent forget you",
-            "`/agent end` — end your latest conversation in this channel",
-            "`/agent help` — this list",
+    blocks: Blocks = []
+    for heading, entries in HELP:
+        lines = [
+            (f"`{COMMAND} {usage}`" if not usage.startswith("(") else f"_{usage[1:-1]}_")
+            + f" — {what}"
+            for usage, what in entries
         ]
-    )
-    admins = "\n".join(
-        [
-            "`/agent use NAME` — make NAME answer in this channel",
-            "`/agent use NAME --default` — …and wherever no agent is chosen, and in DMs",
-            "`/agent create` — a new agent (opens a form)",
-            "`/agent edit NAME` — description, persona, model, approvers, limits",
-            "`/agent skills NAME` — which skills it may use",
-            "`/agent persona NAME` — its persona's role, tone and instructions",
-        ]
-    )
+        blocks.append(section(f"*{heading}*\n" + "\n".join(lines)))
     who = (
         "You may change agents."
         if can_configure
         else "Workspace admins and owners, and the people in `COSMO_SLACK_ADMINS`, "
         "may change agents."
     )
-    blocks: Blocks = [
-        section("*Cosmo agents* — commands for everyone:\n" + everyone),
-        section("*For agent admins:*\n" + admins),
+    blocks.append(
         context(
             f"{who} `end` ends the most recent conversation you started in this channel "
             "(slash commands cannot tell which thread you are in)."
-        ),
-    ]
-    return (
-        "Cosmo agents: /agent list, show, memory, end, use, create, edit, skills, persona",
-        blocks,
+        )
     )
+    return "Cosmo agents: /agent help lists every command", blocks
 
 
 def agent_list(

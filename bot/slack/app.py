@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
@@ -22,7 +21,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import approvals, conversations, stop
+from bot.slack import (
+    agent_versions,
+    approvals,
+    assistant,
+    commands,
+    conversations,
+    home,
+    stop,
+)
 from bot.slack.directory import SlackDirectory
 from bot.slack.limiter import LimitedWebClient, SlackLimiter
 from bot.slack.oauth import SlackOAuth, build_oauth
@@ -168,22 +175,13 @@ async def on_listener_error(error: Exception) -> BoltResponse | None:
 
 
 def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:
-    conversations.register(app, runtime)
-    stop.register(app, runtime)
-    approvals.register(app, runtime)
-    for module in _optional_modules():
+    for module in (
+        conversations,
+        stop,
+        approvals,
+        commands,
+        agent_versions,
+        home,
+        assistant,
+    ):
         module.register(app, runtime)
-
-
-def _optional_modules() -> list[Any]:
-    """Listener modules added by later features (commands, App Home), when present."""
-    import importlib
-
-    found = []
-    for name in ("bot.slack.commands", "bot.slack.home", "bot.slack.assistant"):
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return found

@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack import session_status
+from bot.slack import agent_versions, output_lookup, session_status
 from bot.slack.admins import may_configure
 from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
@@ -219,8 +219,8 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
     skills = await run_sync(_all_skills, rt, inv.tenant)
     if not skills:
         raise Refusal(
-            "No skills are defined yet. Add them through the REST API or a config file "
-            "(`cosmo agents import`), then choose them here."
+            "No skills are defined yet. Create one with `/agent skill new` (or in a config "
+            "file applied with `cosmo apply`), then choose them here."
         )
     view = forms.skills_form(
         agent=agent,
@@ -338,6 +338,11 @@ HANDLERS: dict[str, Handler] = {
     "persona": cmd_persona,
     "memory": cmd_memory,
     "end": cmd_end,
+    "history": agent_versions.cmd_history,
+    "rollback": agent_versions.cmd_rollback,
+    "delete": agent_versions.cmd_delete,
+    "outputs": output_lookup.cmd_outputs,
+    "audit": output_lookup.cmd_audit,
 }
 
 

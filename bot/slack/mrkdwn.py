@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from bot.slack.text import escape
+from bot.slack.text import escape, truncate_escaped
 
 __all__ = ["bold", "date", "escape", "from_markdown", "link", "mention", "principal"]
 
@@ -36,6 +36,7 @@ def mention(user_id: str | None) -> str:
         return "someone"
     if user_id in _NAMED:
         return _NAMED[user_id]
+    user_id = user_id.removeprefix("slack:")  # how configuration changes name their author
     if _USER_ID.match(user_id):
         return f"<@{user_id}>"
     return escape(user_id)
@@ -113,3 +114,13 @@ def from_markdown(text: str) -> str:
         last = fence.end()
     parts.append(_outside_inline_code(text[last:]))
     return "".join(parts)
+
+
+def one_line(text: str, limit: int) -> str:
+    """Markdown as escaped mrkdwn on one line, for lists: a code fence cut by truncation
+    would turn the rest of the message into code, so fences go and lines are joined; a code
+    span cut in half goes whole."""
+    flat = truncate_escaped(" ".join(from_markdown(text).replace("```", " ").split()), limit)
+    if flat.count("`") % 2:
+        flat = flat[: flat.rindex("`")].rstrip() + "…"
+    return flat

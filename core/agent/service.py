@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import Database
@@ -19,10 +19,18 @@ from core.db.models import (
     KnowledgeBaseRow,
     PersonaRow,
     SkillRow,
+    TurnRow,
 )
 from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
-from core.errors import Conflict, FieldError, NotFound, PreconditionFailed, ValidationFailed
+from core.errors import (
+    AgentBusy,
+    Conflict,
+    FieldError,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from core.personas.service import persona_spec
 from core.schemas.agent import AgentPatch, AgentSpec, WebhookSpec
 from core.schemas.validation import raise_validation_failed
@@ -272,9 +280,24 @@ class AgentService:
             row2, _ = self.replace_in(s, row, spec, actor=actor, change="skills updated")
             return agent_view(row2, policy=self.policy)
 
-    def delete(self, tenant_id: str, agent_id: str) -> None:
+    def delete(self, tenant_id: str, agent_id: str, *, force: bool = False) -> None:
+        """Refused while any of the agent's turns is pending or running (someone is talking
+        to it right now), unless `force`: those turns then fail as "a deleted agent"."""
         with self.db.session() as s:
-            s.delete(load_agent(s, tenant_id, agent_id))
+            row = load_agent(s, tenant_id, agent_id, for_update=True)
+            if not force:
+                running = s.scalar(
+                    select(func.count())
+                    .select_from(TurnRow)
+                    .where(
+                        TurnRow.tenant_id == tenant_id,
+                        TurnRow.agent_id == agent_id,
+                        TurnRow.status.in_(("pending", "running")),
+                    )
+                )
+                if running:
+                    raise AgentBusy(row.name, running)
+            s.delete(row)
 
     def rollback(self, tenant_id: str, agent_id: str, to_version: int, *, actor: str) -> AgentView:
         """Restore an earlier version's agent settings as a new version."""

@@ -302,6 +302,20 @@ def test_delete_removes_the_agent_and_its_versions(setup):
     assert create_agent(setup, agent["name"])["version"] == 1
 
 
+def test_delete_is_refused_while_a_turn_is_running_unless_forced(setup, container):
+    agent = create_agent(setup)
+    session = container.sessions.start("default", agent["id"], user_id="U1")
+    container.sessions.begin_turn("default", session.id, user_id="U1", user_message="hi")
+    url = f"{AGENTS}/{agent['name']}"
+
+    body = problem(setup.delete(url), 409)
+
+    assert "1 turn pending or running" in body["detail"]
+    assert setup.get(url).status_code == 200
+    assert setup.delete(f"{url}?force=true").status_code == 204
+    problem(setup.get(url), 404)
+
+
 def test_list_filters_by_exact_name_by_contained_text_and_active(setup):
     client = setup
     create_agent(client, "sales-eu")

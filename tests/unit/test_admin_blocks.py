@@ -9,6 +9,7 @@ import pytest
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
+from bot.slack import commands
 from bot.slack import review_blocks as review
 from bot.slack.blocks import approval_message, decision_buttons
 from core.errors import FieldError
@@ -157,31 +158,29 @@ def check_modal(view: dict[str, Any]) -> None:
 # -- /agent answers -----------------------------------------------------------------------
 
 
-def test_help_lists_everyones_commands_then_the_admins():
+def test_help_lists_every_command_grouped_for_everyone_then_admins():
     text, blocks = ui.help_message(can_configure=True)
 
-    assert text.startswith("Cosmo agents: /agent list")
-    assert [b["type"] for b in blocks] == ["section", "section", "context"]
-    everyone, admins = blocks[0]["text"]["text"], blocks[1]["text"]["text"]
-    assert everyone.splitlines()[1:] == [
-        "`/agent list` — the agents here, and which one answers in this channel",
-        "`/agent show NAME` — an agent's configuration",
-        "`/agent memory` — what this channel's agent remembers about you",
-        "`/agent memory clear` — make this channel's agent forget you",
-        "`/agent end` — end your latest conversation in this channel",
-        "`/agent help` — this list",
+    assert text == "Cosmo agents: /agent help lists every command"
+    assert [b["type"] for b in blocks] == ["section"] * 4 + ["context"]
+    headings = [b["text"]["text"].splitlines()[0] for b in blocks[:4]]
+    assert headings == [
+        "*Talking to agents*",
+        "*Looking things up*",
+        "*Agents (admins)*",
+        "*Skills and knowledge (admins)*",
     ]
-    assert [line.split(" — ")[0] for line in admins.splitlines()[1:]] == [
-        "`/agent use NAME`",
-        "`/agent use NAME --default`",
-        "`/agent create`",
-        "`/agent edit NAME`",
-        "`/agent skills NAME`",
-        "`/agent persona NAME`",
-    ]
-    assert blocks[2]["elements"][0]["text"].startswith("You may change agents.")
-    member = ui.help_message(can_configure=False)[1][2]["elements"][0]["text"]
+    agents = blocks[2]["text"]["text"].splitlines()[1:]
+    assert "`/agent rollback NAME VERSION` — go back to an earlier version (asks first)" in agents
+    assert blocks[4]["elements"][0]["text"].startswith("You may change agents.")
+    member = ui.help_message(can_configure=False)[1][4]["elements"][0]["text"]
     assert "`COSMO_SLACK_ADMINS`" in member
+
+
+def test_help_and_the_subcommands_agree():
+    """Every subcommand help names has a handler, and every handler is in the help."""
+    listed = {usage.split()[0] for _, entries in ui.HELP for usage, _ in entries if usage[0] != "("}
+    assert listed == set(commands.HANDLERS)
 
 
 def test_agent_list_marks_the_agent_answering_here_and_escapes_descriptions():

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from bot.slack import admin_blocks as ui
-from bot.slack import blocks, edit_form, mrkdwn
+from bot.slack import agent_versions, blocks, edit_form, mrkdwn, output_lookup
+from core.approvals.audit import AuditEntry
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.memory.port import MemoryRecord
 from core.outputs.port import OutputEdit, OutputStatus
+from core.schemas.views import AgentVersionView
 from core.skills.builtins import render_email
 from tests.unit.test_admin_blocks import WHEN, agent, home, output, persona, skill
 
@@ -124,6 +126,42 @@ def every_builder() -> Iterator[tuple[str, Any]]:
         ),
     )
     yield "notice", blocks.notice_modal("Not saved", MARKDOWN)
+    version = AgentVersionView(
+        id="agv_1",
+        agent_id="agt_01",
+        version=1,
+        change=MARKDOWN,
+        created_by="slack:U0ADA00001",
+        created_at=WHEN,
+        snapshot={},
+    )
+    yield "history", agent_versions.history_message(agent(version=2), [version], more=True)
+    yield (
+        "outputs",
+        output_lookup.outputs_message(
+            "outputs", [output(preview=MARKDOWN)], {}, {}, everything=False
+        ),
+    )
+    entry = AuditEntry(
+        id="aud_1",
+        tenant_id="default",
+        seq=1,
+        output_id="out_01",
+        actor="U0LEAD0001",
+        identity="asserted",
+        via="webhook",
+        key_id=None,
+        key_name=None,
+        action="approve",
+        outcome="ok",
+        revision=1,
+        content_sha256=None,
+        detail=MARKDOWN,
+        created_at=WHEN,
+        prev_hash="0",
+        entry_hash="1",
+    )
+    yield "audit", output_lookup.audit_message(output(), [entry])
 
 
 @pytest.mark.parametrize(("name", "built"), list(every_builder()), ids=lambda v: str(v)[:30])

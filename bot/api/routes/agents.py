@@ -142,9 +142,18 @@ def update_agent(
     return _etag(response, updated)
 
 
-@router.delete("/{agent}", status_code=204, responses=problem_responses(404))
-def delete_agent(agent: AgentRef, caller: AdminDep, c: ContainerDep) -> Response:
-    c.agents.delete(caller.tenant_id, c.agents.resolve(caller.tenant_id, agent))
+@router.delete("/{agent}", status_code=204, responses=problem_responses(404, 409))
+def delete_agent(
+    agent: AgentRef,
+    caller: AdminDep,
+    c: ContainerDep,
+    force: Annotated[
+        bool,
+        Query(description="Delete even while turns are pending or running (they then fail)."),
+    ] = False,
+) -> Response:
+    """409 while any of the agent's turns is pending or running, unless `force=true`."""
+    c.agents.delete(caller.tenant_id, c.agents.resolve(caller.tenant_id, agent), force=force)
     return Response(status_code=204)
 
 
