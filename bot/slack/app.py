@@ -22,7 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import approvals, conversations, stop
+from bot.slack import approvals, conversations, file_drop, stop
 from bot.slack.directory import SlackDirectory
 from bot.slack.limiter import LimitedWebClient, SlackLimiter
 from bot.slack.oauth import SlackOAuth, build_oauth
@@ -66,7 +66,15 @@ class SlackIntegration:
     def job_kinds(self) -> list[JobKind]:
         """Slack's work for the job layer's workers: recording, answering and stopping turns,
         and session statuses set on behalf of other processes."""
-        return [*conversations.job_kinds(self.runtime), *stop.job_kinds(self.runtime)]
+        return [
+            *conversations.job_kinds(self.runtime),
+            *stop.job_kinds(self.runtime),
+            *file_drop.job_kinds(self.runtime),
+        ]
+
+    def ingest_observer(self) -> file_drop.SlackIngestProgress:
+        """Shows the ingestion of files dropped in Slack in their threads."""
+        return file_drop.SlackIngestProgress(self.runtime)
 
     async def aclose(self) -> None:
         await self.runtime.aclose()
@@ -171,6 +179,7 @@ def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:
     conversations.register(app, runtime)
     stop.register(app, runtime)
     approvals.register(app, runtime)
+    file_drop.register(app, runtime)
     for module in _optional_modules():
         module.register(app, runtime)
 
@@ -180,7 +189,12 @@ def _optional_modules() -> list[Any]:
     import importlib
 
     found = []
-    for name in ("bot.slack.commands", "bot.slack.home", "bot.slack.assistant"):
+    for name in (
+        "bot.slack.commands",
+        "bot.slack.kb_commands",
+        "bot.slack.home",
+        "bot.slack.assistant",
+    ):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -2,6 +2,7 @@
 
     /agent help | list | show NAME | use NAME [--default] | create | edit NAME
            | skills NAME | persona NAME | memory [clear] [NAME] | end
+           | kb new NAME [description] | kb list | kb show NAME   (bot.slack.kb_commands)
 
 Slack gets its ack at once; the work runs right after (`SlackRuntime.spawn`) and the answer
 goes back ephemerally through the command's `response_url`, which works in channels the
@@ -37,6 +38,7 @@ from bot.slack import session_status
 from bot.slack.admins import may_configure
 from bot.slack.blocks import Blocks, slack_date
 from bot.slack.errors import slack_message
+from bot.slack.kb_commands import cmd_kb
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
@@ -388,6 +390,7 @@ HANDLERS: dict[str, Handler] = {
     "persona": cmd_persona,
     "memory": cmd_memory,
     "end": cmd_end,
+    "kb": cmd_kb,
 }
 
 
