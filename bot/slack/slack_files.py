@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bot.slack.text import escape
 from core.errors import CosmoError
 from core.knowledge.extractors import content_type_for
 
@@ -24,7 +25,8 @@ SUPPORTED_KINDS = "PDF, Markdown, text, HTML or CSV"
 
 
 class FileRefused(CosmoError):
-    """A shared file we will not (or cannot) take; the detail is what the sharer reads."""
+    """A shared file we will not (or cannot) take; the detail is what the sharer reads
+    (mrkdwn, with the names in it escaped)."""
 
     title = "File refused"
 
@@ -76,18 +78,19 @@ async def file_info(client: Any, file_id: str) -> SlackFileInfo:
 def check(info: SlackFileInfo, limit: int) -> str:
     """The content type to ingest it as, or `FileRefused` (too large, unsupported, not a
     file Slack hosts). Needs no download."""
+    name = escape(info.name)
     if info.mode in ("external", "tombstone") or not info.url_private_download:
-        raise FileRefused(f"*{info.name}* isn't stored in Slack, so I can't read it.")
+        raise FileRefused(f"*{name}* isn't stored in Slack, so I can't read it.")
     if info.size > limit:
         raise FileRefused(
-            f"*{info.name}* is {human_size(info.size)}; knowledge base documents are limited "
+            f"*{name}* is {human_size(info.size)}; knowledge base documents are limited "
             f"to {human_size(limit)}."
         )
     kind = info.content_type
     if kind is None:
+        filetype = f" ({escape(info.filetype)})" if info.filetype else ""
         raise FileRefused(
-            f"I can't read *{info.name}*{f' ({info.filetype})' if info.filetype else ''}: "
-            f"knowledge bases take {SUPPORTED_KINDS} files."
+            f"I can't read *{name}*{filetype}: knowledge bases take {SUPPORTED_KINDS} files."
         )
     return kind
 
@@ -112,9 +115,9 @@ async def download(
     http: httpx.AsyncClient | None = None,
 ) -> bytes:
     """The file's bytes, fetched with the bot token from the URL `files.info` gave."""
-    url = info.url_private_download or ""
+    url, name = info.url_private_download or "", escape(info.name)
     if not allowed_download(url, api_url):
-        raise FileRefused(f"Slack pointed me outside its file host for *{info.name}*.")
+        raise FileRefused(f"Slack pointed me outside its file host for *{name}*.")
     owned = http is None
     client = http or httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=False)
     try:
@@ -123,7 +126,7 @@ async def download(
         ) as response:
             if response.status_code != 200:
                 raise FileRefused(
-                    f"Slack answered {response.status_code} when I downloaded *{info.name}*."
+                    f"Slack answered {response.status_code} when I downloaded *{name}*."
                 )
             served = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if served == "text/html" and info.content_type != "text/html":
@@ -137,14 +140,13 @@ async def download(
                 data += chunk
                 if len(data) > limit:
                     raise FileRefused(
-                        f"*{info.name}* is larger than {human_size(limit)}, the document limit."
+                        f"*{name}* is larger than {human_size(limit)}, the document limit."
                     )
     finally:
         if owned:
             await client.aclose()
     if len(data) != info.size:
         raise FileRefused(
-            f"I received {len(data)} of the {info.size} bytes of *{info.name}*. Please share "
-            "it again."
+            f"I received {len(data)} of the {info.size} bytes of *{name}*. Please share it again."
         )
     return bytes(data)

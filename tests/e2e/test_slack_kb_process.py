@@ -132,7 +132,8 @@ def test_a_pdf_dropped_in_a_dm_is_ingested_by_the_worker_and_cited(tmp_path, fak
         assert final.startswith("✅ *pricing.pdf* is ready in *handbook*: "), final
         (download,) = slack.downloads()
         assert download.token == BOT_TOKEN
-        edits = [c.params["text"] for c in slack.calls("chat.update") if c.params["ts"] == prompt.ts]
+        updates = slack.calls("chat.update")
+        edits = [c.params["text"] for c in updates if c.params["ts"] == prompt.ts]
         assert any("chunks…" in e for e in edits), edits
 
         claude.push(Reply.text("Pro costs 30 dollars per seat [1]."))
