@@ -13,7 +13,8 @@ since a person picks the knowledge base in between:
 
 For the hashing embedder and, when installed, MiniLM. Each run uses a fresh knowledge base.
 Not a test: the figures depend on the machine and its load.
-Run: `.venv/bin/python bench/slack_file_ingest.py [--runs 3] [--mb 1.0]`.
+Run: `.venv/bin/python bench/slack_file_ingest.py [--runs 3] [--mb 1.0]
+[--embedders hashing,minilm]`.
 """
 
 from __future__ import annotations
@@ -159,10 +160,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mb", type=float, default=1.0)
+    parser.add_argument(
+        "--embedders", default=",".join(embedders()), help="comma-separated: hashing,minilm"
+    )
     args = parser.parse_args()
     data = pdf_of(args.mb)
     print(f"PDF: {len(data) / 1024 / 1024:.2f} MB; {args.runs} runs per embedder")
-    for embedder in embedders():
+    for embedder in args.embedders.split(","):
         print(f"{embedder}:", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
