@@ -20,8 +20,8 @@ DEFAULT_TENANT = "default"
 # The bot scopes in manifest.yml (tests/unit/test_manifest.py keeps the two equal).
 DEFAULT_SLACK_SCOPES = (
     "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,"
-    "groups:history,groups:read,im:history,im:write,mpim:history,mpim:read,usergroups:read,"
-    "users:read"
+    "files:read,groups:history,groups:read,im:history,im:write,mpim:history,mpim:read,"
+    "usergroups:read,users:read"
 )
 
 

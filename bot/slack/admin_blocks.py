@@ -111,8 +111,8 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("outputs [NAME] [--pending]", "recent outputs, with links to their approvals"),
             ("audit OUTPUT_ID", "who proposed, edited, decided and ran an output"),
             ("history NAME", "an agent's versions: who changed what, when"),
-            ("kb list", "the knowledge bases"),
-            ("kb show NAME", "a knowledge base's documents"),
+            ("kb list", "knowledge bases, with document and chunk counts"),
+            ("kb show NAME", "a knowledge base's documents (admins may remove them)"),
             ("help", "this list"),
         ],
     ),
@@ -135,8 +135,12 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("skill new", "a new skill (opens a form)"),
             ("skill edit NAME", "change a skill"),
             ("skill test NAME {json}", "run a read skill once and see its result"),
-            ("kb new NAME", "a new knowledge base"),
-            ("(share a file with me)", "add a document to a knowledge base: DM it to me"),
+            ("kb new NAME [description]", "a new knowledge base"),
+            (
+                "(share a file with me)",
+                "a PDF, Markdown, text, HTML or CSV file in a DM (or a thread that mentions me) "
+                "goes into the knowledge base you pick",
+            ),
         ],
     ),
 ]

@@ -234,9 +234,8 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
             text = refusal.text
         except CosmoError as exc:
             text = slack_message(exc, prefix="Nothing changed: ")
-        message = text_answer(text)
-        assert message is not None
-        await respond(text=message[0], blocks=message[1], replace_original=True)
+        text, blocks = text_answer(text)
+        await respond(text=text, blocks=blocks, replace_original=True)
 
     def clicked(handler: Any) -> Any:
         async def on_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:

@@ -27,7 +27,9 @@ from bot.slack import (
     assistant,
     commands,
     conversations,
+    file_drop,
     home,
+    kb_commands,
     stop,
 )
 from bot.slack.directory import SlackDirectory
@@ -73,7 +75,15 @@ class SlackIntegration:
     def job_kinds(self) -> list[JobKind]:
         """Slack's work for the job layer's workers: recording, answering and stopping turns,
         and session statuses set on behalf of other processes."""
-        return [*conversations.job_kinds(self.runtime), *stop.job_kinds(self.runtime)]
+        return [
+            *conversations.job_kinds(self.runtime),
+            *stop.job_kinds(self.runtime),
+            *file_drop.job_kinds(self.runtime),
+        ]
+
+    def ingest_observer(self) -> file_drop.SlackIngestProgress:
+        """Shows the ingestion of files dropped in Slack in their threads."""
+        return file_drop.SlackIngestProgress(self.runtime)
 
     async def aclose(self) -> None:
         await self.runtime.aclose()
@@ -179,8 +189,10 @@ def register_all(app: AsyncApp, runtime: SlackRuntime) -> None:
         conversations,
         stop,
         approvals,
+        file_drop,
         commands,
         agent_versions,
+        kb_commands,
         home,
         assistant,
     ):

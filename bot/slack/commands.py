@@ -2,6 +2,7 @@
 
     /agent help | list | show NAME | use NAME [--default] | create | edit NAME
            | skills NAME | persona NAME | memory [clear] [NAME] | end
+           | kb new NAME [description] | kb list | kb show NAME   (bot.slack.kb_commands)
 
 Slack gets its ack at once; the work runs right after (`SlackRuntime.spawn`) and the answer
 goes back ephemerally through the command's `response_url`, which works in channels the
@@ -47,6 +48,7 @@ from bot.slack.invocation import (
     require_admin,
     text_answer,
 )
+from bot.slack.kb_commands import cmd_kb
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
@@ -343,6 +345,7 @@ HANDLERS: dict[str, Handler] = {
     "delete": agent_versions.cmd_delete,
     "outputs": output_lookup.cmd_outputs,
     "audit": output_lookup.cmd_audit,
+    "kb": cmd_kb,
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack import approvals, session_status
+from bot.slack import approvals, file_drop, session_status
 from bot.slack.blocks import thinking
 from bot.slack.errors import slack_message
 from bot.slack.reply import ThreadReply
@@ -71,6 +71,8 @@ class SlackMessage(BaseModel):
     event_type: str = "message"
     mentioned: bool | None = None
     is_dm: bool
+    files: list[str] = []
+    """Ids of the files shared with the message (`file_share`): see `bot.slack.file_drop`."""
 
 
 class TurnJob(BaseModel):
@@ -151,6 +153,7 @@ async def take_event(rt: SlackRuntime, body: Mapping[str, Any]) -> None:
         text=text if isinstance(text, str) else "",
         event_type=str(event.get("type")),
         is_dm=event.get("channel_type") == "im" or channel.startswith("D"),
+        files=file_drop.file_ids(event),
     )
     await rt.intake.submit(
         tenant_id=rt.tenant_for(team_id),
@@ -191,6 +194,17 @@ async def handle_event(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
     mentioned, text = addressed
     key = session_key(m.team, m.channel, m.thread_ts)
     session = await run_sync(c.sessions.find_by_key, tenant, key)
+    if m.files:
+        offered = await file_drop.offer(
+            rt,
+            job,
+            m,
+            mentioned=mentioned,
+            in_session=session is not None,
+            has_text=bool(text),
+        )
+        if offered is not None:
+            return offered
     if session is None:
         if not (mentioned or m.is_dm):
             return {"outcome": "not ours"}  # a thread we are not part of

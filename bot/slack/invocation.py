@@ -69,7 +69,7 @@ def parse(text: str) -> tuple[str, list[str], frozenset[str]]:
     return (rest[0].lower() if rest else "help"), rest[1:], flags
 
 
-def text_answer(text: str) -> Answer:
+def text_answer(text: str) -> tuple[str, Blocks]:
     return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 

@@ -41,7 +41,8 @@ async def _watch_parent(stopping: asyncio.Event) -> None:
 
 def job_kinds(container: Container, slack: SlackIntegration | None) -> list[JobKind]:
     kinds = schedules(container)
-    kinds.append(IngestJob(container.knowledge).kind())
+    observer = slack.ingest_observer() if slack is not None else None
+    kinds.append(IngestJob(container.knowledge, observer=observer).kind())
     kinds += execution_jobs.job_kinds(container)
     kinds += lifecycle.job_kinds(container)
     kinds += turn_job.job_kinds(container)

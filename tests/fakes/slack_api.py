@@ -69,6 +69,7 @@ from tests.fakes.slack_workspace import (
     MethodCall,
     Refused,
     SessionStatus,
+    SlackFile,
     Token,
     User,
     Workspace,
@@ -94,6 +95,7 @@ __all__ = [
     "FakeSlackAPI",
     "Message",
     "SessionStatus",
+    "SlackFile",
     "User",
 ]
 
@@ -116,6 +118,10 @@ _JSON_FIELDS = frozenset(
     {"attachments", "blocks", "chunks", "loading_messages", "metadata", "prompts", "view"}
 )
 _NO_AUTH = frozenset({"oauth.v2.access", "response_url"})
+FILES_PATH = "/files-pri/"
+DOWNLOAD = "file.download"
+"""How `calls()` names a request for a file's `url_private_download` (not a Web API method)."""
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 
 Answer = tuple[int, dict[str, str], dict[str, Any]]
 
@@ -179,6 +185,10 @@ class _Handler(TrackedHandler):
 
     def _serve(self) -> None:
         body = self._body()
+        if self.path.startswith(FILES_PATH):
+            code, kind, data, extra = self.server.fake._download(self.path, dict(self.headers))
+            self._send(code, kind, data, extra)
+            return
         status, headers, payload = self.server.fake._handle(
             self.command, self.path, dict(self.headers.items()), body
         )
@@ -323,6 +333,39 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
             message = Message(ch.id, ts or self._ws.next_ts(), text, user, list(blocks), thread_ts)
             self._ws.messages[ch.id][message.ts] = message
             return copy.deepcopy(message)
+
+    def upload_file(
+        self,
+        name: str,
+        content: bytes,
+        *,
+        mimetype: str,
+        filetype: str,
+        user: str = USER_ID,
+        channel: str | None = None,
+        title: str = "",
+    ) -> dict[str, Any]:
+        """A file someone uploaded (and shared in `channel`): returns its file object as
+        `files.info` and a `file_share` message event carry it. The bytes are served at its
+        `url_private_download` to tokens with `files:read`."""
+        with self._lock:
+            self._ws.files_base = f"http://127.0.0.1:{self.port}"
+            found = SlackFile(
+                self._ws.new_id("F"),
+                name,
+                content,
+                user,
+                mimetype,
+                filetype,
+                title,
+                channels=[channel] if channel else [],
+            )
+            self._ws.files[found.id] = found
+            return found.to_api(self.config.team_id, self.config.team_domain, self._ws.files_base)
+
+    def downloads(self) -> list[Call]:
+        """Requests for files' `url_private_download`, answered or not."""
+        return self.calls(DOWNLOAD)
 
     def issue_oauth_code(
         self,
@@ -593,6 +636,45 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
             )
             self._arrived.notify_all()
         return status, extra, response
+
+    def _download(
+        self, path: str, headers: Mapping[str, str]
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        """A file's bytes for a token with `files:read`. Anyone else gets what Slack serves
+        them: its sign-in page, as HTML with status 200 (the trap every app falls into once).
+        A file the workspace does not have is a 404."""
+        url = urlsplit(path)
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
+        with self._lock:
+            ws = self._ws
+            found = next(
+                (f for f in ws.files.values() if f.download_path(ws.team_id) == url.path), None
+            )
+            known = ws.tokens.get(token) if token else None
+            answer: tuple[int, str, bytes, dict[str, str]]
+            if found is None:
+                answer = (404, "text/plain", b"Not Found", {})
+            elif known is None or "files:read" not in known.scopes.split(","):
+                answer = (200, "text/html; charset=utf-8", LOGIN_PAGE, {})
+            else:
+                answer = (200, found.mimetype, found.content, {})
+            status = answer[0]
+            self._calls.append(
+                Call(
+                    DOWNLOAD,
+                    {"path": url.path},
+                    {"path": url.path},
+                    token,
+                    time.time(),
+                    "GET",
+                    "",
+                    status,
+                    {"ok": answer[2] is not LOGIN_PAGE and status == 200, "bytes": len(answer[2])},
+                )
+            )
+            self._arrived.notify_all()
+        return answer
 
     @staticmethod
     def _decode(name: str, value: Any) -> Any:

@@ -459,6 +459,29 @@ def conversations_replies(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     }
 
 
+# -- files -----------------------------------------------------------------------------------------
+
+
+def has_scope(token: Token, scope: str) -> bool:
+    return scope in token.scopes.split(",")
+
+
+@method("files.info")
+def files_info(ws: Workspace, call: MethodCall) -> dict[str, Any]:
+    """A file's description, as Slack's `files.info` gives it (comments left out): needs
+    `files:read`, and answers `file_not_found` for an id it does not know."""
+    if not has_scope(call.actor, "files:read"):
+        raise Refused("missing_scope", needed="files:read", provided=call.actor.scopes)
+    found = ws.files.get(str(call.need("file", "file_not_found")))
+    if found is None:
+        raise Refused("file_not_found")
+    return {
+        "file": found.to_api(ws.team_id, ws.config.team_domain, ws.files_base),
+        "comments": [],
+        "response_metadata": {"next_cursor": ""},
+    }
+
+
 # -- assistant threads -----------------------------------------------------------------------------
 
 

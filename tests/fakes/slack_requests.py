@@ -316,6 +316,33 @@ class SlackRequests:
             event.update(bot_id=bot_id, app_id=self.api_app_id)
         return self.event_callback(event, **envelope)
 
+    def file_share(
+        self,
+        files: Sequence[Mapping[str, Any]],
+        text: str = "",
+        *,
+        user: str | None = None,
+        channel: str | None = None,
+        thread_ts: str | None = None,
+        **envelope: Any,
+    ) -> SignedRequest:
+        """Someone shared files (`FakeSlackAPI.upload_file`'s objects): a `message` event
+        with subtype `file_share` and the files, in a DM by default (`channel` for another
+        conversation, `thread_ts` for a thread)."""
+        who = user or self.user_id
+        event = self._message_fields(text, who, channel or "D" + who[1:], None, thread_ts)
+        event.update(
+            type="message",
+            subtype="file_share",
+            files=[dict(f) for f in files],
+            upload=False,
+            display_as_bot=False,
+        )
+        event["channel_type"] = _channel_type(event["channel"])
+        if not text:
+            event.pop("blocks")
+        return self.event_callback(event, **envelope)
+
     def dm(
         self, text: str, *, user: str | None = None, channel: str | None = None, **kw: Any
     ) -> SignedRequest:

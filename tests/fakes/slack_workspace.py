@@ -29,7 +29,7 @@ CLIENT_ID = "1111.2222"
 CLIENT_SECRET = "fake-client-secret"
 BOT_SCOPES = (
     "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,"
-    "im:history,reactions:write,usergroups:read,users:read"
+    "files:read,im:history,reactions:write,usergroups:read,users:read"
 )
 
 
@@ -190,6 +190,63 @@ class Message:
         return out
 
 
+@dataclass
+class SlackFile:
+    """A file someone uploaded, with its bytes: `files.info` describes it and its
+    `url_private_download` serves `content` to a token with `files:read`."""
+
+    id: str
+    name: str
+    content: bytes
+    user: str
+    mimetype: str
+    filetype: str
+    title: str = ""
+    created: int = 1_700_000_000
+    channels: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    def download_path(self, team_id: str) -> str:
+        return f"/files-pri/{team_id}-{self.id}/download/{self.name}"
+
+    def to_api(self, team_id: str, team_domain: str, files_base: str) -> dict[str, Any]:
+        """The file object of `files.info` and of a `file_share` message event. Slack's own
+        URLs point at files.slack.com; the fake's at itself (`files_base`)."""
+        private = f"{files_base}/files-pri/{team_id}-{self.id}/{self.name}"
+        ims = [c for c in self.channels if c.startswith("D")]
+        return {
+            "id": self.id,
+            "created": self.created,
+            "timestamp": self.created,
+            "name": self.name,
+            "title": self.title or self.name,
+            "mimetype": self.mimetype,
+            "filetype": self.filetype,
+            "pretty_type": self.filetype.upper(),
+            "user": self.user,
+            "user_team": team_id,
+            "editable": False,
+            "size": self.size,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": private,
+            "url_private_download": files_base + self.download_path(team_id),
+            "permalink": f"https://{team_domain}.slack.com/files/{self.user}/{self.id}/{self.name}",
+            "channels": [c for c in self.channels if c.startswith("C")],
+            "groups": [c for c in self.channels if c.startswith("G")],
+            "ims": ims,
+            "comments_count": 0,
+        }
+
+
 @dataclass(frozen=True)
 class AssistantThread:
     """What `assistant.threads.*` last set on a thread. Slack clears the status when the app
@@ -309,6 +366,9 @@ class Workspace:
         self.oauth_codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, str] = {}
         self.response_urls: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self.files: dict[str, SlackFile] = {}
+        self.files_base = ""
+        """Where the fake serves file downloads (`http://127.0.0.1:<port>`), set on start."""
         self.last_ts = 0
         self.ids = itertools.count(1)
 

@@ -43,6 +43,9 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.open": ("im:write",),
     "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
     "usergroups.users.list": ("usergroups:read",),
+    # file_drop: a dropped file's size and type, and its url_private_download (fetched with
+    # the bot token, which Slack serves only to a token with files:read).
+    "files.info": ("files:read",),
     "users.info": ("users:read",),
     "views.open": (),
     "views.push": (),
