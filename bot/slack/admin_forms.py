@@ -550,9 +550,10 @@ def _friendly(message: str) -> str:
 # -- metadata -----------------------------------------------------------------------------
 
 
-def metadata(**values: Any) -> str:
-    """`private_metadata` (Slack keeps at most 3,000 characters)."""
-    text = json.dumps(values, separators=(",", ":"))
+def metadata(values: Mapping[str, Any]) -> str:
+    """`private_metadata` (Slack keeps at most 3,000 characters); keys are the `META_*`
+    names of `bot.slack.form_submission`."""
+    text = json.dumps(dict(values), separators=(",", ":"))
     if len(text) > 3_000:
         raise ValueError("private_metadata over 3,000 characters")
     return text

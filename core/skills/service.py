@@ -13,7 +13,7 @@ from core.db.ids import new_id
 from core.db.models import SkillRow
 from core.db.pagination import Page
 from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
-from core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from core.errors import FieldError, NameTaken, NotFound, ValidationFailed
 from core.schemas.skill import (
     Executor,
     SkillKind,
@@ -168,7 +168,7 @@ class SkillService:
     def create(self, tenant_id: str, spec: SkillSpec) -> SkillView:
         with self.db.session() as s:
             if exists_named(s, SkillRow, tenant_id, spec.name):
-                raise Conflict(f"a skill named {spec.name!r} already exists")
+                raise NameTaken("skill", spec.name)
             self.check(spec, keywords=True)
             row = SkillRow(id=new_id("skl"), tenant_id=tenant_id)
             write_skill(row, spec)
