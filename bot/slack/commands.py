@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -31,9 +30,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack import agent_submissions, session_status
+from bot.slack import agent_submissions, session_status, skill_commands
 from bot.slack.admins import may_configure
-from bot.slack.blocks import Blocks, slack_date
+from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
 from bot.slack.form_submission import (
     META_AGENT,
@@ -44,6 +43,7 @@ from bot.slack.form_submission import (
     META_VERSION,
     NOT_ADMIN,
 )
+from bot.slack.invocation import Answer, Invocation, Refusal, parse, text_answer
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
@@ -58,47 +58,8 @@ from core.sessions.models import SessionView
 
 log = logging.getLogger("cosmo.slack.commands")
 
-Answer = tuple[str, Blocks] | None
 PAGE = 200  # the largest page core hands out
 MAX_PAGES = 10
-
-
-class Refusal(Exception):
-    """A plain answer that ends a command early (bad input, not allowed, nothing to do)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-@dataclass(frozen=True)
-class Invocation:
-    tenant: str
-    user: str
-    channel: str
-    trigger_id: str
-    subcommand: str
-    args: list[str]
-    flags: frozenset[str]
-
-    @property
-    def is_dm(self) -> bool:
-        return self.channel.startswith("D")
-
-    def name(self, usage: str) -> str:
-        """The NAME argument: agent names are lower-case slugs, so `Sales-Bot` finds it."""
-        if not self.args:
-            raise Refusal(f"Which agent? Usage: `{ui.COMMAND} {usage}` (see `/agent list`).")
-        return self.args[0].strip("`'\"").lower()
-
-
-def parse(text: str) -> tuple[str, list[str], frozenset[str]]:
-    """`use sales-bot --default` -> ("use", ["sales-bot"], {"--default"})."""
-    # Smart punctuation turns a typed `--default` into `—default`.
-    words = ["--" + w[1:] if w.startswith("—") else w for w in text.split()]
-    flags = frozenset(w.lower() for w in words if w.startswith("--"))
-    rest = [w for w in words if not w.startswith("--")]
-    return (rest[0].lower() if rest else "help"), rest[1:], flags
 
 
 Handler = Callable[[SlackRuntime, Invocation, Any], Awaitable[Answer]]
@@ -139,8 +100,7 @@ async def _require_admin(rt: SlackRuntime, inv: Invocation) -> None:
         raise Refusal(NOT_ADMIN)
 
 
-def _text(text: str) -> Answer:
-    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+_text = text_answer
 
 
 # -- subcommands --------------------------------------------------------------------------
@@ -267,8 +227,8 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
     skills = await run_sync(_all_skills, rt, inv.tenant)
     if not skills:
         raise Refusal(
-            "No skills are defined yet. Add them through the REST API or a config file "
-            "(`cosmo agents import`), then choose them here."
+            "No skills are defined yet. Create one with `/agent skill new` (or in a config "
+            "file applied with `cosmo apply`), then choose them here."
         )
     view = forms.skills_form(
         agent=agent,
@@ -387,6 +347,7 @@ HANDLERS: dict[str, Handler] = {
     "create": cmd_create,
     "edit": cmd_edit,
     "skills": cmd_skills,
+    "skill": skill_commands.cmd_skill,
     "persona": cmd_persona,
     "memory": cmd_memory,
     "end": cmd_end,
@@ -440,8 +401,10 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
             subcommand=subcommand,
             args=args,
             flags=flags,
+            text=command.get("text") or "",
         )
         rt.spawn(run(rt, inv, respond, client), name=f"/agent {subcommand}")
 
     app.command(ui.COMMAND)(on_command)
     agent_submissions.register(app, rt)
+    skill_commands.register(app, rt)
