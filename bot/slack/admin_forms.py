@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.slack.admin_blocks import VIEW_BLOCKS_MAX, View, code_list, context, plain, section
@@ -26,6 +26,11 @@ SKILLS_MODAL = "agent_skills"
 PERSONA_MODAL = "agent_persona"
 # Option value of "a new persona" in the create form; persona names are slugs, never this.
 NEW_PERSONA = "__new__"
+# Model select values that are no model name (model names never start with `_`).
+DEFAULT_MODEL = "__default__"
+OTHER_MODEL = "__other__"
+WEBHOOK_TEST = "webhook_test"  # the "Send test event" button's action_id
+WEBHOOK_TEST_RESULT = "webhook_test_result"  # the context block that shows its outcome
 
 # Slack's limits that shape these forms.
 MAX_OPTIONS = 100  # static / multi-static select
@@ -39,7 +44,11 @@ AGENT_FIELDS = {
     "persona": "persona",
     "model": "model",
     "skills": "skills",
+    "knowledge_bases": "knowledge_bases",
     "approvers": "approvers",
+    "webhook": "webhook_url",
+    "webhook.url": "webhook_url",
+    "webhook.secret_env": "webhook_secret_env",
     "approval_channel": "approval_channel",
     "daily_output_limit": "daily_output_limit",
     "daily_token_budget": "daily_token_budget",
@@ -174,10 +183,17 @@ def agent_form(
     skills: Sequence[SkillView],
     default_model: str,
     metadata: str,
+    models: Sequence[str] = (),
+    groups: Sequence[tuple[str, str]] | None = (),
+    knowledge_bases: Sequence[str] = (),
 ) -> View:
     """`/agent create` (agent None) or `/agent edit NAME`: one form, validated on submit by
-    `AgentSpec` / `AgentPatch`. Skills are chosen in `/agent skills`, persona text in
-    `/agent persona`; webhooks and knowledge bases stay with the REST API and config files."""
+    `AgentSpec` / `AgentPatch`. Skills are chosen in `/agent skills` (and at creation),
+    persona text in `/agent persona`.
+
+    `models` are offered by name (plus "other", typed); `groups` are the workspace's user
+    groups as (id, label), None when Slack would not list them (then stored groups are
+    kept, and said so); `knowledge_bases` are the names that may be attached."""
     creating = agent is None
     listed = list(personas)[: MAX_OPTIONS - 1]
     if agent is not None and all(p.name != agent.persona for p in listed):
@@ -235,30 +251,24 @@ def agent_form(
         ]
         if skills:
             blocks.append(_input("skills", "Skills", _skills_select(skills, []), optional=True))
-    blocks.append(
-        _input(
-            "model",
-            "Claude model",
-            _text_input(agent.model if agent else None, placeholder=default_model),
-            optional=True,
-            hint=f"Empty: the default ({default_model}).",
-        )
-    )
-    users = [a for a in (agent.approvers if agent else []) if not a.startswith("S")]
-    groups = [a for a in (agent.approvers if agent else []) if a.startswith("S")]
+    blocks += _model_inputs(agent, default_model, models)
+    stored_groups = [a for a in (agent.approvers if agent else []) if a.startswith("S")]
     approvers: dict[str, Any] = {
         "type": "multi_users_select",
         "placeholder": plain("Anyone may approve"),
     }
+    users = [a for a in (agent.approvers if agent else []) if not a.startswith("S")]
     if users:
         approvers["initial_users"] = users
-    hint = "Who may approve its outputs. Empty: anyone."
-    if groups:
+    hint = "Who may approve its outputs. Empty (and no group): anyone."
+    if groups is None and stored_groups:
         hint += (
-            f" User groups ({', '.join(groups)}) stay approvers; change them through the "
-            "REST API or a config file."
+            f" User groups ({', '.join(stored_groups)}) stay approvers: Slack did not let me "
+            "list user groups (the app needs the usergroups:read scope)."
         )
-    blocks.append(_input("approvers", "Approvers", approvers, optional=True, hint=hint))
+    blocks.append(_input("approvers", "Approvers: people", approvers, optional=True, hint=hint))
+    if groups is not None and (groups or stored_groups):
+        blocks.append(_groups_input(groups, stored_groups))
     channel: dict[str, Any] = {
         "type": "conversations_select",
         "placeholder": plain("Only in the thread"),
@@ -290,6 +300,9 @@ def agent_form(
             hint="Empty: unlimited.",
         ),
     ]
+    if knowledge_bases or (agent and agent.knowledge_bases):
+        blocks.append(_knowledge_input(knowledge_bases, agent.knowledge_bases if agent else []))
+    blocks += _webhook_inputs(agent)
     names = ["memory_enabled", "allow_self_approval"] + ([] if creating else ["is_active"])
     options = [_option(n, _OPTIONS[n]) for n in names]
     on = {
@@ -305,6 +318,122 @@ def agent_form(
     if agent is None:
         return _modal(CREATE_MODAL, "New agent", blocks, metadata, submit="Create")
     return _modal(EDIT_MODAL, f"Edit {agent.name}", blocks, metadata)
+
+
+def _model_inputs(agent: AgentView | None, default_model: str, models: Sequence[str]) -> Blocks:
+    """A select of the models the pricing table knows, the default, and "other" (typed)."""
+    current = agent.model if agent else None
+    options = [_option(DEFAULT_MODEL, truncate(f"Default ({default_model})", 75))]
+    options += [_option(m, m) for m in models if m][: MAX_OPTIONS - 2]
+    options.append(_option(OTHER_MODEL, "Other (type it below)"))
+    known = {o["value"] for o in options}
+    chosen = DEFAULT_MODEL if current is None else current if current in known else OTHER_MODEL
+    select: dict[str, Any] = {
+        "type": "static_select",
+        "options": options,
+        "initial_option": next(o for o in options if o["value"] == chosen),
+    }
+    other = current if chosen == OTHER_MODEL else None
+    return [
+        _input("model", "Claude model", select, optional=True),
+        _input(
+            "model_other",
+            "Other model",
+            _text_input(other, placeholder="claude-…", max_length=128),
+            optional=True,
+            hint="Only with Other. A name the pricing table does not know is saved with a "
+            "warning: its turns count as $0 in usage and budgets.",
+        ),
+    ]
+
+
+def _groups_input(groups: Sequence[tuple[str, str]], stored: Sequence[str]) -> dict[str, Any]:
+    labels = dict(groups)
+    ids = [g for g, _ in groups] + [g for g in stored if g not in labels]  # gone from Slack
+    options = [_option(g, truncate(labels.get(g, g), 75)) for g in ids][:MAX_OPTIONS]
+    element: dict[str, Any] = {
+        "type": "multi_static_select",
+        "placeholder": plain("No user group"),
+        "options": options,
+    }
+    chosen = [o for o in options if o["value"] in set(stored)]
+    if chosen:
+        element["initial_options"] = chosen
+    return _input(
+        "approver_groups",
+        "Approvers: user groups",
+        element,
+        optional=True,
+        hint="Members of these groups may approve too (looked up when a decision is made).",
+    )
+
+
+def _knowledge_input(names: Sequence[str], attached: Sequence[str]) -> dict[str, Any]:
+    listed = list(dict.fromkeys([*attached, *sorted(names)]))[:MAX_OPTIONS]
+    options = [_option(n, n) for n in listed]
+    element: dict[str, Any] = {
+        "type": "multi_static_select",
+        "placeholder": plain("None"),
+        "options": options,
+    }
+    chosen = [o for o in options if o["value"] in set(attached)]
+    if chosen:
+        element["initial_options"] = chosen
+    return _input(
+        "knowledge_bases",
+        "Knowledge bases",
+        element,
+        optional=True,
+        hint="It searches these when a question needs them.",
+    )
+
+
+def _webhook_inputs(agent: AgentView | None) -> Blocks:
+    webhook = agent.webhook if agent else None
+    variable_hint = "The environment variable on this server that holds its whsec_ secret."
+    if webhook is not None and webhook.secret_set and not webhook.secret_env:
+        variable_hint += " Empty: keep the secret it has."
+    return [
+        _input(
+            "webhook_url",
+            "Webhook URL",
+            _text_input(webhook.url if webhook else None, placeholder="https://", max_length=2_000),
+            optional=True,
+            hint="Output events are POSTed here, signed (Standard Webhooks). Empty: none.",
+        ),
+        _input(
+            "webhook_secret_env",
+            "Webhook secret variable",
+            _text_input(
+                webhook.secret_env if webhook else None, placeholder="SALES_WEBHOOK_SECRET"
+            ),
+            optional=True,
+            hint=variable_hint,
+        ),
+        {
+            "type": "actions",
+            "block_id": WEBHOOK_TEST,
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": WEBHOOK_TEST,
+                    "text": plain("Send test event"),
+                    "value": "test",
+                }
+            ],
+        },
+        {
+            "type": "context",
+            "block_id": WEBHOOK_TEST_RESULT,
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "Sends one signed `webhook.test` event to the URL above (not saved "
+                    "yet) and shows what the receiver answered.",
+                }
+            ],
+        },
+    ]
 
 
 def skills_form(*, agent: AgentView, skills: Sequence[SkillView], metadata: str) -> View:
@@ -397,6 +526,8 @@ class AgentForm:
 
     agent: dict[str, Any]
     new_persona: dict[str, Any] | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+    """Errors found reading the form (before the schemas judge it), by block."""
 
 
 def _approval_inputs(agent: AgentView | None) -> Blocks:
@@ -477,12 +608,22 @@ def _read_approval(values: State) -> dict[str, Any] | None:
 
 def read_agent_form(values: State, *, creating: bool) -> AgentForm:
     options = set(_multi(values, "options"))
+    problems: dict[str, str] = {}
+    model = _selected(values, "model")
+    if model == OTHER_MODEL:
+        model = (_text(values, "model_other") or "").strip() or None
+        if model is None:
+            problems["model_other"] = "Type the model's name, or choose one above."
+    elif model in (None, DEFAULT_MODEL):
+        model = None
+    approvers = list(_state(values, "approvers").get("selected_users") or [])
+    approvers += _multi(values, "approver_groups")
     fields: dict[str, Any] = {
         "name": (_text(values, "name") or "").strip(),
         "description": (_text(values, "description") or "").strip(),
         "persona": _selected(values, "persona") or "",
-        "model": (_text(values, "model") or "").strip() or None,
-        "approvers": list(_state(values, "approvers").get("selected_users") or []),
+        "model": model,
+        "approvers": approvers,
         "approval_channel": _state(values, "approval_channel").get("selected_conversation"),
         "limits": {
             "daily_output_limit": _text(values, "daily_output_limit"),
@@ -496,6 +637,18 @@ def read_agent_form(values: State, *, creating: bool) -> AgentForm:
         fields["is_active"] = "is_active" in options
     if "skills" in values:
         fields["skills"] = _multi(values, "skills")
+    if "knowledge_bases" in values:
+        fields["knowledge_bases"] = _multi(values, "knowledge_bases")
+    if "webhook_url" in values:
+        url = (_text(values, "webhook_url") or "").strip()
+        secret_env = (_text(values, "webhook_secret_env") or "").strip()
+        fields["webhook"] = (
+            {"url": url} | ({"secret_env": secret_env} if secret_env else {})
+        ) or None
+        if not url:
+            fields["webhook"] = None
+            if secret_env:
+                problems["webhook_url"] = "Give the URL the secret is for, or clear both."
     new_persona = None
     if creating and fields["persona"] == NEW_PERSONA:
         new_persona = {
@@ -505,7 +658,7 @@ def read_agent_form(values: State, *, creating: bool) -> AgentForm:
             "instructions": _text(values, "persona_instructions") or "",
         }
         fields["persona"] = fields["name"]
-    return AgentForm(fields, new_persona)
+    return AgentForm(fields, new_persona, problems)
 
 
 def read_skills_form(values: State) -> list[str]:
@@ -532,8 +685,8 @@ def form_errors(
     for error in errors:
         loc = [p for p in error.loc if p != "body"]
         key = str(loc[1] if len(loc) > 1 and loc[0] == "limits" else loc[0]) if loc else ""
-        if key == "approval" and len(loc) > 1 and f"approval.{loc[1]}" in fields:
-            key = f"approval.{loc[1]}"
+        if key in ("approval", "webhook") and len(loc) > 1 and f"{key}.{loc[1]}" in fields:
+            key = f"{key}.{loc[1]}"
         block = fields.get(key, fallback)
         out.setdefault(block, truncate(_friendly(error.msg), 300))
     return out

@@ -20,6 +20,7 @@ from bot.slack.form_submission import (
     META_GROUPS,
     META_PERSONA,
     META_VERSION,
+    META_WEBHOOK_SECRET,
     Form,
     FormErrors,
     Submission,
@@ -27,11 +28,13 @@ from bot.slack.form_submission import (
     form_handler,
 )
 from bot.slack.runtime import SlackRuntime
+from bot.slack.text import escape
 from core.config_document import ConfigDocument
 from core.errors import NameTaken, NotFound
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import field_errors
+from core.schemas.views import AgentView
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,19 @@ class NewAgent:
     persona: PersonaSpec | None
 
 
+NAME_THE_VARIABLE = (
+    "Name the environment variable that holds the webhook's whsec_ secret (a secret "
+    "generated here could not be shown to you safely)."
+)
+
+
+def _warnings(agent: AgentView) -> str:
+    return "".join(f"\n⚠️ {escape(w)}" for w in agent.warnings)
+
+
 def _parse_create(sub: Submission) -> NewAgent:
     form = forms.read_agent_form(sub.values, creating=True)
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = dict(form.problems)
     persona: PersonaSpec | None = None
     if form.new_persona is not None:
         try:
@@ -57,6 +70,9 @@ def _parse_create(sub: Submission) -> NewAgent:
         spec = AgentSpec.model_validate(form.agent)
     except ValidationError as exc:
         errors = forms.form_errors(field_errors(exc), forms.AGENT_FIELDS, fallback="name") | errors
+    else:
+        if spec.webhook is not None and spec.webhook.secret_env is None:
+            errors.setdefault("webhook_secret_env", NAME_THE_VARIABLE)
     if errors:
         raise FormErrors(errors)
     return NewAgent(spec, persona)
@@ -68,7 +84,7 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
     def create(sub: Submission, new: NewAgent) -> View:
         spec, persona = new.spec, new.persona
         if persona is None:
-            c.agents.create(sub.tenant, spec, actor=sub.actor)
+            agent = c.agents.create(sub.tenant, spec, actor=sub.actor)
         else:
             # A new persona and its agent are written together or not at all.
             if c.personas.list(sub.tenant, name=persona.name, limit=1).items:
@@ -81,21 +97,30 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
                 raise NameTaken("agent", spec.name)
             doc = ConfigDocument(personas=[persona], agents=[spec])
             c.config.apply(sub.tenant, doc, actor=sub.actor)
+            agent = c.agents.get_by_name(sub.tenant, spec.name)
         return forms.done_view(
             "Agent created",
             f"✅ *{spec.name}* is ready.\nMake it answer in a channel with "
             f"`/agent use {spec.name}` there, or everywhere with "
-            f"`/agent use {spec.name} --default`.",
+            f"`/agent use {spec.name} --default`." + _warnings(agent),
         )
 
     def parse_edit(sub: Submission) -> AgentPatch:
-        fields = dict(forms.read_agent_form(sub.values, creating=False).agent)
-        fields["approvers"] = [*fields["approvers"], *(sub.meta.get(META_GROUPS) or [])]
+        form = forms.read_agent_form(sub.values, creating=False)
+        if form.problems:
+            raise FormErrors(form.problems)
+        fields = dict(form.agent)
+        if "approver_groups" not in sub.values:  # no picker: Slack would not list groups
+            fields["approvers"] = [*fields["approvers"], *(sub.meta.get(META_GROUPS) or [])]
         groups = sub.meta.get(META_ESCALATION_GROUPS) or []
         if groups and fields.get("approval"):  # user groups the form cannot show
             approval = fields["approval"]
             approval["escalate_to"] = [*(approval.get("escalate_to") or []), *groups]
-        return AgentPatch.model_validate(fields)
+        patch = AgentPatch.model_validate(fields)
+        webhook = patch.webhook
+        if webhook and webhook.secret_env is None and not sub.meta.get(META_WEBHOOK_SECRET):
+            raise FormErrors({"webhook_secret_env": NAME_THE_VARIABLE})
+        return patch
 
     def edit(sub: Submission, patch: AgentPatch) -> View:
         agent = c.agents.update(
@@ -105,7 +130,8 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
             actor=sub.actor,
             expected_version=sub.meta.get(META_VERSION),
         )
-        return forms.done_view("Agent saved", f"✅ Saved *{agent.name}* (version {agent.version}).")
+        saved = f"✅ Saved *{agent.name}* (version {agent.version})."
+        return forms.done_view("Agent saved", saved + _warnings(agent))
 
     def parse_skills(sub: Submission) -> SkillList:
         return SkillList.model_validate({"skills": forms.read_skills_form(sub.values)})

@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack import agent_submissions, session_status, skill_commands
+from bot.slack import agent_submissions, session_status, skill_commands, webhook_test
 from bot.slack.admins import may_configure
 from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
@@ -41,6 +41,7 @@ from bot.slack.form_submission import (
     META_PERSONA,
     META_TENANT,
     META_VERSION,
+    META_WEBHOOK_SECRET,
     NOT_ADMIN,
 )
 from bot.slack.invocation import Answer, Invocation, Refusal, parse, text_answer
@@ -55,6 +56,7 @@ from core.errors import (
 from core.outputs.stats import SkillStats, skill_stats
 from core.schemas.views import AgentView, PersonaView, SkillView
 from core.sessions.models import SessionView
+from core.sessions.pricing import KNOWN_MODELS
 
 log = logging.getLogger("cosmo.slack.commands")
 
@@ -176,15 +178,31 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> 
     return _text(f"✅ *{agent.name}* now answers in <#{inv.channel}>. Mention me to talk to it.")
 
 
+async def _form_choices(
+    rt: SlackRuntime, tenant: str
+) -> tuple[list[PersonaView], list[tuple[str, str]] | None, list[str]]:
+    """Personas, user groups (None: Slack would not list them) and knowledge bases."""
+
+    def stored() -> tuple[list[PersonaView], list[str]]:
+        kbs = rt.container.knowledge.list(tenant, limit=PAGE).items
+        return _all_personas(rt, tenant), [kb.name for kb in kbs]
+
+    personas, kbs = await run_sync(stored)
+    return personas, await rt.directory.usergroups(tenant), kbs
+
+
 async def cmd_create(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     await _require_admin(rt, inv)
-    personas = await run_sync(_all_personas, rt, inv.tenant)
+    personas, groups, kbs = await _form_choices(rt, inv.tenant)
     skills = await run_sync(_all_skills, rt, inv.tenant)
     view = forms.agent_form(
         agent=None,
         personas=personas,
         skills=skills,
         default_model=rt.container.settings.model,
+        models=KNOWN_MODELS,
+        groups=groups,
+        knowledge_bases=kbs,
         metadata=forms.metadata({META_TENANT: inv.tenant}),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
@@ -195,24 +213,24 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) ->
     name = inv.name("edit NAME")
     await _require_admin(rt, inv)
     agent = await _agent(rt, inv.tenant, name)
-    personas = await run_sync(_all_personas, rt, inv.tenant)
-    groups = [a for a in agent.approvers if a.startswith("S")]
+    personas, groups, kbs = await _form_choices(rt, inv.tenant)
+    escalation = agent.approval.escalate_to or [] if agent.approval else []
     view = forms.agent_form(
         agent=agent,
         personas=personas,
         skills=[],
         default_model=rt.container.settings.model,
+        models=KNOWN_MODELS,
+        groups=groups,
+        knowledge_bases=kbs,
         metadata=forms.metadata(
             {
                 META_TENANT: inv.tenant,
                 META_AGENT: agent.id,
                 META_VERSION: agent.version,
-                META_GROUPS: groups,
-                META_ESCALATION_GROUPS: [
-                    p for p in (agent.approval.escalate_to or []) if p.startswith("S")
-                ]
-                if agent.approval
-                else [],
+                META_GROUPS: [a for a in agent.approvers if a.startswith("S")],
+                META_ESCALATION_GROUPS: [p for p in escalation if p.startswith("S")],
+                META_WEBHOOK_SECRET: bool(agent.webhook and agent.webhook.secret_set),
             }
         ),
     )
@@ -408,3 +426,4 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
     app.command(ui.COMMAND)(on_command)
     agent_submissions.register(app, rt)
     skill_commands.register(app, rt)
+    webhook_test.register(app, rt)

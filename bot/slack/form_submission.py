@@ -56,6 +56,9 @@ META_VERSION = "v"
 META_PERSONA = "p"
 META_SKILL = "s"
 META_GROUPS = "g"
+"""The agent's user-group approvers, kept when the form could not offer a group picker."""
+META_WEBHOOK_SECRET = "ws"  # noqa: S105 - a metadata key, not a secret
+"""Whether the agent already has a webhook secret (a form may then leave the variable out)."""
 META_ESCALATION_GROUPS = "eg"
 """User groups among `approval.escalate_to` (the form picks users only there)."""
 

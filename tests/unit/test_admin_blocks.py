@@ -293,6 +293,7 @@ def test_the_create_form_offers_a_new_persona_when_there_is_none():
         "persona_tone",
         "persona_instructions",
         "model",
+        "model_other",
         "approvers",
         "approval_channel",
         "approval_required",
@@ -303,9 +304,14 @@ def test_the_create_form_offers_a_new_persona_when_there_is_none():
         "approval_remind_every",
         "daily_output_limit",
         "daily_token_budget",
+        "webhook_url",
+        "webhook_secret_env",
+        "webhook_test",
+        "webhook_test_result",
         "options",
     ]
-    assert all(b["element"]["action_id"] == b["block_id"] for b in view["blocks"])
+    inputs = [b for b in view["blocks"] if b["type"] == "input"]
+    assert all(b["element"]["action_id"] == b["block_id"] for b in inputs)
     persona_select = view["blocks"][2]["element"]
     new = {"text": {"type": "plain_text", "text": "✨ A new persona (describe it below)"},
            "value": "__new__"}  # fmt: skip
@@ -334,6 +340,7 @@ def test_the_edit_form_is_filled_in_from_the_agent():
         skills=[skill("draft_email")],
         default_model="claude-x",
         metadata="{}",
+        groups=None,  # Slack would not list user groups
     )
 
     check_modal(view)
@@ -348,6 +355,7 @@ def test_the_edit_form_is_filled_in_from_the_agent():
     }
     assert blocks["approvers"]["element"]["initial_users"] == ["U0LEAD0001"]
     assert "User groups (S0LEADS001) stay approvers" in blocks["approvers"]["hint"]["text"]
+    assert "approver_groups" not in blocks
     assert blocks["approval_channel"]["element"]["initial_conversation"] == "C0APPROVE1"
     assert blocks["daily_output_limit"]["element"] == {
         "type": "number_input",
@@ -543,7 +551,7 @@ def test_form_errors_land_on_the_block_of_their_field():
         "name": "Use lower-case letters, digits, - and _, starting with a letter (at most 63).",
         "daily_token_budget": "Enter a whole number.",
         "approvers": "S1: approvers are Slack user ids",
-        "description": "Must be an absolute https:// URL",
+        "webhook_url": "Must be an absolute https:// URL",
     }
 
 
