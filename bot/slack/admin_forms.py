@@ -29,6 +29,9 @@ NEW_PERSONA = "__new__"
 # Model select values that are no model name (model names never start with `_`).
 DEFAULT_MODEL = "__default__"
 OTHER_MODEL = "__other__"
+PERSONA_PREVIEW = "persona_preview"  # the "Update preview" button's action_id
+PERSONA_PREVIEW_TEXT = "persona_preview_text"
+SPARE_VARIABLE_ROWS = 2
 WEBHOOK_TEST = "webhook_test"  # the "Send test event" button's action_id
 WEBHOOK_TEST_RESULT = "webhook_test_result"  # the context block that shows its outcome
 
@@ -74,7 +77,7 @@ PERSONA_FIELDS = {
     "role": "role",
     "tone": "tone",
     "instructions": "instructions",
-    "variables": "instructions",
+    "variables": "var1_name",
 }
 SKILLS_FIELDS = {"skills": "skills"}
 _OPTIONS = {
@@ -453,9 +456,18 @@ def skills_form(*, agent: AgentView, skills: Sequence[SkillView], metadata: str)
 
 
 def persona_form(
-    *, agent: AgentView, persona: PersonaView, used_by: Sequence[str], metadata: str
+    *,
+    agent: AgentView,
+    persona: PersonaView,
+    used_by: Sequence[str],
+    metadata: str,
+    preview: str | None = None,
 ) -> View:
-    """Edit the persona `agent` speaks as; other agents sharing it change too (said so)."""
+    """Edit the persona `agent` speaks as; other agents sharing it change too (said so).
+
+    Variables are rows of name / default / description (the persona's own, then
+    `SPARE_VARIABLE_ROWS` empty ones); `preview` is the persona as Claude reads it,
+    refreshed from what is typed with the "Update preview" button."""
     blocks: Blocks = [context(f"Persona `{escape(persona.name)}` of *{escape(agent.name)}*.")]
     others = [n for n in used_by if n != agent.name]
     if others:
@@ -473,7 +485,7 @@ def persona_form(
                 "Instructions",
                 _text_input(persona.instructions, multiline=True, max_length=TEXT_INPUT_MAX),
                 optional=True,
-                hint=f"Placeholders: {placeholders}.",
+                hint=f"Placeholders: {placeholders}. Declare your own below.",
             )
         )
     else:
@@ -481,10 +493,72 @@ def persona_form(
             context(
                 f"The instructions are {len(persona.instructions):,} characters, more than a "
                 f"Slack field holds ({TEXT_INPUT_MAX:,}); they stay as they are. Edit them "
-                "through the REST API or a config file."
+                "in a config file applied with `cosmo apply`, or through the REST API."
             )
         )
+    blocks += variable_inputs(persona)
+    blocks += preview_blocks(preview)
     return _modal(PERSONA_MODAL, f"Persona: {agent.name}", blocks, metadata)
+
+
+def variable_inputs(persona: PersonaView) -> Blocks:
+    declared = sorted(persona.variables.items())
+    rows = len(declared) + SPARE_VARIABLE_ROWS
+    blocks: Blocks = [
+        section(
+            "*Variables* — your own `{{placeholders}}`, each with the value it is filled "
+            "with. Clear a name to remove one."
+        )
+    ]
+    for i in range(1, rows + 1):
+        name, variable = declared[i - 1] if i <= len(declared) else (None, None)
+        blocks += [
+            _input(
+                f"var{i}_name",
+                f"Variable {i}: name",
+                _text_input(name, placeholder="region", max_length=64),
+                optional=True,
+            ),
+            _input(
+                f"var{i}_default",
+                f"Variable {i}: value",
+                _text_input(variable.default if variable else None, max_length=2_000),
+                optional=True,
+            ),
+            _input(
+                f"var{i}_description",
+                f"Variable {i}: what it is",
+                _text_input(variable.description if variable else None, max_length=500),
+                optional=True,
+            ),
+        ]
+    return blocks
+
+
+def preview_blocks(preview: str | None) -> Blocks:
+    return [
+        {
+            "type": "actions",
+            "block_id": PERSONA_PREVIEW,
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": PERSONA_PREVIEW,
+                    "text": plain("Update preview"),
+                    "value": "preview",
+                }
+            ],
+        },
+        preview_block(preview or "Press Update preview to see the persona as Claude reads it."),
+    ]
+
+
+def preview_block(text: str) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "block_id": PERSONA_PREVIEW_TEXT,
+        "text": {"type": "mrkdwn", "text": truncate(text, 2_900)},
+    }
 
 
 def done_view(title: str, text: str) -> View:
@@ -666,14 +740,66 @@ def read_skills_form(values: State) -> list[str]:
 
 
 def read_persona_form(values: State) -> dict[str, Any]:
-    """Role and tone always; instructions only when the form had the field."""
+    """Role and tone always; instructions and variables only when the form had them.
+    Raises `ValueError` with `{block: message}` as its argument for unreadable rows."""
     patch: dict[str, Any] = {
         "role": (_text(values, "role") or "").strip(),
         "tone": (_text(values, "tone") or "").strip(),
     }
     if "instructions" in values:
         patch["instructions"] = _text(values, "instructions") or ""
+    if "var1_name" in values:
+        patch["variables"] = _read_variables(values)
     return patch
+
+
+class RowsInvalid(ValueError):
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        super().__init__(", ".join(errors))
+        self.errors = dict(errors)
+
+
+def _read_variables(values: State) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    i = 1
+    while f"var{i}_name" in values:
+        name = (_text(values, f"var{i}_name") or "").strip()
+        default = _text(values, f"var{i}_default") or ""
+        description = (_text(values, f"var{i}_description") or "").strip() or None
+        if not name:
+            if default.strip() or description:
+                errors[f"var{i}_name"] = "Name this variable, or clear its row."
+        elif name in found:
+            errors[f"var{i}_name"] = f"{{{{{name}}}}} is already declared above."
+        else:
+            found[name] = {"default": default, "description": description}
+        i += 1
+    if errors:
+        raise RowsInvalid(errors)
+    return found
+
+
+def variable_errors(values: State, errors: Iterable[FieldError]) -> dict[str, str]:
+    """Errors under `variables.NAME...` on that variable's row; others as `form_errors`."""
+    rows: dict[str, int] = {}
+    i = 1
+    while f"var{i}_name" in values:
+        rows.setdefault((_text(values, f"var{i}_name") or "").strip(), i)
+        i += 1
+    out: dict[str, str] = {}
+    rest = []
+    for error in errors:
+        loc = [p for p in error.loc if p != "body"]
+        if loc[:1] == ["variables"] and len(loc) > 1 and str(loc[1]) in rows:
+            row = rows[str(loc[1])]
+            part = {"default": "default", "description": "description"}.get(
+                str(loc[2]) if len(loc) > 2 else "", "name"
+            )
+            out.setdefault(f"var{row}_{part}", truncate(_friendly(error.msg), 300))
+        else:
+            rest.append(error)
+    return form_errors(rest, PERSONA_FIELDS, fallback="role") | out
 
 
 def form_errors(

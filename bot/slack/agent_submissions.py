@@ -30,7 +30,7 @@ from bot.slack.form_submission import (
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.config_document import ConfigDocument
-from core.errors import NameTaken, NotFound
+from core.errors import NameTaken, NotFound, ValidationFailed
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import field_errors
@@ -148,10 +148,18 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
         return forms.done_view("Skills saved", f"✅ *{agent.name}* now has skills: {names}.")
 
     def parse_persona(sub: Submission) -> PersonaPatch:
-        return PersonaPatch.model_validate(forms.read_persona_form(sub.values))
+        try:
+            return PersonaPatch.model_validate(forms.read_persona_form(sub.values))
+        except forms.RowsInvalid as exc:
+            raise FormErrors(exc.errors) from None
+        except ValidationError as exc:
+            raise FormErrors(forms.variable_errors(sub.values, field_errors(exc))) from None
 
     def persona(sub: Submission, patch: PersonaPatch) -> View:
-        saved = c.personas.update(sub.tenant, sub.id(META_PERSONA), patch)
+        try:
+            saved = c.personas.update(sub.tenant, sub.id(META_PERSONA), patch)
+        except ValidationFailed as exc:
+            raise FormErrors(forms.variable_errors(sub.values, exc.errors)) from None
         return forms.done_view("Persona saved", f"✅ Saved persona `{saved.name}`.")
 
     name_blocks = {"persona": "persona", "agent": "name"}

@@ -30,7 +30,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack import agent_submissions, session_status, skill_commands, webhook_test
+from bot.slack import (
+    agent_submissions,
+    persona_preview,
+    session_status,
+    skill_commands,
+    webhook_test,
+)
 from bot.slack.admins import may_configure
 from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
@@ -60,6 +66,7 @@ from core.sessions.pricing import KNOWN_MODELS
 
 log = logging.getLogger("cosmo.slack.commands")
 
+PERSONA_TEXT = {"role", "tone", "instructions", "variables"}
 PAGE = 200  # the largest page core hands out
 MAX_PAGES = 10
 
@@ -266,10 +273,12 @@ async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient)
     persona = await run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
     agents = await run_sync(_all_agents, rt, inv.tenant)
     used_by = [a.name for a in agents if a.persona_id == persona.id]
+    spec = persona_preview.spec_of(persona.name, persona.model_dump(include=PERSONA_TEXT))
     view = forms.persona_form(
         agent=agent,
         persona=persona,
         used_by=used_by,
+        preview=persona_preview.preview_text(spec, agent.name, rt.container.quotas.clock()),
         metadata=forms.metadata(
             {META_TENANT: inv.tenant, META_AGENT: agent.id, META_PERSONA: persona.id}
         ),
@@ -427,3 +436,4 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
     agent_submissions.register(app, rt)
     skill_commands.register(app, rt)
     webhook_test.register(app, rt)
+    persona_preview.register(app, rt)

@@ -450,17 +450,23 @@ def test_the_persona_form_warns_about_sharing_and_keeps_overlong_instructions():
         context("Persona `seller` of *sales-bot*."),
         context("⚠️ Also used by `support-bot`: changes apply to them too."),
     ]
-    instructions = view["blocks"][-1]
+    instructions = view["blocks"][4]
     assert instructions["element"]["initial_value"] == "Help {{user_name}}."
     assert instructions["hint"]["text"] == (
-        "Placeholders: {{user_name}}, {{channel}}, {{date}}, {{agent_name}}, {{region}}."
+        "Placeholders: {{user_name}}, {{channel}}, {{date}}, {{agent_name}}, {{region}}. "
+        "Declare your own below."
     )
+    rows = {b["block_id"]: b for b in view["blocks"] if b.get("block_id", "").startswith("var")}
+    assert rows["var1_name"]["element"]["initial_value"] == "region"
+    assert rows["var1_default"]["element"]["initial_value"] == "EMEA"
+    assert "var3_name" in rows and "var4_name" not in rows  # one declared, two spare
 
     long = forms.persona_form(
         agent=agent(), persona=persona(instructions="x" * 5_000), used_by=[], metadata="{}"
     )
-    assert [b.get("block_id") for b in long["blocks"]] == [None, "role", "tone", None]
-    assert "5,000 characters" in long["blocks"][-1]["elements"][0]["text"]
+    assert [b.get("block_id") for b in long["blocks"]][:4] == [None, "role", "tone", None]
+    assert "5,000 characters" in long["blocks"][3]["elements"][0]["text"]
+    assert "cosmo apply" in long["blocks"][3]["elements"][0]["text"]
 
 
 def test_done_view():
