@@ -257,3 +257,18 @@ def test_knowledge_bases_are_attached_and_detached_from_the_form(app):
     assert [o["value"] for o in chosen] == ["handbook"]
     submit(app, view, edit_values(knowledge_bases=multi()))
     assert app.container.agents.get_by_name("default", "sales-bot").knowledge_bases == []
+
+
+def test_when_slack_will_not_list_user_groups_the_stored_ones_are_kept_and_said_so(app):
+    app.slack.fail("usergroups.list", "missing_scope")
+    command(app, "edit sales-bot", user=ADA)
+    view = opened_view(app)
+    assert all(b.get("block_id") != "approver_groups" for b in view["blocks"])
+    assert "S0LEADS001" in block(view, "approvers")["hint"]["text"]
+
+    saved = submit(
+        app, view, edit_values(approvers={"type": "multi_users_select", "selected_users": [ADA]})
+    )
+
+    assert saved["response_action"] == "update"
+    assert app.container.agents.get_by_name("default", "sales-bot").approvers == [ADA, "S0LEADS001"]
