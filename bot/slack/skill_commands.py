@@ -188,10 +188,13 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
             raise FormErrors(skill_form.skill_errors(exc.errors, fallback="kind")) from None
         return forms.done_view("Skill saved", f"✅ Saved skill `{skill.name}`.")
 
-    # parse_edit reads the stored skill: it runs in the handler's thread like `run` would,
-    # so it is done inside `run` instead, keeping `parse` free of I/O.
-    def edit_all(sub: Submission, _: None) -> View:
+    def read_and_edit(sub: Submission, _: None) -> View:
+        # Reading the form back needs the stored skill (what the form does not show stays
+        # as it is): database work, so it runs in `run`'s worker thread, not in `parse`.
         return edit(sub, parse_edit(sub))
+
+    def nothing_to_parse(_: Submission) -> None:
+        return None
 
     app.view(skill_form.NEW_MODAL)(
         form_handler(rt, Form(skill_form.SKILL_FIELDS, "name", parse_new, create, what="skill"))
@@ -199,6 +202,6 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
     app.view(skill_form.EDIT_MODAL)(
         form_handler(
             rt,
-            Form(skill_form.SKILL_FIELDS, "kind", lambda _sub: None, edit_all, what="skill"),
+            Form(skill_form.SKILL_FIELDS, "kind", nothing_to_parse, read_and_edit, what="skill"),
         )
     )

@@ -23,14 +23,14 @@ from bot.slack.admin_blocks import View, context, plain
 from bot.slack.admin_forms import (
     TEXT_INPUT_MAX,
     State,
-    _friendly,
-    _input,
-    _modal,
-    _multi,
-    _option,
-    _selected,
-    _text,
-    _text_input,
+    friendly,
+    input_block,
+    modal,
+    multi_values,
+    option,
+    selected,
+    text_input,
+    text_value,
 )
 from bot.slack.text import escape, truncate
 from core.errors import FieldError
@@ -113,10 +113,10 @@ def skill_form(
     blocks: list[dict[str, Any]] = []
     if skill is None:
         blocks.append(
-            _input(
+            input_block(
                 "name",
                 "Name",
-                _text_input(placeholder="lookup_customer", max_length=63),
+                text_input(placeholder="lookup_customer", max_length=63),
                 hint="Lower-case letters, digits, - and _; agents and /agent skills use it.",
             )
         )
@@ -125,80 +125,82 @@ def skill_form(
     description = skill.description if skill else None
     if description is None or len(description) <= TEXT_INPUT_MAX:
         blocks.append(
-            _input(
+            input_block(
                 "description",
                 "What it does (Claude reads this)",
-                _text_input(description, multiline=True, max_length=TEXT_INPUT_MAX),
+                text_input(description, multiline=True, max_length=TEXT_INPUT_MAX),
             )
         )
     kinds = [
-        _option("read", "Read: runs during the chat"),
-        _option("action", "Action: becomes an output someone approves"),
+        option("read", "Read: runs during the chat"),
+        option("action", "Action: becomes an output someone approves"),
     ]
-    blocks.append(_input("kind", "Kind", _static(kinds, skill.kind if skill else "read", "Kind")))
-    automatable = _option("is_automatable", "Automatable: approved outputs run by themselves")
+    blocks.append(
+        input_block("kind", "Kind", _static(kinds, skill.kind if skill else "read", "Kind"))
+    )
+    automatable = option("is_automatable", "Automatable: approved outputs run by themselves")
     checkboxes: dict[str, Any] = {"type": "checkboxes", "options": [automatable]}
     if skill and skill.is_automatable:
         checkboxes["initial_options"] = [automatable]
-    blocks.append(_input("options", "Options", checkboxes, optional=True))
+    blocks.append(input_block("options", "Options", checkboxes, optional=True))
     executors = [
-        _option("builtin", "Built-in function"),
-        _option("http", "HTTP request"),
-        _option("mcp", "MCP tool (a configured server)"),
+        option("builtin", "Built-in function"),
+        option("http", "HTTP request"),
+        option("mcp", "MCP tool (a configured server)"),
     ]
     blocks.append(
-        _input(
+        input_block(
             "executor",
             "Runs as",
             _static(executors, kind, "Runs as"),
             hint="Only the inputs of this choice are read.",
         )
     )
-    functions = [_option(n, n) for n in builtins][:100]
+    functions = [option(n, n) for n in builtins][:100]
     function = executor.get("function") or (skill.name if skill and kind == "builtin" else None)
     if functions:
         blocks.append(
-            _input(
+            input_block(
                 "builtin_function",
                 "Built-in: function",
                 _static(functions, function, "Choose a function"),
                 optional=True,
             )
         )
-    methods = [_option(m, m) for m in METHODS]
+    methods = [option(m, m) for m in METHODS]
     blocks += [
-        _input(
+        input_block(
             "http_method",
             "HTTP: method",
             _static(methods, executor.get("method", "POST"), "POST"),
             optional=True,
         ),
-        _input(
+        input_block(
             "http_url",
             "HTTP: URL",
-            _text_input(executor.get("url"), placeholder="https://crm.example.com/{{id}}"),
+            text_input(executor.get("url"), placeholder="https://crm.example.com/{{id}}"),
             optional=True,
             hint="{{argument}} placeholders are filled, URL-encoded.",
         ),
-        _input(
+        input_block(
             "http_headers",
             "HTTP: headers",
-            _text_input(_lines(executor.get("headers") or {}), multiline=True),
+            text_input(_lines(executor.get("headers") or {}), multiline=True),
             optional=True,
             hint="One per line, Name: value. Never credentials: use secret headers.",
         ),
-        _input(
+        input_block(
             "http_secret_headers",
             "HTTP: secret headers",
-            _text_input(_lines(executor.get("secret_headers") or {}), multiline=True),
+            text_input(_lines(executor.get("secret_headers") or {}), multiline=True),
             optional=True,
             hint="One per line, Header: ENV_VARIABLE. The value is read from that "
             "environment variable at call time (the operator decides which are allowed).",
         ),
-        _input(
+        input_block(
             "http_body",
             "HTTP: body template (JSON)",
-            _text_input(
+            text_input(
                 _json_text(executor.get("body_template")),
                 multiline=True,
                 max_length=TEXT_INPUT_MAX,
@@ -208,9 +210,9 @@ def skill_form(
         ),
     ]
     if mcp_servers:
-        servers = [_option(s, s) for s in mcp_servers][:100]
+        servers = [option(s, s) for s in mcp_servers][:100]
         blocks.append(
-            _input(
+            input_block(
                 "mcp_server",
                 "MCP: server",
                 _static(servers, executor.get("server"), "Choose a server"),
@@ -220,20 +222,20 @@ def skill_form(
     else:
         blocks.append(context("MCP: no server is configured on this server (COSMO_MCP_SERVERS)."))
     blocks.append(
-        _input(
+        input_block(
             "mcp_tool",
             "MCP: tool",
-            _text_input(executor.get("tool"), max_length=128),
+            text_input(executor.get("tool"), max_length=128),
             optional=True,
             hint="Empty: the skill's name.",
         )
     )
     schema_text = _json_text(skill.input_schema) if skill else None
     blocks.append(
-        _input(
+        input_block(
             "input_schema",
             "Arguments: JSON Schema",
-            _text_input(schema_text, multiline=True, max_length=TEXT_INPUT_MAX),
+            text_input(schema_text, multiline=True, max_length=TEXT_INPUT_MAX),
             optional=True,
             hint='An object schema: {"type": "object", "properties": {...}}. Or leave it '
             "empty and describe up to 3 simple fields below.",
@@ -242,38 +244,40 @@ def skill_form(
     blocks += _row_inputs()
     title = "New skill" if skill is None else f"Skill: {skill.name}"
     callback = NEW_MODAL if skill is None else EDIT_MODAL
-    return _modal(callback, title, blocks, metadata, submit="Create" if skill is None else "Save")
+    return modal(callback, title, blocks, metadata, submit="Create" if skill is None else "Save")
 
 
 def _row_inputs() -> list[dict[str, Any]]:
-    types = [_option(k, v) for k, v in ROW_TYPES.items()]
+    types = [option(k, v) for k, v in ROW_TYPES.items()]
     blocks: list[dict[str, Any]] = []
     for i in range(1, FIELD_ROWS + 1):
         blocks += [
-            _input(f"field{i}_name", f"Field {i}: name", _text_input(max_length=64), optional=True),
-            _input(
+            input_block(
+                f"field{i}_name", f"Field {i}: name", text_input(max_length=64), optional=True
+            ),
+            input_block(
                 f"field{i}_type",
                 f"Field {i}: type",
                 _static(types, None, "Text"),
                 optional=True,
             ),
-            _input(
+            input_block(
                 f"field{i}_choices",
                 f"Field {i}: choices",
-                _text_input(placeholder="low, normal, high", max_length=1_000),
+                text_input(placeholder="low, normal, high", max_length=1_000),
                 optional=True,
                 hint="For 'One of a list': the choices, comma-separated.",
             ),
-            _input(
+            input_block(
                 f"field{i}_description",
                 f"Field {i}: description",
-                _text_input(max_length=500),
+                text_input(max_length=500),
                 optional=True,
             ),
         ]
-    required = [_option(str(i), f"Field {i} is required") for i in range(1, FIELD_ROWS + 1)]
+    required = [option(str(i), f"Field {i} is required") for i in range(1, FIELD_ROWS + 1)]
     blocks.append(
-        _input(
+        input_block(
             "fields_required",
             "Required fields",
             {"type": "checkboxes", "options": required},
@@ -294,7 +298,7 @@ class FormInvalid(Exception):
 
 def _pairs(values: State, block: str, what: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
-    for number, line in enumerate((_text(values, block) or "").splitlines(), 1):
+    for number, line in enumerate((text_value(values, block) or "").splitlines(), 1):
         if not line.strip():
             continue
         found = _HEADER_LINE.match(line)
@@ -305,7 +309,7 @@ def _pairs(values: State, block: str, what: str) -> dict[str, str]:
 
 
 def _json(values: State, block: str) -> Any:
-    text = _text(values, block)
+    text = text_value(values, block)
     if text is None:
         return None
     try:
@@ -316,16 +320,16 @@ def _json(values: State, block: str) -> Any:
 
 def rows_schema(values: State) -> dict[str, Any] | None:
     """The schema the field rows describe, or None when every row is empty."""
-    required_rows = set(_multi(values, "fields_required"))
+    required_rows = set(multi_values(values, "fields_required"))
     properties: dict[str, Any] = {}
     required: list[str] = []
     errors: dict[str, str] = {}
     for i in range(1, FIELD_ROWS + 1):
-        name = (_text(values, f"field{i}_name") or "").strip()
-        kind = _selected(values, f"field{i}_type")
-        choices = [c.strip() for c in (_text(values, f"field{i}_choices") or "").split(",")]
+        name = (text_value(values, f"field{i}_name") or "").strip()
+        kind = selected(values, f"field{i}_type")
+        choices = [c.strip() for c in (text_value(values, f"field{i}_choices") or "").split(",")]
         choices = [c for c in choices if c]
-        description = (_text(values, f"field{i}_description") or "").strip()
+        description = (text_value(values, f"field{i}_description") or "").strip()
         if not name:
             if kind or choices or description:
                 errors[f"field{i}_name"] = "Name this field, or clear its row."
@@ -376,16 +380,16 @@ def _input_schema(values: State) -> dict[str, Any] | None:
 
 
 def _executor(values: State, stored: Mapping[str, Any]) -> dict[str, Any]:
-    kind = _selected(values, "executor") or "builtin"
+    kind = selected(values, "executor") or "builtin"
     # Settings the form does not show (timeouts, response size) stay as stored.
     base = dict(stored) if stored.get("type") == kind else {}
     if kind == "builtin":
-        return {"type": "builtin", "function": _selected(values, "builtin_function")}
+        return {"type": "builtin", "function": selected(values, "builtin_function")}
     if kind == "http":
         executor = base | {
             "type": "http",
-            "method": _selected(values, "http_method") or "POST",
-            "url": (_text(values, "http_url") or "").strip(),
+            "method": selected(values, "http_method") or "POST",
+            "url": (text_value(values, "http_url") or "").strip(),
             "headers": _pairs(values, "http_headers", "Name: value"),
             "secret_headers": _pairs(values, "http_secret_headers", "Header: ENV_VARIABLE"),
             "body_template": _json(values, "http_body"),
@@ -396,8 +400,8 @@ def _executor(values: State, stored: Mapping[str, Any]) -> dict[str, Any]:
     executor = base | {
         "type": "mcp",
         "transport": "stdio",
-        "server": _selected(values, "mcp_server"),
-        "tool": (_text(values, "mcp_tool") or "").strip() or None,
+        "server": selected(values, "mcp_server"),
+        "tool": (text_value(values, "mcp_tool") or "").strip() or None,
     }
     executor.pop("url", None)
     return executor
@@ -413,11 +417,11 @@ def read_skill_form(
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {}
     if creating:
-        fields["name"] = (_text(values, "name") or "").strip()
+        fields["name"] = (text_value(values, "name") or "").strip()
     if "description" in values:
-        fields["description"] = (_text(values, "description") or "").strip()
-    fields["kind"] = _selected(values, "kind") or "read"
-    fields["is_automatable"] = "is_automatable" in _multi(values, "options")
+        fields["description"] = (text_value(values, "description") or "").strip()
+    fields["kind"] = selected(values, "kind") or "read"
+    fields["is_automatable"] = "is_automatable" in multi_values(values, "options")
     stored_executor = stored.executor.model_dump(mode="json") if stored and stored.executor else {}
     try:
         fields["executor"] = _executor(values, stored_executor)
@@ -455,6 +459,6 @@ def skill_errors(errors: Iterable[FieldError], *, fallback: str) -> dict[str, st
         if block == "name" and fallback != "name":  # the edit form does not show the name
             block = fallback
         where = ".".join(str(p) for p in loc[1:]) if loc[:1] == ["input_schema"] else ""
-        message = _friendly(error.msg)
+        message = friendly(error.msg)
         out.setdefault(block, truncate(f"{where}: {message}" if where else message, 300))
     return out
