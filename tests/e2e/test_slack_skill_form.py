@@ -9,6 +9,7 @@ import pytest
 
 from core.errors import NotFound
 from core.outputs.port import OutputFilter
+from core.schemas.skill import SkillSpec
 from tests.e2e.test_slack_commands import (
     ADA,
     ALICE,
@@ -228,3 +229,24 @@ def test_skill_test_runs_a_read_skill_once_and_refuses_action_skills(app):
 
     command(app, "skill test current_time {}")
     assert "Only agent admins" in last_answer(app)
+
+
+def test_skill_test_goes_through_the_egress_guard_of_a_turn(app):
+    """Even with local addresses allowed (these tests), a skill may never call this server."""
+    ours = f"http://127.0.0.1:{app.container.settings.port}/api/v1/agents"
+    app.container.skills.create(
+        "default",
+        SkillSpec.model_validate(
+            {
+                "name": "internal_lookup",
+                "description": "Look something up on an internal host.",
+                "executor": {"type": "http", "method": "GET", "url": ours},
+            }
+        ),
+    )
+
+    command(app, "skill test internal_lookup", user=ADA)
+
+    answer = last_answer(app, ADA)
+    assert "`internal_lookup` failed" in answer
+    assert "this Cosmo server's own port" in answer and "answered" not in answer
