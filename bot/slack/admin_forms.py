@@ -354,43 +354,47 @@ def _model_inputs(agent: AgentView | None, default_model: str, models: Sequence[
     ]
 
 
+def _multi_input(
+    block_id: str,
+    label: str,
+    options: list[dict[str, Any]],
+    chosen: Sequence[str],
+    *,
+    placeholder: str,
+    hint: str,
+) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "multi_static_select",
+        "placeholder": plain(placeholder),
+        "options": options[:MAX_OPTIONS],
+    }
+    initial = [o for o in element["options"] if o["value"] in set(chosen)]
+    if initial:
+        element["initial_options"] = initial
+    return input_block(block_id, label, element, optional=True, hint=hint)
+
+
 def _groups_input(groups: Sequence[tuple[str, str]], stored: Sequence[str]) -> dict[str, Any]:
     labels = dict(groups)
     ids = [g for g, _ in groups] + [g for g in stored if g not in labels]  # gone from Slack
-    options = [option(g, truncate(labels.get(g, g), 75)) for g in ids][:MAX_OPTIONS]
-    element: dict[str, Any] = {
-        "type": "multi_static_select",
-        "placeholder": plain("No user group"),
-        "options": options,
-    }
-    chosen = [o for o in options if o["value"] in set(stored)]
-    if chosen:
-        element["initial_options"] = chosen
-    return input_block(
+    return _multi_input(
         "approver_groups",
         "Approvers: user groups",
-        element,
-        optional=True,
+        [option(g, truncate(labels.get(g, g), 75)) for g in ids],
+        stored,
+        placeholder="No user group",
         hint="Members of these groups may approve too (looked up when a decision is made).",
     )
 
 
 def _knowledge_input(names: Sequence[str], attached: Sequence[str]) -> dict[str, Any]:
-    listed = list(dict.fromkeys([*attached, *sorted(names)]))[:MAX_OPTIONS]
-    options = [option(n, n) for n in listed]
-    element: dict[str, Any] = {
-        "type": "multi_static_select",
-        "placeholder": plain("None"),
-        "options": options,
-    }
-    chosen = [o for o in options if o["value"] in set(attached)]
-    if chosen:
-        element["initial_options"] = chosen
-    return input_block(
+    listed = list(dict.fromkeys([*attached, *sorted(names)]))
+    return _multi_input(
         "knowledge_bases",
         "Knowledge bases",
-        element,
-        optional=True,
+        [option(n, n) for n in listed],
+        attached,
+        placeholder="None",
         hint="It searches these when a question needs them.",
     )
 
@@ -561,6 +565,22 @@ def preview_block(text: str) -> dict[str, Any]:
         "block_id": PERSONA_PREVIEW_TEXT,
         "text": {"type": "mrkdwn", "text": truncate(text, 2_900)},
     }
+
+
+# What `views.update` takes of a view Slack sent back (the rest is Slack's own).
+_VIEW_KEYS = ("type", "callback_id", "private_metadata", "title", "submit", "close", "blocks")
+
+
+def with_block(view: Mapping[str, Any], replacement: dict[str, Any]) -> View:
+    """The open modal `view` for `views.update`, with the block of `replacement`'s
+    block_id swapped in. Every other block is sent back as it was, so Slack keeps what was
+    typed in the inputs (it does when block and action ids are unchanged)."""
+    updated: View = {k: view[k] for k in _VIEW_KEYS if k in view}
+    updated["blocks"] = [
+        replacement if b.get("block_id") == replacement["block_id"] else b
+        for b in view.get("blocks") or []
+    ]
+    return updated
 
 
 def done_view(title: str, text: str) -> View:

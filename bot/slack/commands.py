@@ -2,13 +2,15 @@
 
     /agent help | list | show NAME | use NAME [--default] | create | edit NAME
            | skills NAME | persona NAME | memory [clear] [NAME] | end
+           | skill new | skill edit NAME | skill test NAME {json}   (bot.slack.skill_commands)
 
 Slack gets its ack at once; the work runs right after (`SlackRuntime.spawn`) and the answer
 goes back ephemerally through the command's `response_url`, which works in channels the
 bot is not a member of. Forms (`create`, `edit`, `skills`, `persona`) are opened with the
 command's `trigger_id` before anything slow; their submissions are validated by the same
 pydantic models as the REST API (`AgentSpec`, `AgentPatch`, `PersonaSpec`, `SkillList`)
-and errors are shown on the field.
+and errors are shown on the field; the submissions live in `bot.slack.agent_submissions`
+and `bot.slack.skill_commands`, on the one path of `bot.slack.form_submission`.
 
 Changing anything (`use` and the forms) is for agent admins: workspace admins and owners,
 and `COSMO_SLACK_ADMINS` (see `bot.slack.admins`). Everyone may `list`, `show`, look at and

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncAck
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_forms as forms
 from bot.slack.admins import may_configure
@@ -185,3 +187,38 @@ def form_handler(rt: SlackRuntime, form: Form[Any]) -> Handler:
             await ack(response_action="errors", errors={form.block: UNEXPECTED})
 
     return guarded
+
+
+ButtonAnswer = Callable[[SlackRuntime, dict[str, Any]], Awaitable[str]]
+
+
+def register_modal_button(
+    app: AsyncApp,
+    rt: SlackRuntime,
+    action_id: str,
+    answer: ButtonAnswer,
+    block_of: Callable[[str], dict[str, Any]],
+    what: str,
+) -> None:
+    """A button inside an admin modal: acked at once; `answer(rt, body)` runs after the ack
+    and its text (mrkdwn) is shown in the block `block_of(text)` swapped into the open modal
+    (`views.update`; the inputs keep what was typed)."""
+
+    async def on_click(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        rt.spawn(run(body, client), name=what)
+
+    async def run(body: dict[str, Any], client: AsyncWebClient) -> None:
+        try:
+            text = await answer(rt, body)
+        except Exception:
+            log.exception("%s failed", what)
+            text = "⚠️ " + UNEXPECTED
+        view = body.get("view") or {}
+        updated = forms.with_block(view, block_of(text))
+        try:
+            await client.views_update(view_id=view.get("id"), view=updated)
+        except SlackApiError as exc:  # the modal was closed or submitted meanwhile
+            log.info("could not show the %s: %s", what, exc.response.get("error"))
+
+    app.action(action_id)(on_click)

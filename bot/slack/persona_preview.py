@@ -9,13 +9,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_bolt.async_app import AsyncApp
 
 from bot.slack import admin_forms as forms
 from bot.slack.admins import may_configure
-from bot.slack.form_submission import META_AGENT, META_TENANT, NOT_ADMIN, read_metadata
+from bot.slack.form_submission import (
+    META_AGENT,
+    META_TENANT,
+    NOT_ADMIN,
+    read_metadata,
+    register_modal_button,
+)
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.concurrency import run_sync
@@ -25,7 +29,6 @@ from core.schemas.persona import PersonaSpec
 from core.schemas.validation import field_errors
 
 log = logging.getLogger("cosmo.slack.persona_preview")
-_VIEW_KEYS = ("type", "callback_id", "private_metadata", "title", "submit", "close", "blocks")
 
 
 def preview_text(spec: PersonaSpec, agent_name: str, today: datetime) -> str:
@@ -70,30 +73,7 @@ async def outcome(rt: SlackRuntime, body: dict[str, Any]) -> str:
     return preview_text(spec, agent.name, c.quotas.clock().astimezone(UTC))
 
 
-def _with_preview(view: dict[str, Any], text: str) -> dict[str, Any]:
-    updated = {k: view[k] for k in _VIEW_KEYS if k in view}
-    updated["blocks"] = [
-        forms.preview_block(text) if b.get("block_id") == forms.PERSONA_PREVIEW_TEXT else b
-        for b in view.get("blocks") or []
-    ]
-    return updated
-
-
 def register(app: AsyncApp, rt: SlackRuntime) -> None:
-    async def on_click(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        rt.spawn(run(body, client), name="persona preview")
-
-    async def run(body: dict[str, Any], client: AsyncWebClient) -> None:
-        try:
-            text = await outcome(rt, body)
-        except Exception:
-            log.exception("persona preview failed")
-            text = "⚠️ Something went wrong on my side. Please try again."
-        view = body.get("view") or {}
-        try:
-            await client.views_update(view_id=view.get("id"), view=_with_preview(view, text))
-        except SlackApiError as exc:
-            log.info("could not show the persona preview: %s", exc.response.get("error"))
-
-    app.action(forms.PERSONA_PREVIEW)(on_click)
+    register_modal_button(
+        app, rt, forms.PERSONA_PREVIEW, outcome, forms.preview_block, "persona preview"
+    )

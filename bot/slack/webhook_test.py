@@ -14,13 +14,17 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncAck, AsyncApp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_bolt.async_app import AsyncApp
 
 from bot.slack import admin_forms as forms
 from bot.slack.admins import may_configure
-from bot.slack.form_submission import META_AGENT, META_TENANT, NOT_ADMIN, read_metadata
+from bot.slack.form_submission import (
+    META_AGENT,
+    META_TENANT,
+    NOT_ADMIN,
+    read_metadata,
+    register_modal_button,
+)
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape, truncate
 from core.concurrency import run_sync
@@ -30,9 +34,6 @@ from core.schemas.validation import field_errors
 from core.webhooks.url_guard import check_webhook_url_when_saved
 
 log = logging.getLogger("cosmo.slack.webhook_test")
-
-# What `views.update` takes of the view Slack sent back (the rest is Slack's own).
-_VIEW_KEYS = ("type", "callback_id", "private_metadata", "title", "submit", "close", "blocks")
 
 
 def _typed(values: forms.State, block: str) -> str:
@@ -86,36 +87,13 @@ async def outcome(rt: SlackRuntime, body: dict[str, Any]) -> str:
     return f"⚠️ Test event not delivered: {escape(truncate(result.error or 'no answer', 500))}"
 
 
-def _with_note(view: dict[str, Any], note: str) -> dict[str, Any]:
-    updated = {k: view[k] for k in _VIEW_KEYS if k in view}
-    blocks = []
-    for block in view.get("blocks") or []:
-        if block.get("block_id") == forms.WEBHOOK_TEST_RESULT:
-            block = {
-                "type": "context",
-                "block_id": forms.WEBHOOK_TEST_RESULT,
-                "elements": [{"type": "mrkdwn", "text": truncate(note, 2_000)}],
-            }
-        blocks.append(block)
-    updated["blocks"] = blocks
-    return updated
+def _note(text: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "block_id": forms.WEBHOOK_TEST_RESULT,
+        "elements": [{"type": "mrkdwn", "text": truncate(text, 2_000)}],
+    }
 
 
 def register(app: AsyncApp, rt: SlackRuntime) -> None:
-    async def on_click(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        rt.spawn(run(body, client), name="webhook test event")
-
-    async def run(body: dict[str, Any], client: AsyncWebClient) -> None:
-        try:
-            note = await outcome(rt, body)
-        except Exception:
-            log.exception("webhook test event failed")
-            note = "⚠️ Something went wrong on my side. Please try again."
-        view = body.get("view") or {}
-        try:
-            await client.views_update(view_id=view.get("id"), view=_with_note(view, note))
-        except SlackApiError as exc:  # the modal was closed or submitted meanwhile
-            log.info("could not show the webhook test result: %s", exc.response.get("error"))
-
-    app.action(forms.WEBHOOK_TEST)(on_click)
+    register_modal_button(app, rt, forms.WEBHOOK_TEST, outcome, _note, "webhook test event")
