@@ -4,7 +4,6 @@ button, which renders what is typed (not saved yet) after the ack and shows it w
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +26,6 @@ from core.errors import NotFound
 from core.personas.prompt import PromptContext, render_persona
 from core.schemas.persona import PersonaSpec
 from core.schemas.validation import field_errors
-
-log = logging.getLogger("cosmo.slack.persona_preview")
 
 
 def preview_text(spec: PersonaSpec, agent_name: str, today: datetime) -> str:

@@ -10,7 +10,6 @@ block and action ids do not change (Slack preserves input state on update then).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,8 +31,6 @@ from core.errors import UnsafeWebhookUrl
 from core.schemas.agent import WebhookSpec
 from core.schemas.validation import field_errors
 from core.webhooks.url_guard import check_webhook_url_when_saved
-
-log = logging.getLogger("cosmo.slack.webhook_test")
 
 
 def _typed(values: forms.State, block: str) -> str:
