@@ -50,6 +50,17 @@ class AgentBusy(Conflict):
         self.running = running
 
 
+class NameTaken(Conflict):
+    """Another record of this `kind` (agent, persona, skill...) already has `name`: forms
+    put the message on the field that names that kind of record."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        article = "an" if kind[:1] in "aeiou" else "a"
+        super().__init__(f"{article} {kind} named {name!r} already exists")
+        self.kind = kind
+        self.name = name
+
+
 class PreconditionFailed(CosmoError):
     """An optimistic-concurrency check failed: the caller saw an older version."""
 

@@ -120,7 +120,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
         "Agents (admins)",
         [
             ("create", "a new agent (opens a form)"),
-            ("edit NAME", "model, approvers, webhook, knowledge, limits"),
+            ("edit NAME", "model, approvers, webhook (with a test event), knowledge, limits"),
             ("persona NAME", "its persona: role, tone, instructions, variables"),
             ("skills NAME", "which skills it may use"),
             ("use NAME", "make NAME answer in this channel"),
@@ -132,9 +132,9 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Skills and knowledge (admins)",
         [
-            ("skill new", "a new skill (opens a form)"),
+            ("skill new", "a new skill: a built-in, an HTTP request or an MCP tool (a form)"),
             ("skill edit NAME", "change a skill"),
-            ("skill test NAME {json}", "run a read skill once and see its result"),
+            ("skill test NAME {json}", "run a read skill once; only you see the result"),
             ("kb new NAME [description]", "a new knowledge base"),
             (
                 "(share a file with me)",

@@ -2,14 +2,18 @@
 
     /agent help | list | show NAME | use NAME [--default] | create | edit NAME
            | skills NAME | persona NAME | memory [clear] [NAME] | end
+           | skill new | skill edit NAME | skill test NAME {json}   (bot.slack.skill_commands)
            | kb new NAME [description] | kb list | kb show NAME   (bot.slack.kb_commands)
+           | history NAME | rollback NAME VERSION | delete NAME   (bot.slack.agent_versions)
+           | outputs [NAME] [--pending] | audit OUTPUT_ID        (bot.slack.output_lookup)
 
 Slack gets its ack at once; the work runs right after (`SlackRuntime.spawn`) and the answer
 goes back ephemerally through the command's `response_url`, which works in channels the
 bot is not a member of. Forms (`create`, `edit`, `skills`, `persona`) are opened with the
 command's `trigger_id` before anything slow; their submissions are validated by the same
 pydantic models as the REST API (`AgentSpec`, `AgentPatch`, `PersonaSpec`, `SkillList`)
-and errors are shown on the field.
+and errors are shown on the field; the submissions live in `bot.slack.agent_submissions`
+and `bot.slack.skill_commands`, on the one path of `bot.slack.form_submission`.
 
 Changing anything (`use` and the forms) is for agent admins: workspace admins and owners,
 and `COSMO_SLACK_ADMINS` (see `bot.slack.admins`). Everyone may `list`, `show`, look at and
@@ -21,24 +25,37 @@ started in this channel (or DM) and talked in most recently, and says so in its 
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import admin_blocks as ui
 from bot.slack import admin_forms as forms
-from bot.slack import agent_versions, output_lookup, session_status
+from bot.slack import (
+    agent_submissions,
+    agent_versions,
+    output_lookup,
+    persona_preview,
+    session_status,
+    skill_commands,
+    webhook_test,
+)
 from bot.slack.admins import may_configure
 from bot.slack.blocks import slack_date
 from bot.slack.errors import slack_message
+from bot.slack.form_submission import (
+    META_AGENT,
+    META_ESCALATION_GROUPS,
+    META_GROUPS,
+    META_PERSONA,
+    META_TENANT,
+    META_VERSION,
+    META_WEBHOOK_SECRET,
+)
 from bot.slack.invocation import (
-    NOT_ADMIN,
     Answer,
     Handler,
     Invocation,
@@ -53,25 +70,18 @@ from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
 from core.agent.bindings import WORKSPACE_DEFAULT
 from core.concurrency import run_sync
-from core.config_document import ConfigDocument
 from core.errors import (
-    Conflict,
     CosmoError,
-    FieldError,
     NotFound,
-    PreconditionFailed,
-    ValidationFailed,
 )
 from core.outputs.stats import SkillStats, skill_stats
-from core.schemas.agent import AgentPatch, AgentSpec, SkillList
-from core.schemas.persona import PersonaPatch, PersonaSpec
-from core.schemas.validation import field_errors
 from core.schemas.views import AgentView, PersonaView, SkillView
 from core.sessions.models import SessionView
+from core.sessions.pricing import KNOWN_MODELS
 
 log = logging.getLogger("cosmo.slack.commands")
 
-STALE_FORM = "This form is out of date. Close it and run the command again."
+PERSONA_TEXT = {"role", "tone", "instructions", "variables"}
 PAGE = 200  # the largest page core hands out
 MAX_PAGES = 10
 
@@ -174,16 +184,32 @@ async def cmd_use(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> 
     )
 
 
+async def _form_choices(
+    rt: SlackRuntime, tenant: str
+) -> tuple[list[PersonaView], list[tuple[str, str]] | None, list[str]]:
+    """Personas, user groups (None: Slack would not list them) and knowledge bases."""
+
+    def stored() -> tuple[list[PersonaView], list[str]]:
+        kbs = rt.container.knowledge.list(tenant, limit=PAGE).items
+        return _all_personas(rt, tenant), [kb.name for kb in kbs]
+
+    personas, kbs = await run_sync(stored)
+    return personas, await rt.directory.usergroups(tenant), kbs
+
+
 async def cmd_create(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     await require_admin(rt, inv.tenant, inv.user)
-    personas = await run_sync(_all_personas, rt, inv.tenant)
+    personas, groups, kbs = await _form_choices(rt, inv.tenant)
     skills = await run_sync(_all_skills, rt, inv.tenant)
     view = forms.agent_form(
         agent=None,
         personas=personas,
         skills=skills,
         default_model=rt.container.settings.model,
-        metadata=forms.metadata(t=inv.tenant),
+        models=KNOWN_MODELS,
+        groups=groups,
+        knowledge_bases=kbs,
+        metadata=forms.metadata({META_TENANT: inv.tenant}),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
     return None
@@ -193,21 +219,25 @@ async def cmd_edit(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) ->
     name = inv.name("edit NAME")
     await require_admin(rt, inv.tenant, inv.user)
     agent = await agent_named(rt, inv.tenant, name)
-    personas = await run_sync(_all_personas, rt, inv.tenant)
-    groups = [a for a in agent.approvers if a.startswith("S")]
+    personas, groups, kbs = await _form_choices(rt, inv.tenant)
+    escalation = agent.approval.escalate_to or [] if agent.approval else []
     view = forms.agent_form(
         agent=agent,
         personas=personas,
         skills=[],
         default_model=rt.container.settings.model,
+        models=KNOWN_MODELS,
+        groups=groups,
+        knowledge_bases=kbs,
         metadata=forms.metadata(
-            t=inv.tenant,
-            a=agent.id,
-            v=agent.version,
-            g=groups,
-            eg=[p for p in (agent.approval.escalate_to or []) if p.startswith("S")]
-            if agent.approval
-            else [],
+            {
+                META_TENANT: inv.tenant,
+                META_AGENT: agent.id,
+                META_VERSION: agent.version,
+                META_GROUPS: [a for a in agent.approvers if a.startswith("S")],
+                META_ESCALATION_GROUPS: [p for p in escalation if p.startswith("S")],
+                META_WEBHOOK_SECRET: bool(agent.webhook and agent.webhook.secret_set),
+            }
         ),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
@@ -227,7 +257,9 @@ async def cmd_skills(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) 
     view = forms.skills_form(
         agent=agent,
         skills=skills,
-        metadata=forms.metadata(t=inv.tenant, a=agent.id, v=agent.version),
+        metadata=forms.metadata(
+            {META_TENANT: inv.tenant, META_AGENT: agent.id, META_VERSION: agent.version}
+        ),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
     return None
@@ -240,11 +272,15 @@ async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient)
     persona = await run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
     agents = await run_sync(_all_agents, rt, inv.tenant)
     used_by = [a.name for a in agents if a.persona_id == persona.id]
+    spec = persona_preview.spec_of(persona.name, persona.model_dump(include=PERSONA_TEXT))
     view = forms.persona_form(
         agent=agent,
         persona=persona,
         used_by=used_by,
-        metadata=forms.metadata(t=inv.tenant, a=agent.id, p=persona.id),
+        preview=persona_preview.preview_text(spec, agent.name, rt.container.quotas.clock()),
+        metadata=forms.metadata(
+            {META_TENANT: inv.tenant, META_AGENT: agent.id, META_PERSONA: persona.id}
+        ),
     )
     await client.views_open(trigger_id=inv.trigger_id, view=view)
     return None
@@ -337,6 +373,7 @@ HANDLERS: dict[str, Handler] = {
     "create": cmd_create,
     "edit": cmd_edit,
     "skills": cmd_skills,
+    "skill": skill_commands.cmd_skill,
     "persona": cmd_persona,
     "memory": cmd_memory,
     "end": cmd_end,
@@ -382,35 +419,7 @@ async def run(
         await respond(text=text, blocks=blocks, response_type="ephemeral")
 
 
-# -- form submissions ---------------------------------------------------------------------
-
-
-def _metadata(view: dict[str, Any]) -> dict[str, Any]:
-    try:
-        meta = json.loads(view.get("private_metadata") or "")
-    except ValueError:
-        return {}
-    return meta if isinstance(meta, dict) and isinstance(meta.get("t"), str) else {}
-
-
-def _values(view: dict[str, Any]) -> dict[str, Any]:
-    return dict((view.get("state") or {}).get("values") or {})
-
-
-def _unprefixed(errors: list[FieldError]) -> list[FieldError]:
-    """Config-document paths (`agents.0.persona`) back to field paths (`persona`)."""
-    out = []
-    for e in errors:
-        loc = e.loc
-        if len(loc) >= 2 and loc[0] in ("agents", "personas") and isinstance(loc[1], int):
-            loc = loc[2:]
-        out.append(FieldError(loc, e.msg))
-    return out
-
-
 def register(app: AsyncApp, rt: SlackRuntime) -> None:
-    c = rt.container
-
     async def on_command(
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
@@ -424,216 +433,12 @@ def register(app: AsyncApp, rt: SlackRuntime) -> None:
             subcommand=subcommand,
             args=args,
             flags=flags,
+            text=command.get("text") or "",
         )
         rt.spawn(run(rt, inv, respond, client), name=f"/agent {subcommand}")
 
-    async def admin_or_errors(
-        ack: AsyncAck, body: dict[str, Any], meta: dict[str, Any], block: str
-    ) -> bool:
-        if not meta:
-            await ack(response_action="errors", errors={block: STALE_FORM})
-            return False
-        if not await may_configure(rt, meta["t"], body["user"]["id"]):
-            await ack(response_action="errors", errors={block: NOT_ADMIN})
-            return False
-        return True
-
-    async def on_create(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = _metadata(view)
-        if not await admin_or_errors(ack, body, meta, "name"):
-            return
-        tenant, actor = meta["t"], f"slack:{body['user']['id']}"
-        form = forms.read_agent_form(_values(view), creating=True)
-        errors: dict[str, str] = {}
-        persona: PersonaSpec | None = None
-        if form.new_persona is not None:
-            try:
-                persona = PersonaSpec.model_validate(form.new_persona)
-            except ValidationError as exc:
-                errors |= forms.form_errors(
-                    field_errors(exc), forms.NEW_PERSONA_FIELDS, fallback="persona_role"
-                )
-            if not form.new_persona["role"]:
-                errors.setdefault(
-                    "persona_role", "Say what the new persona is, e.g. Sales assistant."
-                )
-        try:
-            spec = AgentSpec.model_validate(form.agent)
-        except ValidationError as exc:
-            errors = (
-                forms.form_errors(field_errors(exc), forms.AGENT_FIELDS, fallback="name") | errors
-            )
-        if errors:
-            await ack(response_action="errors", errors=errors)
-            return
-
-        def create() -> None:
-            if persona is None:
-                c.agents.create(tenant, spec, actor=actor)
-                return
-            # A new persona and its agent are written together or not at all.
-            if any(p.name == persona.name for p in _all_personas(rt, tenant)):
-                raise Conflict(
-                    f"a persona named {persona.name!r} already exists: choose it in the list"
-                )
-            try:
-                c.agents.get_by_name(tenant, spec.name)
-            except NotFound:
-                pass
-            else:
-                raise Conflict(f"an agent named {spec.name!r} already exists")
-            c.config.apply(tenant, ConfigDocument(personas=[persona], agents=[spec]), actor=actor)
-
-        try:
-            await run_sync(create)
-        except ValidationFailed as exc:
-            await ack(
-                response_action="errors",
-                errors=forms.form_errors(
-                    _unprefixed(exc.errors), forms.AGENT_FIELDS, fallback="name"
-                ),
-            )
-            return
-        except Conflict as exc:
-            block = "persona" if exc.detail.startswith("a persona") else "name"
-            await ack(response_action="errors", errors={block: exc.detail})
-            return
-        await ack(
-            response_action="update",
-            view=forms.done_view(
-                "Agent created",
-                f"✅ *{spec.name}* is ready.\nMake it answer in a channel with "
-                f"`/agent use {spec.name}` there, or everywhere with "
-                f"`/agent use {spec.name} --default`.",
-            ),
-        )
-
-    async def on_edit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = _metadata(view)
-        if not await admin_or_errors(ack, body, meta, "name"):
-            return
-        form = forms.read_agent_form(_values(view), creating=False)
-        fields = dict(form.agent)
-        fields["approvers"] = [*fields["approvers"], *(meta.get("g") or [])]
-        if meta.get("eg") and fields.get("approval"):  # user groups the form cannot show
-            approval = fields["approval"]
-            approval["escalate_to"] = [*(approval.get("escalate_to") or []), *meta["eg"]]
-        try:
-            patch = AgentPatch.model_validate(fields)
-        except ValidationError as exc:
-            errors = forms.form_errors(field_errors(exc), forms.AGENT_FIELDS, fallback="name")
-            await ack(response_action="errors", errors=errors)
-            return
-        try:
-            agent = await run_sync(
-                lambda: c.agents.update(
-                    meta["t"],
-                    str(meta.get("a")),
-                    patch,
-                    actor=f"slack:{body['user']['id']}",
-                    expected_version=meta.get("v"),
-                )
-            )
-        except ValidationFailed as exc:
-            errors = forms.form_errors(exc.errors, forms.AGENT_FIELDS, fallback="name")
-            await ack(response_action="errors", errors=errors)
-            return
-        except (Conflict, PreconditionFailed, NotFound) as exc:
-            await ack(response_action="errors", errors={"name": _stale_or(exc)})
-            return
-        await ack(
-            response_action="update",
-            view=forms.done_view(
-                "Agent saved", f"✅ Saved *{agent.name}* (version {agent.version})."
-            ),
-        )
-
-    async def on_skills(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = _metadata(view)
-        if not await admin_or_errors(ack, body, meta, "skills"):
-            return
-        try:
-            chosen = SkillList.model_validate({"skills": forms.read_skills_form(_values(view))})
-        except ValidationError as exc:
-            errors = forms.form_errors(field_errors(exc), forms.SKILLS_FIELDS, fallback="skills")
-            await ack(response_action="errors", errors=errors)
-            return
-        try:
-            agent = await run_sync(
-                lambda: c.agents.set_skills(
-                    meta["t"],
-                    str(meta.get("a")),
-                    chosen.skills,
-                    actor=f"slack:{body['user']['id']}",
-                    expected_version=meta.get("v"),
-                )
-            )
-        except ValidationFailed as exc:
-            errors = forms.form_errors(exc.errors, forms.SKILLS_FIELDS, fallback="skills")
-            await ack(response_action="errors", errors=errors)
-            return
-        except (PreconditionFailed, NotFound) as exc:
-            await ack(response_action="errors", errors={"skills": _stale_or(exc)})
-            return
-        names = ", ".join(f"`{n}`" for n in agent.skills) or "none"
-        await ack(
-            response_action="update",
-            view=forms.done_view("Skills saved", f"✅ *{agent.name}* now has skills: {names}."),
-        )
-
-    async def on_persona(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = _metadata(view)
-        if not await admin_or_errors(ack, body, meta, "role"):
-            return
-        try:
-            patch = PersonaPatch.model_validate(forms.read_persona_form(_values(view)))
-        except ValidationError as exc:
-            errors = forms.form_errors(field_errors(exc), forms.PERSONA_FIELDS, fallback="role")
-            await ack(response_action="errors", errors=errors)
-            return
-        try:
-            persona = await run_sync(c.personas.update, meta["t"], str(meta.get("p")), patch)
-        except ValidationFailed as exc:
-            errors = forms.form_errors(exc.errors, forms.PERSONA_FIELDS, fallback="role")
-            await ack(response_action="errors", errors=errors)
-            return
-        except NotFound as exc:
-            await ack(response_action="errors", errors={"role": _stale_or(exc)})
-            return
-        await ack(
-            response_action="update",
-            view=forms.done_view("Persona saved", f"✅ Saved persona `{persona.name}`."),
-        )
-
     app.command(ui.COMMAND)(on_command)
-    app.view(forms.CREATE_MODAL)(_guarded(on_create, "name"))
-    app.view(forms.EDIT_MODAL)(_guarded(on_edit, "name"))
-    app.view(forms.SKILLS_MODAL)(_guarded(on_skills, "skills"))
-    app.view(forms.PERSONA_MODAL)(_guarded(on_persona, "role"))
-
-
-Submission = Callable[[Any, dict[str, Any], dict[str, Any]], Awaitable[None]]
-
-
-def _guarded(handler: Submission, block: str) -> Submission:
-    """An unexpected failure becomes a message on the form, not Slack's generic error."""
-
-    async def guarded(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        try:
-            await handler(ack, body, view)
-        except Exception:
-            log.exception("%s submission failed", view.get("callback_id"))
-            await ack(
-                response_action="errors",
-                errors={block: "Something went wrong on my side. Please try again."},
-            )
-
-    return guarded
-
-
-def _stale_or(exc: CosmoError) -> str:
-    if isinstance(exc, PreconditionFailed):
-        return "Someone changed this agent after you opened the form. " + STALE_FORM
-    if isinstance(exc, NotFound):
-        return "It was deleted after you opened the form."
-    return exc.detail
+    agent_submissions.register(app, rt)
+    skill_commands.register(app, rt)
+    webhook_test.register(app, rt)
+    persona_preview.register(app, rt)

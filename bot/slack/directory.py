@@ -103,3 +103,28 @@ class SlackDirectory:
             log.warning("usergroups.users.list failed for %s; treating it as empty", group_id)
             return set()  # not cached: a transient failure must not lock approvers out
         return set(self._put(key, frozenset(members)))
+
+    async def usergroups(self, tenant_id: str) -> list[tuple[str, str]] | None:
+        """(id, label) of the workspace's active user groups for pickers, or None when
+        `usergroups.list` failed (no `usergroups:read` on an older install): callers then
+        keep the groups they have instead of offering none."""
+        key = (tenant_id, "usergroups", "")
+        cached = self._get(key)
+        if cached is not None:
+            return list(cached)
+        try:
+            client = await self.clients.for_tenant(tenant_id)
+            response = await client.usergroups_list()
+        except Exception:
+            log.warning("usergroups.list failed; user groups cannot be picked in forms")
+            return None
+        found = []
+        for group in response.get("usergroups") or []:
+            if group.get("date_delete"):
+                continue
+            handle = group.get("handle")
+            label = f"@{handle}" if handle else str(group.get("name") or group["id"])
+            if group.get("name") and group.get("name") != handle:
+                label += f" ({group['name']})"
+            found.append((str(group["id"]), label))
+        return list(self._put(key, tuple(sorted(found, key=lambda g: g[1].lower()))))

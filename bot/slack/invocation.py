@@ -45,6 +45,8 @@ class Invocation:
     subcommand: str
     args: list[str]
     flags: frozenset[str]
+    text: str = ""
+    """The command's text as typed (for arguments words cannot hold, such as JSON)."""
 
     @property
     def is_dm(self) -> bool:

@@ -25,8 +25,8 @@ from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
 from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
 from core.errors import (
     AgentBusy,
-    Conflict,
     FieldError,
+    NameTaken,
     NotFound,
     PreconditionFailed,
     ValidationFailed,
@@ -215,7 +215,7 @@ class AgentService:
     ) -> tuple[AgentRow, str | None]:
         """Create inside the caller's transaction (config files apply all-or-nothing)."""
         if exists_named(s, AgentRow, tenant_id, spec.name):
-            raise Conflict(f"an agent named {spec.name!r} already exists")
+            raise NameTaken("agent", spec.name)
         row = AgentRow(id=new_id(AGENT_ID_PREFIX), tenant_id=tenant_id, version=1)
         shown = self._write(s, row, spec, creating=True)
         s.add(row)
@@ -251,7 +251,7 @@ class AgentService:
     ) -> tuple[AgentRow, str | None]:
         """Make `row` match `spec`; a no-op when nothing differs (no new version)."""
         if spec.name != row.name and exists_named(s, AgentRow, row.tenant_id, spec.name):
-            raise Conflict(f"an agent named {spec.name!r} already exists")
+            raise NameTaken("agent", spec.name)
         before = snapshot(row)
         secret_before = row.webhook_secret
         shown = self._write(s, row, spec, creating=False)

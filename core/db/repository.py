@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db.pagination import Page, check_limit, decode_cursor, encode_cursor
-from core.errors import Conflict
+from core.errors import NameTaken
 
 
 def paginate(
@@ -66,7 +66,7 @@ def flush_unique(session: Session, what: str, name: str) -> None:
         with session.begin_nested():
             session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"a {what} named {name!r} already exists") from exc
+        raise NameTaken(what, name) from exc
 
 
 def exists_named(session: Session, model: Any, tenant_id: str, name: str) -> bool:

@@ -11,7 +11,7 @@ from core.db.ids import new_id
 from core.db.models import AgentRow, PersonaRow
 from core.db.pagination import Page
 from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NameTaken, NotFound
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.validation import raise_validation_failed
 from core.schemas.views import PersonaView
@@ -65,7 +65,7 @@ class PersonaService:
     def create(self, tenant_id: str, spec: PersonaSpec) -> PersonaView:
         with self.db.session() as s:
             if exists_named(s, PersonaRow, tenant_id, spec.name):
-                raise Conflict(f"a persona named {spec.name!r} already exists")
+                raise NameTaken("persona", spec.name)
             row = PersonaRow(id=new_id("per"), tenant_id=tenant_id)
             write_persona(row, spec)
             s.add(row)
@@ -81,7 +81,7 @@ class PersonaService:
             except ValidationError as exc:
                 raise_validation_failed(exc, prefix=("body",))
             if spec.name != row.name and exists_named(s, PersonaRow, tenant_id, spec.name):
-                raise Conflict(f"a persona named {spec.name!r} already exists")
+                raise NameTaken("persona", spec.name)
             write_persona(row, spec)
             flush_unique(s, "persona", spec.name)
             return PersonaView.model_validate(row)

@@ -91,8 +91,9 @@ def check_variables(
         builtins = ", ".join(sorted(BUILTIN_VARIABLES))
         names = ", ".join("{{" + v + "}}" for v in unknown)
         raise ValueError(
-            f"{field} uses undeclared variable(s) {names}; declare them under "
-            f"'variables' with a default, or use a built-in ({builtins})"
+            f"{field} uses undeclared variable(s) {names}; declare each as a variable with "
+            f"a default (`variables` in a config file or REST body, the Variables rows of "
+            f"/agent persona in Slack), or use a built-in ({builtins})"
         )
 
 

@@ -35,6 +35,19 @@ PRICES: dict[str, Price] = {
     "claude-3-haiku": Price(0.25, 1.25),
 }
 
+#: Model names offered in pickers (the Slack agent form), newest first; each is priced by
+#: `PRICES` (a test keeps it so). Any other name is still accepted, with a warning.
+KNOWN_MODELS = (
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-sonnet-4-0",
+    "claude-opus-4-0",
+    "claude-3-7-sonnet-latest",
+    "claude-3-5-haiku-latest",
+)
+
 
 def price_for(model: str) -> Price | None:
     best = None

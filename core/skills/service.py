@@ -13,7 +13,7 @@ from core.db.ids import new_id
 from core.db.models import SkillRow
 from core.db.pagination import Page
 from core.db.repository import exists_named, flush_unique, name_filters, paginate, storable
-from core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from core.errors import FieldError, NameTaken, NotFound, ValidationFailed
 from core.schemas.skill import (
     Executor,
     SkillKind,
@@ -165,10 +165,23 @@ class SkillService:
         with self.db.session() as s:
             return self.view(load_skill(s, tenant_id, name))
 
+    def runnable(self, tenant_id: str, name: str) -> tuple[SkillSpec | UnusableSkill, int]:
+        """The stored skill as a turn would build it, with its version (for one-off runs
+        such as `/agent skill test`)."""
+        with self.db.session() as s:
+            row = load_skill(s, tenant_id, name)
+            fields, version = stored_fields(row), row.version or 1
+        if self.policy is not None:
+            return self.policy.stored(name, fields), version
+        try:
+            return SkillSpec.model_validate(fields), version
+        except ValidationError as exc:
+            return UnusableSkill(name, str(exc)), version
+
     def create(self, tenant_id: str, spec: SkillSpec) -> SkillView:
         with self.db.session() as s:
             if exists_named(s, SkillRow, tenant_id, spec.name):
-                raise Conflict(f"a skill named {spec.name!r} already exists")
+                raise NameTaken("skill", spec.name)
             self.check(spec, keywords=True)
             row = SkillRow(id=new_id("skl"), tenant_id=tenant_id)
             write_skill(row, spec)

@@ -57,7 +57,7 @@ from core.webhooks.deliveries import (
     rowcount,
     set_notification,
 )
-from core.webhooks.signing import signed_headers
+from core.webhooks.signing import new_message_id, signed_headers
 from core.webhooks.url_guard import ResolvedTarget, Resolver, check_webhook_url
 
 log = logging.getLogger("cosmo.webhooks")
@@ -137,6 +137,21 @@ class _Result:
     error: str | None = None
     retry_after: float | None = None
     duration_ms: int = 0
+
+
+TEST_EVENT = "webhook.test"
+
+
+@dataclass(frozen=True)
+class TestDelivery:
+    """The outcome of one signed test event: the receiver's status, or why none came."""
+
+    __test__ = False  # not a pytest test class
+
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
 
 
 class WebhookDispatcher:
@@ -338,6 +353,80 @@ class WebhookDispatcher:
                 "is not set on this server"
             )
         return None, f"agent {row.agent_id} has no webhook secret"
+
+    async def send_test(
+        self,
+        tenant_id: str,
+        url: str,
+        *,
+        agent_id: str | None,
+        agent_name: str,
+        secret_env: str | None = None,
+    ) -> TestDelivery:
+        """POST one signed `webhook.test` event to `url` now, through the same guard,
+        signing and client as real deliveries; nothing is queued or recorded. The secret
+        is read from `secret_env` (the operator's rule applies) or else is the stored
+        agent's. For the "Send test event" button of the Slack agent form."""
+        if secret_env:
+            try:
+                secret, problem = self.secrets(secret_env), None
+            except SecretNotAllowed as refused:
+                secret, problem = None, refused.detail
+            if not secret and problem is None:
+                problem = f"environment variable {secret_env} is not set on this server"
+        else:
+            secret, problem = await self._in_db(self._stored_secret, tenant_id, agent_id)
+        msg_id = new_message_id()
+        payload = {
+            "type": TEST_EVENT,
+            "timestamp": self.clock().isoformat(),
+            "data": {"agentId": agent_id, "agentName": agent_name, "test": True},
+        }
+        job = _Job(
+            id=msg_id,
+            tenant_id=tenant_id,
+            agent_id=agent_id or "",
+            output_id=None,
+            event_type=TEST_EVENT,
+            url=url,
+            payload=payload,
+            attempt=1,
+            sequence=1,
+            max_attempts=1,
+            secret=secret,
+            secret_problem=problem,
+        )
+        result = await self._attempt(job)
+        return TestDelivery(
+            delivered=result.delivered,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+        )
+
+    def _stored_secret(self, tenant_id: str, agent_id: str | None) -> tuple[str | None, str | None]:
+        if agent_id is None:
+            return None, "name the environment variable that holds the webhook secret"
+        with self.db.session() as s:
+            agent = s.execute(
+                select(
+                    AgentRow.id,
+                    AgentRow.tenant_id,
+                    AgentRow.webhook_secret,
+                    AgentRow.webhook_secret_env,
+                ).where(AgentRow.id == agent_id, AgentRow.tenant_id == tenant_id)
+            ).first()
+        if agent is not None and agent.webhook_secret_env:
+            try:
+                value = self.secrets(agent.webhook_secret_env)
+            except SecretNotAllowed as refused:
+                return None, refused.detail
+            if not value:
+                return None, f"environment variable {agent.webhook_secret_env} is not set"
+            return value, None
+        if agent is not None and agent.webhook_secret:
+            return str(agent.webhook_secret), None
+        return None, "the agent has no webhook secret yet"
 
     async def _deliver(self, job: _Job) -> None:
         try:

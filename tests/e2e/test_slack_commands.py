@@ -425,7 +425,8 @@ def test_edit_shows_the_current_settings_and_saves_changes(app):
     view = opened_view(app)
     assert block(view, "name")["element"]["initial_value"] == "sales-bot"
     assert block(view, "approvers")["element"]["initial_users"] == [LEAD]
-    assert "S0LEADS001" in block(view, "approvers")["hint"]["text"]
+    groups = block(view, "approver_groups")["element"]
+    assert [o["value"] for o in groups["initial_options"]] == ["S0LEADS001"]
     checked = [o["value"] for o in block(view, "options")["element"]["initial_options"]]
     assert checked == ["memory_enabled", "is_active"]
 

@@ -294,9 +294,18 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
             self._ws.users[user_id] = user
         return dataclasses.replace(user)
 
-    def add_usergroup(self, group_id: str, members: Iterable[str]) -> None:
+    def add_usergroup(
+        self,
+        group_id: str,
+        members: Iterable[str],
+        *,
+        name: str | None = None,
+        handle: str | None = None,
+    ) -> None:
         with self._lock:
             self._ws.usergroups[group_id] = list(members)
+            if name or handle:
+                self._ws.usergroup_names[group_id] = (name or group_id, handle or group_id)
 
     def add_channel(
         self, channel_id: str, name: str = "", *, is_private: bool = False, user: str | None = None

@@ -405,6 +405,33 @@ def usergroups_users_list(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     return {"users": list(members)}
 
 
+@method("usergroups.list")
+def usergroups_list(ws: Workspace, call: MethodCall) -> dict[str, Any]:
+    """Slack's user-group fields (id, team_id, is_usergroup, name, handle, description,
+    date_delete, user_count; `users` with include_users). Needs `usergroups:read`."""
+    if "usergroups:read" not in call.actor.scopes.split(","):
+        raise Refused("missing_scope", needed="usergroups:read", provided=call.actor.scopes)
+    with_users = truthy(call.get("include_users"))
+    groups = []
+    for group_id, members in sorted(ws.usergroups.items()):
+        name, handle = ws.usergroup_names.get(group_id, (group_id, group_id.lower()))
+        group: dict[str, Any] = {
+            "id": group_id,
+            "team_id": ws.team_id,
+            "is_usergroup": True,
+            "name": name,
+            "handle": handle,
+            "description": "",
+            "date_delete": 0,
+        }
+        if truthy(call.get("include_count")):
+            group["user_count"] = len(members)
+        if with_users:
+            group["users"] = list(members)
+        groups.append(group)
+    return {"usergroups": groups}
+
+
 @method("conversations.open")
 def conversations_open(ws: Workspace, call: MethodCall) -> dict[str, Any]:
     """A 1:1 DM by `users` (1 to 8 ids; more than one would be a group DM, which this fake

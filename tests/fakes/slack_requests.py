@@ -460,6 +460,42 @@ class SlackRequests:
         payload.update(overrides)
         return self._form({"payload": json.dumps(payload)}, payload, timestamp=timestamp)
 
+    def view_action(
+        self,
+        action_id: str,
+        view: Mapping[str, Any],
+        values: Mapping[str, Any],
+        *,
+        user: str | None = None,
+        block_id: str | None = None,
+        value: str | None = None,
+    ) -> SignedRequest:
+        """A button click inside a modal the app opened: Slack sends `container.type: view`,
+        the whole `view` with its current `state.values`, and no channel or message."""
+        clicked: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "block_id": block_id or action_id,
+            "text": {"type": "plain_text", "text": action_id, "emoji": True},
+            "action_ts": f"{self.clock():.6f}",
+        }
+        if value is not None:
+            clicked["value"] = value
+        payload: dict[str, Any] = {
+            "type": "block_actions",
+            "user": self._user(user),
+            "api_app_id": self.api_app_id,
+            "token": VERIFICATION_TOKEN,
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": self.trigger_id(),
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": {**view, "state": {"values": dict(values)}},
+            "actions": [clicked],
+        }
+        return self._form({"payload": json.dumps(payload)}, payload)
+
     def view_submission(
         self,
         callback_id: str,

@@ -350,6 +350,8 @@ class Workspace:
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
         self.usergroups: dict[str, list[str]] = {}
+        self.usergroup_names: dict[str, tuple[str, str]] = {}
+        """Group id -> (name, handle), for `usergroups.list`; unnamed groups use their id."""
         self.tokens: dict[str, Token] = {
             config.bot_token: Token(config.bot_user_id, config.team_id, BOT_ID, BOT_SCOPES)
         }

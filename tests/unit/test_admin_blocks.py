@@ -292,6 +292,7 @@ def test_the_create_form_offers_a_new_persona_when_there_is_none():
         "persona_tone",
         "persona_instructions",
         "model",
+        "model_other",
         "approvers",
         "approval_channel",
         "approval_required",
@@ -302,9 +303,14 @@ def test_the_create_form_offers_a_new_persona_when_there_is_none():
         "approval_remind_every",
         "daily_output_limit",
         "daily_token_budget",
+        "webhook_url",
+        "webhook_secret_env",
+        "webhook_test",
+        "webhook_test_result",
         "options",
     ]
-    assert all(b["element"]["action_id"] == b["block_id"] for b in view["blocks"])
+    inputs = [b for b in view["blocks"] if b["type"] == "input"]
+    assert all(b["element"]["action_id"] == b["block_id"] for b in inputs)
     persona_select = view["blocks"][2]["element"]
     new = {"text": {"type": "plain_text", "text": "✨ A new persona (describe it below)"},
            "value": "__new__"}  # fmt: skip
@@ -333,6 +339,7 @@ def test_the_edit_form_is_filled_in_from_the_agent():
         skills=[skill("draft_email")],
         default_model="claude-x",
         metadata="{}",
+        groups=None,  # Slack would not list user groups
     )
 
     check_modal(view)
@@ -347,6 +354,7 @@ def test_the_edit_form_is_filled_in_from_the_agent():
     }
     assert blocks["approvers"]["element"]["initial_users"] == ["U0LEAD0001"]
     assert "User groups (S0LEADS001) stay approvers" in blocks["approvers"]["hint"]["text"]
+    assert "approver_groups" not in blocks
     assert blocks["approval_channel"]["element"]["initial_conversation"] == "C0APPROVE1"
     assert blocks["daily_output_limit"]["element"] == {
         "type": "number_input",
@@ -441,17 +449,23 @@ def test_the_persona_form_warns_about_sharing_and_keeps_overlong_instructions():
         context("Persona `seller` of *sales-bot*."),
         context("⚠️ Also used by `support-bot`: changes apply to them too."),
     ]
-    instructions = view["blocks"][-1]
+    instructions = view["blocks"][4]
     assert instructions["element"]["initial_value"] == "Help {{user_name}}."
     assert instructions["hint"]["text"] == (
-        "Placeholders: {{user_name}}, {{channel}}, {{date}}, {{agent_name}}, {{region}}."
+        "Placeholders: {{user_name}}, {{channel}}, {{date}}, {{agent_name}}, {{region}}. "
+        "Declare your own below."
     )
+    rows = {b["block_id"]: b for b in view["blocks"] if b.get("block_id", "").startswith("var")}
+    assert rows["var1_name"]["element"]["initial_value"] == "region"
+    assert rows["var1_default"]["element"]["initial_value"] == "EMEA"
+    assert "var3_name" in rows and "var4_name" not in rows  # one declared, two spare
 
     long = forms.persona_form(
         agent=agent(), persona=persona(instructions="x" * 5_000), used_by=[], metadata="{}"
     )
-    assert [b.get("block_id") for b in long["blocks"]] == [None, "role", "tone", None]
-    assert "5,000 characters" in long["blocks"][-1]["elements"][0]["text"]
+    assert [b.get("block_id") for b in long["blocks"]][:4] == [None, "role", "tone", None]
+    assert "5,000 characters" in long["blocks"][3]["elements"][0]["text"]
+    assert "cosmo apply" in long["blocks"][3]["elements"][0]["text"]
 
 
 def test_done_view():
@@ -542,7 +556,7 @@ def test_form_errors_land_on_the_block_of_their_field():
         "name": "Use lower-case letters, digits, - and _, starting with a letter (at most 63).",
         "daily_token_budget": "Enter a whole number.",
         "approvers": "S1: approvers are Slack user ids",
-        "description": "Must be an absolute https:// URL",
+        "webhook_url": "Must be an absolute https:// URL",
     }
 
 

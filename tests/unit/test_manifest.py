@@ -42,6 +42,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     # approvals.post_approval opens a 1:1 DM with each approver (no approval channel).
     "conversations.open": ("im:write",),
     "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
+    "usergroups.list": ("usergroups:read",),
     "usergroups.users.list": ("usergroups:read",),
     # file_drop: a dropped file's size and type, and its url_private_download (fetched with
     # the bot token, which Slack serves only to a token with files:read).

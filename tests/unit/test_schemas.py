@@ -57,8 +57,9 @@ def test_an_undeclared_variable_is_refused_at_instructions() -> None:
     )
     assert path == "instructions"
     assert msg == (
-        "instructions uses undeclared variable(s) {{region}}; declare them under 'variables' "
-        "with a default, or use a built-in (agent_name, channel, date, user_name)"
+        "instructions uses undeclared variable(s) {{region}}; declare each as a variable with a "
+        "default (`variables` in a config file or REST body, the Variables rows of /agent "
+        "persona in Slack), or use a built-in (agent_name, channel, date, user_name)"
     )
 
 
