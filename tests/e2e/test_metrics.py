@@ -7,24 +7,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.keys.roles import Role
 from core.keys.service import KeySpec
 from tests.conftest import AUTH
-from tests.e2e.test_server_process import (  # noqa: F401 - `server` is a fixture
-    LEAD,
-    TOKEN,
-    Server,
-    approval_in,
-    buttons,
-    config,
-    events,
-    server,
-)
+from tests.e2e.test_server_process import LEAD, buttons
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.metrics_support import Samples, parse, value
 from tests.slack_support import SlackApp, eventually, slack_app
 
 AGENT = "metrics-bot"
@@ -49,23 +40,6 @@ async def create_task(arguments: dict[str, Any], ctx: Any) -> Any:
     from core.skills.runtime import SkillResult
 
     return SkillResult("task T-1 created")
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the series named `name` whose labels include `labels` (0 if none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
 @pytest.fixture
@@ -109,14 +83,8 @@ def test_a_scrape_after_chat_approval_execution_and_webhook_counts_each_step(app
 
         app.run_jobs()
         ts = mention.payload["event"]["ts"]
-        approval = next(
-            m
-            for m in app.slack.messages_in(CHANNEL_ID, thread_ts=ts)
-            if any(b["type"] == "actions" for b in m.blocks)
-        )
-        output_id = [b for b in approval.blocks if b["type"] == "actions"][0]["elements"][0][
-            "value"
-        ]
+        approval = next(m for m in app.slack.messages_in(CHANNEL_ID, thread_ts=ts) if buttons(m))
+        output_id = buttons(approval)[0]["value"]
         click = app.requests.block_action(
             "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
         )
@@ -173,47 +141,3 @@ def test_metrics_off_serves_nothing(real_db, tmp_path):
         r = app.client.get("/metrics", headers=AUTH)
         assert r.status_code == 404
         assert "COSMO_METRICS" in r.json()["detail"]
-
-
-def test_a_real_serve_scrape_includes_what_its_worker_process_counted(server: Server):
-    r = server.api(
-        "POST",
-        "/agents/import",
-        content=config(server.hooks, server.crm),
-        headers={"Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200, r.text
-    server.claude.push(
-        Reply.tool_use("create_task", {"title": "Call Globex"}, text="On it."),
-        Reply.text("Proposed."),
-    )
-    mention = server.requests.app_mention(f"<@{BOT_USER_ID}> add a task to call Globex")
-    server.slack_event(mention)
-    ts = mention.payload["event"]["ts"]
-    approval = approval_in(server, ts)
-    output_id = buttons(approval)[0]["value"]
-    server.slack_event(
-        server.requests.block_action(
-            "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
-        )
-    )
-    events(server, 3)
-
-    assert server.http.get("/metrics").status_code == 401
-
-    def scraped() -> Samples | None:
-        r = server.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert r.status_code == 200, r.text
-        got = parse(r.text)
-        # The worker records the third delivery just after the receiver has it.
-        return got if value(got, "cosmo_webhook_deliveries_total", outcome="delivered") else None
-
-    got = eventually(scraped, timeout=30)
-    # The turn, the execution and the deliveries ran in the supervised worker process.
-    assert value(got, "cosmo_turns_total", agent="sales-bot", outcome="completed") == 1
-    assert value(got, "cosmo_model_tokens_total", agent="sales-bot", kind="output") > 0
-    assert value(got, "cosmo_executions_total", outcome="executed") == 1
-    # The click was decided in the serving process itself; Slack's requests were acked there.
-    assert value(got, "cosmo_decisions_total", via="slack", decision="approved") == 1
-    assert value(got, "cosmo_slack_events_acked_total", kind="event") >= 1
-    assert value(got, "cosmo_outputs", status="executed") == 1

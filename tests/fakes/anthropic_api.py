@@ -53,8 +53,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
-from urllib.parse import parse_qs
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 from tests.fakes.local_server import ServedFake, TrackedHandler, TrackedHTTPServer
 
