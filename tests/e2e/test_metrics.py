@@ -10,7 +10,7 @@ import pytest
 
 from core.keys.roles import Role
 from core.keys.service import KeySpec
-from tests.conftest import AUTH
+from tests.conftest import AUTH, BACKENDS
 from tests.e2e.test_server_process import LEAD, buttons
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
@@ -56,6 +56,7 @@ def scrape(app: SlackApp) -> Samples:
     return parse(r.text)
 
 
+@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
 def test_a_scrape_after_chat_approval_execution_and_webhook_counts_each_step(app):
     with WebhookReceiver() as receiver:
         r = app.client.patch(
