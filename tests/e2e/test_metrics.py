@@ -142,3 +142,20 @@ def test_metrics_off_serves_nothing(real_db, tmp_path):
         r = app.client.get("/metrics", headers=AUTH)
         assert r.status_code == 404
         assert "COSMO_METRICS" in r.json()["detail"]
+
+
+def test_with_a_metrics_port_the_scrape_moves_there_without_a_token(real_db, tmp_path):
+    import httpx
+
+    from tests.cosmo_process import free_port
+
+    port = free_port()
+    with slack_app(
+        real_db, tmp_path, CONFIG, {"create_task": create_task}, COSMO_METRICS_PORT=port
+    ) as app:
+        assert app.client.get("/metrics", headers=AUTH).status_code == 404
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+        assert r.status_code == 200
+        assert value(parse(r.text), "cosmo_store_up") == 1
+    with pytest.raises(httpx.TransportError):  # closed with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
