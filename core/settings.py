@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=75, alias="COSMO_KEEP_ALIVE_SECONDS", ge=1, le=3600)
     log_level: str = Field(default="INFO", alias="COSMO_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="COSMO_LOG_FORMAT")
+    # Prometheus `/metrics`: on the service's port behind the root key (COSMO_API_TOKEN),
+    # or, with a port set, unauthenticated on that port only (keep it off the public network).
+    metrics: bool = Field(
+        default=True, alias="COSMO_METRICS", description="Serve Prometheus metrics (off: none)."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        alias="COSMO_METRICS_PORT",
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port, without a bearer token, instead of the "
+        "service's port; a standalone `cosmo worker` serves its own there.",
+    )
 
     # Background work (core/jobs): worker processes `cosmo serve` supervises (0 = none;
     # run `cosmo worker` yourself), jobs one worker runs at once, and turns one agent may
@@ -185,6 +198,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "mcp_servers_file",
+        "metrics_port",
         "database_url",
         "slack_bot_token",
         "slack_signing_secret",

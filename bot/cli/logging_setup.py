@@ -16,13 +16,16 @@ LogFormat = Literal["text", "json"]
 #: Libraries that narrate at INFO what we do not want in an operator's log: Bolt logs
 #: failed signature checks with their bodies; httpx/httpcore (also under the anthropic and
 #: slack SDKs) log full URLs, and a webhook or skill URL may carry a token in its query;
-#: alembic narrates its setup on every schema check.
+#: alembic narrates its setup on every schema check. httpx2/httpcore2 are the same client
+#: under the names the anthropic SDK and our skill egress client import it by.
 QUIET = (
     "slack_bolt",
     "slack_sdk",
     "alembic",
     "httpx",
     "httpcore",
+    "httpx2",
+    "httpcore2",
     "anthropic",
     "botocore",
     "urllib3",

@@ -374,8 +374,17 @@ def apply(
 
 
 @app.command()
-def doctor() -> None:
-    """Check configuration, database and integrations; exit 1 when something is wrong."""
+def doctor(
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also call Slack, Claude, webhook hosts, MCP servers and the embedder.",
+        ),
+    ] = False,
+) -> None:
+    """Check configuration, database and integrations; exit 1 when something is wrong
+    (with `--online`, when anything outside does not answer as it must)."""
     settings = _settings()
     _require_database(settings)
     ok = True
@@ -412,8 +421,27 @@ def doctor() -> None:
     ok = _doctor_embedder(settings) and ok
     ok = _doctor_skills(settings) and ok
     _doctor_models(settings)
+    if online:
+        ok = _doctor_online(settings) and ok
     if not ok:
         raise typer.Exit(1)
+
+
+def _doctor_online(settings: Settings) -> bool:
+    from bot.cli.doctor import run_online_checks
+
+    def say(line: str) -> None:
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    db = Database.from_url(settings.resolved_database_url)
+    try:
+        usable = db.schema_status().is_usable
+    except Exception:
+        usable = False  # reported above
+    try:
+        return run_online_checks(settings, db if usable else None, say)
+    finally:
+        db.dispose()
 
 
 def _doctor_embedder(settings: Settings) -> bool:
@@ -476,13 +504,21 @@ def _doctor_skills(settings: Settings) -> bool:
     say(f"mcp servers: {describe_servers(policy.mcp_servers)}")
     db = Database.from_url(settings.resolved_database_url)
     try:
-        unusable = SkillService(db, policy).unusable()
+        skills = SkillService(db, policy)
+        unusable = skills.unusable()
+        # A skill whose secret header's variable is unset fails at its first call, in chat.
+        missing = skills.missing_credentials(os.environ.get)
     except Exception as exc:
         say(f"skills: not checked ({type(exc).__name__})")
         return False
     finally:
         db.dispose()
-    if not unusable:
+    for tenant, skill_name, variable in missing:
+        say(
+            f"skill {skill_name} (tenant {tenant}): credential {variable} is not set: its "
+            "calls will fail"
+        )
+    if not unusable and not missing:
         say("skills: ok")
         return True
     for tenant, skill in unusable:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +37,7 @@ from bot.api.routes import (
 )
 from bot.api.schemas import Problem
 from bot.server import api_docs
+from bot.server import metrics as metrics_http
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
@@ -43,6 +46,7 @@ from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
 from bot.slack.verification import SlackRequestGuard, verified_request
 from bot.worker import build_worker
+from core import metrics
 from core.db.database import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from core.settings import Settings
 from core.wiring import Container, build_container
@@ -68,19 +72,33 @@ def create_app(
     token, generated = settings.api_token_value()
     slack = build_slack(container)
     worker = build_worker(container, slack) if background else None
+    # Supervised workers keep their metric values in files here, for this process's scrape.
+    workers_dir = (
+        metrics_http.worker_dir(settings) if worker_processes and settings.metrics else None
+    )
     supervisor = (
-        WorkerSupervisor(worker_processes, grace=settings.worker_grace_seconds + 5)
+        WorkerSupervisor(
+            worker_processes,
+            grace=settings.worker_grace_seconds + 5,
+            env={metrics.MULTIPROC_ENV: str(workers_dir)} if workers_dir else {},
+        )
         if worker_processes
         else None
     )
+    scrape = metrics_http.scrape_registry(container, workers_dir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Socket Mode is a transport, not a background job: it runs even without workers.
         socket_mode = await start_socket_mode(slack, settings)
         app.state.socket_mode = socket_mode
+        metrics_server = None
+        if settings.metrics and settings.metrics_port is not None:
+            metrics_server = metrics_http.start_port(settings, scrape)
         if worker is not None:
             await worker.start()
+        if workers_dir is not None:
+            metrics.prepare_worker_dir(workers_dir)
         if supervisor is not None:
             supervisor.start()
         try:
@@ -88,6 +106,11 @@ def create_app(
         finally:
             if supervisor is not None:
                 await supervisor.stop()
+            if workers_dir is not None:
+                shutil.rmtree(workers_dir, ignore_errors=True)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if worker is not None:
                 await worker.stop()
             if socket_mode is not None:
@@ -147,6 +170,7 @@ def create_app(
     _mount_slack(app, slack)
     app.include_router(api)
     app.include_router(health.router)
+    metrics_http.install(app, settings, scrape, token)
     api_docs.install(app)
     _register_problem_schema(app)
 
@@ -171,6 +195,14 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
 
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _slack_request(request)
+        if 200 <= response.status_code < 300:
+            kind = verified_request(request).kind
+            metrics.slack_acked(kind, time.perf_counter() - started)
+        return response
+
+    async def _slack_request(request: Request) -> Response:
         if slack is None:
             return problem(
                 503,

@@ -24,10 +24,13 @@ class WorkerSupervisor:
     """Starts N `cosmo worker` processes, restarts any that exits, and on stop sends them
     SIGTERM (they finish or hand back their jobs) and waits for them."""
 
-    def __init__(self, count: int, *, grace: float = 25.0) -> None:
+    def __init__(
+        self, count: int, *, grace: float = 25.0, env: dict[str, str] | None = None
+    ) -> None:
         # `grace`: how long a worker may take to stop (its own grace for running jobs, plus
         # a few seconds to hand the rest back) before it is killed.
         self.count = count
+        self.env = env or {}
         self.grace = grace
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -42,7 +45,7 @@ class WorkerSupervisor:
         backoff = 1.0
         while not self._stopping.is_set():
             started = asyncio.get_running_loop().time()
-            env = {**os.environ, PARENT_ENV: str(os.getpid())}
+            env = {**os.environ, **self.env, PARENT_ENV: str(os.getpid())}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot.cli", "worker", env=env
             )

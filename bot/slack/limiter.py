@@ -36,6 +36,8 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from core import metrics
+
 log = logging.getLogger("cosmo.slack.limiter")
 
 
@@ -226,6 +228,7 @@ class LimiterRetryHandler(AsyncRetryHandler):
                 method,
                 _channel(request.body_params, request.data),
             )
+        metrics.slack_api_rate_limited(call.method)
         self.limiter.pause(call.workspace, call.method, call.channel, retry_after)
         await self.limiter.acquire(call.workspace, call.method, call.channel)
         state.next_attempt_requested = True
@@ -258,6 +261,7 @@ class LimitedWebClient(AsyncWebClient):
         token = (params or {}).get("token") or self.token
         call = _Call(workspace_of(token), api_method, _channel(json, data, params))
         reset = _CURRENT.set(call)
+        metrics.slack_api_call(api_method)
         try:
             await self.limiter.acquire(call.workspace, call.method, call.channel)
             return await super().api_call(

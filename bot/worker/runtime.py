@@ -84,6 +84,12 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     watch = loop.create_task(_watch_parent(stopping), name="parent-watch")
+    metrics_server = None
+    if settings.metrics and settings.metrics_port is not None and not os.environ.get(PARENT_ENV):
+        # On its own (not supervised: those write to their `cosmo serve`'s directory).
+        from bot.server.metrics import scrape_registry, start_port
+
+        metrics_server = start_port(settings, scrape_registry(None))
     await worker.start()
     log.info(
         "worker %s running %d kinds of job (concurrency %d, %d per agent, nice %d)",
@@ -101,6 +107,9 @@ async def run_worker(settings: Settings) -> None:
         await worker.stop()
     finally:
         watch.cancel()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         if slack is not None:
             await slack.aclose()
         await container.aclose()

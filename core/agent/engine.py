@@ -8,6 +8,7 @@ and remember the exchange.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from core import metrics
 from core.agent.model import (
     ModelClient,
     ModelError,
@@ -275,8 +277,18 @@ class _TurnRun:
         return self.session.tenant_id
 
     async def execute(self, user_message: str) -> TurnResult:
-        with log_context(tenant=self.tenant, turn_id=self.turn.id):
-            return await self._execute(user_message)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            with log_context(tenant=self.tenant, turn_id=self.turn.id):
+                result = await self._execute(user_message)
+            outcome = "failed" if result.failed else "completed"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            metrics.turn_finished(self.a.agent.name, outcome, time.perf_counter() - started)
 
     async def _execute(self, user_message: str) -> TurnResult:
         a = self.a
@@ -597,6 +609,15 @@ class _TurnRun:
             await run_sync(a.quotas.add, self.tenant, a.agent.id, TOKENS, total)
         turn = await run_sync(
             lambda: a.sessions.finish_turn(self.tenant, self.turn.id, record, fence=self.fence)
+        )
+        metrics.model_usage(
+            a.agent.name,
+            model,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cache_read_tokens=self.usage.cache_read_tokens,
+            cache_write_tokens=self.usage.cache_write_tokens,
+            cost_micros=cost,
         )
         if not failed and a.memory is not None and reply:
             # Awaited, not fired off: the user already saw the streamed reply, and a

@@ -464,6 +464,30 @@ def unpriced_models(db: Database) -> builtins.list[tuple[str, str, str]]:
         return [(t, n, m) for t, n, m in rows if m and unpriced_warning(m)]
 
 
+def agent_webhooks(db: Database) -> builtins.list[tuple[str, str, str, str | None]]:
+    """(tenant, agent, webhook URL, secret variable or None) for every agent with a webhook."""
+    with db.session() as s:
+        rows = s.execute(
+            select(
+                AgentRow.tenant_id, AgentRow.name, AgentRow.webhook_url, AgentRow.webhook_secret_env
+            )
+            .where(AgentRow.webhook_url.is_not(None))
+            .order_by(AgentRow.tenant_id, AgentRow.name)
+        )
+        return [(t, n, u, e) for t, n, u, e in rows if u]
+
+
+def agent_models(db: Database) -> builtins.list[tuple[str, str, str]]:
+    """(tenant, agent, model) for every agent naming a model (the others use COSMO_MODEL)."""
+    with db.session() as s:
+        rows = s.execute(
+            select(AgentRow.tenant_id, AgentRow.name, AgentRow.model)
+            .where(AgentRow.model.is_not(None))
+            .order_by(AgentRow.tenant_id, AgentRow.name)
+        )
+        return [(t, n, m) for t, n, m in rows if m]
+
+
 def _check_version(row: AgentRow, expected: int | None) -> None:
     if expected is not None and expected != row.version:
         raise PreconditionFailed(expected, row.version)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from core import metrics
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
@@ -276,6 +277,11 @@ class ApprovalService:
             return await self._again(
                 tenant_id, output_id, decision, actor, reason, revision, grant_id, attempt
             )
+        metrics.decided(
+            actor.via,
+            change.decision or decision,
+            (now - output.created_at).total_seconds(),
+        )
         if status == OutputStatus.REJECTED:
             await self._hand_back(decided, actor, reason or "")
         elif decided.edits:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from core import metrics
 from core.approvals.events import OutputEvents
 from core.concurrency import run_sync
 from core.db import Database
@@ -101,6 +102,7 @@ class OutputExecutor:
             closed = await self._close(
                 output, webhook, status, result=result, error=error, record=record
             )
+            metrics.executed(status.value)
             return Execution(closed, called)
 
         if not output.is_automatable:

@@ -464,6 +464,29 @@ class JobQueue:
             oldest_due_seconds=waited,
         )
 
+    def stats_by_kind(self) -> list[tuple[str, int, int, float]]:
+        """Per kind with unfinished jobs: (kind, queued, running, seconds the oldest due
+        job has waited). Grouped counts over the unfinished jobs only (`ix_jobs_due`)."""
+        now = self.clock()
+        with self.db.read_connection() as conn:
+            rows = conn.execute(
+                select(JobRow.kind, JobRow.state, func.count(), func.min(JobRow.run_after))
+                .where(JobRow.state.in_(("queued", "running")))
+                .group_by(JobRow.kind, JobRow.state)
+            ).all()
+        found: dict[str, list[float]] = {}
+        for kind, state, count, oldest in rows:
+            entry = found.setdefault(kind, [0, 0, 0.0])
+            if state == "running":
+                entry[1] = count
+                continue
+            entry[0] = count
+            if oldest is not None:
+                if oldest.tzinfo is None:
+                    oldest = oldest.replace(tzinfo=UTC)
+                entry[2] = max(0.0, (now - oldest).total_seconds())
+        return [(k, int(q), int(r), age) for k, (q, r, age) in sorted(found.items())]
+
     def purge(self, older_than: timedelta, limit: int = 1000) -> int:
         """Delete finished jobs older than this (they only matter while someone looks)."""
         cutoff = self.clock() - older_than

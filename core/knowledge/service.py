@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core import metrics
 from core.agent.service import agents_using_knowledge_base, detach_knowledge_base
 from core.db import Database
 from core.db.ids import DOCUMENT_ID_PREFIX, KNOWLEDGE_BASE_ID_PREFIX, is_id_of, new_id
@@ -384,7 +385,8 @@ class KnowledgeService:
         text = query.strip()[:MAX_QUERY_CHARS]
         if not text:
             return []
-        return self._search(kb, text, self._embed([text])[0], limit or kb.top_k)
+        with metrics.knowledge_search():
+            return self._search(kb, text, self._embed([text])[0], limit or kb.top_k)
 
     def search_many(
         self, tenant_id: str, names: Sequence[str], query: str, *, limit: int | None = None
@@ -418,8 +420,9 @@ class KnowledgeService:
         if not usable:
             return []
         k = limit or max(kb.top_k for kb in usable)
-        vector = self._embed([text])[0]
-        found = [m for kb in usable for m in self._search(kb, text, vector, k)]
+        with metrics.knowledge_search():
+            vector = self._embed([text])[0]
+            found = [m for kb in usable for m in self._search(kb, text, vector, k)]
         found.sort(key=lambda m: (-m.score, -(m.similarity or -2.0)))
         return found[:k]
 

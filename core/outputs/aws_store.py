@@ -551,6 +551,10 @@ class AwsOutputStore:
         }
         return len(self._query(query, ex, want=limit, filtered=True))
 
+    def count_by_status(self) -> dict[str, int] | None:
+        """Not offered: DynamoDB counts by scanning the table, too costly for every scrape."""
+        return None
+
     def _update_if_owned(self, tenant_id: str, output_id: str, values: dict[str, Any]) -> None:
         """Like the sql store: an output of another tenant (or none) is left alone, silently."""
         if not _valid_id(output_id):

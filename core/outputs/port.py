@@ -331,6 +331,11 @@ class OutputStore(Protocol):
         """Pending outputs flagged `unrouted`, across tenants, counted up to `limit`."""
         ...
 
+    def count_by_status(self) -> dict[str, int] | None:
+        """Outputs per status across tenants (a metrics scrape reads it), or None where
+        counting is not cheap."""
+        ...
+
     def due_for_expiry(self, now: datetime, limit: int = 100) -> list[Output]: ...
 
     def awaiting_execution(self, before: datetime, limit: int = 100) -> list[AwaitingExecution]:

@@ -278,6 +278,13 @@ class SqlOutputStore:
             )
             return int(s.scalar(select(func.count()).select_from(found)) or 0)
 
+    def count_by_status(self) -> dict[str, int] | None:
+        with self.db.read_connection() as conn:
+            rows = conn.execute(
+                select(OutputRow.status, func.count()).group_by(OutputRow.status)
+            ).all()
+        return {str(status): int(count) for status, count in rows}
+
     def due_for_expiry(self, now: datetime, limit: int = 100) -> builtins.list[Output]:
         with self.db.session() as s:
             rows = s.scalars(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -132,6 +133,24 @@ class SkillService:
                 if isinstance(stored, UnusableSkill):
                     found.append((row.tenant_id, stored))
             return found
+
+    def missing_credentials(
+        self, lookup: Callable[[str], str | None]
+    ) -> list[tuple[str, str, str]]:
+        """(tenant, skill, variable) for every environment variable a stored http skill
+        sends as a secret header that `lookup` does not find: such a skill fails at its
+        first call, so doctor says so before a user chats."""
+        missing = []
+        with self.db.session() as s:
+            rows = s.scalars(select(SkillRow).order_by(SkillRow.tenant_id, SkillRow.name))
+            for row in rows:
+                executor = (row.executor or {}) if isinstance(row.executor, dict) else {}
+                if executor.get("type") != "http":
+                    continue
+                for variable in sorted(set((executor.get("secret_headers") or {}).values())):
+                    if not lookup(str(variable)):
+                        missing.append((row.tenant_id, row.name, str(variable)))
+        return missing
 
     def check(
         self, spec: SkillSpec, prefix: tuple[str | int, ...] = ("body",), *, keywords: bool = False

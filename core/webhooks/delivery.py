@@ -42,6 +42,7 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from core import metrics
 from core.concurrency import Lane, run_sync
 from core.db import Database
 from core.db.ids import new_id
@@ -566,6 +567,8 @@ class WebhookDispatcher:
                     created_at=now,
                 )
             )
+        outcome = "retry" if status is DeliveryStatus.PENDING else status.value
+        metrics.webhook_attempt(outcome, job.attempt)
         log.info(
             "webhook %s (%s, agent %s) attempt %d/%d: %s%s",
             job.id,

@@ -162,7 +162,7 @@ def test_an_execution_killed_mid_call_is_outcome_unknown_and_can_be_retried(depl
         assert len(d.crm.requests) == 1
         receipts = d.api("GET", f"/outputs/{output.id}/receipt").json()
         assert receipts["latest"]["receipt"]["decision"] == "outcome_unknown"
-        audit = d.api("GET", f"/outputs/{output.id}/audit").json()
+        audit = d.api("GET", f"/outputs/{output.id}/audit").json()["items"]
         assert audit[-1]["action"] == "execute" and audit[-1]["outcome"] == "outcome_unknown"
 
         verifier = Webhook(HOOK_SECRET)

@@ -20,6 +20,7 @@ from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.metrics_support import Samples, parse, value
 from tests.slack_support import eventually
 
 TOKEN = "process-token"
@@ -428,3 +429,47 @@ def test_a_reviewer_edits_in_slack_then_approves_and_the_edit_is_what_runs(serve
             in json.dumps(server.slack.message(CHANNEL_ID, approval.ts).blocks, ensure_ascii=False)
         )
     )
+
+
+def test_a_real_serve_scrape_includes_what_its_worker_process_counted(server):
+    r = server.api(
+        "POST",
+        "/agents/import",
+        content=config(server.hooks, server.crm),
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 200, r.text
+    server.claude.push(
+        Reply.tool_use("create_task", {"title": "Call Globex"}, text="On it."),
+        Reply.text("Proposed."),
+    )
+    mention = server.requests.app_mention(f"<@{BOT_USER_ID}> add a task to call Globex")
+    server.slack_event(mention)
+    ts = mention.payload["event"]["ts"]
+    approval = approval_in(server, ts)
+    output_id = buttons(approval)[0]["value"]
+    server.slack_event(
+        server.requests.block_action(
+            "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
+        )
+    )
+    events(server, 3)
+
+    assert server.http.get("/metrics").status_code == 401
+
+    def scraped() -> Samples | None:
+        r = server.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200, r.text
+        got = parse(r.text)
+        # The worker records the third delivery just after the receiver has it.
+        return got if value(got, "cosmo_webhook_deliveries_total", outcome="delivered") else None
+
+    got = eventually(scraped, timeout=30)
+    # The turn, the execution and the deliveries ran in the supervised worker process.
+    assert value(got, "cosmo_turns_total", agent="sales-bot", outcome="completed") == 1
+    assert value(got, "cosmo_model_tokens_total", agent="sales-bot", kind="output") > 0
+    assert value(got, "cosmo_executions_total", outcome="executed") == 1
+    # The click was decided in the serving process itself; Slack's requests were acked there.
+    assert value(got, "cosmo_decisions_total", via="slack", decision="approved") == 1
+    assert value(got, "cosmo_slack_events_acked_total", kind="event") >= 1
+    assert value(got, "cosmo_outputs", status="executed") == 1

@@ -34,6 +34,9 @@ Choices worth knowing (they are deliberate, not accidents):
   `cache_read_input_tokens`; the rest up to the last marker as `cache_creation_input_tokens`;
   `input_tokens` counts only what follows the last marker, as the real API does. Prefixes
   shorter than `min_cacheable_tokens` (default 0) are not cached. There is no TTL.
+* Models: `GET /v1/models` lists `models` (newest first, paged with `limit`, `after_id`,
+  `before_id`: `data`, `has_more`, `first_id`, `last_id`) and `GET /v1/models/{id}` answers
+  one, or 404 `not_found_error`. Messages are not checked against the list.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 from tests.fakes.local_server import ServedFake, TrackedHandler, TrackedHTTPServer
 
@@ -556,6 +560,25 @@ class _PromptCache:
         return _Usage(total - cached, cached - read, read)
 
 
+#: What `GET /v1/models` lists unless a test passes its own (newest first, as the API does).
+DEFAULT_MODELS = (
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-opus-4-5-20251101",
+    "claude-haiku-4-5-20251001",
+    "claude-sonnet-4-5-20250929",
+)
+
+
+def _model_json(model_id: str) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": model_id.replace("-", " ").title(),
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+
+
 def _count_input_tokens(body: Mapping[str, Any]) -> int:
     return sum(s.tokens for s in _segments(body))
 
@@ -748,6 +771,9 @@ class _Handler(TrackedHandler):
         )
         fake._record(request)
         path = self.path.split("?", 1)[0]
+        if self.command == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+            self._models(path, fake, request)
+            return
         try:
             if path not in ("/v1/messages", "/v1/messages/count_tokens"):
                 raise _Invalid(ApiError(404, "not_found_error", f"Not found: {path}"))
@@ -765,6 +791,49 @@ class _Handler(TrackedHandler):
             self._send_error(invalid.error)
             return
         self._answer(reply, body, fake, request)
+
+    def _models(self, path: str, fake: FakeAnthropicAPI, request: RecordedRequest) -> None:
+        try:
+            fake._authenticate(request.headers)
+            if not request.headers.get("anthropic-version"):
+                raise _invalid("anthropic-version: header is required")
+        except _Invalid as invalid:
+            self._send_error(invalid.error)
+            return
+        models = [_model_json(m) for m in fake.models]
+        if path != "/v1/models":
+            wanted = path.removeprefix("/v1/models/")
+            found = next((m for m in models if m["id"] == wanted), None)
+            if found is None:
+                self._send_error(ApiError(404, "not_found_error", f"model: {wanted}"))
+            else:
+                self._send_json(200, found)
+            return
+        query = parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
+        try:
+            limit = int(query.get("limit", ["20"])[0])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            self._send_error(_invalid("limit: must be between 1 and 1000").error)
+            return
+        ids = [m["id"] for m in models]
+        start, end = 0, len(models)
+        if "after_id" in query and query["after_id"][0] in ids:
+            start = ids.index(query["after_id"][0]) + 1
+        if "before_id" in query and query["before_id"][0] in ids:
+            end = ids.index(query["before_id"][0])
+            start = max(start, end - limit)
+        page = models[start : min(end, start + limit)]
+        self._send_json(
+            200,
+            {
+                "data": page,
+                "has_more": start + len(page) < end,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            },
+        )
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -909,7 +978,9 @@ class FakeAnthropicAPI(
         delta_delay: float = 0.0,
         min_cacheable_tokens: int = 0,
         api_key: str | None = None,
+        models: Sequence[str] = DEFAULT_MODELS,
     ) -> None:
+        self.models = tuple(models)
         self.chunk_size = chunk_size
         self.json_chunk_size = json_chunk_size
         self.first_byte_delay = first_byte_delay

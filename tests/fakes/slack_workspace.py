@@ -28,8 +28,10 @@ CHANNEL_ID = "C0GENERAL1"
 CLIENT_ID = "1111.2222"
 CLIENT_SECRET = "fake-client-secret"
 BOT_SCOPES = (
-    "app_mentions:read,assistant:write,channels:history,chat:write,commands,groups:history,"
-    "files:read,im:history,reactions:write,usergroups:read,users:read"
+    # What an install from manifest.yml grants (`cosmo doctor --online` compares the two).
+    "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,"
+    "files:read,groups:history,groups:read,im:history,im:write,mpim:history,mpim:read,"
+    "usergroups:read,users:read"
 )
 
 

@@ -142,7 +142,7 @@ def test_a_tenant_admin_creates_lists_and_revokes_keys_of_its_tenant(client, key
     new_key = created["key"]
     assert client.get("/api/v1/outputs", headers=bearer(new_key)).status_code == 200
 
-    listed = client.get("/api/v1/keys", headers=admin).json()
+    listed = client.get("/api/v1/keys", headers=admin).json()["items"]
     assert {k["name"] for k in listed} == {"dash", "ops", "tenant-admin", "lena", "ci"}
     assert all("key" not in k and "secret_sha256" not in k for k in listed)
     assert new_key not in client.get("/api/v1/keys", headers=admin).text

@@ -141,7 +141,7 @@ def test_two_of_two_runs_on_the_second_distinct_approval(client, container, agen
         "output.decided",
         "output.executed",
     ]
-    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()
+    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()["items"]
     assert [(a["actor"], a["action"], a["outcome"]) for a in audit][:2] == [
         ("U0LEAD", "approve", "recorded"),
         ("U0SEC", "approve", "applied"),

@@ -151,7 +151,7 @@ def test_only_approvers_may_decide_and_refusals_are_audited(client, container, a
     assert r.status_code == 403
     assert "approvers" in r.json()["detail"]
     assert client.get(f"/api/v1/outputs/{output.id}").json()["status"] == "pending"
-    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()
+    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()["items"]
     assert [(a["actor"], a["action"], a["outcome"]) for a in audit] == [
         ("U0INTRUDER", "approve", "refused")
     ]

@@ -124,7 +124,7 @@ def test_an_approval_leaves_chained_entries_and_receipts_an_outsider_can_verify(
         ).hexdigest()
     )
 
-    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()
+    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()["items"]
     assert [(a["action"], a["actor"], a["identity"]) for a in audit] == [
         ("approve", "U0LEAD", "asserted"),
         ("execute", "system", "system"),
@@ -162,7 +162,7 @@ def test_rejections_expiries_and_refusals_are_chained_with_identity_and_key(
 
     receipts = client.get(f"/api/v1/outputs/{rejected.id}/receipt").json()["history"]
     assert [r["receipt"]["decision"] for r in receipts] == ["rejected"]
-    audit = client.get(f"/api/v1/outputs/{rejected.id}/audit").json()
+    audit = client.get(f"/api/v1/outputs/{rejected.id}/audit").json()["items"]
     assert [(a["action"], a["outcome"]) for a in audit] == [
         ("reject", "applied"),
         ("approve", "lost"),

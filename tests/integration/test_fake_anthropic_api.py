@@ -749,3 +749,18 @@ def test_stop_does_not_wait_out_a_slow_reply(make_sdk: Callable[..., anthropic.A
     assert not worker.is_alive()
     assert not [t for t in threading.enumerate() if t.name == handler_name]
     assert outcome and isinstance(outcome[0], anthropic.APIConnectionError)
+
+
+def test_the_sdk_lists_every_model_across_pages_and_retrieves_one_by_id():
+    models = [f"claude-test-{n}" for n in range(5)]
+    with FakeAnthropicAPI(models=models, api_key="k") as fake:
+        client = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+        page = client.models.list(limit=2)
+        assert [m.id for m in page.data] == models[:2] and page.has_more
+        assert [m.id for m in client.models.list(limit=2)] == models  # auto-paginates
+        assert client.models.retrieve("claude-test-3").id == "claude-test-3"
+        with pytest.raises(anthropic.NotFoundError):
+            client.models.retrieve("claude-sonet-4")
+        wrong = anthropic.Anthropic(base_url=fake.base_url, api_key="nope", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError):
+            wrong.models.list()

@@ -84,7 +84,7 @@ def test_a_grant_approves_the_same_action_again_in_the_same_thread(
     assert again["approvals"][0]["grant_id"] == grant["id"]
     told = fake_claude.message_requests[-1].tool_results()[0]["content"]
     assert "approved at once under a reviewer's grant" in str(told)
-    audit = claude_client.get(f"/api/v1/outputs/{again['id']}/audit").json()
+    audit = claude_client.get(f"/api/v1/outputs/{again['id']}/audit").json()["items"]
     assert any(f"under grant {grant['id']}" in (a["detail"] or "") for a in audit)
 
     # Other arguments, or another session, are not covered.
@@ -98,7 +98,7 @@ def test_a_revoked_grant_approves_nothing_more(claude_client, fake_claude, agent
     session = open_session(claude_client, agent_id)
     first = propose(claude_client, fake_claude, session)
     grant = approve_and_grant(claude_client, first["id"]).json()["grant"]
-    listed = claude_client.get("/api/v1/grants", params={"session_id": session}).json()
+    listed = claude_client.get("/api/v1/grants", params={"session_id": session}).json()["items"]
     assert [g["id"] for g in listed] == [grant["id"]]
 
     revoked = claude_client.delete(f"/api/v1/grants/{grant['id']}", params={"user_id": "U0LEAD"})
@@ -118,7 +118,7 @@ def test_a_grant_is_invisible_to_another_tenant(claude_client, fake_claude, agen
 
     assert claude_client.get(f"/api/v1/grants/{grant['id']}", headers=other).status_code == 404
     assert claude_client.delete(f"/api/v1/grants/{grant['id']}", headers=other).status_code == 404
-    assert claude_client.get("/api/v1/grants", headers=other).json() == []
+    assert claude_client.get("/api/v1/grants", headers=other).json()["items"] == []
     assert claude_client.get(f"/api/v1/grants/{grant['id']}").json()["revoked_at"] is None
 
 

@@ -200,3 +200,13 @@ def test_swagger_ui_is_served_from_local_assets_without_a_token(anonymous):
         assert r.content, asset
     assert "url: '/openapi.json'" in page.text or '"url": "/openapi.json"' in page.text
     assert anonymous.get("/openapi.json").json()["info"]["title"] == "Cosmo Agents API"
+
+
+def test_every_list_is_a_page_of_items_never_a_bare_array(openapi):
+    bare = []
+    for path, method, operation in api_operations(openapi):
+        for status, response in operation.get("responses", {}).items():
+            for media in response.get("content", {}).values():
+                if media.get("schema", {}).get("type") == "array":
+                    bare.append(f"{method.upper()} {path} ({status})")
+    assert bare == [], "lists answer {items, next_cursor}"

@@ -235,7 +235,7 @@ def test_an_editor_may_approve_their_own_edit_and_the_audit_says_so(client, cont
     r = client.post(f"/api/v1/outputs/{output.id}/approve", json={"user_id": "U0LEAD"})
 
     assert r.status_code == 200, r.text
-    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()
+    audit = client.get(f"/api/v1/outputs/{output.id}/audit").json()["items"]
     approve = [e for e in audit if e["action"] == "approve" and e["outcome"] == "applied"]
     assert "approved their own edit" in (approve[0]["detail"] or "")
     assert [e["action"] for e in audit if e["outcome"] == "applied"][:2] == ["edit", "approve"]
@@ -385,7 +385,7 @@ def test_the_chain_records_proposal_edit_approval_and_execution_with_their_revis
         f"/api/v1/outputs/{output['id']}/approve", json={"user_id": "U0PEER", "revision": 2}
     )
 
-    audit = claude_client.get(f"/api/v1/outputs/{output['id']}/audit").json()
+    audit = claude_client.get(f"/api/v1/outputs/{output['id']}/audit").json()["items"]
     steps = [(e["action"], e["revision"], e["content_sha256"]) for e in audit]
     assert steps == [
         ("propose", 1, proposed_sha),

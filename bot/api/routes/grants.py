@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.schemas import PageOut
 from core.approvals.grants import GrantView
 
 router = APIRouter(
@@ -22,9 +23,10 @@ def list_grants(
     caller: ReaderDep,
     c: ContainerDep,
     session_id: str | None = Query(default=None, max_length=40),
-) -> list[GrantView]:
-    """Grants of this tenant, newest first (revoked ones included, with `revoked_at`)."""
-    return c.grants.list(caller.tenant_id, session_id)
+) -> PageOut[GrantView]:
+    """Grants of this tenant, newest first (revoked ones included, with `revoked_at`), all
+    in one page (`next_cursor` is null)."""
+    return PageOut(items=c.grants.list(caller.tenant_id, session_id), next_cursor=None)
 
 
 @router.get("/{grant_id}", responses=problem_responses(404))

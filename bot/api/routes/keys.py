@@ -10,6 +10,7 @@ from pydantic import Field
 from bot.api.auth import AdminDep, BearerRoute
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.schemas import PageOut
 from core.keys.service import ApiKeyView, KeySpec
 
 router = APIRouter(
@@ -30,9 +31,10 @@ class CreatedKey(ApiKeyView):
 
 
 @router.get("")
-def list_keys(caller: AdminDep, c: ContainerDep) -> list[ApiKeyView]:
-    """The tenant's keys, oldest first, revoked ones included (never the keys themselves)."""
-    return c.keys.list(caller.tenant_id)
+def list_keys(caller: AdminDep, c: ContainerDep) -> PageOut[ApiKeyView]:
+    """The tenant's keys, oldest first, revoked ones included (never the keys themselves),
+    all in one page (`next_cursor` is null)."""
+    return PageOut(items=c.keys.list(caller.tenant_id), next_cursor=None)
 
 
 @router.post("", status_code=201)

@@ -381,6 +381,7 @@ async def retry_output(
 
 
 @router.get("/{output_id}/audit", responses=problem_responses(404))
-def output_audit(output_id: str, caller: ReaderDep, c: ContainerDep) -> list[AuditEntry]:
+def output_audit(output_id: str, caller: ReaderDep, c: ContainerDep) -> PageOut[AuditEntry]:
+    """The output's audit entries, oldest first, all in one page (`next_cursor` is null)."""
     c.outputs.get(caller.tenant_id, output_id)
-    return c.audit.for_output(caller.tenant_id, output_id)
+    return PageOut(items=c.audit.for_output(caller.tenant_id, output_id), next_cursor=None)
