@@ -38,6 +38,7 @@ from bot.server import api_docs
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
+from bot.server.tracing import TracingMiddleware
 from bot.slack import conversations
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
@@ -162,6 +163,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=[upload])
     # Outermost: even a request the body limit refuses has an id in its log lines.
     app.add_middleware(RequestContextMiddleware)
+    # Around that: a request's span covers all of it (a no-op unless tracing is on).
+    app.add_middleware(TracingMiddleware, routes=app.router.routes)
     return app
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from core import tracing
 from core.agent.model import (
     ModelClient,
     ModelError,
@@ -72,6 +73,8 @@ from core.skills.runtime import (
 log = logging.getLogger("cosmo.agent")
 
 _T = TypeVar("_T")
+#: `gen_ai.provider.name` of every model call (the Messages API).
+PROVIDER = "anthropic"
 MAX_TOOL_RESULT_CHARS = 20_000
 MEMORY_HITS = 5
 
@@ -275,8 +278,35 @@ class _TurnRun:
         return self.session.tenant_id
 
     async def execute(self, user_message: str) -> TurnResult:
-        with log_context(tenant=self.tenant, turn_id=self.turn.id):
-            return await self._execute(user_message)
+        agent = self.a.agent
+        with (
+            log_context(tenant=self.tenant, turn_id=self.turn.id),
+            tracing.span(
+                f"invoke_agent {agent.name}",
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.provider.name": PROVIDER,
+                    "gen_ai.agent.name": agent.name,
+                    "gen_ai.agent.id": agent.id,
+                    "gen_ai.conversation.id": self.session.id,
+                    "gen_ai.request.model": self.a.config.model,
+                    "cosmo.tenant": self.tenant,
+                    "cosmo.turn.id": self.turn.id,
+                },
+            ) as span,
+        ):
+            result = await self._execute(user_message)
+            span.set(
+                {
+                    **_usage_attributes(result.usage),
+                    "cosmo.turn.status": result.turn.status,
+                    "cosmo.turn.outputs": len(result.outputs),
+                    "cosmo.turn.cost_micros": result.cost_micros,
+                }
+            )
+            if result.failed:
+                span.fail(result.error or "failed")
+            return result
 
     async def _execute(self, user_message: str) -> TurnResult:
         a = self.a
@@ -348,7 +378,7 @@ class _TurnRun:
                 max_tokens=a.config.max_tokens,
             )
             started = time.perf_counter()
-            reply = await a.model.complete(request, self.on_text)
+            reply = await self._complete(request)
             self._count(reply)
             self.steps.append(
                 Step(
@@ -383,6 +413,34 @@ class _TurnRun:
             f"_(I stopped after {a.config.max_steps} steps; ask me to continue if needed.)_"
         )
 
+    async def _complete(self, request: ModelRequest) -> ModelReply:
+        """One model call, as a GenAI client span (names and counts, never the prompt)."""
+        with tracing.span(
+            f"chat {request.model}",
+            kind="client",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.system": PROVIDER,
+                "gen_ai.request.model": request.model,
+                "gen_ai.request.max_tokens": request.max_tokens,
+            },
+        ) as span:
+            try:
+                reply = await self.a.model.complete(request, self.on_text)
+            except ModelError as exc:
+                span.fail(exc.detail.split(" ", 1)[0])
+                raise
+            span.set(
+                {
+                    **_usage_attributes(reply.usage),
+                    "gen_ai.response.model": reply.model,
+                    "gen_ai.response.finish_reasons": [reply.stop_reason or "unknown"],
+                    "anthropic.request_id": reply.request_id,
+                }
+            )
+            return reply
+
     def _count(self, reply: ModelReply) -> None:
         u, r = self.usage, reply.usage
         self.usage = ModelUsage(
@@ -399,6 +457,22 @@ class _TurnRun:
 
     async def _run_tool(self, block: dict[str, Any]) -> dict[str, Any]:
         name = str(block.get("name", ""))
+        with tracing.span(
+            f"execute_tool {name}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": str(block.get("id") or ""),
+                "gen_ai.tool.type": "function",
+            },
+        ) as span:
+            result = await self._run_tool_traced(block, span)
+            if result.get("is_error"):
+                span.fail("tool_error")
+            return result
+
+    async def _run_tool_traced(self, block: dict[str, Any], span: tracing.Span) -> dict[str, Any]:
+        name = str(block.get("name", ""))
         started = time.perf_counter()
         skill = self.a.skills.get(name)
         if skill is None:
@@ -407,6 +481,7 @@ class _TurnRun:
             await self._tell(block, "read", "error", "unknown tool")
             return _tool_result(block, result)
         kind = "action" if skill.spec.kind == SkillKind.ACTION else "read"
+        span.set({"cosmo.skill.kind": kind})
         try:
             arguments = skill.validate(block.get("input", {}))
         except SkillArgumentsInvalid as exc:
@@ -415,7 +490,17 @@ class _TurnRun:
             return _tool_result(block, SkillResult(exc.detail, is_error=True))
         source = None
         if kind == "action":
-            result, detail = await self._propose(skill, arguments)
+            with tracing.span(
+                "output.propose",
+                attributes={
+                    "cosmo.skill.name": skill.spec.name,
+                    "cosmo.output.automatable": skill.spec.is_automatable,
+                },
+            ) as proposing:
+                result, detail = await self._propose(skill, arguments, proposing.traceparent)
+                proposing.set({"cosmo.output.id": detail.get("output_id")})
+                if result.is_error:
+                    proposing.fail(str(detail.get("error") or "not stored"))
             status = "error" if result.is_error else "awaiting_approval"
             await self._tell(block, kind, status, _one_line(result.content))
         else:
@@ -438,7 +523,7 @@ class _TurnRun:
             return SkillResult("The tool failed unexpectedly; try another way.", is_error=True)
 
     async def _propose(
-        self, skill: Skill, arguments: dict[str, Any]
+        self, skill: Skill, arguments: dict[str, Any], traceparent: str | None = None
     ) -> tuple[SkillResult, dict[str, Any]]:
         """An action never runs here: it becomes a pending output for a human to decide."""
         a = self.a
@@ -465,6 +550,7 @@ class _TurnRun:
             expires_at=a.clock() + ttl if ttl else None,
             skill_snapshot=snapshot,
             approval_policy=lifecycle.to_json(),
+            traceparent=traceparent,
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []
@@ -642,6 +728,19 @@ class _NumberedSearcher:
     def search(self, query: str, limit: int) -> list[KnowledgeHit]:
         hits = self.searcher.search(query, limit)[:limit]
         return [replace(h, number=self.passages.number(h)) for h in hits]
+
+
+def _usage_attributes(usage: ModelUsage) -> dict[str, int]:
+    """Token counts as the GenAI conventions count them: their input tokens include the
+    cached ones, which Anthropic reports apart."""
+    return {
+        "gen_ai.usage.input_tokens": usage.input_tokens
+        + usage.cache_read_tokens
+        + usage.cache_write_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+    }
 
 
 def _ms(started: float) -> float:
