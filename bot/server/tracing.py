@@ -5,22 +5,34 @@ go on in ours. Health probes and metrics scrapes are not traced: they would drow
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Match
+import logging
+import re
+from collections.abc import Callable
+
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import tracing
+
+log = logging.getLogger("cosmo.tracing")
 
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 _TRACEPARENT = b"traceparent"
 
 
+#: (method or None for any, path template): the routes a span may be named after.
+Templates = Callable[[], list[tuple[str | None, str]]]
+
+
 class TracingMiddleware:
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, templates: Templates) -> None:
         self.app = app
-        self.routes = routes
-        """The app's routes, to name a span by its template (`/api/v1/outputs/{output_id}`):
-        middlewares further in pass copies of the scope on, so the matched route never
-        comes back out in ours."""
+        self.templates = templates
+        """Where the routes' templates come from, to name a span `POST /api/v1/sessions/
+        {session_id}/chat` rather than by its path (ids in span names make every request a
+        name of its own). We match them ourselves: middlewares further in pass copies of
+        the scope on, so the route the app matched never comes back out to us."""
+        self._compiled: list[tuple[str | None, str, re.Pattern[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not tracing.enabled() or scope.get("path") in UNTRACED:
@@ -54,9 +66,17 @@ class TracingMiddleware:
                     span.fail(str(status))
 
     def _template(self, scope: Scope) -> str | None:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                path = getattr(route, "path", None)
-                return path if isinstance(path, str) else None
+        if self._compiled is None:
+            try:
+                templates = set(self.templates())
+            except Exception:  # a span named by its method only beats a failed request
+                log.warning("tracing: cannot list the routes; spans carry no route", exc_info=True)
+                templates = set()
+            # Literal segments first: `/agents/import` before `/agents/{agent}`.
+            ordered = sorted(templates, key=lambda t: (t[1].count("{"), -len(t[1])))
+            self._compiled = [(m, path, compile_path(path)[0]) for m, path in ordered]
+        method, path = scope.get("method"), str(scope.get("path") or "")
+        for allowed, template, pattern in self._compiled:
+            if (allowed is None or allowed == method) and pattern.match(path):
+                return template
         return None
