@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core import tracing
+from core.agent import spans
 from core.agent.model import (
     ModelClient,
     ModelError,
@@ -73,8 +74,6 @@ from core.skills.runtime import (
 log = logging.getLogger("cosmo.agent")
 
 _T = TypeVar("_T")
-#: `gen_ai.provider.name` of every model call (the Messages API).
-PROVIDER = "anthropic"
 MAX_TOOL_RESULT_CHARS = 20_000
 MEMORY_HITS = 5
 
@@ -281,24 +280,19 @@ class _TurnRun:
         agent = self.a.agent
         with (
             log_context(tenant=self.tenant, turn_id=self.turn.id),
-            tracing.span(
-                f"invoke_agent {agent.name}",
-                attributes={
-                    "gen_ai.operation.name": "invoke_agent",
-                    "gen_ai.provider.name": PROVIDER,
-                    "gen_ai.agent.name": agent.name,
-                    "gen_ai.agent.id": agent.id,
-                    "gen_ai.conversation.id": self.session.id,
-                    "gen_ai.request.model": self.a.config.model,
-                    "cosmo.tenant": self.tenant,
-                    "cosmo.turn.id": self.turn.id,
-                },
+            spans.turn_span(
+                agent_name=agent.name,
+                agent_id=agent.id,
+                session_id=self.session.id,
+                model=self.a.config.model,
+                tenant=self.tenant,
+                turn_id=self.turn.id,
             ) as span,
         ):
             result = await self._execute(user_message)
             span.set(
                 {
-                    **_usage_attributes(result.usage),
+                    **spans.usage_attributes(result.usage),
                     "cosmo.turn.status": result.turn.status,
                     "cosmo.turn.outputs": len(result.outputs),
                     "cosmo.turn.cost_micros": result.cost_micros,
@@ -415,30 +409,13 @@ class _TurnRun:
 
     async def _complete(self, request: ModelRequest) -> ModelReply:
         """One model call, as a GenAI client span (names and counts, never the prompt)."""
-        with tracing.span(
-            f"chat {request.model}",
-            kind="client",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": PROVIDER,
-                "gen_ai.system": PROVIDER,
-                "gen_ai.request.model": request.model,
-                "gen_ai.request.max_tokens": request.max_tokens,
-            },
-        ) as span:
+        with spans.model_span(request) as span:
             try:
                 reply = await self.a.model.complete(request, self.on_text)
             except ModelError as exc:
                 span.fail(exc.detail.split(" ", 1)[0])
                 raise
-            span.set(
-                {
-                    **_usage_attributes(reply.usage),
-                    "gen_ai.response.model": reply.model,
-                    "gen_ai.response.finish_reasons": [reply.stop_reason or "unknown"],
-                    "anthropic.request_id": reply.request_id,
-                }
-            )
+            spans.replied(span, reply)
             return reply
 
     def _count(self, reply: ModelReply) -> None:
@@ -456,16 +433,7 @@ class _TurnRun:
             await self.on_tool(ToolStep(str(block.get("id") or name), name, kind, status, summary))
 
     async def _run_tool(self, block: dict[str, Any]) -> dict[str, Any]:
-        name = str(block.get("name", ""))
-        with tracing.span(
-            f"execute_tool {name}",
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name,
-                "gen_ai.tool.call.id": str(block.get("id") or ""),
-                "gen_ai.tool.type": "function",
-            },
-        ) as span:
+        with spans.tool_span(block) as span:
             result = await self._run_tool_traced(block, span)
             if result.get("is_error"):
                 span.fail("tool_error")
@@ -728,19 +696,6 @@ class _NumberedSearcher:
     def search(self, query: str, limit: int) -> list[KnowledgeHit]:
         hits = self.searcher.search(query, limit)[:limit]
         return [replace(h, number=self.passages.number(h)) for h in hits]
-
-
-def _usage_attributes(usage: ModelUsage) -> dict[str, int]:
-    """Token counts as the GenAI conventions count them: their input tokens include the
-    cached ones, which Anthropic reports apart."""
-    return {
-        "gen_ai.usage.input_tokens": usage.input_tokens
-        + usage.cache_read_tokens
-        + usage.cache_write_tokens,
-        "gen_ai.usage.output_tokens": usage.output_tokens,
-        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
-        "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
-    }
 
 
 def _ms(started: float) -> float:
