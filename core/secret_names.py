@@ -16,8 +16,18 @@ from dataclasses import dataclass, field
 from core.errors import CosmoError
 
 #: Prefixes of variables Cosmo or the SDKs it runs (Slack, Anthropic, boto3, mem0, Voyage,
-#: libpq) read. New settings tend to land under these, so a prefix beats a list.
-RESERVED_PREFIXES = ("COSMO_", "SLACK_", "ANTHROPIC_", "AWS_", "MEM0_", "VOYAGE_", "PG")
+#: libpq, OpenTelemetry: OTEL_EXPORTER_OTLP_HEADERS often holds a collector's API key)
+#: read. New settings tend to land under these, so a prefix beats a list.
+RESERVED_PREFIXES = (
+    "COSMO_",
+    "SLACK_",
+    "ANTHROPIC_",
+    "AWS_",
+    "MEM0_",
+    "VOYAGE_",
+    "PG",
+    "OTEL_",
+)
 RESERVED_NAMES = frozenset({"DATABASE_URL"})
 
 SecretLookup = Callable[[str], str | None]

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         description="Serve /metrics on this port, without a bearer token, instead of the "
         "service's port; a standalone `cosmo worker` serves its own there.",
     )
+    # OpenTelemetry traces (the `otel` extra, docs/operations.md): on when an OTLP/HTTP
+    # endpoint is set. Standard names; the SDK reads the other OTEL_* variables itself.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_service_name: str = Field(default="cosmo-agents", alias="OTEL_SERVICE_NAME")
 
     # Background work (core/jobs): worker processes `cosmo serve` supervises (0 = none;
     # run `cosmo worker` yourself), jobs one worker runs at once, and turns one agent may
@@ -251,6 +260,16 @@ class Settings(BaseSettings):
     @property
     def slack_scope_list(self) -> list[str]:
         return [scope.strip() for scope in self.slack_scopes.split(",") if scope.strip()]
+
+    def otel_traces_endpoint(self) -> str | None:
+        """Where spans go (None: tracing off). As OpenTelemetry's own rule has it, the
+        traces variable is the full URL and the general one a base that `/v1/traces`
+        is appended to."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint.strip()
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.strip().rstrip("/") + "/v1/traces"
+        return None
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -24,6 +24,7 @@ from bot.cli.aws import aws_app
 from bot.cli.kb import kb_app
 from bot.cli.keys import keys_app
 from bot.cli.logging_setup import configure
+from bot.cli.tracing_setup import configure_tracing
 from core.config_document import DocumentInvalid, dump_document, parse_document
 from core.db import Database, upgrade
 from core.errors import CosmoError, NotFound, SchemaOutOfDate, ValidationFailed
@@ -160,6 +161,7 @@ def serve(
         settings = settings.model_copy(update={"port": port})
         os.environ["PORT"] = str(port)
     configure(settings.log_level, settings.log_format)
+    stop_tracing = configure_tracing(settings, "serve")
     container = _container(settings)
     for integration, reason in container.disabled.items():
         log.warning("%s integration disabled: %s", integration, reason)
@@ -198,6 +200,7 @@ def serve(
         )
     finally:
         container.close()
+        stop_tracing()
 
 
 @app.command()
@@ -211,11 +214,14 @@ def worker() -> None:
     settings = _settings()
     _require_database(settings)
     configure(settings.log_level, settings.log_format)
+    stop_tracing = configure_tracing(settings, "worker")
     try:
         asyncio.run(run_worker(settings))
     except CosmoError as exc:  # e.g. the embedding model is not installed
         err.print(f"configuration error: {exc.detail}")
         raise typer.Exit(2) from None
+    finally:
+        stop_tracing()
 
 
 def _announce_embedder(settings: Settings, container: Container) -> None:

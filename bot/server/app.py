@@ -41,6 +41,7 @@ from bot.server import metrics as metrics_http
 from bot.server.body_limit import BodyLimitMiddleware, RouteBodyLimit
 from bot.server.request_context import RequestContextMiddleware
 from bot.server.supervisor import WorkerSupervisor
+from bot.server.tracing import TracingMiddleware
 from bot.slack import conversations
 from bot.slack.app import SlackIntegration, build_slack
 from bot.slack.socket_mode import start_socket_mode
@@ -186,6 +187,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, routes=[upload])
     # Outermost: even a request the body limit refuses has an id in its log lines.
     app.add_middleware(RequestContextMiddleware)
+    # Around that: a request's span covers all of it (a no-op unless tracing is on).
+    app.add_middleware(TracingMiddleware, templates=lambda: _route_templates(app))
     return app
 
 
@@ -259,6 +262,22 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
         return to_starlette_response(
             await flow.handle_callback(to_async_bolt_request(request, b""))
         )
+
+
+def _route_templates(app: FastAPI) -> list[tuple[str | None, str]]:
+    """Every route's path template with its method (None: any), for span names: the
+    documented ones from the OpenAPI document (it knows the full paths of included
+    routers), and the app's own routes (`/slack/events`, `/docs`)."""
+    found: list[tuple[str | None, str]] = [
+        (method.upper(), path)
+        for path, operations in app.openapi().get("paths", {}).items()
+        for method in operations
+    ]
+    for route in app.router.routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            found.append((None, path))
+    return found
 
 
 def _register_problem_schema(app: FastAPI) -> None:

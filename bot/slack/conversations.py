@@ -33,6 +33,7 @@ from bot.slack.blocks import thinking
 from bot.slack.errors import slack_message
 from bot.slack.reply import ThreadReply
 from bot.slack.runtime import SlackRuntime
+from core import tracing
 from core.concurrency import run_sync
 from core.errors import CosmoError
 from core.jobs import JobContext, JobFailed, JobKind, LostClaim
@@ -155,12 +156,25 @@ async def take_event(rt: SlackRuntime, body: Mapping[str, Any]) -> None:
         is_dm=event.get("channel_type") == "im" or channel.startswith("D"),
         files=file_drop.file_ids(event),
     )
-    await rt.intake.submit(
-        tenant_id=rt.tenant_for(team_id),
-        kind=EVENT_JOB,
-        key=message_key(team_id, channel, ts),
-        payload=message.model_dump(),
-    )
+    with tracing.span(
+        "slack.event",
+        attributes={
+            "slack.event.type": message.event_type,
+            "slack.event.id": _text(body.get("event_id")),
+            "slack.team.id": team_id,
+            "slack.channel.id": channel,
+        },
+    ):
+        await rt.intake.submit(
+            tenant_id=rt.tenant_for(team_id),
+            kind=EVENT_JOB,
+            key=message_key(team_id, channel, ts),
+            payload=message.model_dump(),
+        )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 async def _addressed(rt: SlackRuntime, tenant: str, m: SlackMessage) -> tuple[bool, str] | None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from core import metrics
+from core import metrics, tracing
+from core.agent import spans
 from core.agent.model import (
     ModelClient,
     ModelError,
@@ -277,18 +278,39 @@ class _TurnRun:
         return self.session.tenant_id
 
     async def execute(self, user_message: str) -> TurnResult:
+        agent = self.a.agent
         started = time.perf_counter()
         outcome = "error"
         try:
-            with log_context(tenant=self.tenant, turn_id=self.turn.id):
+            with (
+                log_context(tenant=self.tenant, turn_id=self.turn.id),
+                spans.turn_span(
+                    agent_name=agent.name,
+                    agent_id=agent.id,
+                    session_id=self.session.id,
+                    model=self.a.config.model,
+                    tenant=self.tenant,
+                    turn_id=self.turn.id,
+                ) as span,
+            ):
                 result = await self._execute(user_message)
+                span.set(
+                    {
+                        **spans.usage_attributes(result.usage),
+                        "cosmo.turn.status": result.turn.status,
+                        "cosmo.turn.outputs": len(result.outputs),
+                        "cosmo.turn.cost_micros": result.cost_micros,
+                    }
+                )
+                if result.failed:
+                    span.fail(result.error or "failed")
             outcome = "failed" if result.failed else "completed"
             return result
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
-            metrics.turn_finished(self.a.agent.name, outcome, time.perf_counter() - started)
+            metrics.turn_finished(agent.name, outcome, time.perf_counter() - started)
 
     async def _execute(self, user_message: str) -> TurnResult:
         a = self.a
@@ -360,7 +382,7 @@ class _TurnRun:
                 max_tokens=a.config.max_tokens,
             )
             started = time.perf_counter()
-            reply = await a.model.complete(request, self.on_text)
+            reply = await self._complete(request)
             self._count(reply)
             self.steps.append(
                 Step(
@@ -395,6 +417,17 @@ class _TurnRun:
             f"_(I stopped after {a.config.max_steps} steps; ask me to continue if needed.)_"
         )
 
+    async def _complete(self, request: ModelRequest) -> ModelReply:
+        """One model call, as a GenAI client span (names and counts, never the prompt)."""
+        with spans.model_span(request) as span:
+            try:
+                reply = await self.a.model.complete(request, self.on_text)
+            except ModelError as exc:
+                span.fail(exc.detail.split(" ", 1)[0])
+                raise
+            spans.replied(span, reply)
+            return reply
+
     def _count(self, reply: ModelReply) -> None:
         u, r = self.usage, reply.usage
         self.usage = ModelUsage(
@@ -410,6 +443,13 @@ class _TurnRun:
             await self.on_tool(ToolStep(str(block.get("id") or name), name, kind, status, summary))
 
     async def _run_tool(self, block: dict[str, Any]) -> dict[str, Any]:
+        with spans.tool_span(block) as span:
+            result = await self._run_tool_traced(block, span)
+            if result.get("is_error"):
+                span.fail("tool_error")
+            return result
+
+    async def _run_tool_traced(self, block: dict[str, Any], span: tracing.Span) -> dict[str, Any]:
         name = str(block.get("name", ""))
         started = time.perf_counter()
         skill = self.a.skills.get(name)
@@ -419,6 +459,7 @@ class _TurnRun:
             await self._tell(block, "read", "error", "unknown tool")
             return _tool_result(block, result)
         kind = "action" if skill.spec.kind == SkillKind.ACTION else "read"
+        span.set({"cosmo.skill.kind": kind})
         try:
             arguments = skill.validate(block.get("input", {}))
         except SkillArgumentsInvalid as exc:
@@ -427,7 +468,17 @@ class _TurnRun:
             return _tool_result(block, SkillResult(exc.detail, is_error=True))
         source = None
         if kind == "action":
-            result, detail = await self._propose(skill, arguments)
+            with tracing.span(
+                "output.propose",
+                attributes={
+                    "cosmo.skill.name": skill.spec.name,
+                    "cosmo.output.automatable": skill.spec.is_automatable,
+                },
+            ) as proposing:
+                result, detail = await self._propose(skill, arguments, proposing.traceparent)
+                proposing.set({"cosmo.output.id": detail.get("output_id")})
+                if result.is_error:
+                    proposing.fail(str(detail.get("error") or "not stored"))
             status = "error" if result.is_error else "awaiting_approval"
             await self._tell(block, kind, status, _one_line(result.content))
         else:
@@ -450,7 +501,7 @@ class _TurnRun:
             return SkillResult("The tool failed unexpectedly; try another way.", is_error=True)
 
     async def _propose(
-        self, skill: Skill, arguments: dict[str, Any]
+        self, skill: Skill, arguments: dict[str, Any], traceparent: str | None = None
     ) -> tuple[SkillResult, dict[str, Any]]:
         """An action never runs here: it becomes a pending output for a human to decide."""
         a = self.a
@@ -477,6 +528,7 @@ class _TurnRun:
             expires_at=a.clock() + ttl if ttl else None,
             skill_snapshot=snapshot,
             approval_policy=lifecycle.to_json(),
+            traceparent=traceparent,
         )
         webhook = a.agent.webhook.url if a.agent.webhook else None
         events = a.events.created(webhook, new) if a.events is not None else []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from core import metrics
+from core import metrics, tracing
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
 from core.approvals.events import OutputEvents
@@ -161,6 +161,50 @@ class ApprovalService:
         grant_id: str | None = None,
         attempt: int = 0,
     ) -> DecisionResult:
+        """Decide the output (see `_decide`). Traced, the decision continues the trace of
+        the turn that proposed the output, linked to the request that made it; what it
+        causes (the execution job, the webhook events) carries that trace on."""
+        if attempt or not tracing.enabled():
+            return await self._decide(
+                tenant_id, output_id, decision, actor, reason, revision, grant_id, attempt
+            )
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        with tracing.span(
+            "output.decide",
+            parent=output.traceparent,
+            link_current=True,
+            attributes={
+                "cosmo.tenant": tenant_id,
+                "cosmo.output.id": output_id,
+                "cosmo.skill.name": output.skill,
+                "cosmo.decision": decision,
+                "cosmo.decision.via": actor.via,
+                "cosmo.decision.identity": actor.identity,
+            },
+        ) as span:
+            result = await self._decide(
+                tenant_id, output_id, decision, actor, reason, revision, grant_id, 0, output
+            )
+            span.set(
+                {
+                    "cosmo.output.status": result.output.status.value,
+                    "cosmo.decision.applied": result.applied,
+                }
+            )
+            return result
+
+    async def _decide(
+        self,
+        tenant_id: str,
+        output_id: str,
+        decision: Decision,
+        actor: Actor,
+        reason: str | None = None,
+        revision: int | None = None,
+        grant_id: str | None = None,
+        attempt: int = 0,
+        read: Output | None = None,
+    ) -> DecisionResult:
         """Decide the output as it stands at `revision` (the one the decider saw);
         `grant_id` names the grant approving it, `attempt` counts recounts (internal).
 
@@ -178,7 +222,9 @@ class ApprovalService:
             raise ValidationFailed([FieldError(("reason",), "a rejection needs a reason")])
         if reason is not None and len(reason) > MAX_REASON:
             raise ValidationFailed([FieldError(("reason",), f"at most {MAX_REASON} characters")])
-        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        output = (
+            read if read is not None else await run_sync(self.outputs.get, tenant_id, output_id)
+        )
         agent = await self.agent_of(output)
         action = "approve" if decision == "approve" else "reject"
         if output.status != OutputStatus.PENDING:

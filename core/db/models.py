@@ -312,6 +312,8 @@ class OutputRow(Base):
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The W3C trace context of the proposal (core.tracing); NULL when not tracing.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class MemoryRow(Base):
@@ -369,6 +371,8 @@ class WebhookDeliveryRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The trace context of the change it announces (core.tracing); NULL when not tracing.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class WebhookAttemptRow(Base):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.orm import Session
 
+from core import tracing
 from core.approvals.policy import Actor, Via
 from core.concurrency import run_sync
 from core.errors import NotFound, OutputAlreadyDecided
@@ -113,10 +114,27 @@ class ExecutionRunner:
         output_id = job.payload.get("output_id")
         if not isinstance(output_id, str) or not output_id:
             raise JobFailed("the job names no output (payload without output_id)")
+        with tracing.span(
+            "output.execute",
+            attributes={"cosmo.tenant": job.tenant_id, "cosmo.output.id": output_id},
+        ) as span:
+            result = await self._execute(job, output_id, span)
+            span.set(
+                {
+                    "cosmo.output.status": result.get("status"),
+                    "cosmo.execution.outcome": result.get("outcome"),
+                }
+            )
+            if result.get("status") == OutputStatus.EXECUTION_FAILED.value:
+                span.fail(OutputStatus.EXECUTION_FAILED.value)
+            return result
+
+    async def _execute(self, job: JobContext, output_id: str, span: tracing.Span) -> dict[str, Any]:
         try:
             output = await run_sync(self.outputs.get, job.tenant_id, output_id)
         except NotFound:
             raise JobFailed(f"output {output_id} no longer exists") from None
+        span.set({"cosmo.skill.name": output.skill})
         if output.status != OutputStatus.APPROVED:
             # Ended already: by an earlier attempt that died before recording its end.
             return {"status": output.status.value}

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+from core import tracing
 from core.concurrency import run_sync
 from core.db.database import DATABASE_UNAVAILABLE
 from core.jobs.queue import JobQueue
@@ -41,6 +42,9 @@ class JobIntake:
         """Enqueue one job (the arguments of `JobQueue.enqueue`); returns once it is
         committed, with (job id, created)."""
         future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        # The batch is written from the first caller's task: each job takes its own
+        # caller's trace context now, not that one's.
+        job = {**job, "payload": tracing.with_trace(job.get("payload") or {})}
         self._pending.append((job, future))
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write(), name="job-intake")

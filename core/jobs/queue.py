@@ -20,6 +20,7 @@ from sqlalchemy import Table, and_, delete, event, func, or_, select, text, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core import tracing
 from core.db import Database
 from core.db.ids import new_id
 from core.db.models import JobRow
@@ -97,7 +98,9 @@ class JobQueue:
         max_attempts: int = 5,
     ) -> tuple[str, bool]:
         """Add a job in the caller's transaction: it exists if and only if the caller's
-        change commits. Returns (job id, created); a repeated `key` returns the first job."""
+        change commits. Returns (job id, created); a repeated `key` returns the first job.
+
+        The payload carries the caller's trace context, which the worker continues."""
         now = self.clock()
         job_id = new_id("job")
         values = {
@@ -105,7 +108,7 @@ class JobQueue:
             "tenant_id": tenant_id,
             "kind": kind,
             "key": key,
-            "payload": payload or {},
+            "payload": tracing.with_trace(payload or {}),
             "state": "queued",
             "concurrency_key": concurrency_key,
             "run_after": run_after or now,

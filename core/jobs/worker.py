@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from core import tracing
 from core.concurrency import run_sync
 from core.db.database import DATABASE_UNAVAILABLE
 from core.db.ids import new_id
@@ -94,6 +95,11 @@ class _Running:
     @property
     def kind(self) -> str:
         return self.claim.kind
+
+
+def _stored_trace(payload: dict[str, Any]) -> str | None:
+    value = payload.get(tracing.PAYLOAD_KEY)
+    return value if isinstance(value, str) else None
 
 
 def worker_name() -> str:
@@ -267,28 +273,48 @@ class JobWorker:
 
     async def _run(self, claim: Claim) -> None:
         with log_context(job_id=claim.id, tenant=claim.tenant_id):
-            await self._run_logged(claim)
+            if self.kinds[claim.kind].every is not None:
+                # A schedule's runs are not anyone's work: a span each second would bury the
+                # traces that are (what a schedule does for a trace has spans of its own).
+                await self._run_logged(claim)
+                return
+            with tracing.span(
+                f"job {claim.kind}",
+                kind="consumer",
+                parent=_stored_trace(claim.payload),
+                attributes={
+                    "cosmo.job.id": claim.id,
+                    "cosmo.job.kind": claim.kind,
+                    "cosmo.job.attempt": claim.attempt,
+                    "cosmo.tenant": claim.tenant_id,
+                },
+            ) as span:
+                outcome = await self._run_logged(claim)
+                span.set({"cosmo.job.outcome": outcome})
+                if outcome in ("retry", "dead"):
+                    span.fail(outcome)
 
-    async def _run_logged(self, claim: Claim) -> None:
+    async def _run_logged(self, claim: Claim) -> str:
+        """Run the handler and record how it ended; returns that end (for its span)."""
         kind = self.kinds[claim.kind]
         ctx = JobContext(self.queue, claim)
         try:
             result = await kind.handler(ctx)
         except asyncio.CancelledError:
             await self._stopped(claim)
-            return
+            return "stopped"
         except LostClaim:
             log.info("job %s (%s): attempt %d was taken over", claim.id, claim.kind, claim.attempt)
-            return
+            return "lost"
         except JobFailed as exc:
             log.warning("job %s (%s) failed for good: %s", claim.id, claim.kind, exc.detail)
             await self._settle(self.queue.fail, claim, exc.detail, retry_in=None)
-            return
+            return "dead"
         except Exception as exc:
-            await self._failed(kind, claim, exc)
-            return
+            return await self._failed(kind, claim, exc)
         again = self._next_run(kind)
         await self._settle(self.queue.finish, claim, result, again_at=again)
+        return "succeeded"
 
     async def _stopped(self, claim: Claim) -> None:
         entry = self.running.get(claim.id)
@@ -299,7 +325,7 @@ class JobWorker:
             await self._settle(self.queue.release, claim)
             log.info("job %s (%s) released at shutdown", claim.id, claim.kind)
 
-    async def _failed(self, kind: JobKind, claim: Claim, exc: Exception) -> None:
+    async def _failed(self, kind: JobKind, claim: Claim, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, DATABASE_UNAVAILABLE):
             error = f"database unavailable ({type(exc).__name__})"
@@ -309,12 +335,14 @@ class JobWorker:
         again = self._next_run(kind)
         if again is not None:  # a schedule never dies of one bad run
             await self._settle(self.queue.finish, claim, {"error": error}, again_at=again)
-            return
+            return "failed"
         state = await self._settle(
             self.queue.fail, claim, error, retry_in=kind.retry.delay(claim.failures + 1)
         )
         if state == "dead":
             log.error("job %s (%s) moved to the dead letter: %s", claim.id, claim.kind, error)
+            return "dead"
+        return "retry"
 
     @staticmethod
     def _next_run(kind: JobKind) -> datetime | None:

@@ -312,6 +312,7 @@ class AwsOutputStore:
             requested_by=new.requested_by,
             expires_at=new.expires_at,
             approval_policy=new.approval_policy,
+            traceparent=new.traceparent,
             created_at=now,
             updated_at=now,
         )
@@ -798,6 +799,7 @@ class AwsOutputStore:
 
     def _item(self, output: Output, key: str, marks: Sequence[str]) -> dict[str, Any]:
         values = output.model_dump(mode="python")
+        values["traceparent"] = output.traceparent  # kept out of dumps, not out of the store
         for name in ("status", "notification_status", "slack_status"):
             values[name] = values[name].value
         t = output.tenant_id

@@ -8,7 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from core.db.pagination import Page
 
@@ -71,6 +72,8 @@ class NewOutput:
     arguments and content into `content_sha256`."""
     approval_policy: dict[str, Any] | None = None
     """The merged approval lifecycle (`core.schemas.approval.Lifecycle.to_json`)."""
+    traceparent: str | None = None
+    """The trace context of the proposal (`core.tracing`): a decision continues it."""
 
 
 class OutputEdit(BaseModel):
@@ -142,6 +145,9 @@ class Output(BaseModel):
     escalated_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    traceparent: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    """The proposal's trace context (`core.tracing`), which its decision continues. Kept
+    out of every view and export: it is how the service traces itself, not the output."""
 
     @property
     def required_approvals(self) -> int:

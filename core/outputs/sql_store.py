@@ -93,6 +93,7 @@ class SqlOutputStore:
                     expires_at=new.expires_at,
                     approval_policy=new.approval_policy,
                     approval_count=0,
+                    traceparent=new.traceparent,
                 )
                 s.add(row)
                 self.outbox.add_in(s, events, tenant_id=new.tenant_id, output_id=output_id)

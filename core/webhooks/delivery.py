@@ -42,7 +42,7 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import metrics
+from core import metrics, tracing
 from core.concurrency import Lane, run_sync
 from core.db import Database
 from core.db.ids import new_id
@@ -128,6 +128,7 @@ class _Job:
     max_attempts: int
     secret: str | None = field(repr=False)
     secret_problem: str | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,7 @@ class WebhookDispatcher:
                     max_attempts=r.max_attempts,
                     secret=secret,
                     secret_problem=problem,
+                    traceparent=r.traceparent,
                 )
             )
         return jobs
@@ -430,12 +432,38 @@ class WebhookDispatcher:
         return None, "the agent has no webhook secret yet"
 
     async def _deliver(self, job: _Job) -> None:
+        with tracing.span(
+            f"webhook {job.event_type}",
+            kind="client",
+            parent=job.traceparent,
+            attributes={
+                "cosmo.webhook.id": job.id,
+                "cosmo.webhook.event": job.event_type,
+                "cosmo.webhook.attempt": job.attempt,
+                "cosmo.output.id": job.output_id,
+                "cosmo.tenant": job.tenant_id,
+            },
+        ) as span:
+            await self._deliver_traced(job, span)
+
+    async def _deliver_traced(self, job: _Job, span: tracing.Span) -> None:
         try:
             result = await self._attempt(job)
             final = await self._in_db(self._record, job, result, self.clock())
         except Exception as exc:  # never let one delivery stop the others
             log.error("webhook %s: attempt not recorded: %s", job.id, _describe(exc))
+            span.fail(type(exc).__name__)
             return
+        span.set(
+            {
+                "http.response.status_code": result.status_code,
+                "cosmo.webhook.outcome": "delivered"
+                if result.delivered
+                else (final.value if final is not None else "retry"),
+            }
+        )
+        if not result.delivered:
+            span.fail("gone" if result.gone else "undelivered")
         if final is not None and job.output_id is not None:
             await self._in_db(set_notification, self.outputs, job.tenant_id, job.output_id, final)
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from core import tracing
 from core.db import Database
 from core.db.models import WebhookDeliveryRow
 from core.outputs.port import NewEvent
@@ -25,6 +26,7 @@ def delivery_rows(
     events: Sequence[NewEvent], *, tenant_id: str, output_id: str | None, status: str
 ) -> list[WebhookDeliveryRow]:
     now = datetime.now(UTC)
+    trace = tracing.traceparent()  # the delivery continues the change's trace
     return [
         WebhookDeliveryRow(
             id=new_message_id(),
@@ -40,6 +42,7 @@ def delivery_rows(
             next_attempt_at=now,
             created_at=now,
             updated_at=now,
+            traceparent=trace,
         )
         for e in events
     ]
