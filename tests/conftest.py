@@ -53,22 +53,23 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
         )
 
 
-#: Modules that start processes, servers or wait on leases, slowest first (from CI timings:
-#: one of them alone takes a minute or more). `make pytest` hands whole modules to the two
-#: workers in collection order (`--no-loadscope-reorder`; xdist would otherwise start with
-#: the modules that have the most tests, the quick parametrized ones, and leave these for
-#: last, where one of them finishing alone stretches the run).
+#: Modules that start processes, servers or wait on leases, slowest first (measured on a
+#: loaded 2-core machine, 2026-12-07: each takes minutes). `make pytest` hands whole
+#: modules to the two workers in collection order (`--no-loadscope-reorder`; xdist would
+#: otherwise start with the modules that have the most tests, the quick parametrized ones,
+#: and leave these for last, where one of them finishing alone stretches the run).
 SLOW_FIRST = (
-    "tests/e2e/test_package.py",
-    "tests/e2e/test_cli_kb.py",
     "tests/e2e/test_server_process.py",
-    "tests/e2e/test_skill_ssrf.py",
+    "tests/e2e/test_cli_kb.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_package.py",
+    "tests/e2e/test_audit_verify.py",
     "tests/e2e/test_rest_turn_recovery.py",
-    "tests/e2e/test_chaos.py",
     "tests/e2e/test_execution_crash.py",
+    "tests/e2e/test_chaos.py",
+    "tests/e2e/test_skill_ssrf.py",
     "tests/e2e/test_slack_turn_crash.py",
     "tests/e2e/test_knowledge_ingest_worker.py",
-    "tests/e2e/test_cli.py",
 )
 
 
