@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see bot/cli/main.py
@@ -50,6 +51,41 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
             f"{len(twice)} node ids are shared by several tests, which --dist {dist} would "
             f"run once: {twice[:3]}; run them without it"
         )
+
+
+#: Modules that start processes, servers or wait on leases, slowest first (measured on a
+#: loaded 2-core machine, 2026-12-07: each takes minutes). `make pytest` hands whole
+#: modules to the two workers in collection order (`--no-loadscope-reorder`; xdist would
+#: otherwise start with the modules that have the most tests, the quick parametrized ones,
+#: and leave these for last, where one of them finishing alone stretches the run).
+SLOW_FIRST = (
+    "tests/e2e/test_server_process.py",
+    "tests/e2e/test_cli_kb.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_package.py",
+    "tests/e2e/test_audit_verify.py",
+    "tests/e2e/test_keys.py",
+    "tests/e2e/test_doctor_online.py",
+    "tests/e2e/test_embedder_install.py",
+    "tests/e2e/test_skill_limits.py",
+    "tests/e2e/test_decision_race.py",
+    "tests/e2e/test_lifecycle_workers.py",
+    "tests/e2e/test_slack_admin_process.py",
+    "tests/e2e/test_slack_kb_process.py",
+    "tests/e2e/test_tracing_processes.py",
+    "tests/e2e/test_rest_turn_recovery.py",
+    "tests/e2e/test_execution_crash.py",
+    "tests/e2e/test_chaos.py",
+    "tests/e2e/test_skill_ssrf.py",
+    "tests/e2e/test_slack_turn_crash.py",
+    "tests/e2e/test_knowledge_ingest_worker.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow modules first, the rest in collection order (the sort is stable)."""
+    rank = {module: i for i, module in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -114,6 +150,41 @@ def empty_database_url_factory(
             return f"sqlite:///{path}"
         assert postgres is not None
         return postgres.create()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresDatabases | None,
+    empty_database_url_factory,  # type: ignore[no-untyped-def]
+):  # type: ignore[no-untyped-def]
+    """Makes a new database at the head of the migrations and returns its URL. The first on
+    a backend is migrated; the next are copies of it (SQLite's backup API, PostgreSQL's
+    `CREATE DATABASE … TEMPLATE`): the same schema and rows, without running every
+    migration again for each test. Tests of the migrations themselves start from
+    `empty_database_url_factory`."""
+    templates: dict[str, str] = {}
+
+    def make(backend: str) -> str:
+        if backend not in templates:
+            url = empty_database_url_factory(backend)
+            upgrade(url)
+            templates[backend] = url
+        template = templates[backend]
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("db") / "cosmo.db"
+            source = sqlite3.connect(make_url(template).database or "")
+            target = sqlite3.connect(path)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            return f"sqlite:///{path}"
+        assert postgres is not None
+        return postgres.create(template=template)
 
     return make
 
@@ -270,26 +341,24 @@ def claude_client(claude_container: Container) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_db(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+def module_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
     """A migrated database per module and backend, with real commits and connections; tests
     sharing it keep apart by what they write (their own kinds, tenants or names)."""
-    url = empty_database_url_factory(request.param)
-    upgrade(url)
+    url = migrated_database_url_factory(request.param)
     database = Database.from_url(url)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def real_db(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+def real_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
     """A freshly migrated database with real, separate connections (for concurrency tests).
 
     Runs on every backend. Slower than `db` (a new database per test), so use it only where
     several connections must race.
     """
     backend = getattr(request, "param", "sqlite")
-    url = empty_database_url_factory(backend)
-    upgrade(url)
+    url = migrated_database_url_factory(backend)
     database = Database.from_url(url)
     yield database
     database.dispose()

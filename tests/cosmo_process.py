@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.cosmo_zygote import run_cosmo
+
 ROOT = Path(__file__).resolve().parents[1]
 COSMO = [sys.executable, "-m", "bot.cli"]
 
@@ -44,16 +46,12 @@ def free_port() -> int:
 def cosmo(
     env: Mapping[str, str], *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `cosmo ARGS` to completion (text output captured)."""
-    return subprocess.run(
-        [*COSMO, *args],
-        env=process_env(env),
-        cwd=ROOT,
-        check=check,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run `cosmo ARGS` to completion (text output captured), in a process of its own
+    forked from one that has the imports done (see tests/cosmo_zygote.py)."""
+    done = run_cosmo(process_env(env), list(args), timeout=timeout)
+    if check:
+        done.check_returncode()
+    return done
 
 
 def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:

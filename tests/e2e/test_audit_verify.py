@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
 from core.wiring import build_container
 from tests.conftest import BACKENDS, execution_worker, make_settings
+from tests.cosmo_zygote import run_cosmo
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -47,14 +47,8 @@ class History:
     receipts: list[str]
 
     def verify(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bot.cli", "audit", "verify", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        """`cosmo audit verify ARGS` in a process of its own (tests/cosmo_zygote.py)."""
+        return run_cosmo(self.env, ["audit", "verify", *args], cwd=ROOT, timeout=180)
 
     def sql(self, statement: str, **params: Any) -> None:
         with self.db.engine.begin() as conn:
@@ -66,13 +60,10 @@ class History:
 
 
 @pytest.fixture(params=BACKENDS)
-def history(request, empty_database_url_factory, tmp_path) -> Iterator[History]:  # type: ignore[no-untyped-def]
+def history(request, migrated_database_url_factory, tmp_path) -> Iterator[History]:  # type: ignore[no-untyped-def]
     """Three outputs decided through the approval service: an approval that ran, a
     rejection, a refused attempt and a second approval — 6 audit entries, 5 receipts."""
-    from core.db import upgrade
-
-    url = empty_database_url_factory(request.param)
-    upgrade(url)
+    url = migrated_database_url_factory(request.param)
     settings = make_settings(tmp_path / "data", DATABASE_URL=url)
     container = build_container(settings)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cosmo_zygote import run_cosmo
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sales-team.yaml"
 COSMO = [sys.executable, "-m", "bot.cli"]
@@ -31,8 +33,14 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def cosmo(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`cosmo ARGS` in a process of its own, forked from one that has the imports done
+    (tests/cosmo_zygote.py); `test_version_and_help…` runs the command from scratch."""
+    return run_cosmo(env, list(args), cwd=cwd)
+
+
+def cosmo_from_scratch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*COSMO, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [*COSMO, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
@@ -207,7 +215,7 @@ def test_an_empty_schema_error_names_the_database_file(env, tmp_path):
 
 
 def test_version_and_help_without_types_on_flags(env):
-    version = cosmo(env, "--version")
+    version = cosmo_from_scratch(env, "--version")
     assert version.returncode == 0
     assert version.stdout.strip() == f"cosmo {importlib.metadata.version('cosmo-agents')}"
     for args in (("apply", "--help"), ("kb", "ingest", "--help"), ("--help",)):
