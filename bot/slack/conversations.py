@@ -438,6 +438,9 @@ async def _run_turn(
         )
         return {"status": "failed"}
     text = f"⚠️ {result.reply}" if result.failed else result.reply
+    # A worker whose lease lapsed while the model ran may have been taken over: the new
+    # attempt shows the answer, this one says nothing more (raises LostClaim).
+    await job.progress(answered=True)
     await reply.finish(text, citations=result.citations)
     await job.progress(shown=True)
     for output in result.outputs:

@@ -78,6 +78,11 @@ class ThreadReply:
         await self.client.chat_update(channel=self.channel, ts=ts, text=thinking())
         self._shown[0] = (thinking(), None)
 
+    def resume(self, ts: str, shown: str) -> None:
+        """Continue in message `ts`, which shows `shown` already (no placeholder flash)."""
+        self.message_ts = [ts]
+        self._shown = [(shown, None)]
+
     async def _posted(self, ts: str, text: str, blocks: Blocks | None) -> None:
         self.message_ts.append(ts)
         self._shown.append((text, blocks))

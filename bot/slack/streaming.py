@@ -244,8 +244,12 @@ class StreamingReply(ThreadReply):
                     if exc.response.get("error") != NOT_STREAMING:
                         raise
                     self.live = False
-        # The stream is gone (Slack ended it): the answer goes up as a message of its own.
+        # The stream is gone: Slack ended it, or a later attempt of this turn took the
+        # message over. The answer goes into that same message with `chat.update`, never
+        # into a second one (two attempts would otherwise both leave a full answer).
         fallback = ThreadReply(self.client, self.channel, self.thread_ts)
+        if self.stream_ts is not None:
+            fallback.resume(self.stream_ts, shown)
         await fallback.finish(final, citations=self.citations)
 
     async def stopped(self) -> None:
