@@ -56,11 +56,14 @@ from bot.slack.form_submission import (
     META_WEBHOOK_SECRET,
 )
 from bot.slack.invocation import (
+    MAX_PAGES,
+    PAGE,
     Answer,
     Handler,
     Invocation,
     Refusal,
     agent_named,
+    all_agents,
     parse,
     require_admin,
     text_answer,
@@ -75,30 +78,16 @@ from core.errors import (
     NotFound,
 )
 from core.outputs.stats import SkillStats, skill_stats
-from core.schemas.views import AgentView, PersonaView, SkillView
+from core.schemas.views import PersonaView, SkillView
 from core.sessions.models import SessionView
 from core.sessions.pricing import KNOWN_MODELS
 
 log = logging.getLogger("cosmo.slack.commands")
 
 PERSONA_TEXT = {"role", "tone", "instructions", "variables"}
-PAGE = 200  # the largest page core hands out
-MAX_PAGES = 10
 
 
 # -- reading ------------------------------------------------------------------------------
-
-
-def _all_agents(rt: SlackRuntime, tenant: str) -> list[AgentView]:
-    found: list[AgentView] = []
-    cursor = None
-    for _ in range(MAX_PAGES):
-        page = rt.container.agents.list(tenant, cursor=cursor, limit=PAGE)
-        found += page.items
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return found
 
 
 def _all_personas(rt: SlackRuntime, tenant: str) -> list[PersonaView]:
@@ -118,7 +107,7 @@ async def cmd_help(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) ->
 
 async def cmd_list(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient) -> Answer:
     c = rt.container
-    agents = await run_sync(_all_agents, rt, inv.tenant)
+    agents = await run_sync(all_agents, rt, inv.tenant)
     resolution = await run_sync(c.bindings.resolve, inv.tenant, None if inv.is_dm else inv.channel)
     return ui.agent_list(agents, answering_id=resolution.agent_id, why=resolution.why)
 
@@ -270,7 +259,7 @@ async def cmd_persona(rt: SlackRuntime, inv: Invocation, client: AsyncWebClient)
     await require_admin(rt, inv.tenant, inv.user)
     agent = await agent_named(rt, inv.tenant, name)
     persona = await run_sync(rt.container.personas.get, inv.tenant, agent.persona_id)
-    agents = await run_sync(_all_agents, rt, inv.tenant)
+    agents = await run_sync(all_agents, rt, inv.tenant)
     used_by = [a.name for a in agents if a.persona_id == persona.id]
     spec = persona_preview.spec_of(persona.name, persona.model_dump(include=PERSONA_TEXT))
     view = forms.persona_form(

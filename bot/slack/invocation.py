@@ -25,6 +25,9 @@ NOT_ADMIN = (
     "listed in `COSMO_SLACK_ADMINS`. Ask one of them."
 )
 
+PAGE = 200  # the largest page core hands out
+MAX_PAGES = 10
+
 Answer = tuple[str, Blocks] | None
 
 
@@ -78,6 +81,19 @@ def text_answer(text: str) -> tuple[str, Blocks]:
 async def require_admin(rt: SlackRuntime, tenant: str, user: str) -> None:
     if not await may_configure(rt, tenant, user):
         raise Refusal(NOT_ADMIN)
+
+
+def all_agents(rt: SlackRuntime, tenant: str) -> list[AgentView]:
+    """Every agent of the tenant, page after page (at most `MAX_PAGES` of `PAGE`)."""
+    found: list[AgentView] = []
+    cursor = None
+    for _ in range(MAX_PAGES):
+        page = rt.container.agents.list(tenant, cursor=cursor, limit=PAGE)
+        found += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return found
 
 
 async def agent_named(rt: SlackRuntime, tenant: str, name: str) -> AgentView:

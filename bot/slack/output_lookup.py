@@ -18,7 +18,7 @@ from bot.slack.admin_blocks import context, section
 from bot.slack.admins import may_configure
 from bot.slack.approvals import expand_principals
 from bot.slack.blocks import Blocks
-from bot.slack.invocation import Answer, Invocation, Refusal, agent_named
+from bot.slack.invocation import Answer, Invocation, Refusal, agent_named, all_agents
 from bot.slack.mrkdwn import date, link, mention, one_line
 from bot.slack.runtime import SlackRuntime
 from bot.slack.text import escape
@@ -94,14 +94,10 @@ async def cmd_outputs(rt: SlackRuntime, inv: Invocation, client: Any) -> Answer:
         cursor = page.next_cursor
         if cursor is None:
             break
-    names = {a.id: a.name for a in await run_sync(_agents, rt, inv.tenant)}
+    names = {a.id: a.name for a in await run_sync(all_agents, rt, inv.tenant)}
     links = await _permalinks(rt, client, shown)
     what = ("pending outputs" if pending else "outputs") + (f" of {agent.name}" if agent else "")
     return outputs_message(what, shown, names, links, everything=bool(viewer.admin))
-
-
-def _agents(rt: SlackRuntime, tenant: str) -> list[Any]:
-    return list(rt.container.agents.list(tenant, limit=200).items)
 
 
 async def _permalinks(rt: SlackRuntime, client: Any, outputs: list[Output]) -> dict[str, str]:
