@@ -47,7 +47,7 @@ class ChannelBindings:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def resolve(self, tenant_id: str, channel_id: str | None) -> Resolution:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             for key, why in ((channel_id, "channel"), (WORKSPACE_DEFAULT, "default")):
                 if key is None:
                     continue

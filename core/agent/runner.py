@@ -57,7 +57,7 @@ class AgentRunner:
     def load(
         self, tenant_id: str, agent_id: str
     ) -> tuple[AgentConfig, list[SkillSpec | UnusableSkill]]:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             row = load_agent(s, tenant_id, agent_id)
             view = agent_view(row)
             persona = persona_spec(row.persona)

@@ -147,6 +147,16 @@ class Database:
         with self._turns or contextlib.nullcontext(), self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A unit of work that only reads. On SQLite it begins a deferred transaction, so it
+        never queues behind a writer (WAL lets it read) nor holds up one: a worker asking
+        twice a second whether its jobs were cancelled must not take the write lock that
+        the Slack ack path's insert is waiting for."""
+        with self.session() as s:
+            s.connection(execution_options={READ_ONLY: True})
+            yield s
+
     def read_connection(self) -> Connection:
         """A connection for reads that must not wait behind writers (health, status)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import select, update
 
 from core.db import Database
-from core.db.database import READ_ONLY
 from core.db.ids import new_id
 from core.db.models import ApiKeyRow
 from core.db.types import utcnow
@@ -168,9 +167,8 @@ class ApiKeys:
         if match is None:
             return None
         key_id, secret = match.groups()
-        with self.db.session() as s:
-            # Read-only: on SQLite, every request must not queue behind a writer for this.
-            s.connection(execution_options={READ_ONLY: True})
+        # Read-only: on SQLite, every request must not queue behind a writer for this.
+        with self.db.read_session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.revoked_at is not None:
                 return None

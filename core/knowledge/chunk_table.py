@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.db import Database
 from core.db.models import KnowledgeChunkRow
-from core.knowledge.port import ChunkRecord, IndexTarget, Vectors, read_session
+from core.knowledge.port import ChunkRecord, IndexTarget, Vectors
 
 _F32 = np.float32
 
@@ -92,7 +92,7 @@ def update_vectors(session: Session, chunk_ids: Sequence[str], vectors: Vectors)
 def fetch_chunks(db: Database, target: IndexTarget, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
     if not chunk_ids:
         return []
-    with read_session(db) as s:  # by primary key; the scope is checked below
+    with db.read_session() as s:  # by primary key; the scope is checked below
         rows = s.execute(
             select(
                 *CHUNK_COLUMNS,
@@ -110,7 +110,7 @@ def fetch_chunks(db: Database, target: IndexTarget, chunk_ids: Sequence[str]) ->
 def iter_chunks(db: Database, target: IndexTarget, batch_size: int) -> Iterator[list[ChunkRecord]]:
     after = ""
     while True:
-        with read_session(db) as s:
+        with db.read_session() as s:
             rows = s.execute(
                 select(*CHUNK_COLUMNS)
                 .where(

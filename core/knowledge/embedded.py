@@ -43,7 +43,6 @@ from core.knowledge.port import (
     IndexQuery,
     IndexTarget,
     Vectors,
-    read_session,
     searchable_text,
 )
 from core.knowledge.ranking import BM25_B, BM25_K1
@@ -294,7 +293,7 @@ class EmbeddedKnowledgeIndex:
             KnowledgeChunkRow.knowledge_base_id == target.knowledge_base_id,
         )
         full = cache.revision is None or cache.dimension != target.dimension
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             revision = int(
                 s.scalar(
                     select(KnowledgeBaseRow.revision).where(

@@ -61,7 +61,6 @@ from core.knowledge.port import (
     IndexQuery,
     IndexTarget,
     Vectors,
-    read_session,
     searchable_text,
 )
 from core.knowledge.ranking import BM25_B, BM25_K1
@@ -436,7 +435,7 @@ class PgvectorKnowledgeIndex:
     def search(self, target: IndexTarget, query: IndexQuery) -> Candidates:
         if query.candidates <= 0:
             return Candidates([], [])
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             return Candidates(
                 semantic=self._semantic(s, target, query),
                 keyword=self._keyword(s, target, query),

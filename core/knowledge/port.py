@@ -15,16 +15,12 @@ commits.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
-
-from core.db import Database
-from core.db.database import READ_ONLY
 
 Vectors = npt.NDArray[np.float32]
 
@@ -96,15 +92,6 @@ def searchable_text(text: str, section: str | None) -> str:
     paragraph about "money back within 30 days"), so both retrievers see it.
     """
     return f"{section}\n{text}" if section else text
-
-
-@contextmanager
-def read_session(db: Database) -> Iterator[Session]:
-    """A unit of work that only reads: on SQLite it must not queue behind a writer (an
-    ingestion in progress), so searches stay fast while documents arrive."""
-    with db.session() as s:
-        s.connection(execution_options={READ_ONLY: True})
-        yield s
 
 
 class KnowledgeIndex(Protocol):

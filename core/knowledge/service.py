@@ -41,7 +41,6 @@ from core.knowledge.port import (
     IndexTarget,
     KnowledgeIndex,
     Vectors,
-    read_session,
     searchable_text,
 )
 from core.knowledge.ranking import (
@@ -317,7 +316,7 @@ class KnowledgeService:
             raise DocumentRejected(
                 name, f"is {len(data)} bytes; documents are limited to {self.max_document_bytes}"
             )
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             kb = _KnowledgeBase.of(_load(s, tenant_id, knowledge_base_id))
             digest = ingest_key(data, kb.chunk_size, kb.chunk_overlap)
             existing = _document_named(s, kb.id, name)
@@ -376,7 +375,7 @@ class KnowledgeService:
     ) -> builtins.list[KnowledgeMatch]:
         """The knowledge base's best passages for `query`, best first (at most `limit`, else
         its `top_k`); `ReindexRequired` if its vectors come from another embedder."""
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             kb = _KnowledgeBase.of(_load(s, tenant_id, knowledge_base_id))
             if not self._current(kb):
                 if not _has_documents(s, kb.id):
@@ -401,7 +400,7 @@ class KnowledgeService:
         wanted = [n for n in dict.fromkeys(names) if storable(n)]
         if not text or not wanted:
             return []
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             rows = s.scalars(
                 select(KnowledgeBaseRow).where(
                     KnowledgeBaseRow.tenant_id == tenant_id, KnowledgeBaseRow.name.in_(wanted)
@@ -467,7 +466,7 @@ class KnowledgeService:
     def _document_names(self, ids: set[str]) -> dict[str, str]:
         if not ids:
             return {}
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             rows = s.execute(
                 select(KnowledgeDocumentRow.id, KnowledgeDocumentRow.name).where(
                     KnowledgeDocumentRow.id.in_(sorted(ids))
@@ -479,7 +478,7 @@ class KnowledgeService:
         """Load the knowledge bases into the index ahead of the first question: the most
         recently changed first, those needing a re-index skipped. Returns chunks loaded
         (0 when everything was current already, or the index has nothing to load)."""
-        with read_session(self.db) as s:
+        with self.db.read_session() as s:
             rows = s.scalars(
                 select(KnowledgeBaseRow).order_by(
                     KnowledgeBaseRow.updated_at.desc(), KnowledgeBaseRow.id

@@ -25,8 +25,7 @@ import builtins
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,10 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from core.db import Database
-from core.db.database import READ_ONLY
 from core.db.ids import new_id
 from core.db.models import MemoryRow
 from core.embeddings.port import Embedder
@@ -376,7 +373,7 @@ class LocalMemory:
             .order_by(MemoryRow.created_at.desc(), MemoryRow.id.desc())
             .limit(limit)
         )
-        with self._read() as s:
+        with self.db.read_session() as s:
             return [_row(r).record() for r in s.execute(stmt)]
 
     # -- cache ---------------------------------------------------------------------------
@@ -408,7 +405,7 @@ class LocalMemory:
         tenant_id, user_id, agent_id = key
         where = _scope_filter(tenant_id, user_id, agent_id)
         if index.loaded:
-            with self._read() as s:
+            with self.db.read_session() as s:
                 count, newest = s.execute(
                     select(func.count(), func.max(MemoryRow.created_at)).where(where)
                 ).one()
@@ -416,7 +413,7 @@ class LocalMemory:
                 return
         columns = (*_ROW_COLUMNS, MemoryRow.embedding, MemoryRow.embedding_model)
         stmt = select(*columns).where(where).order_by(MemoryRow.created_at, MemoryRow.id)
-        with self._read() as s:
+        with self.db.read_session() as s:
             loaded = s.execute(stmt).all()
         rows = [_row(r) for r in loaded]
         vectors = self._vectors_for(rows, [(r.embedding, r.embedding_model) for r in loaded])
@@ -454,13 +451,6 @@ class LocalMemory:
         if self.embedder is None:
             return None
         return np.ascontiguousarray(self.embedder.embed(texts), dtype=_F32)
-
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        """A unit of work that only reads: on SQLite it must not queue behind writers."""
-        with self.db.session() as s:
-            s.connection(execution_options={READ_ONLY: True})
-            yield s
 
 
 _ROW_COLUMNS = (

@@ -310,7 +310,7 @@ class SqlOutputStore:
         return None  # the REST API streams sql-store content itself
 
     def get(self, tenant_id: str, output_id: str) -> Output:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             row = s.get(OutputRow, output_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound("output", output_id)
@@ -319,7 +319,7 @@ class SqlOutputStore:
     def list(
         self, tenant_id: str, filters: OutputFilter, *, cursor: str | None, limit: int
     ) -> Page[Output]:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             stmt = select(OutputRow).where(OutputRow.tenant_id == tenant_id)
             if filters.agent_id:
                 stmt = stmt.where(OutputRow.agent_id == filters.agent_id)

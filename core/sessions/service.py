@@ -110,7 +110,7 @@ class SessionService:
             return session_view(row)
 
     def find_by_key(self, tenant_id: str, external_key: str) -> SessionView | None:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             row = s.scalar(
                 select(SessionRow).where(
                     SessionRow.tenant_id == tenant_id, SessionRow.external_key == external_key
@@ -119,7 +119,7 @@ class SessionService:
             return session_view(row) if row else None
 
     def get(self, tenant_id: str, session_id: str) -> SessionView:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             return session_view(_load(s, tenant_id, session_id))
 
     def list(
@@ -152,7 +152,15 @@ class SessionService:
     def set_names(
         self, tenant_id: str, session_id: str, *, user_name: str | None, channel_name: str | None
     ) -> SessionView:
-        """Fill in display names found after the session was opened (chat lookups are slow)."""
+        """Fill in display names found after the session was opened (chat lookups are slow).
+        Every Slack turn calls this and the names rarely change: it writes only when they
+        do, so the usual call takes no write lock."""
+        with self.db.read_session() as s:
+            row = _load(s, tenant_id, session_id)
+            if (user_name or row.user_name) == row.user_name and (
+                channel_name or row.channel_name
+            ) == row.channel_name:
+                return session_view(row)
         with self.db.session() as s:
             row = _load(s, tenant_id, session_id)
             row.user_name = user_name or row.user_name
@@ -173,7 +181,7 @@ class SessionService:
     # -- history -------------------------------------------------------------
 
     def messages(self, tenant_id: str, session_id: str) -> builtins.list[MessageView]:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             _load(s, tenant_id, session_id)
             rows = s.scalars(
                 select(SessionMessageRow)
@@ -281,7 +289,7 @@ class SessionService:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def get_turn(self, tenant_id: str, turn_id: str) -> TurnView:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             row = s.get(TurnRow, turn_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound("turn", turn_id)

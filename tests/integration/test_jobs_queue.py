@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.db import Database
 from core.db.models import JobRow
 from core.errors import NotFound
-from core.jobs import JobQueue, LostClaim
+from core.jobs import JobQueue, LostClaim, Wakeup
 
 TENANT = "T-jobs"
 
@@ -259,3 +259,66 @@ def test_a_recurring_job_is_queued_again_not_finished(
     assert again.id == job_id
     with queue.db.session() as s:
         assert len(s.scalars(select(JobRow).where(JobRow.key == key)).all()) == 1
+
+
+class _WriterHoldingTheLock:
+    """Another unit of work holding the database's write lock (SQLite's is database-wide)
+    until told to let go."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.holding = threading.Event()
+        self.let_go = threading.Event()
+        self.released = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with self.database.session() as s:
+            s.execute(select(JobRow.id).limit(1))  # BEGIN IMMEDIATE has run: the lock is ours
+            self.holding.set()
+            self.let_go.wait(timeout=20)
+        self.released.set()
+
+    def __enter__(self) -> _WriterHoldingTheLock:
+        self.thread.start()
+        assert self.holding.wait(timeout=10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.let_go.set()
+        self.thread.join(timeout=10)
+
+
+def test_idle_polls_and_cancel_checks_do_not_queue_behind_a_writer(
+    queue: JobQueue, kind: str
+) -> None:
+    """Idle workers poll several times a second and running ones ask about cancellations
+    twice a second: neither may take (or wait for) the write lock the Slack ack path's insert
+    needs. Nothing is due, so the poll answers from a read while the writer holds on."""
+    if queue.db.backend != "sqlite":
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    with _WriterHoldingTheLock(queue.db) as writer:
+        assert queue.claim("w1", kinds=[kind], limit=5) == []
+        assert queue.cancel_requests(["job_unknown"]) == set()
+        assert not writer.released.is_set()  # both answered while the lock was held
+
+
+def test_workers_are_woken_by_a_commit_and_not_by_a_rollback(queue: JobQueue, kind: str) -> None:
+    rung: list[int] = []
+
+    class Counting(Wakeup):
+        def ring(self) -> None:
+            rung.append(1)
+
+    woken = JobQueue(queue.db, clock=queue.clock, wakeup=Counting())
+    with pytest.raises(RuntimeError), woken.db.session() as s:
+        woken.enqueue(s, tenant_id=TENANT, kind=kind, payload={})
+        raise RuntimeError("the caller's change failed")
+    assert rung == []
+    with woken.db.session() as s:
+        woken.enqueue(s, tenant_id=TENANT, kind=kind, payload={})
+        woken.enqueue(s, tenant_id=TENANT, kind=kind, payload={})
+        assert rung == []  # not before the jobs can be claimed
+    assert rung == [1]  # one ring per commit, however many jobs it added
+    woken.submit_all([{"tenant_id": TENANT, "kind": kind}])
+    assert rung == [1, 1]
