@@ -41,6 +41,7 @@ from core.db.models import AgentRow, PersonaRow, WebhookAttemptRow, WebhookDeliv
 from core.outputs.port import NewEvent
 from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
+from core.webhooks.policy import DeliveryPolicy
 from core.webhooks.signing import generate_secret
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 
@@ -140,10 +141,10 @@ async def run(
             dispatcher = WebhookDispatcher(
                 db,
                 http=http,
-                allow_insecure=True,
+                policy=DeliveryPolicy(
+                    allow_insecure=True, concurrency=concurrency, db_threads=db_threads
+                ),
                 clock=clock,
-                concurrency=concurrency,
-                db_threads=db_threads,
             )
             started = time.perf_counter()
             while True:

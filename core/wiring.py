@@ -57,6 +57,7 @@ from core.skills.policy import SkillPolicy
 from core.skills.service import SkillService
 from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
+from core.webhooks.policy import DeliveryPolicy
 from core.webhooks.signing import generate_secret
 from core.webhooks.url_guard import check_webhook_url_when_saved
 
@@ -145,11 +146,9 @@ def build_container(
     secrets = os.environ.get
     webhooks = WebhookDispatcher(
         db,
+        policy=DeliveryPolicy(allow_insecure=settings.webhook_allow_insecure),
         secrets=skill_policy.secrets.confine(secrets),
         outputs=outputs,
-        allow_insecure=settings.webhook_allow_insecure,
-        # Stores that write outside our database settle their held events this way.
-        held_check=getattr(outputs, "held_check", None),
     )
     # Every skill request goes through the egress guard: public addresses, plus what the
     # operator allowed; never this server or the database.

@@ -56,11 +56,10 @@ def schedules(c: Container) -> list[JobKind]:
         JobKind("schedule.warm_knowledge", warm_knowledge, every=timedelta(minutes=5)),
         JobKind("schedule.purge_jobs", purge_jobs, every=timedelta(hours=1)),
     ]
-    held_check = c.webhooks.held_check
-    if held_check is not None:
+    if c.outputs.holds_events:
 
         async def settle_held(_job: JobContext) -> dict[str, Any]:
-            sweep = await c.webhooks.resolve_held(held_check)
+            sweep = await c.webhooks.resolve_held(c.outputs.held_check)
             return dataclasses.asdict(sweep)
 
         kinds.append(

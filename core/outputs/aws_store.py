@@ -75,7 +75,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError, ParamValidationError
@@ -86,6 +86,7 @@ from core.errors import Conflict, NotFound, OutputAlreadyDecided, StaleRevision
 from core.outputs.port import (
     ApprovalsMoved,
     AwaitingExecution,
+    HeldEvent,
     NewEvent,
     NewOutput,
     NotificationStatus,
@@ -245,15 +246,6 @@ class _EmptyRange(Exception):
     """The filters (or a cursor past them) leave no `id` to look at."""
 
 
-class HeldEvent(Protocol):
-    """What `held_check` needs of an outbox row (`WebhookDeliveryRow` has it)."""
-
-    id: str
-    tenant_id: str
-    output_id: str | None
-    created_at: datetime
-
-
 @dataclass
 class HeldResolution:
     released: list[str] = field(default_factory=list)
@@ -265,6 +257,7 @@ class AwsOutputStore:
     """Outputs in S3 (content) and DynamoDB (metadata); see the module docstring."""
 
     name = "aws"
+    holds_events = True  # DynamoDB writes cannot share a transaction with our outbox
     #: items a filtered query reads per request (DynamoDB's Limit counts before the filter)
     filtered_read = 100
 
@@ -761,7 +754,6 @@ class AwsOutputStore:
         conditional write as the change. False (drop it): unmarked and older than `grace`,
         so that write never happened or lost. None (ask again later): unmarked but young,
         its write may still be in flight; also for rows not about an output.
-        Matches `core.webhooks.deliveries.HeldCheck`.
         """
         if row.output_id is None:
             return None

@@ -279,6 +279,16 @@ class Recorder(Protocol):
     def __call__(self, session: Any | None, output: Output) -> None: ...
 
 
+class HeldEvent(Protocol):
+    """What `OutputStore.held_check` reads of an outbox row (`WebhookDeliveryRow` has it)."""
+
+    id: str
+    tenant_id: str
+    output_id: str | None
+    status: str
+    created_at: datetime
+
+
 class OutputStore(Protocol):
     """Where outputs live. Content is written before metadata, so metadata never dangles.
 
@@ -290,6 +300,10 @@ class OutputStore(Protocol):
     """
 
     name: str
+    holds_events: bool
+    """True for stores whose writes are not in our database: their events are written
+    `held` before the write and released after, so a crash in between leaves `held` rows
+    for the webhooks worker's sweep to settle with `held_check`."""
 
     def create(
         self,
@@ -352,6 +366,13 @@ class OutputStore(Protocol):
 
     def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
         """A time-limited direct URL to the content, or None if the API serves it."""
+        ...
+
+    def held_check(self, row: HeldEvent, *, now: datetime | None = None) -> bool | None:
+        """Did the write this outbox row announces happen? True: release the row. False:
+        it never happened (or lost), drop it. None: cannot tell yet (the write may still be
+        in flight), or the row is not this store's to judge; ask again later. Never True
+        for a write that did not happen."""
         ...
 
     def get(self, tenant_id: str, output_id: str) -> Output: ...

@@ -21,6 +21,7 @@ from core.outputs.blobs import BlobDirectory
 from core.outputs.port import (
     ApprovalsMoved,
     AwaitingExecution,
+    HeldEvent,
     NewEvent,
     NewOutput,
     NotificationStatus,
@@ -35,6 +36,7 @@ from core.outputs.port import (
     recorded_count,
 )
 from core.outputs.snapshot import content_fingerprint
+from core.webhooks.deliveries import DeliveryStatus
 from core.webhooks.outbox import Outbox
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -50,6 +52,7 @@ class SqlOutputStore:
     """Default store. Content goes to disk first, then one metadata row."""
 
     name = "sql"
+    holds_events = False  # events commit in the transaction of the change they announce
 
     def __init__(self, db: Database, blobs: BlobDirectory, outbox: Outbox) -> None:
         self.db = db
@@ -308,6 +311,12 @@ class SqlOutputStore:
     def content_url(self, tenant_id: str, output_id: str, ttl_seconds: int) -> str | None:
         self.get(tenant_id, output_id)  # same 404 as the aws store for unknown outputs
         return None  # the REST API streams sql-store content itself
+
+    def held_check(self, row: HeldEvent, *, now: datetime | None = None) -> bool | None:
+        # An event of ours committed with its change, so one that is there (and not held)
+        # announces a change that happened. This store holds nothing: a `held` row was
+        # written for another store's write, which it cannot see.
+        return None if row.status == DeliveryStatus.HELD else True
 
     def get(self, tenant_id: str, output_id: str) -> Output:
         with self.db.read_session() as s:

@@ -28,7 +28,6 @@ import ipaddress
 import json
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -58,6 +57,7 @@ from core.webhooks.deliveries import (
     rowcount,
     set_notification,
 )
+from core.webhooks.policy import DeliveryPolicy, equal_jitter
 from core.webhooks.signing import new_message_id, signed_headers
 from core.webhooks.url_guard import ResolvedTarget, Resolver, check_webhook_url
 
@@ -67,25 +67,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 USER_AGENT = "CosmoAgents-Webhooks/1.0"
-#: Backoff before attempt n+1 is min(cap, base * 2**(n-1)) before jitter: 4, 8, 16, 30 s.
-BACKOFF_BASE = 4.0
-BACKOFF_CAP = 30.0
-DEFAULT_TIMEOUT = 10.0
 #: Attempt rows keep this much of an error; enough to diagnose, not a log dump.
 MAX_ERROR_CHARS = 500
 
 
 # --- Schedule ------------------------------------------------------------------------------
-
-
-def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """The delay after failed attempt `attempt` (1-based), before jitter."""
-    return min(cap, base * float(2 ** max(0, attempt - 1)))
-
-
-def equal_jitter(delay: float) -> float:
-    """Half the delay fixed, half random: spreads retries without ever retrying at once."""
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - timing, not security
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -159,69 +145,48 @@ class TestDelivery:
 class WebhookDispatcher:
     """The delivery worker. Safe to run in every replica at once.
 
-    `http` is used as given (tests and benchmarks pass theirs); without one the dispatcher
-    builds a client that keeps no idle connections, because connections are pooled by
-    address and a connection whose TLS was verified for one host name must not carry a
-    request for another host at the same address. Redirects are never followed either way.
-    `clock` and `jitter` are injectable so a whole five-attempt schedule runs in
-    milliseconds: delays are stored as `next_attempt_at`, never slept.
-
-    Database work runs in `db_threads` worker threads, off the event loop. One (the
-    default) is right for a `Database` bound to a single connection (tests); with a real
-    engine, a few more let attempts be recorded in parallel.
+    `policy` holds every number and switch (timeouts, concurrency, lease, backoff, the held
+    sweep's age, database threads, insecure URLs). `http` is used as given (tests and
+    benchmarks pass theirs); without one the dispatcher builds a client that keeps no idle
+    connections, because connections are pooled by address and a connection whose TLS was
+    verified for one host name must not carry a request for another host at the same
+    address. Redirects are never followed either way. `clock` and `jitter` are injectable
+    so a whole five-attempt schedule runs in milliseconds: delays are stored as
+    `next_attempt_at`, never slept.
     """
 
     def __init__(
         self,
         db: Database,
         *,
+        policy: DeliveryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
         secrets: Callable[[str], str | None] = lambda _name: None,
         outputs: OutputStore | None = None,
-        allow_insecure: bool = False,
         clock: Callable[[], datetime] | None = None,
         jitter: Callable[[float], float] = equal_jitter,
         worker_id: str | None = None,
         resolver: Resolver | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        concurrency: int = 16,
-        lease_seconds: float | None = None,
-        backoff_base: float = BACKOFF_BASE,
-        backoff_cap: float = BACKOFF_CAP,
-        held_check: HeldCheck | None = None,
-        held_after: timedelta = timedelta(minutes=5),
-        db_threads: int = 1,
     ) -> None:
         self.db = db
+        self.policy = policy = policy or DeliveryPolicy()
         self.outputs = outputs
         self.secrets = secrets
-        self.allow_insecure = allow_insecure
         self.clock = clock or (lambda: datetime.now(UTC))
         self.jitter = jitter
         self.worker_id = (
             worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
         self.resolver = resolver
-        self.timeout = timeout
-        self.concurrency = concurrency
-        # One attempt may try several addresses, each up to `timeout`; the whole attempt is
-        # cut off at `attempt_budget`, and the lease outlives that comfortably so a live
-        # worker never loses its lease mid-send.
-        self.attempt_budget = timeout * 3
-        self.lease = timedelta(seconds=lease_seconds or max(60.0, self.attempt_budget * 2 + 10))
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.held_check = held_check
-        self.held_after = held_after
         self.deliveries = WebhookDeliveries(db, outputs, clock=self.clock)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,
-            timeout=timeout,
+            timeout=policy.timeout,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         # Database work runs off the event loop, one statement batch at a time.
-        self._db_lane = Lane(db_threads)
+        self._db_lane = Lane(policy.db_threads)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -238,9 +203,11 @@ class WebhookDispatcher:
             sent = 0
             try:
                 sent = await self.run_once(limit=limit)
-                if self.held_check is not None and time.monotonic() - last_sweep >= 60:
+                store = self.outputs
+                swept = time.monotonic() - last_sweep < 60
+                if store is not None and store.holds_events and not swept:
                     last_sweep = time.monotonic()
-                    await self.resolve_held(self.held_check, older_than=self.held_after)
+                    await self.resolve_held(store.held_check)
             except Exception as exc:
                 log.error("webhook delivery round failed: %s", _describe(exc))
             if sent < limit:
@@ -248,8 +215,11 @@ class WebhookDispatcher:
                     await asyncio.wait_for(stop.wait(), interval)
 
     async def resolve_held(
-        self, check: HeldCheck, *, older_than: timedelta = timedelta(minutes=5)
+        self, check: HeldCheck, *, older_than: timedelta | None = None
     ) -> HeldSweep:
+        """Settle `held` rows older than `older_than` (the policy's `held_after`) by
+        `check`, usually the output store's `held_check`."""
+        older_than = self.policy.held_after if older_than is None else older_than
         return await self._in_db(self.deliveries.resolve_held, check, older_than=older_than)
 
     # -- one round ------------------------------------------------------------------------
@@ -259,7 +229,7 @@ class WebhookDispatcher:
         jobs = await self._in_db(self._lease, self.clock(), limit)
         if not jobs:
             return 0
-        gate = asyncio.Semaphore(self.concurrency)
+        gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def one(job: _Job) -> None:
             async with gate:
@@ -288,7 +258,7 @@ class WebhookDispatcher:
                 result = s.execute(
                     update(row)
                     .where(row.id == delivery_id, due())
-                    .values(lease_owner=self.worker_id, lease_until=now + self.lease)
+                    .values(lease_owner=self.worker_id, lease_until=now + self.policy.lease)
                     .execution_options(synchronize_session=False)
                 )
                 if rowcount(result) == 1:
@@ -480,12 +450,13 @@ class WebhookDispatcher:
         if job.secret is None:
             return done(error=job.secret_problem or "no webhook secret")
         body = encode_body(job.payload)
+        budget, timeout = self.policy.attempt_budget, self.policy.timeout
         try:
-            async with asyncio.timeout(self.attempt_budget):
+            async with asyncio.timeout(budget):
                 target = await run_sync(
                     check_webhook_url,
                     job.url,
-                    allow_insecure=self.allow_insecure,
+                    allow_insecure=self.policy.allow_insecure,
                     resolver=self.resolver,
                 )
                 headers = signed_headers(
@@ -499,9 +470,9 @@ class WebhookDispatcher:
         except ValueError as exc:  # a malformed secret; parse_secret never repeats it
             return done(error=f"cannot sign: {exc}")
         except TimeoutError:
-            return done(error=f"no answer within {self.attempt_budget:g}s")
+            return done(error=f"no answer within {budget:g}s")
         except httpx.TimeoutException as exc:
-            return done(error=f"timed out ({type(exc).__name__}) after {self.timeout:g}s")
+            return done(error=f"timed out ({type(exc).__name__}) after {timeout:g}s")
         except httpx.HTTPError as exc:
             return done(error=_describe_http_error(exc))
         code = response.status_code
@@ -532,7 +503,7 @@ class WebhookDispatcher:
                 f"{target.scheme}://{literal}:{target.port}{target.target}",
                 headers=headers,
                 content=body,
-                timeout=self.timeout,
+                timeout=self.policy.timeout,
                 extensions=extensions,
             )
             try:
@@ -555,7 +526,8 @@ class WebhookDispatcher:
             status, final = DeliveryStatus.PENDING, None
         next_at = now
         if status is DeliveryStatus.PENDING:
-            next_at = now + timedelta(seconds=self._delay(job.attempt, result.retry_after))
+            delay = self.policy.retry_delay(job.attempt, result.retry_after, self.jitter)
+            next_at = now + timedelta(seconds=delay)
         row = WebhookDeliveryRow
         with self.db.session() as s:
             result_ = s.execute(
@@ -608,12 +580,6 @@ class WebhookDispatcher:
             f" - {result.error}" if result.error else "",
         )
         return final
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.backoff_cap, max(0.0, retry_after))
-        delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
-        return min(self.backoff_cap, max(0.0, self.jitter(delay)))
 
     async def _in_db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         return await self._db_lane.run(fn, *args, **kwargs)

@@ -431,6 +431,28 @@ def test_events_of_a_winning_write_are_pending_and_of_a_losing_one_gone(h: Harne
     assert rows[0].url == "https://hooks.example.com/x"
 
 
+def test_held_check_confirms_the_events_of_every_write_that_won(h: Harness) -> None:
+    out = h.new(events=[event("output.created")])
+    h.store.transition(T1, out.id, approve(), [event()])
+
+    rows = h.deliveries(out.id)
+
+    assert len(rows) == 2
+    assert [h.store.held_check(r) for r in rows] == [True, True]
+
+
+def test_held_check_never_releases_an_event_whose_write_did_not_happen(h: Harness) -> None:
+    out = h.new()
+    # What a crash between holding an event and making its write leaves behind.
+    Outbox(h.db).hold([event()], tenant_id=T1, output_id=out.id)
+    (orphan,) = h.deliveries(out.id)
+    much_later = datetime.now(UTC) + timedelta(days=1)
+
+    assert orphan.status == "held"
+    assert h.store.held_check(orphan) is None  # its write could still be in flight
+    assert h.store.held_check(orphan, now=much_later) is not True
+
+
 # -- side fields ----------------------------------------------------------------------------
 
 

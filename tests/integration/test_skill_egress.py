@@ -36,6 +36,7 @@ from core.skills.mcp_executor import McpPool
 from core.skills.runtime import SkillConfigInvalid, SkillContext, SkillFailed
 from core.webhooks.delivery import WebhookDispatcher
 from core.webhooks.outbox import Outbox
+from core.webhooks.policy import DeliveryPolicy
 from tests.address_table import LITERAL_URLS, NON_STANDARD_NUMERIC_HOSTS, REFUSED
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.integration.test_webhook_delivery import add_events, attempts_of, make_agent
@@ -140,7 +141,7 @@ class Senders:
                 self.db,
                 http=http,
                 outputs=outputs,
-                allow_insecure=g.policy.allow_insecure,
+                policy=DeliveryPolicy(allow_insecure=g.policy.allow_insecure),
                 resolver=g.resolver,
             )
             try:

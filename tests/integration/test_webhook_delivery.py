@@ -14,6 +14,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -40,13 +41,9 @@ from core.outputs.port import NewEvent, NewOutput, NotificationStatus, OutputSto
 from core.outputs.sql_store import SqlOutputStore
 from core.secret_names import SecretNameRule
 from core.webhooks.deliveries import DeliveryStatus
-from core.webhooks.delivery import (
-    WebhookDispatcher,
-    backoff_delay,
-    equal_jitter,
-    parse_retry_after,
-)
+from core.webhooks.delivery import WebhookDispatcher, parse_retry_after
 from core.webhooks.outbox import Outbox
+from core.webhooks.policy import DeliveryPolicy, backoff_delay, equal_jitter
 from core.webhooks.signing import generate_secret
 from core.wiring import Container
 from tests.conftest import AUTH, BACKENDS
@@ -55,6 +52,7 @@ from tests.fakes.webhook_receiver import Reply, WebhookReceiver, unused_port
 SECRET = generate_secret()
 TENANT = "default"
 TIMEOUT = 0.3  # the dispatcher's HTTP timeout here; `Reply.slow()` sleeps past it
+POLICY = DeliveryPolicy(allow_insecure=True, timeout=TIMEOUT)
 
 
 class Clock:
@@ -106,10 +104,9 @@ async def dispatchers(
     def make(**overrides: Any) -> WebhookDispatcher:
         options: dict[str, Any] = {
             "outputs": outputs,
-            "allow_insecure": True,
+            "policy": POLICY,
             "clock": clock,
             "jitter": no_jitter,
-            "timeout": TIMEOUT,
         }
         options.update(overrides)
         dispatcher = WebhookDispatcher(options.pop("db", db), **options)
@@ -315,6 +312,16 @@ async def test_backoff_doubles_from_four_seconds_up_to_the_cap(db, receiver, dis
     assert gaps == [4.0, 8.0, 16.0, 30.0]
 
 
+async def test_the_policy_sets_the_backoff(db, receiver, dispatchers, clock):
+    receiver.default = Reply.error(500)
+    [delivery_id] = add_events(db, make_agent(db), receiver.url, 1)
+
+    await drain(dispatchers(policy=replace(POLICY, backoff_base=1, backoff_cap=3)), clock, db)
+
+    times = [a.created_at for a in attempts_of(db, delivery_id)]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(times)] == [1, 2, 3, 3]
+
+
 async def test_jittered_delays_stay_between_half_and_all_of_the_backoff(
     db, receiver, dispatchers, clock
 ):
@@ -336,6 +343,16 @@ def test_the_schedule_and_jitter_bounds() -> None:
     assert min(samples) >= 8.0
     assert max(samples) <= 16.0
     assert max(samples) - min(samples) > 6.0  # actually random, not a constant
+
+
+def test_a_policy_leases_past_its_slowest_attempt_and_refuses_nonsense() -> None:
+    # Three addresses' worth of timeouts per attempt, twice over, plus slack; 60 s at least.
+    assert DeliveryPolicy().lease == timedelta(seconds=70)
+    assert DeliveryPolicy(timeout=60).lease == timedelta(seconds=370)
+    assert DeliveryPolicy(timeout=1).lease == timedelta(seconds=60)
+    assert DeliveryPolicy(lease_seconds=5).lease == timedelta(seconds=5)
+    with pytest.raises(ValueError, match="timeout, concurrency must be positive"):
+        DeliveryPolicy(timeout=0, concurrency=-1)
 
 
 def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
@@ -503,7 +520,9 @@ async def test_a_url_that_turns_private_at_send_time_is_refused_without_connecti
     async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
         [delivery_id] = add_events(db, make_agent(db), "https://hooks.example.com/x", 1)
         dispatcher = dispatchers(
-            http=http, allow_insecure=False, resolver=lambda host, port: ["10.0.0.7"]
+            http=http,
+            policy=replace(POLICY, allow_insecure=False),
+            resolver=lambda host, port: ["10.0.0.7"],
         )
         await dispatcher.run_once()
 
@@ -529,7 +548,9 @@ async def test_each_validated_address_is_tried_with_the_host_name_for_tls(db, di
         url = "https://hooks.example.com:8443/in?x=1"
         [delivery_id] = add_events(db, make_agent(db), url, 1)
         dispatcher = dispatchers(
-            http=http, allow_insecure=False, resolver=lambda host, port: [v4, v6]
+            http=http,
+            policy=replace(POLICY, allow_insecure=False),
+            resolver=lambda host, port: [v4, v6],
         )
         await dispatcher.run_once()
 
@@ -699,7 +720,7 @@ async def test_a_crash_between_send_and_record_resends_with_the_same_webhook_id(
 
     survivor = dispatchers(worker_id="survivor")
     assert await survivor.run_once() == 0  # the lease still holds
-    clock.advance(doomed.lease.total_seconds() + 1)
+    clock.advance(doomed.policy.lease.total_seconds() + 1)
     assert await survivor.run_once() == 1
 
     first, second = receiver.requests
@@ -721,7 +742,11 @@ async def test_two_dispatchers_racing_send_each_attempt_exactly_once(real_db):
         ids = add_events(real_db, make_agent(real_db), receiver.url, 30)
         pair = [
             WebhookDispatcher(
-                real_db, allow_insecure=True, clock=clock, jitter=no_jitter, worker_id=name
+                real_db,
+                policy=DeliveryPolicy(allow_insecure=True),
+                clock=clock,
+                jitter=no_jitter,
+                worker_id=name,
             )
             for name in ("a", "b")
         ]
@@ -754,10 +779,9 @@ async def test_run_forever_delivers_until_stopped(real_db, receiver):
     [delivery_id] = add_events(db, make_agent(db), receiver.url, 1)
     dispatcher = WebhookDispatcher(
         db,
-        allow_insecure=True,
+        policy=POLICY,
         clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
         jitter=no_jitter,
-        timeout=TIMEOUT,
     )
     try:
         stop = asyncio.Event()
@@ -856,9 +880,9 @@ async def test_held_rows_are_released_dropped_or_left_by_the_check(db, dispatche
         )
     verdicts = {"out_0": True, "out_1": False, "out_2": None, "out_3": True}
 
-    sweep = await dispatchers().resolve_held(
-        lambda r: verdicts[r.output_id], older_than=timedelta(minutes=5)
-    )
+    # Old enough: past the policy's `held_after`; `young` is not.
+    policy = replace(POLICY, held_after=timedelta(minutes=5))
+    sweep = await dispatchers(policy=policy).resolve_held(lambda r: verdicts[r.output_id])
 
     assert (sweep.released, sweep.dropped, sweep.left) == (1, 1, 1)
     assert row(db, happened).status == "pending"
