@@ -17,8 +17,9 @@ from bot.slack.admin_blocks import VIEW_BLOCKS_MAX, View, code_list, context, pl
 from bot.slack.blocks import Blocks
 from bot.slack.text import escape, truncate
 from core.errors import FieldError
-from core.schemas.common import SLUG_PATTERN
+from core.schemas.common import SLUG_MAX_LENGTH, SLUG_PATTERN
 from core.schemas.views import AgentView, PersonaView, SkillView
+from core.webhooks.url_guard import MAX_URL_LENGTH
 
 CREATE_MODAL = "agent_create"
 EDIT_MODAL = "agent_edit"
@@ -218,7 +219,9 @@ def agent_form(
         input_block(
             "name",
             "Name",
-            text_input(agent.name if agent else None, placeholder="sales-bot", max_length=63),
+            text_input(
+                agent.name if agent else None, placeholder="sales-bot", max_length=SLUG_MAX_LENGTH
+            ),
             hint="Lower-case letters, digits, - and _; people type it in /agent commands.",
         ),
         input_block(
@@ -408,7 +411,9 @@ def _webhook_inputs(agent: AgentView | None) -> Blocks:
         input_block(
             "webhook_url",
             "Webhook URL",
-            text_input(webhook.url if webhook else None, placeholder="https://", max_length=2_000),
+            text_input(
+                webhook.url if webhook else None, placeholder="https://", max_length=MAX_URL_LENGTH
+            ),
             optional=True,
             hint="Output events are POSTed here, signed (Standard Webhooks). Empty: none.",
         ),
@@ -844,7 +849,10 @@ def form_errors(
 
 def friendly(message: str) -> str:
     if SLUG_PATTERN in message:
-        return "Use lower-case letters, digits, - and _, starting with a letter (at most 63)."
+        return (
+            "Use lower-case letters, digits, - and _, starting with a letter "
+            f"(at most {SLUG_MAX_LENGTH})."
+        )
     if message.startswith("Input should be a valid integer"):
         return "Enter a whole number."
     return message[:1].upper() + message[1:]

@@ -19,6 +19,7 @@ from bot.slack.lifecycle_blocks import decided_lifecycle, pending_lifecycle
 from bot.slack.mrkdwn import bold, date, from_markdown, mention, principal
 from bot.slack.text import escape, split_message, truncate, truncate_escaped
 from core.approvals.grants import GrantView
+from core.approvals.service import MAX_REASON
 from core.execution.effect import PlannedEffect
 from core.knowledge.citations import Citation
 from core.outputs.port import Output, OutputStatus
@@ -452,7 +453,7 @@ def reject_modal(output_id: str, metadata: dict[str, str]) -> dict[str, Any]:
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,
                     "multiline": True,
-                    "max_length": 2000,
+                    "max_length": MAX_REASON,
                     "placeholder": {
                         "type": "plain_text",
                         "text": "e.g. Use the enterprise price list",

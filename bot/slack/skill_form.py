@@ -34,6 +34,7 @@ from bot.slack.admin_forms import (
 )
 from bot.slack.text import escape, truncate
 from core.errors import FieldError
+from core.schemas.common import SLUG_MAX_LENGTH
 from core.schemas.views import SkillView
 
 NEW_MODAL = "skill_new"
@@ -116,7 +117,7 @@ def skill_form(
             input_block(
                 "name",
                 "Name",
-                text_input(placeholder="lookup_customer", max_length=63),
+                text_input(placeholder="lookup_customer", max_length=SLUG_MAX_LENGTH),
                 hint="Lower-case letters, digits, - and _; agents and /agent skills use it.",
             )
         )

@@ -17,6 +17,9 @@ _lock = threading.Lock()
 AGENT_ID_PREFIX = "agt"
 KNOWLEDGE_BASE_ID_PREFIX = "kb"
 DOCUMENT_ID_PREFIX = "doc"
+#: Longer than any id `new_id` makes (a prefix of up to five letters, `_`, 26 characters):
+#: the cap on ids that arrive from outside.
+MAX_ID_LENGTH = 40
 _last_ms = 0
 _last_rand = 0
 

@@ -12,7 +12,11 @@ from core.errors import FieldError, ValidationFailed
 
 T = TypeVar("T")
 _ID = re.compile(r"^[a-z]{2,5}_[0-9a-z]{26}$")
+#: Page sizes: what a list returns unless asked, and the most it returns.
+DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+#: A cursor we issue is about 40 characters; anything this long is not one of ours.
+MAX_CURSOR_LENGTH = 200
 
 
 @dataclass(frozen=True)

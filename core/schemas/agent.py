@@ -18,6 +18,7 @@ from core.schemas.common import (
     refuse_id_shaped,
 )
 from core.schemas.skill import EnvName
+from core.webhooks.url_guard import MAX_URL_LENGTH
 
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")]
 
@@ -32,7 +33,7 @@ class AgentLimits(StrictModel):
 class WebhookSpec(StrictModel):
     """Where output events go. The secret is write-only: it is never returned or exported."""
 
-    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2_000)]
+    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_URL_LENGTH)]
     secret: SecretStr | None = Field(
         default=None,
         description="Standard Webhooks secret (`whsec_...`). Left out on update: keep the "

@@ -8,11 +8,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, field_validator
 
-SLUG_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+SLUG_MAX_LENGTH = 63
+SLUG_PATTERN = rf"^[a-z][a-z0-9_-]{{0,{SLUG_MAX_LENGTH - 1}}}$"
 
 Slug = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=SLUG_PATTERN, min_length=1, max_length=63),
+    StringConstraints(
+        strip_whitespace=True, pattern=SLUG_PATTERN, min_length=1, max_length=SLUG_MAX_LENGTH
+    ),
 ]
 """Lower-case name usable in URLs, YAML and Slack commands (`sales-bot`, `draft_email`)."""
 

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
+from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
 from core.concurrency import run_sync
 from core.config_document import dump_document, parse_document
+from core.db.pagination import DEFAULT_LIMIT
 from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.views import AgentVersionView, AgentView
 
@@ -42,10 +44,6 @@ AgentRef = Annotated[
         "is always read as an id; names of that shape are refused on save."
     ),
 ]
-NameFilter = Annotated[str | None, Query(max_length=63, description="Exactly this name.")]
-ContainsFilter = Annotated[
-    str | None, Query(max_length=63, description="Name contains (case-insensitive).")
-]
 
 IfMatch = Annotated[
     str | None,
@@ -60,8 +58,8 @@ def list_agents(
     name: NameFilter = None,
     q: ContainsFilter = None,
     active: bool | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[AgentView]:
     page = c.agents.list(
         caller.tenant_id, name=name, q=q, active=active, cursor=cursor, limit=limit
@@ -183,8 +181,8 @@ def list_agent_versions(
     agent: AgentRef,
     caller: ReaderDep,
     c: ContainerDep,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[AgentVersionView]:
     """Newest first, in pages like every other list."""
     agent_id = c.agents.resolve(caller.tenant_id, agent)

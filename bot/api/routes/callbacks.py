@@ -12,6 +12,7 @@ from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.routes.outputs import content_response
 from core.approvals.policy import Actor
+from core.approvals.service import MAX_REASON
 from core.approvals.tokens import InvalidToken
 from core.errors import OutputAlreadyDecided
 from core.outputs.port import OutputStatus
@@ -25,7 +26,7 @@ class ApprovalCallback(BaseModel):
     approval_token: str = Field(alias="approvalToken", min_length=1, max_length=500)
     decision: Literal["approve", "reject"]
     user_id: str = Field(alias="userId", min_length=1, max_length=64)
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
     revision: int | None = Field(
         default=None,
         ge=1,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
+from bot.api.params import IdFilter
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.grants import GrantView
@@ -22,7 +23,7 @@ router = APIRouter(
 def list_grants(
     caller: ReaderDep,
     c: ContainerDep,
-    session_id: str | None = Query(default=None, max_length=40),
+    session_id: IdFilter = None,
 ) -> PageOut[GrantView]:
     """Grants of this tenant, newest first (revoked ones included, with `revoked_at`), all
     in one page (`next_cursor` is null)."""

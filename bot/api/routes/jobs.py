@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query
 
 from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import Cursor, Limit
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.db.pagination import DEFAULT_LIMIT
 from core.jobs import JobState, JobView
 
 PREFIX = "/jobs"
@@ -33,8 +35,8 @@ def list_jobs(
         JobState | None, Query(description="Only jobs in this state; `dead`: the dead letter.")
     ] = None,
     kind: Annotated[str | None, Query(max_length=64, description="Only jobs of this kind.")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[JobView]:
     """The tenant's jobs, oldest first, e.g. `?state=dead&kind=knowledge.ingest`."""
     page = c.jobs.list_jobs(caller.tenant_id, state=state, kind=kind, cursor=cursor, limit=limit)

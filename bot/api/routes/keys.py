@@ -11,6 +11,7 @@ from bot.api.auth import AdminDep, BearerRoute
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.db.ids import MAX_ID_LENGTH
 from core.keys.service import ApiKeyView, KeySpec
 
 router = APIRouter(
@@ -20,7 +21,7 @@ router = APIRouter(
     route_class=BearerRoute,
 )
 
-KeyId = Annotated[str, Path(max_length=40, description="The key's id (`key_…`).")]
+KeyId = Annotated[str, Path(max_length=MAX_ID_LENGTH, description="The key's id (`key_…`).")]
 
 
 class CreatedKey(ApiKeyView):

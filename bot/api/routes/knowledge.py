@@ -10,9 +10,18 @@ from pydantic import BaseModel, Field
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import (
+    ContainsFilter,
+    Cursor,
+    DocumentContainsFilter,
+    DocumentNameFilter,
+    Limit,
+    NameFilter,
+)
 from bot.api.problems import problem_responses
 from bot.api.routes.jobs import job_location
 from bot.api.schemas import PageOut
+from core.db.pagination import DEFAULT_LIMIT
 from core.jobs import JobView
 from core.knowledge.jobs import submit_document
 from core.knowledge.schemas import (
@@ -21,6 +30,7 @@ from core.knowledge.schemas import (
     KnowledgeBaseSpec,
     KnowledgeBaseView,
 )
+from core.knowledge.service import MAX_NAME_CHARS, MAX_QUERY_CHARS
 
 PREFIX = "/knowledge-bases"
 UPLOAD_LIMIT_SETTING = "COSMO_MAX_UPLOAD_BYTES"
@@ -47,10 +57,6 @@ DocumentRef = Annotated[
         description="The document's id (`doc_…`) or name (its path in the knowledge base, "
         "slashes included, e.g. `guides/setup.md`)."
     ),
-]
-NameFilter = Annotated[str | None, Query(max_length=500, description="Exactly this name.")]
-ContainsFilter = Annotated[
-    str | None, Query(max_length=500, description="Name contains (case-insensitive).")
 ]
 
 
@@ -100,8 +106,8 @@ def list_knowledge_bases(
     c: ContainerDep,
     name: NameFilter = None,
     q: ContainsFilter = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[KnowledgeBaseView]:
     page = c.knowledge.list(caller.tenant_id, name=name, q=q, cursor=cursor, limit=limit)
     return PageOut.of(page)
@@ -153,10 +159,10 @@ def list_documents(
     knowledge_base: KnowledgeBaseRef,
     caller: ReaderDep,
     c: ContainerDep,
-    name: NameFilter = None,
-    q: ContainsFilter = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    name: DocumentNameFilter = None,
+    q: DocumentContainsFilter = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[DocumentView]:
     knowledge_base_id = c.knowledge.resolve(caller.tenant_id, knowledge_base)
     page = c.knowledge.documents(
@@ -183,7 +189,7 @@ def upload_document(
     ],
     name: Annotated[
         str | None,
-        Form(max_length=500, description="Document name (default: the file's name)."),
+        Form(max_length=MAX_NAME_CHARS, description="Document name (default: the file's name)."),
     ] = None,
 ) -> DocumentAccepted:
     """Add a document, or replace the one with the same name: stored at once and ingested
@@ -245,7 +251,9 @@ def search_knowledge_base(
     knowledge_base: KnowledgeBaseRef,
     caller: ReaderDep,
     c: ContainerDep,
-    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
+    q: Annotated[
+        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
+    ],
     limit: Annotated[
         int | None, Query(ge=1, le=50, description="Default: the knowledge base's top_k.")
     ] = None,

@@ -13,13 +13,18 @@ from pydantic import BaseModel, Field
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
+from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_of, problem_responses
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
 from core.approvals.grants import GrantView
+from core.approvals.service import MAX_REASON
+from core.db.ids import MAX_ID_LENGTH
+from core.db.pagination import DEFAULT_LIMIT
 from core.errors import CosmoError, StaleRevision, StaleRevisionPrecondition
 from core.execution.effect import PlannedEffect, planned_effect
 from core.outputs.port import Output, OutputFilter, OutputStatus, SlackStatus
+from core.schemas.common import SLUG_MAX_LENGTH
 from core.wiring import Container
 
 router = APIRouter(
@@ -34,15 +39,15 @@ router = APIRouter(
 def list_outputs(
     caller: ReaderDep,
     c: ContainerDep,
-    agent_id: Annotated[str | None, Query(max_length=40)] = None,
-    session_id: Annotated[str | None, Query(max_length=40)] = None,
+    agent_id: IdFilter = None,
+    session_id: IdFilter = None,
     status: OutputStatus | None = None,
-    skill: Annotated[str | None, Query(max_length=63)] = None,
+    skill: Annotated[str | None, Query(max_length=SLUG_MAX_LENGTH)] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     slack_status: SlackStatus | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[Output]:
     filters = OutputFilter(
         agent_id=agent_id,
@@ -124,7 +129,7 @@ class DecisionBody(BaseModel):
         "it. Omitted: an admin key or the root key decides as itself; a reviewer key must "
         "name the user unless it is bound.",
     )
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
     revision: int | None = Field(
         default=None,
         ge=1,
@@ -144,7 +149,7 @@ class ApproveBody(DecisionBody):
 
 
 class RejectBody(DecisionBody):
-    reason: str = Field(min_length=1, max_length=2_000)
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
 
 
 class DecisionOut(BaseModel):
@@ -252,13 +257,13 @@ MAX_BULK = 100
 class DecisionItem(BaseModel):
     model_config = {"extra": "forbid"}
 
-    id: str = Field(min_length=1, max_length=40, description="The output to decide.")
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="The output to decide.")
     decision: Literal["approve", "reject"]
     revision: int | None = Field(
         default=None, ge=1, description="The revision you reviewed (409 if edited since)."
     )
     reason: str | None = Field(
-        default=None, max_length=2_000, description="Required to reject; the agent sees it."
+        default=None, max_length=MAX_REASON, description="Required to reject; the agent sees it."
     )
 
 

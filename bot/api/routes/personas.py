@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.db.pagination import DEFAULT_LIMIT
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.views import PersonaView
 
@@ -25,12 +25,10 @@ router = APIRouter(
 def list_personas(
     caller: ReaderDep,
     c: ContainerDep,
-    name: Annotated[str | None, Query(max_length=63, description="Exactly this name.")] = None,
-    q: Annotated[
-        str | None, Query(max_length=63, description="Name contains (case-insensitive).")
-    ] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    name: NameFilter = None,
+    q: ContainsFilter = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[PersonaView]:
     return PageOut.of(c.personas.list(caller.tenant_id, name=name, q=q, cursor=cursor, limit=limit))
 

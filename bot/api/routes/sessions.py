@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
+from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_responses
 from bot.api.routes.agents import AgentRef
 from bot.api.schemas import PageOut
@@ -20,6 +21,7 @@ from core.agent.runner import ClaudeNotConfigured
 from core.agent.turn_job import TurnJobs, TurnState, turn_jobs
 from core.concurrency import run_sync
 from core.db import DATABASE_UNAVAILABLE
+from core.db.pagination import DEFAULT_LIMIT
 from core.errors import Conflict, NotFound
 from core.jobs import JobState
 from core.knowledge.citations import Citation
@@ -119,13 +121,13 @@ def start_session(
 def list_sessions(
     caller: ReaderDep,
     c: ContainerDep,
-    agent_id: Annotated[str | None, Query(max_length=40)] = None,
+    agent_id: IdFilter = None,
     user_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["active", "ended"] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[SessionView]:
     page = c.sessions.list(
         caller.tenant_id,

@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.db.pagination import DEFAULT_LIMIT
 from core.outputs import stats
 from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
 from core.schemas.views import SkillView
@@ -29,13 +31,11 @@ router = APIRouter(
 def list_skills(
     caller: ReaderDep,
     c: ContainerDep,
-    name: Annotated[str | None, Query(max_length=63, description="Exactly this name.")] = None,
-    q: Annotated[
-        str | None, Query(max_length=63, description="Name contains (case-insensitive).")
-    ] = None,
+    name: NameFilter = None,
+    q: ContainsFilter = None,
     kind: SkillKind | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[SkillView]:
     page = c.skills.list(caller.tenant_id, name=name, q=q, kind=kind, cursor=cursor, limit=limit)
     return PageOut.of(page)

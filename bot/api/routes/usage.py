@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import IdFilter
 from bot.api.problems import problem_responses
 from bot.api.routes.agents import AgentRef
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
@@ -33,8 +34,8 @@ class AgentUsage(BaseModel):
 def usage(
     caller: ReaderDep,
     c: ContainerDep,
-    agent_id: Annotated[str | None, Query(max_length=40)] = None,
-    session_id: Annotated[str | None, Query(max_length=40)] = None,
+    agent_id: IdFilter = None,
+    session_id: IdFilter = None,
     day: Annotated[str | None, Query(description="UTC day, YYYY-MM-DD")] = None,
 ) -> UsageTotals:
     if day is not None and not _DAY.match(day):

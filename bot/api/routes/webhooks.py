@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
+from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_responses
 from bot.api.schemas import PageOut
+from core.db.ids import MAX_ID_LENGTH
+from core.db.pagination import DEFAULT_LIMIT
 from core.webhooks.deliveries import (
     DeliveryStatus,
     WebhookDeliveries,
@@ -30,7 +33,9 @@ def get_deliveries(c: ContainerDep) -> WebhookDeliveries:
 
 
 DeliveriesDep = Annotated[WebhookDeliveries, Depends(get_deliveries)]
-DeliveryId = Annotated[str, Path(max_length=40, description="The delivery's `webhook-id`.")]
+DeliveryId = Annotated[
+    str, Path(max_length=MAX_ID_LENGTH, description="The delivery's `webhook-id`.")
+]
 
 
 @router.get("", response_model=PageOut[WebhookDelivery])
@@ -38,10 +43,10 @@ def list_webhook_deliveries(
     caller: ReaderDep,
     deliveries: DeliveriesDep,
     status: DeliveryStatus | None = None,
-    output_id: Annotated[str | None, Query(max_length=40)] = None,
-    agent_id: Annotated[str | None, Query(max_length=40)] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    output_id: IdFilter = None,
+    agent_id: IdFilter = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageOut[WebhookDelivery]:
     """Newest first, each with its attempts."""
     page = deliveries.list(
