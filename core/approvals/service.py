@@ -11,12 +11,13 @@ session so the agent can revise on the next turn.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 from core import metrics, tracing
 from core.agent.service import AgentService
@@ -64,6 +65,7 @@ from core.sessions.service import SessionService
 log = logging.getLogger("cosmo.approvals")
 
 Decision = Literal["approve", "reject"]
+P = ParamSpec("P")
 Listener = Callable[[Output], Awaitable[None]]
 ProposedListener = Callable[[Output, SessionView], Awaitable[None]]
 
@@ -80,6 +82,57 @@ SYSTEM = Actor("system", "system")
 SETTLE_WITHIN = 30.0
 #: Times a decision counts approvals again after losing to another approval's write.
 MAX_RECOUNTS = 20
+
+
+_Decide = Callable[
+    Concatenate["ApprovalService", str, str, Decision, Actor, P], Awaitable["DecisionResult"]
+]
+
+
+def _traced_decision(decide: _Decide[P]) -> _Decide[P]:
+    """Runs a decision in its `output.decide` span, when tracing is on: the span continues
+    the trace of the turn that proposed the output, linked to the request that made the
+    decision, so what it causes (the execution job, the webhook events) carries that trace
+    on. A recount (`attempt`) stays in the span of the decision it counts for."""
+
+    @functools.wraps(decide)
+    async def traced(
+        self: ApprovalService,
+        tenant_id: str,
+        output_id: str,
+        decision: Decision,
+        actor: Actor,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> DecisionResult:
+        if kwargs.get("attempt") or not tracing.enabled():
+            return await decide(self, tenant_id, output_id, decision, actor, *args, **kwargs)
+        output = await run_sync(self.outputs.get, tenant_id, output_id)
+        with tracing.span(
+            "output.decide",
+            parent=output.traceparent,
+            link_current=True,
+            attributes={
+                "cosmo.tenant": tenant_id,
+                "cosmo.output.id": output_id,
+                "cosmo.skill.name": output.skill,
+                "cosmo.decision": decision,
+                "cosmo.decision.via": actor.via,
+                "cosmo.decision.identity": actor.identity,
+            },
+        ) as span:
+            kwargs["read"] = output  # read once: the decision starts from it
+            result = await decide(self, tenant_id, output_id, decision, actor, *args, **kwargs)
+            span.set(
+                {
+                    "cosmo.output.status": result.output.status.value,
+                    "cosmo.decision.applied": result.applied,
+                }
+            )
+            return result
+
+    return traced
 
 
 @dataclass(frozen=True)
@@ -150,6 +203,7 @@ class ApprovalService:
                         SlackStatus.FAILED,
                     )
 
+    @_traced_decision
     async def decide(
         self,
         tenant_id: str,
@@ -159,54 +213,13 @@ class ApprovalService:
         reason: str | None = None,
         revision: int | None = None,
         grant_id: str | None = None,
-        attempt: int = 0,
-    ) -> DecisionResult:
-        """Decide the output (see `_decide`). Traced, the decision continues the trace of
-        the turn that proposed the output, linked to the request that made it; what it
-        causes (the execution job, the webhook events) carries that trace on."""
-        if attempt or not tracing.enabled():
-            return await self._decide(
-                tenant_id, output_id, decision, actor, reason, revision, grant_id, attempt
-            )
-        output = await run_sync(self.outputs.get, tenant_id, output_id)
-        with tracing.span(
-            "output.decide",
-            parent=output.traceparent,
-            link_current=True,
-            attributes={
-                "cosmo.tenant": tenant_id,
-                "cosmo.output.id": output_id,
-                "cosmo.skill.name": output.skill,
-                "cosmo.decision": decision,
-                "cosmo.decision.via": actor.via,
-                "cosmo.decision.identity": actor.identity,
-            },
-        ) as span:
-            result = await self._decide(
-                tenant_id, output_id, decision, actor, reason, revision, grant_id, 0, output
-            )
-            span.set(
-                {
-                    "cosmo.output.status": result.output.status.value,
-                    "cosmo.decision.applied": result.applied,
-                }
-            )
-            return result
-
-    async def _decide(
-        self,
-        tenant_id: str,
-        output_id: str,
-        decision: Decision,
-        actor: Actor,
-        reason: str | None = None,
-        revision: int | None = None,
-        grant_id: str | None = None,
+        *,
         attempt: int = 0,
         read: Output | None = None,
     ) -> DecisionResult:
         """Decide the output as it stands at `revision` (the one the decider saw);
-        `grant_id` names the grant approving it, `attempt` counts recounts (internal).
+        `grant_id` names the grant approving it. `attempt` counts recounts and `read` is
+        the output as `_traced_decision` already read it (both internal).
 
         Without `revision` the decision applies to the revision read here; either way the
         write is conditional on that revision, so an edit landing in between makes the
