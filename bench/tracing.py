@@ -17,7 +17,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,12 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from bench._support import agent_named, configured, fake_claude, pct
 from core import tracing
-from core.config_document import parse_document
-from core.db import upgrade
-from core.settings import Settings
-from core.wiring import build_container
-from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
+from tests.fakes.anthropic_api import RecordedRequest, Reply
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -65,69 +61,51 @@ def answer(request: RecordedRequest) -> Reply:
     return Reply.tool_use("current_time", {})
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def run(turns: int, rounds: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            COSMO_DATA_DIR=tmp,
-            ANTHROPIC_API_KEY="bench",
-            ANTHROPIC_BASE_URL=fake.base_url,
-            COSMO_API_TOKEN="bench",
-            COSMO_EMBEDDER="hashing",
-        )
-        upgrade(settings.resolved_database_url)
-        container = build_container(settings)
-        container.config.apply("default", parse_document(CONFIG), actor="bench")
+    with fake_claude(COSMO_EMBEDDER="hashing") as (settings, fake):
         fake.respond_with(answer)
-        agent_id = container.agents.get_by_name("default", "traced").id
-        agent = await container.runner.agent("default", agent_id)
-        exporter = Dropped()
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        async with configured(settings, CONFIG) as container:
+            agent_id, agent = await agent_named(container, "traced")
+            exporter = Dropped()
+            provider = TracerProvider()
+            provider.add_span_processor(BatchSpanProcessor(exporter))
 
-        async def turn(i: int) -> float:
-            session = container.sessions.start("default", agent_id, user_id="U1")
-            started = time.perf_counter()
-            result = await agent.chat(session, f"what time is it, question {i}?")
-            elapsed = (time.perf_counter() - started) * 1000
-            assert not result.failed, result.error
-            return elapsed
+            async def turn(i: int) -> float:
+                session = container.sessions.start("default", agent_id, user_id="U1")
+                started = time.perf_counter()
+                result = await agent.chat(session, f"what time is it, question {i}?")
+                elapsed = (time.perf_counter() - started) * 1000
+                assert not result.failed, result.error
+                return elapsed
 
-        for i in range(20):  # warm up both paths
-            if i % 2:
-                tracing.install(provider)
-            else:
-                tracing.uninstall()
-            await turn(i)
-        timings: dict[str, list[float]] = {"off": [], "on": []}
-        per_round = max(1, turns // rounds)
-        for r in range(rounds):
-            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                if mode == "on":
+            for i in range(20):  # warm up both paths
+                if i % 2:
                     tracing.install(provider)
                 else:
                     tracing.uninstall()
-                for i in range(per_round):
-                    timings[mode].append(await turn(i))
-        tracing.uninstall()
-        provider.shutdown()
-        await container.aclose()
-        container.close()
+                await turn(i)
+            timings: dict[str, list[float]] = {"off": [], "on": []}
+            per_round = max(1, turns // rounds)
+            for r in range(rounds):
+                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                    if mode == "on":
+                        tracing.install(provider)
+                    else:
+                        tracing.uninstall()
+                    for i in range(per_round):
+                        timings[mode].append(await turn(i))
+            tracing.uninstall()
+            provider.shutdown()
 
-        n = len(timings["on"])
-        print(f"turn latency, {n} turns per mode in {rounds} alternating rounds (ms; SQLite;")
-        print("fake model with 0 latency; 2 model calls + 1 read skill per turn)")
-        print(f"{'tracing':<8} {'p50':>8} {'p90':>8}")
-        for mode, values in timings.items():
-            print(f"{mode:<8} {statistics.median(values):>8.2f} {pct(values, 0.9):>8.2f}")
-        off, on = statistics.median(timings["off"]), statistics.median(timings["on"])
-        print(f"\non/off p50 ratio: {on / off:.3f} ({on - off:+.2f} ms per turn)")
-        print(f"spans exported: {exporter.spans} ({exporter.spans / max(1, n + 10):.1f} per turn)")
+    n = len(timings["on"])
+    print(f"turn latency, {n} turns per mode in {rounds} alternating rounds (ms; SQLite;")
+    print("fake model with 0 latency; 2 model calls + 1 read skill per turn)")
+    print(f"{'tracing':<8} {'p50':>8} {'p90':>8}")
+    for mode, values in timings.items():
+        print(f"{mode:<8} {statistics.median(values):>8.2f} {pct(values, 0.9):>8.2f}")
+    off, on = statistics.median(timings["off"]), statistics.median(timings["on"])
+    print(f"\non/off p50 ratio: {on / off:.3f} ({on - off:+.2f} ms per turn)")
+    print(f"spans exported: {exporter.spans} ({exporter.spans / max(1, n + 10):.1f} per turn)")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -19,7 +19,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,17 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 from sqlalchemy import insert
 
-from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
+from bench._support import claude, configured, fake_claude, pct
+from core.agent.anthropic_client import AnthropicModelClient
 from core.agent.model import ModelReply, ModelRequest, TextSink
-from core.config_document import parse_document
-from core.db import Database, upgrade
+from core.db import Database
 from core.db.ids import new_id
 from core.db.models import MemoryRow
 from core.embeddings import default_embedder
 from core.memory.local import LocalMemory
-from core.settings import Settings
-from core.wiring import build_container
-from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
+from tests.fakes.anthropic_api import Reply
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -98,49 +95,34 @@ def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:  # ty
             s.execute(insert(MemoryRow), rows[start : start + 1000])
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def run(turns: int, memories: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            COSMO_DATA_DIR=tmp,
-            ANTHROPIC_API_KEY="bench",
-            ANTHROPIC_BASE_URL=fake.base_url,
-            COSMO_API_TOKEN="bench",
-        )
-        upgrade(settings.resolved_database_url)
+    with fake_claude() as (settings, fake):
         memory = LocalMemory(Database.from_url(settings.resolved_database_url), default_embedder())
-        timed = TimedModel(AnthropicModelClient(anthropic_client("bench", base_url=fake.base_url)))
-        container = build_container(settings, model=timed, memory=memory)
-        container.config.apply("default", parse_document(CONFIG), actor="bench")
+        timed = TimedModel(claude(fake))
         fake.respond_with(lambda req: Reply.text("Sure: here is a short, useful answer."))
         results: dict[str, tuple[list[float], list[float]]] = {}
-        for name in ("no-memory", "with-memory"):
-            agent_id = container.agents.get_by_name("default", name).id
-            if name == "with-memory":
-                t = time.perf_counter()
-                seed_memories(container.db, memory, agent_id, memories)
-                print(f"seeded {memories} memories in {time.perf_counter() - t:.1f}s")
-            agent = await container.runner.agent("default", agent_id)
-            session = container.sessions.start("default", agent_id, user_id="U1")
-            await agent.chat(session, "warm up the pricing question")  # loads the scope
-            ins, outs = [], []
-            for i in range(turns):
-                timed.sent.clear()
-                timed.done.clear()
-                # A fresh session per turn keeps history length constant across turns.
+        async with configured(settings, CONFIG, model=timed, memory=memory) as container:
+            for name in ("no-memory", "with-memory"):
+                agent_id = container.agents.get_by_name("default", name).id
+                if name == "with-memory":
+                    t = time.perf_counter()
+                    seed_memories(container.db, memory, agent_id, memories)
+                    print(f"seeded {memories} memories in {time.perf_counter() - t:.1f}s")
+                agent = await container.runner.agent("default", agent_id)
                 session = container.sessions.start("default", agent_id, user_id="U1")
-                t0 = time.perf_counter()
-                await agent.chat(session, f"what did we agree on pricing for account {i % 97}?")
-                t1 = time.perf_counter()
-                ins.append((timed.sent[0] - t0) * 1000)
-                outs.append((t1 - timed.done[-1]) * 1000)
-            results[name] = (ins, outs)
-        await container.aclose()
+                await agent.chat(session, "warm up the pricing question")  # loads the scope
+                ins, outs = [], []
+                for i in range(turns):
+                    timed.sent.clear()
+                    timed.done.clear()
+                    # A fresh session per turn keeps history length constant across turns.
+                    session = container.sessions.start("default", agent_id, user_id="U1")
+                    t0 = time.perf_counter()
+                    await agent.chat(session, f"what did we agree on pricing for account {i % 97}?")
+                    t1 = time.perf_counter()
+                    ins.append((timed.sent[0] - t0) * 1000)
+                    outs.append((t1 - timed.done[-1]) * 1000)
+                results[name] = (ins, outs)
         print(f"\nturn overhead over {turns} turns (ms; SQLite; fake model with 0 latency)")
         head = ("agent", "in->request p50", "p99", "done->reply p50", "p99")
         print(f"{head[0]:<12} {head[1]:>16} {head[2]:>8} {head[3]:>16} {head[4]:>8}")
