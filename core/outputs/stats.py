@@ -9,8 +9,9 @@ stores give the same answer.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.outputs.port import Output, OutputFilter, OutputStatus, OutputStore
 
@@ -30,10 +31,12 @@ _APPROVED = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class SkillStats:
+class SkillStats(BaseModel):
+    # A view as the REST API shows it (`SkillStatsOut` there is this, under its own name).
+    model_config = ConfigDict(frozen=True)
+
     skill: str
-    window_days: int
+    window_days: int = Field(description="The figures cover outputs proposed in this window.")
     since: datetime
     until: datetime
     proposed: int
@@ -42,9 +45,11 @@ class SkillStats:
     approved_with_edits: int
     rejected: int
     expired: int
-    median_seconds_to_decision: float | None
-    """Over decided outputs (approved or rejected; expiry is not a decision); None if none."""
-    truncated: bool = False
+    median_seconds_to_decision: float | None = Field(
+        description="Median time from proposal to decision (approve or reject; expiry is "
+        "not a decision) over the window; null when nothing was decided."
+    )
+    truncated: bool = Field(description="True when more outputs than could be read matched.")
 
 
 def skill_stats(

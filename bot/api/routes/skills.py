@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 
 from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
@@ -51,22 +49,8 @@ def get_skill(name: str, caller: ReaderDep, c: ContainerDep) -> SkillView:
     return c.skills.get(caller.tenant_id, name)
 
 
-class SkillStatsOut(BaseModel):
-    skill: str
-    window_days: int = Field(description="The figures cover outputs proposed in this window.")
-    since: datetime
-    until: datetime
-    proposed: int
-    pending: int
-    approved_unchanged: int
-    approved_with_edits: int
-    rejected: int
-    expired: int
-    median_seconds_to_decision: float | None = Field(
-        description="Median time from proposal to decision (approve or reject; expiry is "
-        "not a decision) over the window; null when nothing was decided."
-    )
-    truncated: bool = Field(description="True when more outputs than could be read matched.")
+class SkillStatsOut(stats.SkillStats):
+    pass  # core's figures, under the name the OpenAPI document has always given them
 
 
 @router.get("/{name}/stats", responses=problem_responses(404))
@@ -83,7 +67,7 @@ def skill_stats_route(
     figures = stats.skill_stats(
         c.outputs, caller.tenant_id, name, c.quotas.clock(), timedelta(days=days)
     )
-    return SkillStatsOut(**dataclasses.asdict(figures))
+    return SkillStatsOut(**figures.model_dump())
 
 
 @router.patch("/{name}", responses=problem_responses(404))
