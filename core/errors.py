@@ -3,6 +3,60 @@
 Adapters map them to replies in exactly one place each (problem+json for REST, an
 ephemeral or thread message for Slack, an exit code for the CLI), so core never
 needs to know how an error is shown.
+
+Every exception class in core, under its base. Those defined here have no module after
+their name; the others live beside the code that raises them. Outside `CosmoError` are
+three signals core raises and catches itself (`ApprovalsMoved`, `_DryRun`, `_EmptyRange`)
+and `OutsideRoot`, which `cosmo kb ingest` reports. `tests/unit/test_error_tree.py` keeps
+this tree true.
+
+    Exception
+        CosmoError
+            NotFound
+            Conflict
+                AgentBusy
+                NameTaken
+                StaleRevision
+                AlreadyApproved
+                LostClaim                   core.jobs.model
+                KnowledgeBaseInUse          core.knowledge.schemas
+                ReindexRequired             core.knowledge.schemas
+            PreconditionFailed
+                StaleRevisionPrecondition
+            ValidationFailed
+                DocumentInvalid             core.config_document
+                DocumentRejected            core.knowledge.schemas
+                InvalidMemoryArgument       core.memory.port (also a ValueError)
+            UnsafeWebhookUrl
+            SchemaOutOfDate
+            OutputAlreadyDecided
+            NotAllowedToDecide
+            Forbidden
+            RateLimitExceeded
+            ServiceUnavailable
+                ClaudeNotConfigured         core.agent.runner
+                EmbeddingFailed             core.embeddings.voyage
+            EmbeddingModelUnavailable       core.embeddings.port
+            InvalidToken                    core.approvals.tokens
+            JobFailed                       core.jobs.model
+                _Unreadable                 core.knowledge.jobs
+            McpServersInvalid               core.skills.mcp_servers
+            ModelError                      core.agent.model
+            SecretNotAllowed                core.secret_names
+            SignatureInvalid                core.webhooks.signing
+            SkillArgumentsInvalid           core.skills.runtime
+            SkillConfigInvalid              core.skills.runtime
+                SkillUnusable               core.skills.runtime
+                UnknownBuiltin              core.skills.runtime
+            SkillFailed                     core.skills.runtime
+                McpUnavailable              core.skills.mcp_executor
+                SkillDestinationRefused     core.skills.egress
+            Superseded                      core.knowledge.ingestion
+        ApprovalsMoved                      core.outputs.port
+        _DryRun                             core.config_document
+        _EmptyRange                         core.outputs.aws_store
+    ValueError
+        OutsideRoot                         core.knowledge.files
 """
 
 from __future__ import annotations
