@@ -34,14 +34,14 @@ def fake_claude(**env: str) -> Iterator[tuple[Settings, FakeAnthropicAPI]]:
     """Settings for a migrated SQLite database in a temporary directory, with Claude at a
     running fake Messages API (zero latency); `env` adds settings by their variable names."""
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
-        values = {
+        values: dict[str, Any] = {
             "COSMO_DATA_DIR": tmp,
             "ANTHROPIC_API_KEY": "bench",
             "ANTHROPIC_BASE_URL": fake.base_url,
             "COSMO_API_TOKEN": "bench",
             **env,
         }
-        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **values)
         upgrade(settings.resolved_database_url)
         yield settings, fake
 

@@ -69,7 +69,7 @@ class TimedModel:
         return reply
 
 
-def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:  # type: ignore[no-untyped-def]
+def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:
     rng = np.random.default_rng(7)
     embedder = memory.embedder
     assert embedder is not None
