@@ -60,9 +60,17 @@ def _insert_job(dialect: str) -> Any:
     the ORM entity, SQLAlchemy spent about three quarters of an enqueue constructing and
     cache-keying the statement: the Slack ack path makes one enqueue per event."""
     table = cast(Table, JobRow.__table__)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # A NULL key never conflicts, so keyless jobs go through the same statement.
-    return insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
+    if dialect == "postgresql":
+        # NOTIFY rides in the insert's RETURNING: no round trip of its own on the ack path,
+        # and only when a row was added (a repeated key wakes nobody). PostgreSQL delivers
+        # it at commit, only if the transaction commits, once however many jobs it added.
+        return (
+            postgresql.insert(table)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(table.c.id, func.pg_notify(CHANNEL, ""))
+        )
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
 
 
 _WAKEUPS = "cosmo_jobs_wakeups"
@@ -165,9 +173,8 @@ class JobQueue:
             return [self.enqueue(s, **job) for job in jobs]
 
     def _announce(self, s: Session) -> None:
-        if s.get_bind().dialect.name == "postgresql":
-            # Delivered at commit, and only if the transaction commits.
-            s.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        """Wake this process's idle workers once the job is committed (other processes'
+        workers: NOTIFY, sent by the insert on PostgreSQL; a short poll on SQLite)."""
         # Rung by the one listener below: registering a listener per session cost a tenth
         # of an enqueue on the Slack ack path.
         s.info.setdefault(_WAKEUPS, set()).add(self.wakeup)
