@@ -73,7 +73,7 @@ def pct(values: list[float], q: float) -> float:
 async def run(turns: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             COSMO_DATA_DIR=tmp,
             ANTHROPIC_API_KEY="bench",
             ANTHROPIC_BASE_URL=fake.base_url,

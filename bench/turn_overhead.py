@@ -72,7 +72,7 @@ class TimedModel:
         return reply
 
 
-def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:  # type: ignore[no-untyped-def]
+def seed_memories(db, memory: LocalMemory, agent_id: str, n: int) -> None:
     rng = np.random.default_rng(7)
     embedder = memory.embedder
     assert embedder is not None
@@ -106,7 +106,7 @@ def pct(values: list[float], q: float) -> float:
 async def run(turns: int, memories: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             COSMO_DATA_DIR=tmp,
             ANTHROPIC_API_KEY="bench",
             ANTHROPIC_BASE_URL=fake.base_url,
