@@ -99,7 +99,7 @@ def main() -> None:
     print(f"ApiKeys.authenticate alone: p50 {look_p50 * 1000:.3f} ms  p99 {look_p99 * 1000:.3f} ms")
 
 
-def _persona(n: int):  # type: ignore[no-untyped-def]
+def _persona(n: int):
     from core.schemas.persona import PersonaSpec
 
     return PersonaSpec(name=f"p{n}", role="Sales assistant")

@@ -236,9 +236,7 @@ def measure_service(count: int, root: Path) -> None:
     url = f"sqlite:///{root / 'service.db'}"
     upgrade(url)
     db = Database.from_url(url)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, COSMO_DATA_DIR=str(root / "data"), COSMO_API_TOKEN="bench"
-    )
+    settings = Settings(_env_file=None, COSMO_DATA_DIR=str(root / "data"), COSMO_API_TOKEN="bench")
     c = build_container(settings, db=db)
 
     async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:

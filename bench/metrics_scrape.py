@@ -103,7 +103,7 @@ def populate(container: Container) -> None:
     metrics.slack_acked("event", 0.002)
 
 
-def _every(s, n: int):  # type: ignore[no-untyped-def]
+def _every(s, n: int):
     from sqlalchemy import select
 
     ids = list(s.scalars(select(OutputRow.id).order_by(OutputRow.id)))

@@ -173,7 +173,7 @@ async def thread(agent_name: str, *, old: bool, turns: int, min_cacheable: int) 
         FakeAnthropicAPI(min_cacheable_tokens=min_cacheable) as fake,
     ):
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             COSMO_DATA_DIR=tmp,
             ANTHROPIC_API_KEY="bench",
             ANTHROPIC_BASE_URL=fake.base_url,

@@ -28,7 +28,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +47,9 @@ from core.knowledge.pgvector import PgvectorKnowledgeIndex
 from core.knowledge.port import IndexQuery, IndexTarget, KnowledgeIndex
 from core.knowledge.schemas import KnowledgeBaseSpec
 from core.knowledge.service import KnowledgeService
+
+if TYPE_CHECKING:  # pgserver is a dev-only dependency, imported when a pgvector run needs it
+    from pgserver.postgres_server import PostgresServer
 
 TENANT = "bench"
 DIMENSION = 384
@@ -106,6 +111,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def embed_in_batches(embedder: Embedder, texts: list[str], size: int) -> None:
+    for i in range(0, len(texts), size):
+        embedder.embed(texts[i : i + size])
+
+
 Provider = Callable[[Database], KnowledgeIndex]
 PROVIDERS: dict[str, Provider] = {
     "embedded": EmbeddedKnowledgeIndex,
@@ -121,7 +131,7 @@ class Databases:
         self.workdir = workdir
         self.url = url
         self.pgvector_url = pgvector_url
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
         self._count = 0
 
     def fresh(self, provider: str, name: str) -> Database:
@@ -138,10 +148,10 @@ class Databases:
     def _pgvector_base(self) -> str:
         if self.pgvector_url is None:
             os.environ.setdefault("XDG_RUNTIME_DIR", str(self.workdir))
-            import pgserver  # type: ignore[import-untyped]
+            from pgserver.postgres_server import get_server
 
-            self._server = pgserver.get_server(self.workdir / "pgvector", cleanup_mode="stop")
-            uri = self._server.get_uri()  # type: ignore[attr-defined]
+            self._server = get_server(self.workdir / "pgvector", cleanup_mode="stop")
+            uri = self._server.get_uri()
             self.pgvector_url = uri.replace("postgresql://", "postgresql+psycopg://", 1)
         return self.pgvector_url
 
@@ -160,7 +170,7 @@ class Databases:
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server.cleanup()
 
 
 # --- embedding ------------------------------------------------------------------------------
@@ -173,8 +183,8 @@ def bench_embedding(embedders: list[Embedder]) -> None:
     print(f"\nembedding {len(texts)} passages of ~{average:.0f} characters, batches of 64")
     for embedder in embedders:
         embedder.embed(texts[:2])  # load weights outside the timing
-        elapsed = timed(lambda e=embedder: [e.embed(texts[i : i + 64]) for i in range(0, 256, 64)])
-        single = [timed(lambda e=embedder, t=t: e.embed([t])) * 1000 for t in texts[:40]]
+        elapsed = timed(partial(embed_in_batches, embedder, texts, 64))
+        single = [timed(partial(embedder.embed, [t])) * 1000 for t in texts[:40]]
         print(
             f"  {embedder.model_name:45s} {len(texts) / elapsed:7.0f} chunks/s batched, "
             f"one query p50 {statistics.median(single):.1f} ms"
@@ -235,15 +245,12 @@ def bench_search(databases: Databases, provider: str, sizes: list[int], queries:
         service = KnowledgeService(db, RandomEmbedder(), index)
         kb = service.create(TENANT, KnowledgeBaseSpec(name=f"synthetic-{n}", score_threshold=-1.0))
         write, n = fill(service, kb.id, n, words)
-        load = timed(lambda svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, "warm up"))
+        load = timed(partial(service.search, TENANT, kb.id, "warm up"))
         texts = [" ".join(zipf_words(rng, words, 3)) for _ in range(queries)]
-        latencies = [
-            timed(lambda t=t, svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, t)) * 1000
-            for t in texts
-        ]
+        latencies = [timed(partial(service.search, TENANT, kb.id, t)) * 1000 for t in texts]
         other = KnowledgeService(db, RandomEmbedder(seed=5), PROVIDERS[provider](db))
         other.ingest(TENANT, kb.id, "from-elsewhere.txt", b"A late paragraph.\n\nAnd one more.")
-        refresh = timed(lambda svc=service, kb_id=kb.id: svc.search(TENANT, kb_id, "late"))
+        refresh = timed(partial(service.search, TENANT, kb.id, "late"))
         ids, matrix = stored_vectors(db, kb.id)
         semantic, recall = semantic_only(db, index, kb.id, ids, matrix, queries=100)
         print(

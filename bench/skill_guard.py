@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,7 +67,7 @@ def _serve_forever(sock: socket.socket) -> None:
     asyncio.run(run())
 
 
-def _local_server() -> tuple[multiprocessing.Process, int]:
+def _local_server() -> tuple[BaseProcess, int]:
     """The server in its own process, so it never competes with the client for the GIL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -90,7 +91,7 @@ def _skill(client: httpx.AsyncClient, url: str) -> Skill:
         input_schema={"type": "object", "properties": {"q": {"type": "string"}}},
         executor=HttpExecutor(url=url + "?q={{q}}", method="GET"),
     )
-    return SkillFactory(BuiltinCatalog.default(), client, {}.get, McpPool()).build(spec)
+    return SkillFactory(BuiltinCatalog.default(), client, lambda _: None, McpPool()).build(spec)
 
 
 async def _once(skill: Skill, n: int) -> float:

@@ -92,7 +92,7 @@ def prepare_ours(database_url: str, data_dir: str) -> None:
 
     upgrade(database_url)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         COSMO_DATA_DIR=data_dir,
         DATABASE_URL=database_url,
         COSMO_SECRET_KEY="bench-secret",
@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> None:
                 result = parent_end.recv()
                 if isinstance(result, Exception):
                     raise result
-                return tuple(result)  # type: ignore[return-value]
+                return tuple(result)
 
             began = time.monotonic()
             for server in servers:  # warm up: connections, auth.test, first queries

@@ -33,7 +33,7 @@ from bot.slack import kb_blocks
 from bot.worker import build_worker
 from core.db import Database, upgrade
 from tests.fakes.slack_api import BOT_USER_ID
-from tests.slack_support import SlackApp, slack_app
+from tests.slack_support import SlackApp, portal_of, slack_app, slack_of
 from tests.unit.test_extractors import make_pdf
 
 ADMIN = "U0ADA00001"
@@ -80,9 +80,9 @@ def pdf_of(megabytes: float) -> bytes:
 
 def run_jobs(app: SlackApp) -> None:
     """`SlackApp.run_jobs`, with room for a large file on a slow embedder."""
-    slack = app.client.app.state.slack  # type: ignore[attr-defined]
+    slack = slack_of(app.client)
     worker = build_worker(app.container, slack)
-    portal = app.client.portal  # type: ignore[attr-defined]
+    portal = portal_of(app.client)
     while True:
         portal.call(slack.runtime.drain)
         ran = portal.call(lambda: worker.run_until_idle(limit_seconds=1800))

@@ -44,7 +44,7 @@ from bot.worker import build_worker
 from core.db import Database, upgrade
 from tests.fakes.anthropic_api import RecordedRequest, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID
-from tests.slack_support import SlackApp, slack_app
+from tests.slack_support import SlackApp, portal_of, slack_app, slack_of
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -106,10 +106,9 @@ class SlackFailures(logging.Handler):
 
 def run_jobs(app: SlackApp, limit: float = 900.0) -> None:
     """`SlackApp.run_jobs` with room for the old path's minutes of waiting."""
-    slack = app.client.app.state.slack  # type: ignore[attr-defined]
+    slack = slack_of(app.client)
     worker = build_worker(app.container, slack)
-    portal = app.client.portal
-    assert portal is not None
+    portal = portal_of(app.client)
     while True:
         portal.call(slack.runtime.drain)
         ran = portal.call(lambda: worker.run_until_idle(limit_seconds=limit))
@@ -139,7 +138,7 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     data = tmp / f"data-{mode}"
     with slack_app(db, data, CONFIG, **settings) as app:
         if not limited:
-            runtime = app.client.app.state.slack.runtime  # type: ignore[attr-defined]
+            runtime = slack_of(app.client).runtime
             runtime.clients.default_client = web_client(BOT_TOKEN, app.slack.base_url)
         model = Model(args.stream_seconds)
         app.claude.respond_with(model)

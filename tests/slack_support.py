@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anyio.from_thread import BlockingPortal
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bot.server import create_app
+from bot.slack.app import SlackIntegration
 from bot.worker import build_worker
 from core.config_document import parse_document
 from core.db import Database
@@ -43,13 +46,28 @@ class SlackApp:
         return self.container.agents.get_by_name("default", name).id
 
 
+def portal_of(client: TestClient) -> BlockingPortal:
+    """The open TestClient's event loop, where the app's coroutines run."""
+    portal = client.portal
+    assert portal is not None, "open the TestClient (`with TestClient(app) as client`) first"
+    return portal
+
+
+def slack_of(client: TestClient) -> SlackIntegration:
+    """The Slack integration `create_app` put on the app's state."""
+    app = client.app
+    assert isinstance(app, FastAPI)  # TestClient types it as any ASGI app
+    slack: SlackIntegration = app.state.slack
+    return slack
+
+
 def run_jobs(client: TestClient, container: Container) -> int:
     """Do the background work Slack's requests caused, as a worker would: the jobs they
     queued (recording and answering turns) and the jobs those queue, plus what listeners
     spawned (after clicks and commands), until nothing is left. Returns the jobs run."""
-    slack = client.app.state.slack  # type: ignore[attr-defined]
+    slack = slack_of(client)
     worker = build_worker(container, slack)
-    portal = client.portal  # type: ignore[attr-defined]
+    portal = portal_of(client)
     ran = 0
     while True:
         portal.call(slack.runtime.drain)

@@ -60,9 +60,17 @@ def _insert_job(dialect: str) -> Any:
     the ORM entity, SQLAlchemy spent about three quarters of an enqueue constructing and
     cache-keying the statement: the Slack ack path makes one enqueue per event."""
     table = cast(Table, JobRow.__table__)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # A NULL key never conflicts, so keyless jobs go through the same statement.
-    return insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
+    if dialect == "postgresql":
+        # NOTIFY rides in the insert's RETURNING: no round trip of its own on the ack path,
+        # and only when a row was added (a repeated key wakes nobody). PostgreSQL delivers
+        # it at commit, only if the transaction commits, once however many jobs it added.
+        return (
+            postgresql.insert(table)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(table.c.id, func.pg_notify(CHANNEL, ""))
+        )
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
 
 
 _WAKEUPS = "cosmo_jobs_wakeups"
@@ -126,10 +134,56 @@ class JobQueue:
         change commits. Returns (job id, created); a repeated `key` returns the first job.
 
         The payload carries the caller's trace context, which the worker continues."""
+        [result] = self.enqueue_many(
+            s,
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "kind": kind,
+                    "payload": payload,
+                    "key": key,
+                    "run_after": run_after,
+                    "concurrency_key": concurrency_key,
+                    "max_attempts": max_attempts,
+                }
+            ],
+        )
+        return result
+
+    def enqueue_many(self, s: Session, jobs: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
+        """`enqueue` each of `jobs` (its keyword arguments) with one INSERT of all the rows,
+        and one SELECT for the keys that were taken already: a group commit of many Slack
+        acks costs two round trips, not one per event. Keys repeated within `jobs` resolve
+        to the first of them, as they would one by one."""
+        if not jobs:
+            return []
         now = self.clock()
-        job_id = new_id("job")
-        values = {
-            "id": job_id,
+        rows = [self._row(now, **job) for job in jobs]
+        statement = _insert_job(s.get_bind().dialect.name)
+        added = {row[0] for row in s.execute(statement, rows)}
+        if added:
+            self._announce(s)
+        taken = {r["key"] for r in rows if r["id"] not in added}
+        existing: dict[str | None, str] = {}
+        if taken:
+            query = select(JobRow.key, JobRow.id).where(JobRow.key.in_(taken))
+            existing = {key: job_id for key, job_id in s.execute(query)}
+        return [(r["id"], True) if r["id"] in added else (existing[r["key"]], False) for r in rows]
+
+    def _row(
+        self,
+        now: datetime,
+        *,
+        tenant_id: str,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        key: str | None = None,
+        run_after: datetime | None = None,
+        concurrency_key: str | None = None,
+        max_attempts: int = 5,
+    ) -> dict[str, Any]:
+        return {
+            "id": new_id("job"),
             "tenant_id": tenant_id,
             "kind": kind,
             "key": key,
@@ -145,13 +199,6 @@ class JobQueue:
             "created_at": now,
             "updated_at": now,
         }
-        created = s.execute(_insert_job(s.get_bind().dialect.name), values).scalar() is not None
-        if not created:
-            existing = s.scalar(select(JobRow.id).where(JobRow.key == key))
-            assert existing is not None
-            return existing, False
-        self._announce(s)
-        return job_id, created
 
     def submit(self, **kwargs: Any) -> tuple[str, bool]:
         """`enqueue` in a transaction of its own."""
@@ -159,15 +206,14 @@ class JobQueue:
             return self.enqueue(s, **kwargs)
 
     def submit_all(self, jobs: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
-        """`enqueue` each of `jobs` (keyword arguments of `enqueue`) in one transaction:
-        one commit for many submissions (see `core.jobs.intake`)."""
+        """`enqueue_many` in a transaction of its own: one commit for many submissions
+        (see `core.jobs.intake`)."""
         with self.db.session() as s:
-            return [self.enqueue(s, **job) for job in jobs]
+            return self.enqueue_many(s, jobs)
 
     def _announce(self, s: Session) -> None:
-        if s.get_bind().dialect.name == "postgresql":
-            # Delivered at commit, and only if the transaction commits.
-            s.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        """Wake this process's idle workers once the job is committed (other processes'
+        workers: NOTIFY, sent by the insert on PostgreSQL; a short poll on SQLite)."""
         # Rung by the one listener below: registering a listener per session cost a tenth
         # of an enqueue on the Slack ack path.
         s.info.setdefault(_WAKEUPS, set()).add(self.wakeup)

@@ -60,7 +60,7 @@ class History:
 
 
 @pytest.fixture(params=BACKENDS)
-def history(request, migrated_database_url_factory, tmp_path) -> Iterator[History]:  # type: ignore[no-untyped-def]
+def history(request, migrated_database_url_factory, tmp_path) -> Iterator[History]:
     """Three outputs decided through the approval service: an approval that ran, a
     rejection, a refused attempt and a second approval — 6 audit entries, 5 receipts."""
     url = migrated_database_url_factory(request.param)
@@ -155,7 +155,7 @@ def test_a_reordered_pair_is_named(history: History):
     first, second = history.entries[1], history.entries[2]
 
     def swap(conn: Connection) -> None:
-        times = dict(
+        times: dict[str, Any] = dict(
             conn.execute(
                 text("SELECT id, created_at FROM audit_log WHERE id IN (:a, :b)"),
                 {"a": first, "b": second},

@@ -50,7 +50,8 @@ def responder(request: RecordedRequest) -> Reply:
     """Deterministic per message, whatever the order or the attempt: a rerun after a crash
     gets the same answer."""
     said = request.last_user_text()
-    n = int(_NUMBER.search(said).group(1)) if _NUMBER.search(said) else -1
+    number = _NUMBER.search(said)
+    n = int(number.group(1)) if number else -1
     if request.tool_results():
         return Reply.text(f"answer #{n}: the task waits for approval.")
     if n % ACT_EVERY == 0:

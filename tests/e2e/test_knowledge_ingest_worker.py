@@ -80,7 +80,7 @@ def test_sigterm_mid_ingestion_releases_the_job_and_another_worker_finishes_it_e
     assert submitted.job_id is not None
     job_id = submitted.job_id
 
-    def job():  # type: ignore[no-untyped-def]
+    def job():
         return container.jobs.get(TENANT, job_id)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "DATABASE_"))}

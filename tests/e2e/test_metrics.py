@@ -43,7 +43,7 @@ async def create_task(arguments: dict[str, Any], ctx: Any) -> Any:
 
 
 @pytest.fixture
-def app(real_db, tmp_path) -> Iterator[SlackApp]:  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path) -> Iterator[SlackApp]:
     with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         yield running
@@ -91,7 +91,7 @@ def test_a_scrape_after_chat_approval_execution_and_webhook_counts_each_step(app
         )
         assert app.send(click).status_code == 200
         app.run_jobs()
-        app.client.portal.call(app.container.webhooks.run_once)  # type: ignore[union-attr]
+        app.client.portal.call(app.container.webhooks.run_once)
         eventually(lambda: len(receiver.requests) >= 3)
         search = app.client.get(
             "/api/v1/knowledge-bases/handbook/search", params={"q": "refunds"}, headers=AUTH

@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_turn_is_replaced_and_the_retry_gets_the_answer(tmp_
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
-def test_turns_under_dropped_database_connections_all_end(tmp_path: Path, postgres):  # type: ignore[no-untyped-def]
+def test_turns_under_dropped_database_connections_all_end(tmp_path: Path, postgres):
     url = postgres.create()
     database = url.rsplit("/", 1)[1]
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")

@@ -39,7 +39,7 @@ agents:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG) as running:
         running.slack.add_user(ADA, "ada", is_admin=True)
         running.slack.add_user(LEAD, "lena")

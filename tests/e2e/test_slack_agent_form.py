@@ -38,7 +38,7 @@ HOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 @pytest.fixture
-def app(real_db, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path, monkeypatch):
     monkeypatch.setenv("SALES_HOOK_SECRET", HOOK_SECRET)
     with slack_app(real_db, tmp_path, CONFIG, COSMO_SKILL_SECRETS="SALES_*") as running:
         running.slack.add_user(ADA, "ada", is_admin=True)

@@ -37,7 +37,7 @@ async def lookup_account(arguments: dict[str, Any], ctx: Any) -> SkillResult:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, {"lookup_account": lookup_account}) as running:
         yield running
 

@@ -52,7 +52,7 @@ agents:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(
         real_db, tmp_path, CONFIG, COSMO_SLACK_ADMINS=f"{CORA}, {ADMINS_GROUP}"
     ) as running:

@@ -17,7 +17,7 @@ from tests.conftest import BACKENDS
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_ID, BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, USER_ID
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.slack_support import SlackApp, eventually, slack_app
+from tests.slack_support import SlackApp, eventually, portal_of, slack_app, slack_of
 
 LEAD = "U0LEAD0001"
 CONFIG = """
@@ -51,7 +51,7 @@ async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     RUNS.clear()
     with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
@@ -239,7 +239,7 @@ def test_an_action_posts_an_approval_message_and_approve_runs_it(app):
         outcome = thread(app, ts)[-1]
         assert outcome.text.startswith("✅") and "task T-9 created" in outcome.text
 
-        app.client.portal.call(app.container.webhooks.run_once)  # type: ignore[union-attr]
+        app.client.portal.call(app.container.webhooks.run_once)
         delivered = eventually(lambda: receiver.requests if len(receiver.requests) >= 3 else None)
         kinds = sorted(json.loads(r.body)["type"] for r in delivered)
         assert kinds == ["output.created", "output.decided", "output.executed"]
@@ -423,9 +423,9 @@ def test_a_placeholder_posted_by_an_attempt_that_died_before_recording_it_is_reu
         jobs = app.container.jobs
         # The event is recorded as a turn; its turn job is then claimed by a worker that posts
         # its placeholder and dies before it can write down the placeholder's ts.
-        runtime = app.client.app.state.slack.runtime
+        runtime = slack_of(app.client).runtime
         [event] = jobs.claim("w-event", kinds=["slack.event"], limit=1)
-        app.client.portal.call(handle_event, runtime, JobContext(jobs, event))
+        portal_of(app.client).call(handle_event, runtime, JobContext(jobs, event))
         jobs.finish(event)
         [turn_job] = jobs.claim("w-dead", kinds=["slack.turn"], limit=1)
         bot = WebClient(token=BOT_TOKEN, base_url=app.slack.base_url)

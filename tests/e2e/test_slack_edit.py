@@ -75,7 +75,7 @@ def crm() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def app(real_db, tmp_path, crm):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path, crm):
     SENT.clear()
     with slack_app(
         real_db, tmp_path, config(crm.url), builtins={"send_email": send_email}

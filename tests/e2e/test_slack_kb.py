@@ -40,7 +40,7 @@ MARKDOWN = {"mimetype": "text/markdown", "filetype": "markdown"}
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG) as running:
         running.slack.add_user(ADA, "ada", is_admin=True)
         yield running
@@ -104,7 +104,7 @@ def add(
 ) -> Any:
     """Press Add under a dropped file with `kb_id` chosen in its select."""
     block_id = f"{kb_blocks.DROP_BLOCK}:{file['id']}"
-    picked = {"type": "static_select", "selected_option": None}
+    picked: dict[str, Any] = {"type": "static_select", "selected_option": None}
     if kb_id is not None:
         picked["selected_option"] = {"text": {"type": "plain_text", "text": "kb"}, "value": kb_id}
     request = app.requests.block_action(

@@ -37,7 +37,7 @@ agents:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, {}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         running.slack.add_user(SECOND, "Sam Second")
@@ -56,7 +56,7 @@ def text_of(message: Any) -> str:
     return " ".join(str(b) for b in message.blocks)
 
 
-def propose(app: SlackApp, tool: str, arguments: dict[str, Any], ts: str | None = None):  # type: ignore[no-untyped-def]
+def propose(app: SlackApp, tool: str, arguments: dict[str, Any], ts: str | None = None):
     app.claude.push(Reply.tool_use(tool, arguments), Reply.text("Sent for review."))
     request = app.requests.app_mention(f"<@{BOT_USER_ID}> please {tool}", thread_ts=ts)
     assert app.send(request).status_code == 200

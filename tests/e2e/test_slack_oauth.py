@@ -97,7 +97,7 @@ def install_state(html: str) -> str:
 
 
 @pytest.fixture
-def server(real_db: Database, tmp_path) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(real_db: Database, tmp_path) -> Iterator[Server]:
     with FakeSlackAPI() as slack, FakeAnthropicAPI() as claude:
         settings = make_settings(
             tmp_path / "data",
@@ -269,12 +269,12 @@ def test_background_work_refreshes_a_rotated_token_before_using_it(server):
     old = server.install(token_rotation=True)
     expire_soon(server)  # and no incoming request to refresh it
 
-    clients = server.client.app.state.slack.runtime.clients  # type: ignore[attr-defined]
+    clients = server.client.app.state.slack.runtime.clients
 
     async def three_at_once() -> list[Any]:
         return list(await asyncio.gather(*(clients.for_tenant(TEAM_ID) for _ in range(3))))
 
-    found = server.client.portal.call(three_at_once)  # type: ignore[union-attr]
+    found = server.client.portal.call(three_at_once)
 
     [refresh] = server.slack.calls("oauth.v2.access")[1:]  # one refresh, not three
     assert refresh.params["grant_type"] == "refresh_token"
@@ -282,17 +282,17 @@ def test_background_work_refreshes_a_rotated_token_before_using_it(server):
     assert {c.token for c in found} == {new} and new != old
     client = found[0]
     assert max(server.stored(), key=lambda r: r["installed_at"])["bot_token"] == new
-    posted = server.client.portal.call(  # type: ignore[union-attr]
+    posted = server.client.portal.call(
         lambda: client.chat_postMessage(channel=CHANNEL_ID, text="still here")
     )
     assert posted["ok"]
     # Not expiring any more: the next lookup uses the saved token without another refresh.
-    again = server.client.portal.call(clients.for_tenant, TEAM_ID)  # type: ignore[union-attr]
+    again = server.client.portal.call(clients.for_tenant, TEAM_ID)
     assert again.token == new
     assert len(server.slack.calls("oauth.v2.access")) == 2
 
 
 def test_a_workspace_without_an_installation_gets_no_client(server):
-    clients = server.client.app.state.slack.runtime.clients  # type: ignore[attr-defined]
+    clients = server.client.app.state.slack.runtime.clients
     oauth_lookup = clients.installation_lookup
-    assert server.client.portal.call(oauth_lookup, "T0NOBODY") is None  # type: ignore[union-attr]
+    assert server.client.portal.call(oauth_lookup, "T0NOBODY") is None

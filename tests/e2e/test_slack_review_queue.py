@@ -57,7 +57,7 @@ async def create_note(arguments: dict[str, Any], ctx: Any) -> SkillResult:
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, builtins={"create_note": create_note}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         running.slack.add_user(PEER, "Pat Peer")

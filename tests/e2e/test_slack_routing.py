@@ -51,7 +51,7 @@ agents:
 
 
 @pytest.fixture
-def make_app(real_db, tmp_path) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def make_app(real_db, tmp_path) -> Iterator[Any]:
     opened: list[Any] = []
 
     def start(*, approval_channel: str | None, approvers: list[str]) -> SlackApp:

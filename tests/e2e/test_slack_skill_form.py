@@ -27,7 +27,7 @@ from tests.slack_support import slack_app
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, COSMO_SKILL_SECRETS="CRM_*") as running:
         running.slack.add_user(ADA, "ada", is_admin=True)
         yield running

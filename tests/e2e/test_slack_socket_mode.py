@@ -21,7 +21,7 @@ from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET
 from tests.fakes.slack_socket_mode import FakeSocketModeServer
-from tests.slack_support import SlackApp, slack_app
+from tests.slack_support import SlackApp, portal_of, slack_app, slack_of
 
 APP_TOKEN = "xapp-1-A0COSMO001-1111-sockettoken"
 CONFIG = """
@@ -41,7 +41,7 @@ def socket_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSocketModeSer
 
 
 @pytest.fixture
-def app(real_db, tmp_path, socket_server) -> Iterator[SlackApp]:  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path, socket_server) -> Iterator[SlackApp]:
     with slack_app(real_db, tmp_path, CONFIG) as running:
         running.slack.add_token(APP_TOKEN, user_id=BOT_USER_ID)
         yield running
@@ -49,8 +49,7 @@ def app(real_db, tmp_path, socket_server) -> Iterator[SlackApp]:  # type: ignore
 
 def start(app: SlackApp, app_token: str = APP_TOKEN) -> SocketMode | None:
     settings = app.container.settings.model_copy(update={"slack_app_token": SecretStr(app_token)})
-    slack = app.client.app.state.slack  # type: ignore[attr-defined]
-    return app.client.portal.call(start_socket_mode, slack, settings)  # type: ignore[union-attr]
+    return portal_of(app.client).call(start_socket_mode, slack_of(app.client), settings)
 
 
 def thread(app: SlackApp, ts: str) -> list[Any]:
@@ -60,7 +59,7 @@ def thread(app: SlackApp, ts: str) -> list[Any]:
 def test_events_over_the_socket_reach_the_same_listeners_and_are_acked(app, socket_server):
     socket_mode = start(app)
     assert socket_mode is not None
-    assert socket_mode.app is app.client.app.state.slack.app  # type: ignore[attr-defined]
+    assert socket_mode.app is app.client.app.state.slack.app
     socket_server.wait_connected()
     opened = app.slack.last("apps.connections.open")
     assert opened.token == APP_TOKEN and opened.ok
@@ -80,7 +79,7 @@ def test_events_over_the_socket_reach_the_same_listeners_and_are_acked(app, sock
     assert len(app.claude.message_requests) == 1
     assert [m.text for m in thread(app, ts)] == ["Hello over the socket."]
 
-    app.client.portal.call(socket_mode.stop)  # type: ignore[union-attr]
+    app.client.portal.call(socket_mode.stop)
     socket_server.wait_disconnected()
 
 
@@ -95,9 +94,9 @@ def test_a_token_slack_refuses_stops_startup_with_a_clear_error(app, socket_serv
 
 
 def test_without_an_app_token_there_is_no_socket(app, socket_server):
-    slack = app.client.app.state.slack  # type: ignore[attr-defined]
+    slack = app.client.app.state.slack
     assert app.container.settings.slack_app_token is None
-    assert app.client.portal.call(start_socket_mode, slack, app.container.settings) is None  # type: ignore[union-attr]
+    assert app.client.portal.call(start_socket_mode, slack, app.container.settings) is None
     assert app.slack.calls("apps.connections.open") == []
 
 

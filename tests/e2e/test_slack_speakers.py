@@ -25,7 +25,7 @@ _FENCE = re.compile(r'<data source="[^"]*"[^>]*>\n.*?\n</data>', re.S)
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG) as running:
         running.slack.add_user(ALICIA, "aliciaq", real_name="Alicia Quinn", display_name="Alicia Q")
         running.slack.add_user(MALLORY, "mallory", display_name=HOSTILE)

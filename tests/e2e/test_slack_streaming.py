@@ -19,7 +19,7 @@ from core.skills.runtime import SkillResult
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, TEAM_ID, USER_ID
 from tests.job_support import running_worker
-from tests.slack_support import SlackApp, eventually, slack_app
+from tests.slack_support import SlackApp, eventually, portal_of, slack_app, slack_of
 
 LEAD = "U0LEAD0001"
 CONFIG = """
@@ -54,7 +54,7 @@ BUILTINS = {"lookup_account": lookup_account, "create_task": create_task}
 
 
 @pytest.fixture
-def app(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path):
     with slack_app(real_db, tmp_path, CONFIG, BUILTINS, COSMO_SLACK_STREAMING=True) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         running.slack.subscribe_events("agent_session_stopped")
@@ -168,7 +168,7 @@ ESSAY = Reply.text("word " * 400).with_options(delta_delay=0.05)
 
 
 def slack_kinds(app: SlackApp) -> list[Any]:
-    return list(app.client.app.state.slack.job_kinds())  # type: ignore[attr-defined]
+    return list(slack_of(app.client).job_kinds())
 
 
 def turn_status(app: SlackApp) -> str:
@@ -294,9 +294,9 @@ def _die_holding_the_turn(app: SlackApp, ts: str, *, record: bool) -> str:
     """The turn's first attempt starts its stream, streams a little and dies (its lease then
     lapses), having recorded the stream's ts in the job's progress or not."""
     jobs = app.container.jobs
-    runtime = app.client.app.state.slack.runtime  # type: ignore[attr-defined]
+    runtime = slack_of(app.client).runtime
     [event] = jobs.claim("w-event", kinds=["slack.event"], limit=1)
-    app.client.portal.call(handle_event, runtime, JobContext(jobs, event))  # type: ignore[union-attr]
+    portal_of(app.client).call(handle_event, runtime, JobContext(jobs, event))
     jobs.finish(event)
     [turn_job] = jobs.claim("w-dead", kinds=["slack.turn"], limit=1)
     bot = WebClient(token=BOT_TOKEN, base_url=app.slack.base_url)
@@ -306,7 +306,7 @@ def _die_holding_the_turn(app: SlackApp, ts: str, *, record: bool) -> str:
     if record:
         bot.chat_appendStream(channel=CHANNEL_ID, ts=stream, markdown_text="Half an ans")
         context = JobContext(jobs, turn_job)
-        app.client.portal.call(lambda: context.progress(placeholder_ts=stream))  # type: ignore[union-attr]
+        portal_of(app.client).call(lambda: context.progress(placeholder_ts=stream))
     jobs.release(turn_job)
     return str(stream)
 

@@ -27,7 +27,7 @@ WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 @pytest.fixture
-def app(real_db, tmp_path) -> Iterator[SlackApp]:  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path) -> Iterator[SlackApp]:
     with slack_app(real_db, tmp_path, CONFIG) as running:
         yield running
 
@@ -115,7 +115,7 @@ def test_the_same_message_under_two_event_ids_is_one_job_and_one_answer(app):
 def test_a_turn_longer_than_its_lease_is_not_taken_over_and_is_answered_once(app):
     """Two workers on a queue whose lease is shorter than the turn: the heartbeat keeps the
     first one's claim, so the second never takes the turn over."""
-    slack = app.client.app.state.slack  # type: ignore[attr-defined]
+    slack = app.client.app.state.slack
     queue = JobQueue(
         app.container.db, lease=timedelta(seconds=1.5), wakeup=app.container.jobs.wakeup
     )
@@ -139,7 +139,7 @@ def test_a_turn_longer_than_its_lease_is_not_taken_over_and_is_answered_once(app
             for worker in workers:
                 await worker.stop()
 
-    app.client.portal.call(run_both)  # type: ignore[union-attr]
+    app.client.portal.call(run_both)
 
     with app.container.db.session() as s:
         turn = s.scalars(select(TurnRow)).one()

@@ -20,7 +20,7 @@ from core.tracing import PAYLOAD_KEY
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.slack_support import SlackApp, eventually, slack_app
+from tests.slack_support import SlackApp, eventually, portal_of, slack_app
 
 LEAD = "U0LEAD0001"
 SECRET_TEXT = "Globex merger codename BLUEBIRD"
@@ -59,7 +59,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-def app(real_db, tmp_path, spans):  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path, spans):
     with slack_app(real_db, tmp_path, CONFIG, {"create_task": create_task}) as running:
         running.slack.add_user(LEAD, "Lena Lead")
         yield running
@@ -77,12 +77,12 @@ def _parent_of(span: ReadableSpan) -> int | None:
 
 def _sid(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def _tid(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.trace_id
+    return int(span.context.trace_id)
 
 
 def _approve(app: SlackApp, receiver: WebhookReceiver) -> tuple[str, str]:
@@ -110,7 +110,7 @@ def _approve(app: SlackApp, receiver: WebhookReceiver) -> tuple[str, str]:
     )
     assert app.send(click).status_code == 200
     app.run_jobs()
-    app.client.portal.call(app.container.webhooks.run_once)  # type: ignore[attr-defined]
+    portal_of(app.client).call(app.container.webhooks.run_once)
     eventually(lambda: len(receiver.requests) >= 3)
     return ts, output_id
 
@@ -157,8 +157,8 @@ def test_a_turn_is_one_trace_from_the_slack_event_to_the_webhooks(app, spans):
             step["input_tokens"] + step["cache_read_tokens"] + step["cache_write_tokens"]
         )
         assert a["gen_ai.usage.cache_read.input_tokens"] == step["cache_read_tokens"]
-    assert [c.attributes["gen_ai.usage.output_tokens"] for c in calls] == [37, 11]  # type: ignore[index]
-    assert calls[0].attributes["gen_ai.response.finish_reasons"] == ("tool_use",)  # type: ignore[index]
+    assert [c.attributes["gen_ai.usage.output_tokens"] for c in calls] == [37, 11]
+    assert calls[0].attributes["gen_ai.response.finish_reasons"] == ("tool_use",)
     assert agent.attributes["gen_ai.usage.output_tokens"] == 48  # type: ignore[index]
 
     # The tool call, and the output it proposed.
@@ -196,7 +196,7 @@ def test_a_turn_is_one_trace_from_the_slack_event_to_the_webhooks(app, spans):
     assert _parent_of(hooks["webhook output.created"]) == _sid(proposed)
     assert _parent_of(hooks["webhook output.decided"]) == _sid(decide)
     assert _parent_of(hooks["webhook output.executed"]) == _sid(execute)
-    assert all(h.attributes["cosmo.webhook.outcome"] == "delivered" for h in hooks.values())  # type: ignore[index]
+    assert all(h.attributes["cosmo.webhook.outcome"] == "delivered" for h in hooks.values())
     assert all(h.status.status_code != StatusCode.ERROR for h in hooks.values())
 
     # Never the conversation: no span or event attribute carries what the user wrote.

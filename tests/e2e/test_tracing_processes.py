@@ -133,7 +133,7 @@ def wait_for(receiver: OtlpReceiver, name: str, limit: float = 60.0) -> Received
     return found[0]
 
 
-def test_a_rest_turn_is_one_trace_across_serve_and_worker(tmp_path: Path, receiver):  # type: ignore[no-untyped-def]
+def test_a_rest_turn_is_one_trace_across_serve_and_worker(tmp_path: Path, receiver):
     with FakeAnthropicAPI() as claude:
         claude.push(Reply.text("Traced across processes.").with_options(output_tokens=9))
         env = environment(

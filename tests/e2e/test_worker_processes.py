@@ -31,7 +31,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def wait_for(predicate, what: str, limit: float = 60.0):  # type: ignore[no-untyped-def]
+def wait_for(predicate, what: str, limit: float = 60.0):
     deadline = time.monotonic() + limit
     while True:
         value = predicate()
@@ -63,7 +63,7 @@ def alive(pid: int) -> bool:
     return "State:\tZ" not in state
 
 
-def test_serve_supervises_its_workers_and_restarts_one_that_is_killed(env) -> None:  # type: ignore[no-untyped-def]
+def test_serve_supervises_its_workers_and_restarts_one_that_is_killed(env) -> None:
     env = {**env, "COSMO_WORKER_NICE": "10"}
     with cosmo_serve(env) as base:
         parent = serve_pid(base)
@@ -98,7 +98,7 @@ def test_serve_supervises_its_workers_and_restarts_one_that_is_killed(env) -> No
         wait_for(lambda: not any(alive(p) for p in replaced), "orphaned workers to stop")
 
 
-def test_serve_with_no_workers_leaves_background_work_to_cosmo_worker(env) -> None:  # type: ignore[no-untyped-def]
+def test_serve_with_no_workers_leaves_background_work_to_cosmo_worker(env) -> None:
     env = {**env, "COSMO_WORKERS": "0"}
     with cosmo_serve(env) as base:
         assert children(serve_pid(base)) == []

@@ -1,7 +1,7 @@
 """Running a fake's `ThreadingHTTPServer` in a background thread, and stopping it cleanly.
 
 Shared by the fakes so each only says what it serves. Servers that track their handler
-connections (`connections` + `connections_lock`) get idle keep-alive sockets shut down on
+connections (`TrackedHTTPServer`) get idle keep-alive sockets shut down on
 stop, so a stop never waits on a client that simply keeps its connection open.
 
 The base classes carry what the fakes have in common: `FakeHTTPServer` (the fake it serves,
@@ -36,14 +36,13 @@ def serve_in_thread(server: ThreadingHTTPServer, name: str) -> threading.Thread:
 
 def stop_serving(server: ThreadingHTTPServer, thread: threading.Thread | None) -> None:
     server.shutdown()
-    lock = getattr(server, "connections_lock", None)
     connections: list[tuple[socket.socket, threading.Thread]] = []
     handlers: list[threading.Thread] = []
-    if lock is not None:
-        with lock:
-            connections = list(server.connections.items())  # type: ignore[attr-defined]
+    if isinstance(server, TrackedHTTPServer):
+        with server.connections_lock:
+            connections = list(server.connections.items())
             # Also handlers whose connection just closed: they may not have returned yet.
-            handlers = list(server.handler_threads)  # type: ignore[attr-defined]
+            handlers = list(server.handler_threads)
     for conn, _ in connections:  # idle keep-alive handlers would otherwise linger
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)

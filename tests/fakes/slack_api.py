@@ -625,10 +625,12 @@ class FakeSlackAPI(ServedFake, server=_Server, handler=_Handler, thread_name="fa
         if latency:
             self._stopping.wait(latency)
         with self._lock:
-            if bad_body:
-                status, extra, response = 200, {}, {"ok": False, "error": "invalid_json"}
-            else:
-                status, extra, response = self._answer(method, params, token)
+            answer: Answer = (
+                (200, {}, {"ok": False, "error": "invalid_json"})
+                if bad_body
+                else self._answer(method, params, token)
+            )
+            status, extra, response = answer
             public = {k: v for k, v in params.items() if k != "_key"}
             self._calls.append(
                 Call(

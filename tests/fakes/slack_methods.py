@@ -82,7 +82,7 @@ def oauth_v2_access(ws: Workspace, call: MethodCall) -> dict[str, Any]:
             raise Refused("invalid_refresh_token")
         grant: dict[str, Any] = {"rotate": True, "bot_user_id": user_id, "user_token": False}
     else:
-        grant = ws.oauth_codes.pop(str(call.get("code")), None) or {}
+        grant = ws.oauth_codes.pop(str(call.get("code")), {})
         if not grant:
             raise Refused("invalid_code")
         if grant["redirect_uri"] and call.get("redirect_uri") != grant["redirect_uri"]:

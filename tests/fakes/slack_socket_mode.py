@@ -137,6 +137,7 @@ class FakeSocketModeServer(StartStop):
         await site.start()
         server = site._server
         assert server is not None
+        # Typed as asyncio.AbstractServer, which has no `sockets`; it is an asyncio.Server.
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def _link(self, request: web.Request) -> web.WebSocketResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -115,7 +116,10 @@ def test_health_and_readiness_need_no_token(client):
 # -- 404 ---------------------------------------------------------------------------
 
 
-UNKNOWN = [
+# method, path, JSON body
+Call = tuple[str, str, dict[str, Any] | None]
+
+UNKNOWN: list[Call] = [
     ("GET", f"{AGENTS}/{MISSING_AGENT}", None),
     ("PATCH", f"{AGENTS}/{MISSING_AGENT}", {"description": "x"}),
     ("DELETE", f"{AGENTS}/{MISSING_AGENT}", None),
@@ -438,7 +442,7 @@ def test_rows_of_one_tenant_are_invisible_to_another(client, agent):
         r = client.get(path, headers=OTHER)
         assert r.status_code == 200
         assert r.json()["items"] == []
-    for method, path, payload in [
+    calls: list[Call] = [
         ("GET", f"{AGENTS}/{aid}", None),
         ("PATCH", f"{AGENTS}/{aid}", {"description": "hijack"}),
         ("PUT", f"{AGENTS}/{aid}/skills", {"skills": []}),
@@ -451,7 +455,8 @@ def test_rows_of_one_tenant_are_invisible_to_another(client, agent):
         ("DELETE", f"{API}/personas/{pid}", None),
         ("GET", f"{API}/skills/lookup", None),
         ("PATCH", f"{API}/skills/lookup", {"description": "hijack"}),
-    ]:
+    ]
+    for method, path, payload in calls:
         problem(client.request(method, path, json=payload, headers=OTHER), 404)
     # Untouched in the owning tenant.
     stored = client.get(f"{AGENTS}/{aid}").json()

@@ -38,7 +38,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def keys(container) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def keys(container) -> dict[str, str]:
     """A key of each role for the default tenant, a bound reviewer, and an admin of tenant T2."""
     made = {}
     for label, tenant, spec in [
@@ -53,7 +53,7 @@ def keys(container) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def agent(client, container) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def agent(client, container) -> dict[str, Any]:
     async def create_task(arguments: dict[str, Any], ctx: Any) -> SkillResult:
         return SkillResult(f"task created: {arguments['title']}")
 
@@ -65,7 +65,7 @@ def agent(client, container) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return dict(client.get("/api/v1/agents").json()["items"][0])
 
 
-def make_output(container, agent, requested_by: str = "U0REQ"):  # type: ignore[no-untyped-def]
+def make_output(container, agent, requested_by: str = "U0REQ"):
     session = container.sessions.start("default", agent["id"], user_id=requested_by)
     new = NewOutput(
         id=new_id("out"),

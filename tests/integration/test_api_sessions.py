@@ -23,7 +23,7 @@ def agents(client) -> dict[str, str]:
     return {a["name"]: a["id"] for a in client.get("/api/v1/agents").json()["items"]}
 
 
-def start(client, agent_id: str, **body):  # type: ignore[no-untyped-def]
+def start(client, agent_id: str, **body):
     return client.post(f"/api/v1/agents/{agent_id}/sessions", json=body)
 
 
@@ -33,7 +33,7 @@ def test_sessions_list_filters_by_agent_user_and_status(client, agents):
     start(client, agents["two"], user_id="U1")
     client.post(f"/api/v1/sessions/{a['id']}/end")
 
-    def ids(**params):  # type: ignore[no-untyped-def]
+    def ids(**params):
         return [s["id"] for s in client.get("/api/v1/sessions", params=params).json()["items"]]
 
     assert len(ids()) == 3

@@ -43,7 +43,7 @@ SLOW = Reply.text("word " * 400).with_options(delta_delay=0.15)
 
 
 @pytest.fixture
-def turn_settings(tmp_path: Path, fake_claude) -> Settings:  # type: ignore[no-untyped-def]
+def turn_settings(tmp_path: Path, fake_claude) -> Settings:
     # No waiting: every chat answers 202 unless the turn already ended, so each test
     # decides when the worker runs.
     return make_settings(

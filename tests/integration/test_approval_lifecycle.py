@@ -24,7 +24,7 @@ from core.outputs.snapshot import skill_snapshot
 from core.schemas.approval import resolve
 from core.schemas.skill import SkillSpec
 from core.skills.runtime import SkillResult
-from core.wiring import build_container
+from core.wiring import Container, build_container
 from tests.conftest import BACKENDS, execution_worker, make_settings
 
 CONFIG = """
@@ -73,7 +73,7 @@ def agent(client, runs) -> dict[str, Any]:
     return dict(client.get("/api/v1/agents").json()["items"][0])
 
 
-def make_output(container, agent: dict[str, Any], skill: str = "create_task") -> Output:  # type: ignore[no-untyped-def]
+def make_output(container: Container, agent: dict[str, Any], skill: str = "create_task") -> Output:
     """An output proposed the way the engine proposes one: under the merged policy."""
     view = container.agents.get("default", agent["id"])
     spec = container.skills.get("default", skill)
@@ -106,7 +106,7 @@ def event_types(db: Database, output_id: str) -> list[str]:
         return [r.event_type for r in rows]
 
 
-def approve(client, output_id: str, user: str, **body: Any):  # type: ignore[no-untyped-def]
+def approve(client, output_id: str, user: str, **body: Any):
     return client.post(f"/api/v1/outputs/{output_id}/approve", json={"user_id": user, **body})
 
 
@@ -324,7 +324,7 @@ class Clock:
 
 
 @pytest.fixture
-def timed(real_db, tmp_path):  # type: ignore[no-untyped-def]
+def timed(real_db, tmp_path):
     clock = Clock()
     container = build_container(make_settings(tmp_path / "data"), db=real_db, clock=clock)
     container.config.apply("default", parse_document(TIMED), actor="t")
@@ -341,7 +341,7 @@ def timed(real_db, tmp_path):  # type: ignore[no-untyped-def]
     return container, clock, told
 
 
-def propose(container, clock) -> Output:  # type: ignore[no-untyped-def]
+def propose(container: Container, clock) -> Output:
     agent = container.agents.get_by_name("default", "bot")
     policy = resolve(agent.approval, None)
     session = container.sessions.start("default", agent.id, user_id="U0REQ")
@@ -362,7 +362,7 @@ def propose(container, clock) -> Output:  # type: ignore[no-untyped-def]
     return container.outputs.create(new, (), container.lifecycle.schedule)
 
 
-async def two_workers_run(container) -> None:  # type: ignore[no-untyped-def]
+async def two_workers_run(container) -> None:
     """Two workers race for the due timers, as two replicas would."""
     workers = [JobWorker(container.jobs, lifecycle.job_kinds(container)) for _ in range(2)]
     await asyncio.gather(*(w.run_until_idle() for w in workers))

@@ -62,7 +62,7 @@ def agent(client, runs) -> dict[str, Any]:
 
 def make_output(
     container, agent, skill="create_task", arguments=None, *, requested_by="U0REQ", expires_at=None
-):  # type: ignore[no-untyped-def]
+):
     session = container.sessions.start("default", agent["id"], user_id=requested_by)
     new = NewOutput(
         id=new_id("out"),

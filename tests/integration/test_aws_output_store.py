@@ -34,7 +34,7 @@ T = "T-one"
 
 
 @pytest.fixture(scope="module")
-def engine(empty_database_url_factory) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+def engine(empty_database_url_factory) -> Iterator[Engine]:
     url = empty_database_url_factory("sqlite")
     upgrade(url)
     engine = make_engine(url)

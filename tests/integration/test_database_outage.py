@@ -43,7 +43,7 @@ def drop(postgres: PostgresDatabases, url: str) -> None:
 
 
 @pytest.fixture
-def app(doomed, tmp_path: Path) -> Iterator[SlackApp]:  # type: ignore[no-untyped-def]
+def app(doomed, tmp_path: Path) -> Iterator[SlackApp]:
     with slack_app(doomed[0], tmp_path, CONFIG) as running:
         yield running
 

@@ -481,9 +481,7 @@ def test_stream_chunks_are_checked_like_slacks(fake: FakeSlackAPI, client: WebCl
         {"type": "sparkles"},
     ):
         refused = _error(
-            lambda b=bad: client.chat_appendStream(  # type: ignore[misc]
-                channel="D0ALICE001", ts=ts, chunks=[b]
-            )
+            lambda b=bad: client.chat_appendStream(channel="D0ALICE001", ts=ts, chunks=[b])
         )
         assert refused.response["error"] == "invalid_chunks"
     empty = _error(lambda: client.chat_appendStream(channel="D0ALICE001", ts=ts))

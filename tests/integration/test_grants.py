@@ -46,13 +46,13 @@ def agent_id(claude_client) -> str:
     return str(claude_client.get("/api/v1/agents").json()["items"][0]["id"])
 
 
-def open_session(client, agent_id: str) -> str:  # type: ignore[no-untyped-def]
+def open_session(client, agent_id: str) -> str:
     r = client.post(f"/api/v1/agents/{agent_id}/sessions", json={"user_id": "U0REQ"})
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
 
-def propose(client, fake_claude, session_id: str, skill: str = "draft_email", args=None):  # type: ignore[no-untyped-def]
+def propose(client, fake_claude, session_id: str, skill: str = "draft_email", args=None):
     fake_claude.push(Reply.tool_use(skill, args or EMAIL), Reply.text("done"))
     r = client.post(f"/api/v1/sessions/{session_id}/chat", json={"message": "email Ana"})
     assert r.status_code == 200, r.text
@@ -61,7 +61,7 @@ def propose(client, fake_claude, session_id: str, skill: str = "draft_email", ar
     return outputs[0]
 
 
-def approve_and_grant(client, output_id: str):  # type: ignore[no-untyped-def]
+def approve_and_grant(client, output_id: str):
     return client.post(
         f"/api/v1/outputs/{output_id}/approve", json={"user_id": "U0LEAD", "grant": True}
     )

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from core.db import Database
 from core.db.models import JobRow
@@ -322,3 +322,39 @@ def test_workers_are_woken_by_a_commit_and_not_by_a_rollback(queue: JobQueue, ki
     assert rung == [1]  # one ring per commit, however many jobs it added
     woken.submit_all([{"tenant_id": TENANT, "kind": kind}])
     assert rung == [1, 1]
+
+
+def test_many_jobs_go_in_one_insert_and_each_gets_its_own_answer(
+    queue: JobQueue, kind: str
+) -> None:
+    """The Slack ack path's group commit: new keys, a key taken before, a key repeated
+    within the batch and keyless jobs, answered in order, with one INSERT for all of them
+    (and one SELECT for the taken keys) rather than a round trip per job."""
+    taken, _ = queue.submit(tenant_id=TENANT, kind=kind, key=f"{kind}:taken")
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    jobs = [
+        {"tenant_id": TENANT, "kind": kind, "key": f"{kind}:a"},
+        {"tenant_id": TENANT, "kind": kind, "key": f"{kind}:taken"},
+        {"tenant_id": TENANT, "kind": kind},
+        {"tenant_id": TENANT, "kind": kind, "key": f"{kind}:a"},
+        {"tenant_id": TENANT, "kind": kind, "key": f"{kind}:b"},
+        {"tenant_id": TENANT, "kind": kind},
+    ]
+    event.listen(queue.db.engine, "before_cursor_execute", record)
+    try:
+        results = queue.submit_all(jobs)
+    finally:
+        event.remove(queue.db.engine, "before_cursor_execute", record)
+    [a, again_taken, keyless1, again_a, b, keyless2] = results
+    assert again_taken == (taken, False)
+    assert a[1] and b[1] and keyless1[1] and keyless2[1]
+    assert again_a == (a[0], False)
+    assert len({a[0], b[0], keyless1[0], keyless2[0], taken}) == 5
+    assert statements.count("INSERT") == 1 and statements.count("SELECT") == 1
+    with queue.db.session() as s:
+        stored = s.scalars(select(JobRow.id).where(JobRow.kind == kind)).all()
+    assert sorted(stored) == sorted({a[0], b[0], keyless1[0], keyless2[0], taken})

@@ -28,7 +28,7 @@ def committed(tmp_path: Path) -> Iterator[tuple[TestClient, JobQueue]]:
     db.dispose()
 
 
-def test_ready_reports_the_job_queue_and_degrades_on_a_dead_letter(committed) -> None:  # type: ignore[no-untyped-def]
+def test_ready_reports_the_job_queue_and_degrades_on_a_dead_letter(committed) -> None:
     client, jobs = committed
     ready = client.get("/readyz").json()
     assert ready["status"] == "ok"
@@ -42,7 +42,7 @@ def test_ready_reports_the_job_queue_and_degrades_on_a_dead_letter(committed) ->
     assert ready.json()["jobs"]["dead"] == 1
 
 
-def test_ready_degrades_when_due_work_waits_for_a_worker_too_long(committed) -> None:  # type: ignore[no-untyped-def]
+def test_ready_degrades_when_due_work_waits_for_a_worker_too_long(committed) -> None:
     client, jobs = committed
     jobs.submit(
         tenant_id="T1", kind="slack.turn", run_after=datetime.now(UTC) - timedelta(minutes=5)

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from core.db import Database
-from core.jobs import JobContext, JobFailed, JobKind, JobQueue, JobWorker, RetryPolicy
+from core.jobs import JobContext, JobFailed, JobKind, JobQueue, JobWorker, RetryPolicy, Wakeup
+from core.jobs.wakeup import PostgresListener
 
 TENANT = "T-worker"
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff=timedelta(0))
@@ -241,3 +242,29 @@ async def test_a_worker_carries_on_after_its_database_connections_are_dropped(
     finally:
         await worker.stop()
     assert queue.get(TENANT, second).state == "succeeded"
+
+
+async def test_a_committed_job_wakes_workers_listening_from_other_processes(
+    database: Database, kind: str
+) -> None:
+    """Across processes only NOTIFY wakes an idle PostgreSQL worker (its poll is seconds).
+    The listener here shares nothing with the enqueuing queue but the database."""
+    if database.backend != "postgresql":
+        pytest.skip("SQLite workers in other processes poll; there is nothing to listen to")
+    woken = asyncio.Event()
+    listener = PostgresListener(database.engine.url.render_as_string(hide_password=False), woken)
+    listener.start()
+    try:
+        await until(woken.is_set)  # set once on (re)connect: now it listens
+        woken.clear()
+        stranger = JobQueue(database, wakeup=Wakeup())  # no in-process ring reaches `woken`
+        job_id, created = stranger.submit(tenant_id=TENANT, kind=kind, key=f"{kind}:once")
+        assert created
+        await until(woken.is_set)
+        woken.clear()
+        # The same key again adds no job, so it wakes nobody; a new job does.
+        assert stranger.submit(tenant_id=TENANT, kind=kind, key=f"{kind}:once") == (job_id, False)
+        stranger.submit(tenant_id=TENANT, kind=kind, key=f"{kind}:twice")
+        await until(woken.is_set)
+    finally:
+        await listener.stop()

@@ -171,6 +171,7 @@ def test_jobs_are_listed_in_pages_by_state_and_kind(client: TestClient) -> None:
     kb = client.post(BASE, json={"name": "guide"}).json()
     for name, data in [("a.md", b"# A\n\nOne."), ("b.md", b"# B\n\nTwo."), ("c.pdf", b"nope")]:
         client.post(f"{BASE}/{kb['id']}/documents", files={"file": (name, data)})
+    # TestClient types `app` as any ASGI app; ours is the FastAPI app with its state.
     run_due_jobs(client.app.state.container, KIND)  # type: ignore[attr-defined]
 
     first = client.get("/api/v1/jobs", params={"state": "succeeded", "limit": 1}).json()

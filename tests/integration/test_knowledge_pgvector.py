@@ -104,7 +104,7 @@ def test_search_by_meaning_can_use_the_knowledge_bases_hnsw_index(database: Data
 
     statements: list[tuple[str, Any]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def capture(conn, cursor, statement, parameters, context, executemany):
         if "<=>" in statement:
             statements.append((statement, parameters))
 
@@ -312,7 +312,7 @@ def test_chunks_holding_only_common_words_are_not_scored_when_they_cannot_rank(d
     service, kb_id = zipf_kb
     scoring: list[str] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def capture(conn, cursor, statement, parameters, context, executemany):
         if "token_count / CAST" in statement:
             scoring.append(statement)
 

@@ -206,8 +206,11 @@ def test_search_sees_only_the_users_memories_and_narrows_by_agent(
     memory.add(tenant, [user("My favourite colour is orange")], user_id="U1", agent_id="A2")
     memory.add(tenant, [user("My favourite colour is crimson")], user_id="U2", agent_id="A1")
 
-    def texts(**scope: str | None) -> set[str]:
-        return {r.text for r in memory.search(tenant, "favourite colour", limit=10, **scope)}  # type: ignore[arg-type]
+    def texts(user_id: str, agent_id: str | None = None) -> set[str]:
+        found = memory.search(
+            tenant, "favourite colour", user_id=user_id, agent_id=agent_id, limit=10
+        )
+        return {r.text for r in found}
 
     assert texts(user_id="U1", agent_id="A1") == {"My favourite colour is teal"}
     assert texts(user_id="U1", agent_id=None) == {

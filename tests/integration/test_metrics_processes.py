@@ -28,7 +28,7 @@ class _Merged:
     def __init__(self, worker_dir: Path) -> None:
         self.worker_dir = worker_dir
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         return metrics.merged((), self.worker_dir)
 
 
@@ -41,14 +41,14 @@ def test_two_workers_and_this_process_add_up_in_one_scrape(tmp_path: Path) -> No
     before = value(own, "cosmo_turns_total", agent="merge-bot")
     metrics.turn_finished("merge-bot", "completed", 1.0)  # this process's own
 
-    got = parse(generate_latest(_Merged(workers)).decode())  # type: ignore[arg-type]
+    got = parse(generate_latest(_Merged(workers)).decode())
 
     assert value(got, "cosmo_turns_total", agent="merge-bot") == before + 3
     assert value(got, "cosmo_turn_duration_seconds_count", agent="merge-bot") >= 3
     assert value(got, "cosmo_model_tokens_total", agent="merge-bot", kind="input") == 14
     assert value(got, "cosmo_model_cost_usd_total", agent="merge-bot") == 0.001
     # One family per name: the exposition would be refused with a name twice.
-    text = generate_latest(_Merged(workers)).decode()  # type: ignore[arg-type]
+    text = generate_latest(_Merged(workers)).decode()
     assert text.count("# TYPE cosmo_turns_total counter") == 1
 
 

@@ -32,7 +32,7 @@ APP_TABLES = set(ALL_METADATA.tables)
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def empty_database(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[str]:
     yield empty_database_url_factory(request.param)
 
 

@@ -66,7 +66,7 @@ def sent(container: Container) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def agent(client, sent) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def agent(client, sent) -> dict[str, Any]:
     r = client.post(
         "/api/v1/agents/import", content=CONFIG, headers={"Content-Type": "application/yaml"}
     )
@@ -98,7 +98,7 @@ def propose(container: Container, agent_id: str, arguments: dict[str, Any] | Non
     )
 
 
-def _spec(container: Container):  # type: ignore[no-untyped-def]
+def _spec(container: Container):
     from core.schemas.skill import SkillSpec
 
     view = container.skills.get("default", "send_email")
@@ -108,7 +108,7 @@ def _spec(container: Container):  # type: ignore[no-untyped-def]
     )
 
 
-def edit(client, output_id: str, arguments: dict[str, Any], **extra: Any):  # type: ignore[no-untyped-def]
+def edit(client, output_id: str, arguments: dict[str, Any], **extra: Any):
     headers = extra.pop("headers", {})
     return client.patch(
         f"/api/v1/outputs/{output_id}",

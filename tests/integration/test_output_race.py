@@ -34,7 +34,7 @@ TENANT = "T-race"
 @pytest.fixture(params=[f"sql-{b}" for b in BACKENDS] + ["aws-server"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, empty_database_url_factory
-) -> Iterator[tuple[OutputStore, Database]]:  # type: ignore[no-untyped-def]
+) -> Iterator[tuple[OutputStore, Database]]:
     kind: str = request.param
     url = empty_database_url_factory(kind.removeprefix("sql-") if "sql" in kind else "sqlite")
     upgrade(url)

@@ -85,7 +85,7 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def migrated(empty_database_url_factory) -> Iterator[Callable[[str], Engine]]:  # type: ignore[no-untyped-def]
+def migrated(empty_database_url_factory) -> Iterator[Callable[[str], Engine]]:
     """One migrated database per backend for this module, made on first use."""
     engines: dict[str, Engine] = {}
 
@@ -116,7 +116,7 @@ def aws_store(s3: Any, dynamodb: Any, outbox: Outbox) -> OutputStore:
 
 
 @pytest.fixture(params=STORES)
-def h(request: pytest.FixtureRequest, tmp_path: Path, migrated, monkeypatch) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+def h(request: pytest.FixtureRequest, tmp_path: Path, migrated, monkeypatch) -> Iterator[Harness]:
     kind: str = request.param
     backend = kind.removeprefix("sql-") if kind.startswith("sql-") else "sqlite"
     connection = migrated(backend).connect()
@@ -683,7 +683,7 @@ def _approval(by: str, revision: int = 1) -> dict[str, Any]:
     }
 
 
-def _record(h: Harness, output: Output, by: str, counted: int, to=OutputStatus.PENDING) -> Output:  # type: ignore[no-untyped-def]
+def _record(h: Harness, output: Output, by: str, counted: int, to=OutputStatus.PENDING) -> Output:
     current = [a.model_dump(mode="json") for a in output.approvals or ()]
     change = Transition(
         OutputStatus.PENDING,

@@ -77,7 +77,7 @@ def crm() -> Iterator[FakeCrmAPI]:
 
 
 @pytest.fixture
-def claude_settings(tmp_path: Path, fake_claude) -> Settings:  # type: ignore[no-untyped-def]
+def claude_settings(tmp_path: Path, fake_claude) -> Settings:
     # The CRM listens on 127.0.0.1: allowed only in this development/test mode.
     return make_settings(
         tmp_path / "data",
@@ -88,7 +88,7 @@ def claude_settings(tmp_path: Path, fake_claude) -> Settings:  # type: ignore[no
 
 
 @pytest.fixture
-def agents(claude_client, crm) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def agents(claude_client, crm) -> dict[str, str]:
     config = CONFIG.replace("CRM", crm.base_url)
     r = claude_client.post(
         "/api/v1/agents/import", content=config, headers={"Content-Type": "application/yaml"}

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from bot.api.auth import ROLE_EXTENSION, AdminDep, BearerRoute
 from core.keys.roles import Role
 from core.keys.service import KeySpec
+from core.wiring import Container
 
 METHODS = ("get", "put", "post", "patch", "delete")
 
@@ -44,12 +45,12 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 
 @pytest.fixture
-def document(client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def document(client) -> dict[str, Any]:
     return dict(client.app.openapi())
 
 
 @pytest.fixture
-def headers(container) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+def headers(container: Container) -> dict[str, dict[str, str]]:
     """Authorization (and tenant) headers for each kind of caller, acting on tenant A."""
 
     def key(tenant: str, role: Role, name: str) -> str:
@@ -184,4 +185,5 @@ def test_a_keyed_route_without_a_role_cannot_be_built():
     @router.get("/declared")
     def declared(caller: AdminDep) -> None: ...
 
+    # `routes` is typed as the base route; the router makes a BearerRoute (an APIRoute).
     assert router.routes[-1].openapi_extra == {ROLE_EXTENSION: "admin"}  # type: ignore[attr-defined]

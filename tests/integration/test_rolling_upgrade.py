@@ -49,7 +49,7 @@ def test_every_migration_declares_its_phase() -> None:
         assert getattr(module, "phase", None) in ("expand", "contract"), path.name
 
 
-def test_upgrade_records_the_oldest_code_the_schema_supports(migrated) -> None:  # type: ignore[no-untyped-def]
+def test_upgrade_records_the_oldest_code_the_schema_supports(migrated) -> None:
     _url, db = migrated
     with db.engine.connect() as conn:
         recorded = conn.execute(text("SELECT compatible_from FROM schema_compat")).scalar()
@@ -59,11 +59,11 @@ def test_upgrade_records_the_oldest_code_the_schema_supports(migrated) -> None: 
 
 def test_an_older_release_keeps_serving_a_schema_ahead_by_expand_migrations(
     migrated, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _url, db = migrated
     newer_release_migrated(db, contract=False)
     db.require_current_schema()  # starts
-    settings = Settings(_env_file=None, COSMO_DATA_DIR=str(tmp_path / "data"), COSMO_API_TOKEN="t")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, COSMO_DATA_DIR=str(tmp_path / "data"), COSMO_API_TOKEN="t")
     with TestClient(create_app(container=build_container(settings, db=db), background=False)) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -83,13 +83,13 @@ def test_an_older_release_keeps_serving_a_schema_ahead_by_expand_migrations(
 
 def test_a_contract_migration_newer_than_the_code_makes_it_unready(
     migrated, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _url, db = migrated
     newer_release_migrated(db, contract=True)
     with pytest.raises(SchemaOutOfDate) as refused:
         db.require_current_schema()
     assert "newer than this version" in refused.value.detail
-    settings = Settings(_env_file=None, COSMO_DATA_DIR=str(tmp_path / "data"), COSMO_API_TOKEN="t")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, COSMO_DATA_DIR=str(tmp_path / "data"), COSMO_API_TOKEN="t")
     with TestClient(create_app(container=build_container(settings, db=db), background=False)) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 503

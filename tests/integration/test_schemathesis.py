@@ -135,7 +135,9 @@ def seeded(fuzz_container: Container) -> Iterator[None]:
 
 
 def error_is_problem_json(
-    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+    ctx: schemathesis.CheckContext,
+    response: schemathesis.Response,
+    case: schemathesis.Case[Any],
 ) -> bool | None:
     if response.status_code >= 400:
         media_type = response.headers.get("content-type", [""])[0].split(";")[0].strip()
@@ -156,7 +158,7 @@ def error_is_problem_json(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_api_answers_every_request_without_a_server_error(
-    case: schemathesis.Case, fuzzed_app: FastAPI, seeded: None
+    case: schemathesis.Case[Any], fuzzed_app: FastAPI, seeded: None
 ) -> None:
     response = case.call(app=fuzzed_app, headers=AUTH)
     case.validate_response(response, checks=[not_a_server_error, error_is_problem_json])

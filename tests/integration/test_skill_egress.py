@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ OUR_PORT = 3999
 DB_URL = "postgresql+psycopg://cosmo:pw@db.internal:5432/cosmo"
 
 
-def resolver(answers: dict[str, Sequence[str]]) -> Callable[[str, int], Sequence[str]]:
+def resolver(answers: Mapping[str, Sequence[str]]) -> Callable[[str, int], Sequence[str]]:
     def resolve(host: str, port: int, /) -> Sequence[str]:
         if host not in answers:
             raise OSError(-2, "Name or service not known")
@@ -64,7 +64,7 @@ def resolver(answers: dict[str, Sequence[str]]) -> Callable[[str, int], Sequence
 
 
 def guard(
-    answers: dict[str, Sequence[str]] | None = None,
+    answers: Mapping[str, Sequence[str]] | None = None,
     *,
     allow_insecure: bool = False,
     allow_hosts: str = "",
@@ -106,7 +106,7 @@ class Senders:
     async def http_skill(self, url: str, g: SkillEgressGuard) -> str | None:
         transport = GuardedTransport(g, transports=lambda: httpx.MockTransport(self._answer))
         async with httpx.AsyncClient(transport=transport) as client:
-            factory = SkillFactory(BuiltinCatalog.default(), client, {}.get, McpPool())
+            factory = SkillFactory(BuiltinCatalog.default(), client, lambda _: None, McpPool())
             try:
                 skill = factory.build(spec(HttpExecutor(url=url, method="GET")))
                 result = await skill.execute({}, CTX)
@@ -122,9 +122,9 @@ class Senders:
 
         pool = McpPool(http_client=client, connect_timeout_seconds=5)
         try:
-            skill = SkillFactory(BuiltinCatalog.default(), httpx.AsyncClient(), {}.get, pool).build(
-                spec(McpExecutor(transport="http", url=url, tool="lookup"))
-            )
+            skill = SkillFactory(
+                BuiltinCatalog.default(), httpx.AsyncClient(), lambda _: None, pool
+            ).build(spec(McpExecutor(transport="http", url=url, tool="lookup")))
             await skill.execute({}, CTX)
         except SkillFailed as exc:
             # Our mock is no MCP server: a request that went out fails the handshake.
@@ -161,7 +161,7 @@ def senders(db: Database, tmp_path: Path) -> Senders:
 
 
 async def send(senders: Senders, sender: str, url: str, g: SkillEgressGuard) -> str | None:
-    method: Callable[[str, SkillEgressGuard], Any] = getattr(senders, sender)
+    method: Callable[[str, SkillEgressGuard], Awaitable[str | None]] = getattr(senders, sender)
     return await method(url, g)
 
 
@@ -256,7 +256,7 @@ async def test_a_rebinding_resolver_cannot_move_a_skill_request_to_a_private_add
     g = SkillEgressGuard(SkillEgressPolicy(), resolver=dns)
     transport = GuardedTransport(g, transports=lambda: httpx.MockTransport(answer))
     async with httpx.AsyncClient(transport=transport) as client:
-        factory = SkillFactory(BuiltinCatalog.default(), client, {}.get, McpPool())
+        factory = SkillFactory(BuiltinCatalog.default(), client, lambda _: None, McpPool())
         skill = factory.build(spec(HttpExecutor(url=f"https://{HOST}/contacts", method="GET")))
 
         await skill.execute({}, CTX)
@@ -293,7 +293,7 @@ async def test_a_rebinding_resolver_cannot_move_an_mcp_session_to_the_metadata_s
         return httpx2.AsyncClient(transport=GuardedTransport2(g, transports=inner))
 
     pool = McpPool(http_client=client, connect_timeout_seconds=5)
-    factory = SkillFactory(BuiltinCatalog.default(), httpx.AsyncClient(), {}.get, pool)
+    factory = SkillFactory(BuiltinCatalog.default(), httpx.AsyncClient(), lambda _: None, pool)
     skill = factory.build(
         spec(McpExecutor(transport="http", url=f"https://{HOST}/mcp", tool="lookup"))
     )
@@ -324,7 +324,7 @@ def real_client(g: SkillEgressGuard) -> httpx.AsyncClient:
 
 async def call(g: SkillEgressGuard, url: str) -> Any:
     async with real_client(g) as client:
-        factory = SkillFactory(BuiltinCatalog.default(), client, {}.get, McpPool())
+        factory = SkillFactory(BuiltinCatalog.default(), client, lambda _: None, McpPool())
         return await factory.build(spec(HttpExecutor(url=url, method="GET"))).execute({}, CTX)
 
 

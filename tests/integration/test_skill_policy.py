@@ -42,12 +42,12 @@ def servers_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, servers_file: Path):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, servers_file: Path):
     return make_settings(tmp_path / "data", COSMO_MCP_SERVERS=str(servers_file))
 
 
 @pytest.fixture
-def claude_settings(tmp_path: Path, fake_claude, servers_file: Path):  # type: ignore[no-untyped-def]
+def claude_settings(tmp_path: Path, fake_claude, servers_file: Path):
     return make_settings(
         tmp_path / "data",
         ANTHROPIC_API_KEY="test-key",
@@ -160,7 +160,7 @@ def test_the_operator_narrows_secret_names_with_globs(db, tmp_path):
 
 
 def test_a_builtin_that_does_not_exist_is_refused_listing_the_available_ones(client):
-    body = {"name": "open_ticket", "description": "d", "kind": "action"}
+    body: dict[str, Any] = {"name": "open_ticket", "description": "d", "kind": "action"}
     body["executor"] = {"type": "builtin"}
     errors = by_field(problem(client.post(SKILLS, json=body)))
     assert errors == {
@@ -248,7 +248,7 @@ def attach(db, agent_name: str, *skills: str) -> None:
             s.add(AgentSkillRow(agent_id=agent.id, skill_id=skill.id, position=position))
 
 
-LEGACY = {
+LEGACY: dict[str, dict[str, Any]] = {
     "rce": {"type": "mcp", "transport": "stdio", "command": ["sh", "-c", "id"]},
     "exfil": {"type": "http", "url": "https://x.example", "secret_headers": LEAKY_HEADERS},
     "open_ticket": {"type": "builtin"},

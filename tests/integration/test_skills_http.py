@@ -94,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "/text":
             self._send(200, "plain words, ünïcode".encode(), "text/plain; charset=utf-8")
         else:  # echo, pretty-printed so compaction shows
-            echo = {"method": self.command, "path": self.path, "headers": headers}
+            echo: dict[str, Any] = {"method": self.command, "path": self.path, "headers": headers}
             echo["json"] = json.loads(body) if body else None
             self._send(200, json.dumps(echo, indent=2).encode())
 

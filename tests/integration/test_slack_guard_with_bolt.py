@@ -184,7 +184,7 @@ def test_hostile_requests_stop_at_the_guard_and_bolt_logs_nothing(
     response = client.post(
         "/slack/events",
         content=hostile.body,
-        headers={k: v.encode("utf-8") for k, v in hostile.headers.items()},
+        headers={k.encode(): v.encode("utf-8") for k, v in hostile.headers.items()},
     )
 
     assert response.status_code == (400 if request_name == "signed malformed JSON" else 401)

@@ -77,8 +77,8 @@ async def test_a_429_pauses_the_method_for_its_retry_after_and_the_call_is_retri
 
 async def test_a_burst_of_posts_in_one_channel_is_paced_after_slacks_first_429(fake):
     fake.enforce_tiers({"chat.postMessage": (1, 0.2, True)})
-    client = web_client(BOT_TOKEN, fake.base_url, SlackLimiter())
-    client.limiter.tiers = {"chat.postMessage": Tier(1, 0.2, per_channel=True, bursts=True)}
+    limiter = SlackLimiter({"chat.postMessage": Tier(1, 0.2, per_channel=True, bursts=True)})
+    client = web_client(BOT_TOKEN, fake.base_url, limiter)
 
     results = await asyncio.gather(
         *(client.chat_postMessage(channel=CHANNEL_ID, text=f"m{i}") for i in range(6))

@@ -71,9 +71,9 @@ def skill(name: str, kind: str = "action", description: str = "") -> SkillView:
         name=name,
         description=description,
         input_schema={"type": "object"},
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         is_automatable=False,
-        executor={"type": "builtin"},  # type: ignore[arg-type]
+        executor={"type": "builtin"},
         created_at=WHEN,
         updated_at=WHEN,
     )

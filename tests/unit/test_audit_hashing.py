@@ -95,7 +95,7 @@ def test_an_entry_hashes_the_same_after_a_json_round_trip_in_any_key_order(
 @settings(max_examples=200, deadline=None)
 @given(entries, st.sampled_from(HASHED_FIELDS))
 def test_every_hashed_field_changes_the_hash(entry: AuditEntry, name: str) -> None:
-    changed: dict[str, Any] = {
+    changed: object = {
         "seq": entry.seq + 1,
         "revision": (entry.revision or 0) + 1,
         "created_at": entry.created_at.replace(year=2000)
@@ -157,7 +157,7 @@ def test_the_migration_chains_old_entries_with_the_same_hash() -> None:
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    fields = {
+    fields: dict[str, Any] = {
         "id": "aud_1", "tenant_id": "T", "seq": 3, "prev_hash": "b" * 64, "output_id": None,
         "actor": "U1", "identity": None, "via": "slack", "key_id": None, "key_name": None,
         "action": "reject", "outcome": "applied", "revision": None, "content_sha256": None,

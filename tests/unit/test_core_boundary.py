@@ -38,6 +38,8 @@ def forbidden_imports(source: str, filename: str = "<source>") -> list[str]:
             and isinstance(node.args[0].value, str)
         ):
             modules = [node.args[0].value]
+        else:
+            continue
         found += [(node.lineno, m) for m in modules if _top_level(m) in FORBIDDEN]
     return [f"{line}: {module}" for line, module in sorted(found)]
 

@@ -77,7 +77,10 @@ def minilm(model_dir: Path) -> MiniLMEmbedder:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cosines: np.ndarray = np.sum(a * b, axis=1) / (
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    )
+    return cosines
 
 
 def _assert_unit_float32(vectors: np.ndarray, n: int, dim: int) -> None:

@@ -43,7 +43,7 @@ def doc(name: str, n: int = 1, status: str = "ready") -> DocumentView:
         chunk_count=3,
         pages=None,
         title=None,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         error="no text found in it <!here>" if status == "failed" else None,
         job_id=None,
         created_at=NOW,

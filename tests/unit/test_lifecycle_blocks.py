@@ -11,7 +11,7 @@ from core.outputs.port import Approval, Output
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 
 
-def output(**fields) -> Output:  # type: ignore[no-untyped-def]
+def output(**fields) -> Output:
     values = {
         "id": "out_1",
         "tenant_id": "t",

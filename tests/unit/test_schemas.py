@@ -238,7 +238,9 @@ def test_approvers_refuse_names_channels_and_lowercase_ids(model: type[BaseModel
 
 
 @pytest.mark.parametrize("model", [AgentSpec, AgentPatch])
-def test_the_approval_channel_is_a_slack_channel_id(model: type[BaseModel]) -> None:
+def test_the_approval_channel_is_a_slack_channel_id(
+    model: type[AgentSpec] | type[AgentPatch],
+) -> None:
     for channel in ("C0123ABCD", "G0123ABCD", "D0123ABCD"):
         assert model.model_validate(agent(approval_channel=channel)).approval_channel == channel
     for channel in ("#approvals", "approvals", "U0123ABCD", "c0123abcd"):

@@ -63,7 +63,10 @@ def modal_for(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
 
 
 def only_input(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    (block,) = [b for b in modal_for(schema, arguments)["blocks"] if b["type"] == "input"]
+    inputs: list[dict[str, Any]] = [
+        b for b in modal_for(schema, arguments)["blocks"] if b["type"] == "input"
+    ]
+    (block,) = inputs
     return block
 
 

@@ -387,7 +387,7 @@ def test_duplicate_spellings_of_a_header_are_refused(secret: str) -> None:
 def test_non_text_header_values_are_refused(secret: str) -> None:
     headers: dict[str, object] = {**headers_for(secret), "webhook-signature": b"v1,YWJj"}
     with pytest.raises(SignatureInvalid, match="must be text"):
-        verify(secret, headers, BODY, now=NOW)  # type: ignore[arg-type]
+        verify(secret, headers, BODY, now=NOW)  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_signature_invalid_is_a_cosmo_error_with_a_title() -> None:
