@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import anyio
 import httpx2
 
-from core.schemas.common import SLUG_MAX_LENGTH
 from core.schemas.skill import McpExecutor, SkillKind, SkillSpec, check_input_schema
 from core.skills.egress import SkillDestinationRefused
 from core.skills.mcp_servers import McpServers
@@ -464,14 +463,14 @@ def slugify_tool_name(name: str) -> str:
     slug = re.sub(r"[^a-z0-9_-]+", "_", snake.lower()).strip("_-")
     if not slug or not slug[0].isalpha():
         slug = f"mcp_{slug}"
-    return slug[:SLUG_MAX_LENGTH].rstrip("_-")
+    return slug[:63].rstrip("_-")
 
 
 def _unique(name: str, used: set[str]) -> str:
     candidate, n = name, 2
     while candidate in used:
         suffix = f"_{n}"
-        candidate = name[: SLUG_MAX_LENGTH - len(suffix)] + suffix
+        candidate = name[: 63 - len(suffix)] + suffix
         n += 1
     used.add(candidate)
     return candidate
