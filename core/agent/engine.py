@@ -636,12 +636,7 @@ class _TurnRun:
             cache_write=self.usage.cache_write_tokens,
         )
         citations = [] if failed else self.passages.cited(reply)
-        total = (
-            self.usage.input_tokens
-            + self.usage.output_tokens
-            + self.usage.cache_read_tokens
-            + self.usage.cache_write_tokens
-        )
+        total = self.usage.total_tokens
         record = TurnRecord(
             status="failed" if failed else "completed",
             reply=reply,

@@ -181,17 +181,6 @@ def preview_of(content: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
-DECIDABLE = frozenset({OutputStatus.PENDING})
-FINAL = frozenset(
-    {
-        OutputStatus.EXECUTED,
-        OutputStatus.MANUAL,
-        OutputStatus.REJECTED,
-        OutputStatus.EXPIRED,
-    }
-)
-
-
 @dataclass(frozen=True)
 class NewEvent:
     """A webhook event to persist together with the state change it announces."""
@@ -323,10 +312,6 @@ class OutputStore(Protocol):
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus
-    ) -> None: ...
-
-    def attach_slack_message(
-        self, tenant_id: str, output_id: str, channel: str, ts: str
     ) -> None: ...
 
     def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:

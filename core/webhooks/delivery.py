@@ -22,7 +22,6 @@ dispatcher offers them too, for callers that hold only the worker.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import ipaddress
 import json
@@ -268,7 +267,7 @@ class WebhookDispatcher:
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
-    def _lease(self, now: datetime, limit: int) -> builtins.list[_Job]:
+    def _lease(self, now: datetime, limit: int) -> list[_Job]:
         row = WebhookDeliveryRow
 
         def due() -> Any:
@@ -282,7 +281,7 @@ class WebhookDispatcher:
             candidates = s.scalars(
                 select(row.id).where(due()).order_by(row.next_attempt_at).limit(limit)
             ).all()
-            leased: builtins.list[str] = []
+            leased: list[str] = []
             # Sorted, so workers racing in PostgreSQL lock rows in one order (no deadlock).
             for delivery_id in sorted(candidates):
                 result = s.execute(
