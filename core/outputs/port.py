@@ -132,8 +132,6 @@ class Output(BaseModel):
     executed_at: datetime | None = None
     notification_status: NotificationStatus = NotificationStatus.PENDING
     slack_status: SlackStatus = SlackStatus.PENDING
-    slack_channel: str | None = None
-    slack_ts: str | None = None
     expires_at: datetime | None = None
     approval_policy: dict[str, Any] | None = None
     """The approval lifecycle it was proposed under (`required_approvals`, timers in
