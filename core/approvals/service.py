@@ -587,14 +587,6 @@ class ApprovalService:
         await self.notify(expired)
         return expired
 
-    async def expire_due(self, limit: int = 100) -> int:
-        due = await run_sync(self.outputs.due_for_expiry, self.clock(), limit)
-        done = 0
-        for output in due:
-            if await self.expire(output) is not None:
-                done += 1
-        return done
-
     # -- internals ---------------------------------------------------------------
 
     async def agent_of(self, output: Output) -> AgentView:
