@@ -60,7 +60,7 @@ def schedules(c: Container) -> list[JobKind]:
     if held_check is not None:
 
         async def settle_held(_job: JobContext) -> dict[str, Any]:
-            sweep = await c.webhooks.resolve_held(held_check)
+            sweep = await c.webhooks.resolve_held(held_check, older_than=c.webhooks.held_after)
             return dataclasses.asdict(sweep)
 
         kinds.append(

@@ -22,7 +22,6 @@ dispatcher offers them too, for callers that hold only the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -227,24 +226,6 @@ class WebhookDispatcher:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
-
-    async def run_forever(
-        self, stop: asyncio.Event, interval: float = 1.0, *, limit: int = 50
-    ) -> None:
-        """Deliver until `stop` is set: a full batch goes again at once, else wait `interval`."""
-        last_sweep = float("-inf")
-        while not stop.is_set():
-            sent = 0
-            try:
-                sent = await self.run_once(limit=limit)
-                if self.held_check is not None and time.monotonic() - last_sweep >= 60:
-                    last_sweep = time.monotonic()
-                    await self.resolve_held(self.held_check, older_than=self.held_after)
-            except Exception as exc:
-                log.error("webhook delivery round failed: %s", _describe(exc))
-            if sent < limit:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
 
     async def resolve_held(
         self, check: HeldCheck, *, older_than: timedelta = timedelta(minutes=5)
