@@ -31,8 +31,6 @@ from core.skills.policy import SkillPolicy
 from core.skills.service import skill_document, skill_spec, write_skill
 from core.yaml_lines import LineLoader, line_of, strip_lines
 
-API_VERSION = "cosmo/v1"
-
 
 class ConfigDocument(StrictModel):
     api_version: Literal["cosmo/v1"] = Field(default="cosmo/v1", alias="apiVersion")

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bot.cli.common import err, load_settings, open_container
 from core.approvals.receipts import load_public_key, public_key_id
 
 audit_app = typer.Typer(
@@ -19,7 +20,6 @@ audit_app = typer.Typer(
 )
 
 out = Console(highlight=False, markup=False, soft_wrap=True)
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 @audit_app.command("verify")
@@ -39,8 +39,6 @@ def verify(
 ) -> None:
     """Check that no audit entry was edited, deleted, inserted or reordered, and that every
     receipt is signed and still matches the entry it names."""
-    from bot.cli.main import _container, _settings
-
     keys: dict[str, bytes] = {}
     for given in public_keys or []:
         path = Path(given)
@@ -51,7 +49,7 @@ def verify(
             raise typer.Exit(2) from None
         keys[public_key_id(raw)] = raw
 
-    container = _container(_settings())
+    container = open_container(load_settings())
     try:
         audit, receipts = container.audit, container.receipts
         tenants = [tenant] if tenant else sorted({*audit.tenants(), *receipts.tenants()})

@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from bot.cli.common import err, load_settings
+from core.wiring import aws_clients
+
 aws_app = typer.Typer(help="AWS resources for OUTPUT_STORE=aws.", no_args_is_help=True)
 
 out = Console()
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 @aws_app.command()
@@ -17,13 +19,12 @@ def init() -> None:
 
     Safe to run again: what exists is kept. Honours AWS_ENDPOINT_URL (LocalStack, MinIO).
     """
+    # botocore is loaded by this command alone (the `aws` output store is optional).
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from bot.cli.main import _settings
     from core.outputs.aws_setup import ensure_bucket_and_table
-    from core.wiring import aws_clients
 
-    settings = _settings()
+    settings = load_settings()
     missing = [
         name
         for name, value in (

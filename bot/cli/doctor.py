@@ -16,8 +16,14 @@ from typing import Any
 
 from core.agent.service import agent_models, agent_webhooks
 from core.db import Database
+from core.embeddings import build_embedder
 from core.errors import CosmoError
+from core.schemas.skill import McpExecutor
 from core.settings import DEFAULT_SLACK_SCOPES, Settings
+from core.skills.mcp_executor import McpPool
+from core.skills.mcp_servers import McpServersInvalid
+from core.webhooks.url_guard import check_webhook_url
+from core.wiring import build_skill_policy
 
 Say = Callable[[str], None]
 
@@ -51,6 +57,7 @@ def _scrub(text: str, settings: Settings) -> str:
 
 
 def check_slack(settings: Settings, say: Say) -> bool:
+    # The Slack and Anthropic SDKs load here: only `doctor --online` calls them from the CLI.
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
@@ -156,8 +163,6 @@ def _is_alias(client: Any, model: str) -> bool:
 def check_webhooks(settings: Settings, db: Database, say: Say) -> bool:
     """The delivery guard's verdict on each agent's webhook URL, as of now (DNS included),
     and whether the variable holding its secret is set."""
-    from core.webhooks.url_guard import check_webhook_url
-
     try:
         hooks = agent_webhooks(db)
     except Exception as exc:
@@ -183,9 +188,6 @@ def check_webhooks(settings: Settings, db: Database, say: Say) -> bool:
 
 
 def check_mcp_servers(settings: Settings, say: Say) -> bool:
-    from core.skills.mcp_servers import McpServersInvalid
-    from core.wiring import build_skill_policy
-
     try:
         policy = build_skill_policy(settings)
     except McpServersInvalid:
@@ -198,8 +200,6 @@ def check_mcp_servers(settings: Settings, say: Say) -> bool:
 
 
 async def _list_mcp_tools(servers: Any, say: Say, errlog: Any) -> bool:
-    from core.skills.mcp_executor import McpPool
-
     pool = McpPool(servers=servers, secrets=os.environ.get, errlog=errlog)
     try:
         return await _each_server(pool, servers, say)
@@ -208,8 +208,6 @@ async def _list_mcp_tools(servers: Any, say: Say, errlog: Any) -> bool:
 
 
 async def _each_server(pool: Any, servers: Any, say: Say) -> bool:
-    from core.schemas.skill import McpExecutor
-
     ok = True
     for name in sorted(servers):
         try:
@@ -225,8 +223,6 @@ async def _each_server(pool: Any, servers: Any, say: Say) -> bool:
 
 
 def check_embedder(settings: Settings, say: Say) -> bool:
-    from core.embeddings import build_embedder
-
     try:
         vectors = build_embedder(settings).embed(["cosmo doctor"])
     except CosmoError as exc:

@@ -8,13 +8,14 @@ others were ingested; each failure is reported) or the knowledge base cannot be 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,27 +29,30 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from core.jobs import JobView
-    from core.knowledge.schemas import KnowledgeBaseView
-    from core.settings import Settings
-    from core.wiring import Container
+from bot.cli.common import TenantOpt, err, load_settings, open_container
+from core.concurrency import run_sync
+from core.errors import CosmoError, NotFound, ValidationFailed
+from core.jobs import FINISHED, JobView, JobWorker
+from core.knowledge.files import OutsideRoot, discover
+from core.knowledge.jobs import IngestJob, submit_document
+from core.knowledge.schemas import (
+    DocumentRejected,
+    KnowledgeBaseInUse,
+    KnowledgeBaseSpec,
+    KnowledgeBaseView,
+)
+from core.knowledge.service import parse_patch, parse_spec
+from core.settings import Settings
+from core.wiring import Container
 
 kb_app = typer.Typer(help="Knowledge bases agents search and cite.", no_args_is_help=True)
 
 out = Console(highlight=False)
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-
-TenantOpt = Annotated[
-    str | None, typer.Option("--tenant", help="Tenant (Slack workspace id); default tenant.")
-]
 
 
 def _open() -> tuple[Settings, Container]:
-    from bot.cli.main import _container, _settings
-
-    settings = _settings()
-    return settings, _container(settings)
+    settings = load_settings()
+    return settings, open_container(settings)
 
 
 @contextmanager
@@ -64,8 +68,6 @@ def _session(tenant: str | None) -> Iterator[tuple[str, Container]]:
 @contextmanager
 def _errors_exit_1() -> Iterator[None]:
     """A `CosmoError` is reported as `error: <detail>` and ends the command with exit code 1."""
-    from core.errors import CosmoError
-
     try:
         yield
     except CosmoError as exc:
@@ -74,8 +76,6 @@ def _errors_exit_1() -> Iterator[None]:
 
 
 def _knowledge_base(container: Container, tenant: str, name: str) -> KnowledgeBaseView:
-    from core.errors import NotFound
-
     try:
         return container.knowledge.get_by_name(tenant, name)
     except NotFound:
@@ -97,9 +97,6 @@ def create(
     tenant: TenantOpt = None,
 ) -> None:
     """Create a knowledge base (its chunking is fixed for documents ingested later)."""
-    from core.errors import ValidationFailed
-    from core.knowledge.service import parse_spec
-
     with _session(tenant) as (tenant_id, container), _errors_exit_1():
         try:
             spec = parse_spec(
@@ -157,9 +154,6 @@ def update(
 ) -> None:
     """Change settings. Search settings apply at once; chunk settings to documents ingested
     afterwards (run `cosmo kb ingest` again to re-chunk the existing ones)."""
-    from core.errors import ValidationFailed
-    from core.knowledge.service import parse_patch
-
     given = {
         "description": description,
         "top_k": top_k,
@@ -224,8 +218,6 @@ def delete(
 ) -> None:
     """Delete a knowledge base with its documents. Refused while agents use it, unless
     --force (which removes it from their lists, as a new version of each)."""
-    from core.knowledge.schemas import KnowledgeBaseInUse
-
     with _session(tenant) as (tenant_id, container), _errors_exit_1():
         try:
             kb = _knowledge_base(container, tenant_id, name)
@@ -298,8 +290,6 @@ def rm(
     tenant: TenantOpt = None,
 ) -> None:
     """Delete a document with its chunks and vectors."""
-    from core.errors import NotFound
-
     with _session(tenant) as (tenant_id, container), _errors_exit_1():
         kb = _knowledge_base(container, tenant_id, knowledge_base)
         try:
@@ -345,11 +335,6 @@ def ingest(
     running this again re-chunks every file; a file that fails is reported and the others
     go on. Exit code 0: all ingested or unchanged; 1: some failed; 2: bad paths.
     """
-    from core.errors import CosmoError, NotFound
-    from core.knowledge.files import OutsideRoot, discover
-    from core.knowledge.jobs import submit_document
-    from core.knowledge.schemas import KnowledgeBaseSpec
-
     try:
         files = discover(paths, root or Path.cwd())
     except FileNotFoundError as exc:
@@ -457,12 +442,6 @@ def _follow(
 ) -> _Followed:
     """Run the queued ingestion jobs in this process while showing their chunks done, as
     the job rows report them, until every one has ended."""
-    import asyncio
-
-    from core.concurrency import run_sync
-    from core.jobs import FINISHED, JobWorker
-    from core.knowledge.jobs import IngestJob
-
     files = settled + len(queued)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -513,8 +492,6 @@ def _follow(
 
 
 def _reason(exc: Exception) -> str:
-    from core.knowledge.schemas import DocumentRejected
-
     if isinstance(exc, DocumentRejected):
         return exc.reason
     detail: str = getattr(exc, "detail", str(exc))

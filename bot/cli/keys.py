@@ -6,16 +6,18 @@ Exit codes: 0 done; 1 the key does not exist or the database cannot be used; 2 b
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Column, Table
 
+from bot.cli.common import err, load_settings, open_container
+from core.errors import NotFound, ValidationFailed
 from core.keys.roles import Role
-
-if TYPE_CHECKING:
-    from core.wiring import Container
+from core.keys.service import KeySpec
+from core.wiring import Container
 
 keys_app = typer.Typer(
     help="Tenant API keys: each reaches one tenant with one role. COSMO_API_TOKEN is the root key.",
@@ -23,13 +25,10 @@ keys_app = typer.Typer(
 )
 
 out = Console(highlight=False)
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def _open() -> Container:
-    from bot.cli.main import _container, _settings
-
-    return _container(_settings())
+    return open_container(load_settings())
 
 
 @keys_app.command("create")
@@ -43,11 +42,6 @@ def create(
     ] = None,
 ) -> None:
     """Create a key and print it once: only its hash is kept, it cannot be shown again."""
-    from pydantic import ValidationError
-
-    from core.errors import ValidationFailed
-    from core.keys.service import KeySpec
-
     try:
         spec = KeySpec(name=name, role=role, user_id=as_user)
     except ValidationError as exc:
@@ -105,8 +99,6 @@ def list_keys(
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
     """Revoke a key: its next request is refused, in every running process."""
-    from core.errors import NotFound
-
     container = _open()
     try:
         view = container.keys.revoke(key_id)

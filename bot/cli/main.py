@@ -8,28 +8,39 @@ import os
 # slower (measured: p99 per sentence 12 ms vs 300 ms). Must precede numpy's import.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import asyncio
 import json
 import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from bot.cli.audit import audit_app
 from bot.cli.aws import aws_app
+from bot.cli.common import TenantOpt, err, load_settings, open_container, require_database
+from bot.cli.doctor import run_online_checks
 from bot.cli.kb import kb_app
 from bot.cli.keys import keys_app
 from bot.cli.logging_setup import configure
 from bot.cli.tracing_setup import configure_tracing
+from bot.worker import run_worker
+from core.agent.service import unpriced_models
 from core.config_document import DocumentInvalid, dump_document, parse_document
 from core.db import Database, upgrade
-from core.errors import CosmoError, NotFound, SchemaOutOfDate, ValidationFailed
+from core.embeddings import MiniLMEmbedder, build_embedder
+from core.embeddings.minilm import find_model_dir
+from core.errors import CosmoError, NotFound, ValidationFailed
+from core.knowledge.pgvector import pgvector_problem
+from core.sessions.pricing import unpriced_warning
 from core.settings import Settings
-from core.wiring import Container, build_container
+from core.skills.mcp_servers import McpServersInvalid, describe_servers
+from core.skills.service import SkillService
+from core.wiring import Container, build_skill_policy, disabled_integrations
 
 app = typer.Typer(
     help="Cosmo Agents: configurable Claude agents in Slack, with a human in the loop.",
@@ -48,9 +59,7 @@ app.add_typer(keys_app, name="keys")
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
-
-        print(f"cosmo {version('cosmo-agents')}")
+        print(f"cosmo {metadata.version('cosmo-agents')}")
         raise typer.Exit()
 
 
@@ -86,53 +95,7 @@ def _hide_flag_types(command: Any) -> None:
 
 
 out = Console()
-# markup off: messages quote user input (regex patterns, YAML) that rich would eat.
-err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 log = logging.getLogger("cosmo")
-
-TenantOpt = Annotated[
-    str | None, typer.Option("--tenant", help="Tenant (Slack workspace id); default tenant.")
-]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for e in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in e["loc"]).upper()
-            err.print(f"configuration error: {where}: {e['msg']}")
-        raise typer.Exit(2) from None
-
-
-def _require_database(settings: Settings) -> None:
-    """Only `cosmo db upgrade` creates the embedded database: any other command run from
-    the wrong directory would otherwise make a new empty `./.cosmo/cosmo.db` and then fail
-    on its schema, without saying which file it had opened."""
-    file = settings.sqlite_file()
-    if file is not None and not file.exists():
-        err.print(
-            f"error: no database at {file} (COSMO_DATA_DIR is {settings.cosmo_data_dir}, "
-            f"relative to {Path.cwd()}); run from the directory that holds it, set "
-            "COSMO_DATA_DIR or DATABASE_URL, or create it with `cosmo db upgrade`"
-        )
-        raise typer.Exit(1)
-
-
-def _container(settings: Settings) -> Container:
-    _require_database(settings)
-    try:
-        container = build_container(settings)
-    except CosmoError as exc:
-        err.print(f"configuration error: {exc.detail}")
-        raise typer.Exit(2) from None
-    try:
-        container.db.require_current_schema()
-    except SchemaOutOfDate as exc:
-        err.print(f"error: {exc.detail} (database: {settings.describe_database()})")
-        container.close()
-        raise typer.Exit(1) from None
-    return container
 
 
 @app.command()
@@ -150,11 +113,13 @@ def serve(
 ) -> None:
     """Run the HTTP service (Slack events, the REST API, the approval webhook) and,
     unless `--workers 0`, the worker processes that do the background work."""
+    # Imported here, not above: FastAPI, Bolt and aiohttp (some 600 modules) are for
+    # `serve` alone, and every other command would pay for them on each start.
     import uvicorn
 
     from bot.server import create_app
 
-    settings = _settings()
+    settings = load_settings()
     if port:
         # Skills must never reach the port we actually listen on (core.skills.egress);
         # the supervised workers run the skills, so they inherit it as PORT.
@@ -162,7 +127,7 @@ def serve(
         os.environ["PORT"] = str(port)
     configure(settings.log_level, settings.log_format)
     stop_tracing = configure_tracing(settings, "serve")
-    container = _container(settings)
+    container = open_container(settings)
     for integration, reason in container.disabled.items():
         log.warning("%s integration disabled: %s", integration, reason)
     _announce_embedder(settings, container)
@@ -207,12 +172,8 @@ def serve(
 def worker() -> None:
     """Run background work (turns, executions, ingestion, deliveries, schedules) until
     SIGTERM; running jobs get a grace period, then are handed back to other workers."""
-    import asyncio
-
-    from bot.worker import run_worker
-
-    settings = _settings()
-    _require_database(settings)
+    settings = load_settings()
+    require_database(settings)
     configure(settings.log_level, settings.log_format)
     stop_tracing = configure_tracing(settings, "worker")
     try:
@@ -240,7 +201,7 @@ def _announce_embedder(settings: Settings, container: Container) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations (creates the embedded SQLite database if needed)."""
-    settings = _settings()
+    settings = load_settings()
     settings.ensure_data_dir()
     upgrade(settings.resolved_database_url, revision)
     status = Database.from_url(settings.resolved_database_url).schema_status()
@@ -255,8 +216,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision; exit 1 when an upgrade is needed."""
-    settings = _settings()
-    _require_database(settings)
+    settings = load_settings()
+    require_database(settings)
     out.print(f"database: {settings.describe_database()}", soft_wrap=True, markup=False)
     db = Database.from_url(settings.resolved_database_url)
     try:
@@ -282,8 +243,8 @@ def agents_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List agents."""
-    settings = _settings()
-    container = _container(settings)
+    settings = load_settings()
+    container = open_container(settings)
     tenant_id = tenant or settings.default_tenant
     rows = []
     cursor = None
@@ -322,8 +283,8 @@ def agents_export(
     if fmt not in ("yaml", "json"):
         err.print("error: --format must be yaml or json")
         raise typer.Exit(2)
-    settings = _settings()
-    container = _container(settings)
+    settings = load_settings()
+    container = open_container(settings)
     try:
         agent = container.agents.get_by_name(tenant or settings.default_tenant, name)
         doc = container.config.export_agent(agent.tenant_id, agent.id)
@@ -348,8 +309,8 @@ def apply(
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"error: cannot read {source}: {exc}")
         raise typer.Exit(2) from None
-    settings = _settings()
-    container = _container(settings)
+    settings = load_settings()
+    container = open_container(settings)
     try:
         # With the operator's policy, so a skill that cannot run here is refused at its line.
         doc = parse_document(text, policy=container.skills.policy)
@@ -391,8 +352,8 @@ def doctor(
 ) -> None:
     """Check configuration, database and integrations; exit 1 when something is wrong
     (with `--online`, when anything outside does not answer as it must)."""
-    settings = _settings()
-    _require_database(settings)
+    settings = load_settings()
+    require_database(settings)
     ok = True
     db = Database.from_url(settings.resolved_database_url)
     try:
@@ -408,8 +369,6 @@ def doctor(
         ok = ok and status.is_usable
         out.print(f"database ({settings.describe_database()}): {mark}", soft_wrap=True)
         if settings.knowledge_provider == "pgvector":
-            from core.knowledge.pgvector import pgvector_problem
-
             problem = pgvector_problem(db)
             ok = ok and problem is None
             out.print(f"knowledge (pgvector): {problem or 'ok'}")
@@ -420,8 +379,6 @@ def doctor(
         out.print(f"database: unreachable ({type(exc).__name__})")
     finally:
         db.dispose()
-    from core.wiring import disabled_integrations
-
     for name, reason in disabled_integrations(settings).items():
         out.print(f"{name}: disabled ({reason})")
     ok = _doctor_embedder(settings) and ok
@@ -434,8 +391,6 @@ def doctor(
 
 
 def _doctor_online(settings: Settings) -> bool:
-    from bot.cli.doctor import run_online_checks
-
     def say(line: str) -> None:
         out.print(line, soft_wrap=True, markup=False, highlight=False)
 
@@ -452,9 +407,6 @@ def _doctor_online(settings: Settings) -> bool:
 
 def _doctor_embedder(settings: Settings) -> bool:
     """Build the configured embedder and, for the bundled model, load its files."""
-    from core.embeddings import MiniLMEmbedder, build_embedder
-    from core.embeddings.minilm import find_model_dir
-
     try:
         embedder = build_embedder(settings)
         if isinstance(embedder, MiniLMEmbedder):
@@ -475,9 +427,6 @@ def _doctor_embedder(settings: Settings) -> bool:
 def _doctor_models(settings: Settings) -> None:
     """Model names the pricing table does not know: a warning, not a failure (a model newer
     than this release works), but a typo would otherwise only show as $0 in usage."""
-    from core.agent.service import unpriced_models
-    from core.sessions.pricing import unpriced_warning
-
     warnings = []
     if default := unpriced_warning(settings.model):
         warnings.append(f"COSMO_MODEL: {default}")
@@ -495,9 +444,6 @@ def _doctor_models(settings: Settings) -> None:
 
 def _doctor_skills(settings: Settings) -> bool:
     """The operator's skill configuration, and every stored skill that cannot run here."""
-    from core.skills.mcp_servers import McpServersInvalid, describe_servers
-    from core.skills.service import SkillService
-    from core.wiring import build_skill_policy
 
     def say(line: str) -> None:  # reasons quote names and paths: print them unwrapped
         out.print(line, soft_wrap=True, markup=False, highlight=False)

@@ -70,7 +70,7 @@ def create_app(
     settings = settings or (container.settings if container else Settings())
     owns_container = container is None
     container = container or build_container(settings)
-    token, generated = settings.api_token_value()
+    token, _generated = settings.api_token_value()
     slack = build_slack(container)
     worker = build_worker(container, slack) if background else None
     # Supervised workers keep their metric values in files here, for this process's scrape.
@@ -145,7 +145,6 @@ def create_app(
     app.state.container = container
     app.state.slack = slack
     app.state.api_token = token
-    app.state.api_token_generated = generated
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX)

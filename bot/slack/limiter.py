@@ -127,8 +127,6 @@ class SlackLimiter:
         self.clock = clock
         self._windows: dict[tuple[str, str, str], _Window] = {}
         self._lock = threading.Lock()
-        self.waited = 0.0
-        """Seconds calls spent waiting (for a figure or a log line)."""
         self.rate_limited = 0
         """429s seen (each was retried after its Retry-After)."""
 
@@ -151,7 +149,6 @@ class SlackLimiter:
                 if slot is not None and call is not None:
                     call.slots.append(slot)
                 return
-            self.waited += wait
             await asyncio.sleep(wait)
 
     def answered(self, slots: list[_Slot]) -> None:

@@ -102,11 +102,7 @@ class VerifiedRequest:
     payload: Mapping[str, Any] = field(repr=False)
     retry_num: int | None = None
     retry_reason: str | None = None
-
-    @property
-    def is_retry(self) -> bool:
-        """Slack resends an event it thinks failed; the `event_id` stays the same."""
-        return self.retry_num is not None
+    """Set when Slack resends an event it thinks failed (the `event_id` stays the same)."""
 
 
 def verify_slack_request(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.db import Database
@@ -35,16 +35,6 @@ class ChannelBindings:
         )
         with self.db.session() as s:
             s.execute(stmt)
-
-    def unbind(self, tenant_id: str, channel_id: str) -> bool:
-        with self.db.session() as s:
-            result = s.execute(
-                delete(ChannelBindingRow).where(
-                    ChannelBindingRow.tenant_id == tenant_id,
-                    ChannelBindingRow.channel_id == channel_id,
-                )
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def resolve(self, tenant_id: str, channel_id: str | None) -> Resolution:
         with self.db.read_session() as s:

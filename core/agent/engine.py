@@ -57,7 +57,6 @@ from core.personas.prompt import (
 )
 from core.schemas.approval import resolve
 from core.schemas.persona import PersonaSpec
-from core.schemas.skill import SkillKind
 from core.schemas.views import AgentView
 from core.sessions.models import SessionView, TurnRecord, TurnView
 from core.sessions.pricing import cost_micros
@@ -458,7 +457,7 @@ class _TurnRun:
             self.steps.append(Step("tool", name, _ms(started), {"error": "unknown tool"}))
             await self._tell(block, "read", "error", "unknown tool")
             return _tool_result(block, result)
-        kind = "action" if skill.spec.kind == SkillKind.ACTION else "read"
+        kind = "action" if skill.is_action else "read"
         span.set({"cosmo.skill.kind": kind})
         try:
             arguments = skill.validate(block.get("input", {}))
@@ -636,12 +635,7 @@ class _TurnRun:
             cache_write=self.usage.cache_write_tokens,
         )
         citations = [] if failed else self.passages.cited(reply)
-        total = (
-            self.usage.input_tokens
-            + self.usage.output_tokens
-            + self.usage.cache_read_tokens
-            + self.usage.cache_write_tokens
-        )
+        total = self.usage.total_tokens
         record = TurnRecord(
             status="failed" if failed else "completed",
             reply=reply,

@@ -18,6 +18,16 @@ class ModelUsage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
 
+    @property
+    def total_tokens(self) -> int:
+        """What the token quota counts: every token billed, cached ones included."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
 
 @dataclass(frozen=True)
 class ModelReply:

@@ -46,7 +46,6 @@ ReceiptDecision = Literal[
     "manual",
     "outcome_unknown",
 ]
-RECEIPT_DECISIONS: frozenset[str] = frozenset(ReceiptDecision.__args__)  # type: ignore[attr-defined]
 EXECUTION_OUTCOMES = frozenset({"executed", "execution_failed", "outcome_unknown"})
 
 HKDF_INFO = b"cosmo-agents receipts ed25519 v1"

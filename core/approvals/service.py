@@ -239,17 +239,16 @@ class ApprovalService:
             read if read is not None else await run_sync(self.outputs.get, tenant_id, output_id)
         )
         agent = await self.agent_of(output)
-        action = "approve" if decision == "approve" else "reject"
         if output.status != OutputStatus.PENDING:
-            return await self._already(output, decision, actor, action)
+            return await self._already(output, decision, actor)
         if revision is not None and revision != output.revision:
             stale = StaleRevision(output.id, revision, output.revision)
-            await self._audit(output, actor, action, "refused", stale.detail)
+            await self._audit(output, actor, decision, "refused", stale.detail)
             raise stale
         try:
             await check_may_decide(agent, output, actor, decision, self.directory)
         except NotAllowedToDecide as exc:
-            await self._audit(output, actor, action, "refused", exc.detail)
+            await self._audit(output, actor, decision, "refused", exc.detail)
             raise
         now = self.clock()
         if output.expires_at is not None and now >= output.expires_at:
@@ -262,7 +261,7 @@ class ApprovalService:
         if decision == "approve":
             if any(a.by == actor.id for a in output.current_approvals()):
                 already = AlreadyApproved(output, actor.id)
-                await self._audit(output, actor, action, "repeated", already.detail)
+                await self._audit(output, actor, decision, "repeated", already.detail)
                 raise already
             approval = Approval(
                 by=actor.id,
@@ -305,7 +304,7 @@ class ApprovalService:
         own_edit = decision == "approve" and actor.id in editors_of(output)
         record = self._recorder(
             actor,
-            action,
+            decision,
             "applied",
             "; ".join(
                 filter(
@@ -327,9 +326,9 @@ class ApprovalService:
             )
         except OutputAlreadyDecided as lost:
             current = await run_sync(self.outputs.get, tenant_id, output_id)
-            return await self._already(current, decision, actor, action, lost=lost)
+            return await self._already(current, decision, actor, lost=lost)
         except StaleRevision as stale:
-            await self._audit(output, actor, action, "refused", stale.detail)
+            await self._audit(output, actor, decision, "refused", stale.detail)
             raise
         except ApprovalsMoved:
             # Someone else's approval (or an escalation) landed since the read: count again.
@@ -407,7 +406,7 @@ class ApprovalService:
             )
         except OutputAlreadyDecided as lost:
             current = await run_sync(self.outputs.get, output.tenant_id, output.id)
-            return await self._already(current, "approve", actor, "approve", lost=lost)
+            return await self._already(current, "approve", actor, lost=lost)
         except StaleRevision as stale:
             await self._audit(output, actor, "approve", "refused", stale.detail)
             raise
@@ -601,14 +600,6 @@ class ApprovalService:
         await self.notify(expired)
         return expired
 
-    async def expire_due(self, limit: int = 100) -> int:
-        due = await run_sync(self.outputs.due_for_expiry, self.clock(), limit)
-        done = 0
-        for output in due:
-            if await self.expire(output) is not None:
-                done += 1
-        return done
-
     # -- internals ---------------------------------------------------------------
 
     async def agent_of(self, output: Output) -> AgentView:
@@ -622,7 +613,6 @@ class ApprovalService:
         current: Output,
         decision: Decision,
         actor: Actor,
-        action: str,
         lost: OutputAlreadyDecided | None = None,
     ) -> DecisionResult:
         same = (
@@ -633,12 +623,12 @@ class ApprovalService:
         if same:
             # The outcome the caller asked for already holds: not a conflict, not applied.
             outcome = "repeated" if current.decided_by == actor.id else "lost"
-            await self._audit(current, actor, action, outcome, f"already {current.status.value}")
+            await self._audit(current, actor, decision, outcome, f"already {current.status.value}")
             return DecisionResult(current, applied=False)
         await self._audit(
             current,
             actor,
-            action,
+            decision,
             "lost",
             f"already {current.status.value} by {current.decided_by}",
         )

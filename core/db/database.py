@@ -161,10 +161,6 @@ class Database:
         """A connection for reads that must not wait behind writers (health, status)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})
 
-    def ping(self) -> None:
-        with self.read_connection() as conn:
-            conn.execute(text("SELECT 1"))
-
     def schema_status(self) -> SchemaStatus:
         from alembic.runtime.migration import MigrationContext
 

@@ -300,6 +300,9 @@ class OutputRow(Base):
     slack_status: Mapped[str] = mapped_column(
         String(16), default="pending", server_default="pending"
     )
+    # Never written: approval messages live in `output_messages`. Mapped until a contract
+    # migration drops the columns (dropping them now would break the previous release
+    # during a rolling upgrade, docs/operations.md).
     slack_channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -192,9 +192,6 @@ class ReindexRequired(Conflict):
             f"knowledge base {name!r} was indexed with {stored} ({stored_dimension}-d) but the "
             f"embedder now is {current} ({dim}-d); run `cosmo kb reindex {name}` to re-embed it"
         )
-        self.knowledge_base = name
-        self.stored_model = stored
-        self.current_model = current
 
 
 class DocumentRejected(ValidationFailed):

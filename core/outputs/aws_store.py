@@ -524,9 +524,6 @@ class AwsOutputStore:
     ) -> None:
         self._update_if_owned(tenant_id, output_id, {"notification_status": status.value})
 
-    def attach_slack_message(self, tenant_id: str, output_id: str, channel: str, ts: str) -> None:
-        self._update_if_owned(tenant_id, output_id, {"slack_channel": channel, "slack_ts": ts})
-
     def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:
         values: dict[str, Any] = {"slack_status": status.value}
         if status is SlackStatus.UNROUTED:

@@ -132,8 +132,6 @@ class Output(BaseModel):
     executed_at: datetime | None = None
     notification_status: NotificationStatus = NotificationStatus.PENDING
     slack_status: SlackStatus = SlackStatus.PENDING
-    slack_channel: str | None = None
-    slack_ts: str | None = None
     expires_at: datetime | None = None
     approval_policy: dict[str, Any] | None = None
     """The approval lifecycle it was proposed under (`required_approvals`, timers in
@@ -179,17 +177,6 @@ PREVIEW_CHARS = 500
 def preview_of(content: str) -> str:
     text = content.strip()
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
-
-
-DECIDABLE = frozenset({OutputStatus.PENDING})
-FINAL = frozenset(
-    {
-        OutputStatus.EXECUTED,
-        OutputStatus.MANUAL,
-        OutputStatus.REJECTED,
-        OutputStatus.EXPIRED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -337,10 +324,6 @@ class OutputStore(Protocol):
 
     def set_notification_status(
         self, tenant_id: str, output_id: str, status: NotificationStatus
-    ) -> None: ...
-
-    def attach_slack_message(
-        self, tenant_id: str, output_id: str, channel: str, ts: str
     ) -> None: ...
 
     def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:

@@ -253,14 +253,6 @@ class SqlOutputStore:
                 .values(notification_status=status.value)
             )
 
-    def attach_slack_message(self, tenant_id: str, output_id: str, channel: str, ts: str) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(OutputRow)
-                .where(OutputRow.id == output_id, OutputRow.tenant_id == tenant_id)
-                .values(slack_channel=channel, slack_ts=ts)
-            )
-
     def set_slack_status(self, tenant_id: str, output_id: str, status: SlackStatus) -> None:
         with self.db.session() as s:
             s.execute(

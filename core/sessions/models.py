@@ -18,15 +18,6 @@ class Usage(BaseModel):
     cache_write_tokens: int = 0
     cost_usd: float = Field(default=0.0, description="Estimated from the price table.")
 
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_write_tokens
-        )
-
 
 class SessionView(BaseModel):
     model_config = ConfigDict(from_attributes=True)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 import anyio
 import httpx2
 
-from core.schemas.skill import McpExecutor, SkillKind, SkillSpec, check_input_schema
+from core.schemas.skill import McpExecutor
 from core.skills.egress import SkillDestinationRefused
 from core.skills.mcp_servers import McpServers
 from core.skills.runtime import SkillContext, SkillFailed, SkillResult
@@ -452,64 +452,3 @@ class McpSkillExecutor:
         except SkillFailed as exc:
             raise SkillFailed(f"{self.skill}: {exc.detail}") from None
         return tool_result(result)
-
-
-# --- discovery -----------------------------------------------------------------------------
-
-
-def slugify_tool_name(name: str) -> str:
-    """`getWeather` / `Get Weather!` -> `get_weather`, a valid skill name."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
-    slug = re.sub(r"[^a-z0-9_-]+", "_", snake.lower()).strip("_-")
-    if not slug or not slug[0].isalpha():
-        slug = f"mcp_{slug}"
-    return slug[:63].rstrip("_-")
-
-
-def _unique(name: str, used: set[str]) -> str:
-    candidate, n = name, 2
-    while candidate in used:
-        suffix = f"_{n}"
-        candidate = name[: 63 - len(suffix)] + suffix
-        n += 1
-    used.add(candidate)
-    return candidate
-
-
-def _kind(tool: mcp_types.Tool) -> SkillKind:
-    """Read, unless the server says outright that the tool changes things."""
-    hints = tool.annotations
-    if hints is not None and (hints.read_only_hint is False or hints.destructive_hint is True):
-        return SkillKind.ACTION
-    return SkillKind.READ
-
-
-async def discover_mcp_tools(executor: McpExecutor, pool: McpPool) -> list[SkillSpec]:
-    """The server's tools as skill specs an admin can import (and then edit).
-
-    Names are slugified (the original is kept in `executor.tool`); a tool is a *read*
-    skill unless its annotations say it is not read-only or is destructive. Tools whose
-    input schema is not a valid object schema are skipped, with a warning in the log.
-    """
-    specs: list[SkillSpec] = []
-    used: set[str] = set()
-    for tool in await pool.list_tools(executor):
-        schema = dict(tool.input_schema)
-        schema.setdefault("type", "object")
-        try:
-            check_input_schema(schema)
-        except ValueError as exc:
-            log.warning("skipping MCP tool %r: its input schema is unusable (%s)", tool.name, exc)
-            continue
-        description = (tool.description or tool.title or "").strip()
-        specs.append(
-            SkillSpec(
-                name=_unique(slugify_tool_name(tool.name), used),
-                description=_trim(description or f"The {tool.name} tool of an MCP server.", 4_000),
-                input_schema=schema,
-                kind=_kind(tool),
-                is_automatable=False,
-                executor=executor.model_copy(update={"tool": tool.name}),
-            )
-        )
-    return specs

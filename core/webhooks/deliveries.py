@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import builtins
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -250,7 +249,7 @@ class WebhookDeliveries:
         return HeldSweep(released=released, dropped=dropped, left=left)
 
 
-def _view(row: WebhookDeliveryRow, history: builtins.list[WebhookAttempt]) -> WebhookDelivery:
+def _view(row: WebhookDeliveryRow, history: list[WebhookAttempt]) -> WebhookDelivery:
     return WebhookDelivery(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -272,8 +271,8 @@ def _view(row: WebhookDeliveryRow, history: builtins.list[WebhookAttempt]) -> We
     )
 
 
-def _histories(s: Session, ids: Sequence[str]) -> dict[str, builtins.list[WebhookAttempt]]:
-    found: dict[str, builtins.list[WebhookAttempt]] = {}
+def _histories(s: Session, ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
+    found: dict[str, list[WebhookAttempt]] = {}
     if not ids:
         return found
     attempts = s.scalars(

@@ -22,8 +22,6 @@ dispatcher offers them too, for callers that hold only the worker.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import contextlib
 import ipaddress
 import json
 import logging
@@ -194,26 +192,6 @@ class WebhookDispatcher:
         if self._owns_http:
             await self._http.aclose()
 
-    async def run_forever(
-        self, stop: asyncio.Event, interval: float = 1.0, *, limit: int = 50
-    ) -> None:
-        """Deliver until `stop` is set: a full batch goes again at once, else wait `interval`."""
-        last_sweep = float("-inf")
-        while not stop.is_set():
-            sent = 0
-            try:
-                sent = await self.run_once(limit=limit)
-                store = self.outputs
-                swept = time.monotonic() - last_sweep < 60
-                if store is not None and store.holds_events and not swept:
-                    last_sweep = time.monotonic()
-                    await self.resolve_held(store.held_check)
-            except Exception as exc:
-                log.error("webhook delivery round failed: %s", _describe(exc))
-            if sent < limit:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
-
     async def resolve_held(
         self, check: HeldCheck, *, older_than: timedelta | None = None
     ) -> HeldSweep:
@@ -238,7 +216,7 @@ class WebhookDispatcher:
         await asyncio.gather(*(one(job) for job in jobs))
         return len(jobs)
 
-    def _lease(self, now: datetime, limit: int) -> builtins.list[_Job]:
+    def _lease(self, now: datetime, limit: int) -> list[_Job]:
         row = WebhookDeliveryRow
 
         def due() -> Any:
@@ -252,7 +230,7 @@ class WebhookDispatcher:
             candidates = s.scalars(
                 select(row.id).where(due()).order_by(row.next_attempt_at).limit(limit)
             ).all()
-            leased: builtins.list[str] = []
+            leased: list[str] = []
             # Sorted, so workers racing in PostgreSQL lock rows in one order (no deadlock).
             for delivery_id in sorted(candidates):
                 result = s.execute(

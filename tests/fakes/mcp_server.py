@@ -23,7 +23,6 @@ import sys
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
 
 CONTACTS = {"ada@example.com": "Ada Lovelace, CTO at Analytical Engines"}
 
@@ -59,11 +58,6 @@ def build_server() -> MCPServer:
     def get_weather(city: str) -> str:
         """Weather for a city."""
         return f"Sunny in {city}"
-
-    @server.tool(annotations=ToolAnnotations(destructive_hint=True))
-    def delete_note(note_id: str) -> str:
-        """Delete a CRM note."""
-        return f"deleted {note_id}"
 
     @server.tool()
     async def sleep(seconds: float) -> str:

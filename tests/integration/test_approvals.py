@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.approvals import lifecycle
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
 from core.outputs.port import NewOutput
@@ -286,6 +287,9 @@ async def test_expired_outputs_can_no_longer_be_decided(container, agent, client
     r = client.post(f"/api/v1/outputs/{output.id}/approve", json={})
     assert r.status_code == 409
     assert r.json()["status_now"] == "expired"
-    assert await container.approvals.expire_due() == 1
+    # What the `schedule.expire_outputs` job does with each output past its expiry.
+    due = container.outputs.due_for_expiry(container.approvals.clock())
+    assert [o.id for o in due] == [pending.id]
+    assert await lifecycle.runner_of(container).expire_or_escalate(due[0]) == "expired"
     assert container.outputs.get("default", pending.id).status == "expired"
-    assert await container.approvals.expire_due() == 0
+    assert container.outputs.due_for_expiry(container.approvals.clock()) == []

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select, text
 
+from core.approvals import lifecycle
 from core.approvals.audit import GENESIS, AuditLog, entry_hash
 from core.approvals.policy import Actor
 from core.approvals.receipts import Receipts, ReceiptSigner
@@ -171,7 +172,7 @@ def test_rejections_expiries_and_refusals_are_chained_with_identity_and_key(
 
 async def test_an_expiry_is_signed_by_the_system(client, container, agent):
     output = make_output(container, agent, expires_at=datetime.now(UTC) - timedelta(seconds=1))
-    assert await container.approvals.expire_due() == 1
+    assert await lifecycle.runner_of(container).expire_or_escalate(output) == "expired"
     (receipt,) = container.receipts.for_output("default", output.id)
     assert (receipt.receipt.decision, receipt.receipt.decided_by) == ("expired", "system")
     assert (receipt.receipt.how, receipt.receipt.identity) == ("system", "system")

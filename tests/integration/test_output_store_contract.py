@@ -225,7 +225,7 @@ def test_another_tenant_can_neither_see_nor_touch_an_output(h: Harness) -> None:
     assert h.store.list(T2, OutputFilter(), cursor=None, limit=10).items == []
     assert h.store.list(T2, OutputFilter(agent_id="agt_a"), cursor=None, limit=10).items == []
     h.store.set_notification_status(T2, mine.id, NotificationStatus.DELIVERED)
-    h.store.attach_slack_message(T2, mine.id, "C_OTHER", "1.0")
+    h.store.set_slack_status(T2, mine.id, SlackStatus.FAILED)
     assert h.store.get(T1, mine.id).model_dump() == mine.model_dump()
 
 
@@ -456,13 +456,11 @@ def test_held_check_never_releases_an_event_whose_write_did_not_happen(h: Harnes
 # -- side fields ----------------------------------------------------------------------------
 
 
-def test_notification_status_and_slack_message_are_recorded(h: Harness) -> None:
+def test_notification_status_is_recorded(h: Harness) -> None:
     out = h.new()
     h.store.set_notification_status(T1, out.id, NotificationStatus.DELIVERED)
-    h.store.attach_slack_message(T1, out.id, "C123", "1700000000.000100")
     got = h.store.get(T1, out.id)
     assert got.notification_status is NotificationStatus.DELIVERED
-    assert (got.slack_channel, got.slack_ts) == ("C123", "1700000000.000100")
     assert got.status is OutputStatus.PENDING
     h.store.set_notification_status(T1, out.id, NotificationStatus.FAILED)
     assert h.store.get(T1, out.id).notification_status is NotificationStatus.FAILED

@@ -771,33 +771,6 @@ async def test_two_dispatchers_racing_send_each_attempt_exactly_once(real_db):
     assert sorted(n for _, n in attempts) == [2] * 30
 
 
-@pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
-async def test_run_forever_delivers_until_stopped(real_db, receiver):
-    # A database of real connections: the loop writes from worker threads while the test
-    # reads, which the single shared connection of `db` cannot serve at once.
-    db = real_db
-    [delivery_id] = add_events(db, make_agent(db), receiver.url, 1)
-    dispatcher = WebhookDispatcher(
-        db,
-        policy=POLICY,
-        clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
-        jitter=no_jitter,
-    )
-    try:
-        stop = asyncio.Event()
-        task = asyncio.create_task(dispatcher.run_forever(stop, interval=0.01))
-        await asyncio.to_thread(receiver.wait_for, 1)
-        for _ in range(1000):  # generous: a loaded CI machine is slow, not wrong
-            if row(db, delivery_id).status == "delivered":
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        assert row(db, delivery_id).status == "delivered"
-    finally:
-        await dispatcher.aclose()
-
-
 # -- replay, list, held -----------------------------------------------------------------
 
 
