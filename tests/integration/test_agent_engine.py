@@ -77,13 +77,10 @@ def claude_container(db: Database, settings: Settings, model: ScriptedModel) -> 
 
 
 @pytest.fixture
-def agent_id(claude_client) -> str:
-    r = claude_client.post(
-        "/api/v1/agents/import", content=CONFIG, headers={"Content-Type": "application/yaml"}
-    )
-    assert r.status_code == 200, r.text
-    agents = claude_client.get("/api/v1/agents", params={"name": "sales-bot"}).json()["items"]
-    return str(agents[0]["id"])
+def agent_id(claude_container) -> str:
+    """Applied to the container: the tests that run the engine directly need no app."""
+    claude_container.config.apply("default", parse_document(CONFIG), actor="test")
+    return str(claude_container.agents.get_by_name("default", "sales-bot").id)
 
 
 @pytest.fixture
