@@ -17,7 +17,7 @@ The `model` fixture (tests/conftest.py) calls `assert_done` after every test tha
 
 Choices worth knowing:
 
-* Each `complete` takes the next pushed `Answer`, else asks the `respond_with` function.
+* Each `complete` takes the next pushed `Answer`, else asks the `responder` function.
   With neither it raises `UnexpectedModelCall`. It keeps that error (and any a responder
   raised), so `assert_done` reports it even where a job runner only logged the exception.
 * A call records a deep copy of its `ModelRequest`: later steps of the loop append to the
@@ -25,7 +25,7 @@ Choices worth knowing:
 * Text reaches `on_text` in `chunk_size` pieces, block after block, as the adapter passes
   the SDK's text deltas on; tool input is not streamed (the adapter does not either).
 * Usage is what the answer says (zero unless set): no token estimate to reason about.
-* An `Answer.error` raises its `ModelError` after streaming its partial text, as the
+* An `Answer.failure` raises its `ModelError` after streaming its partial text, as the
   adapter does when the stream breaks.
 * Every call yields to the event loop once, as a network call would, so concurrent turns
   interleave instead of running one after another.
@@ -98,16 +98,8 @@ class Answer:
         text = ({"type": "text", "text": partial_text},) if partial_text else ()
         return cls(content=text, error=error)
 
-    def using(
-        self,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> Answer:
+    def using(self, usage: ModelUsage) -> Answer:
         """The same answer, reporting this usage."""
-        usage = ModelUsage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
         return replace(self, usage=usage)
 
 
@@ -120,10 +112,6 @@ class ModelCall:
     """Whether the engine passed an `on_text` sink."""
 
     @property
-    def model(self) -> str:
-        return self.request.model
-
-    @property
     def system(self) -> list[dict[str, Any]]:
         return self.request.system
 
@@ -134,10 +122,6 @@ class ModelCall:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return self.request.messages
-
-    @property
-    def tools(self) -> list[dict[str, Any]]:
-        return self.request.tools
 
     @property
     def tool_names(self) -> list[str]:
@@ -160,7 +144,8 @@ class ScriptedModel:
         self.chunk_size = chunk_size
         self._lock = threading.Lock()
         self._script: deque[Answer] = deque(answers)
-        self._responder: Responder | None = None
+        self.responder: Responder | None = None
+        """Answers with `responder(call)` once the pushed answers are used up."""
         self._calls: list[ModelCall] = []
         self._errors: list[BaseException] = []
         self._tool_ids = 0
@@ -170,11 +155,6 @@ class ScriptedModel:
     def push(self, *answers: Answer) -> None:
         with self._lock:
             self._script.extend(answers)
-
-    def respond_with(self, responder: Responder | None) -> None:
-        """Answer with `responder(call)` once the pushed answers are used up."""
-        with self._lock:
-            self._responder = responder
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -224,11 +204,11 @@ class ScriptedModel:
             self._calls.append(call)
             if self._script:
                 return self._script.popleft()
-            responder = self._responder
+            responder = self.responder
             if responder is None:
                 error = UnexpectedModelCall(
                     f"call #{len(self._calls)} has no scripted answer (push one per expected "
-                    f"call, or respond_with a function); its last message: "
+                    f"call, or set a responder); its last message: "
                     f"{call.messages[-1] if call.messages else None!r}"
                 )
                 self._errors.append(error)

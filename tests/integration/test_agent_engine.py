@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core.agent.engine import AgentConfig, ConfigurableAgent
-from core.agent.model import ModelError
+from core.agent.model import ModelError, ModelUsage
 from core.config_document import parse_document
 from core.db import Database
 from core.embeddings.hashing import HashingEmbedder
@@ -257,8 +257,8 @@ def test_history_is_replayed_with_a_cache_breakpoint_on_the_newest_block(
 def test_usage_and_cost_are_recorded_per_turn_and_totalled(
     claude_client, model, session_id, agent_id
 ):
-    model.push(Answer.text("One.").using(1000, 200, cache_write_tokens=800))
-    model.push(Answer.text("Two.").using(3000, 500, cache_read_tokens=800, cache_write_tokens=40))
+    model.push(Answer.text("One.").using(ModelUsage(1000, 200, cache_write_tokens=800)))
+    model.push(Answer.text("Two.").using(ModelUsage(3000, 500, 800, cache_write_tokens=40)))
     chat(claude_client, session_id, "a")
     chat(claude_client, session_id, "b")
 
@@ -397,13 +397,13 @@ async def test_the_step_limit_ends_a_runaway_tool_loop(claude_container, model, 
         deps=claude_container.runner.deps,
     )
     session = claude_container.sessions.start("default", agent_id, user_id="U1")
-    model.respond_with(lambda call: Answer.tool_use("current_time", {}))
+    model.responder = lambda call: Answer.tool_use("current_time", {})
 
     result = await agent.chat(session, "loop forever")
 
     assert len(model.calls) == 3
     assert "stopped after 3 steps" in result.reply
-    model.respond_with(None)
+    model.responder = None
     model.push(Answer.text("Continuing."))
     follow_up = await agent.chat(session, "continue")
     roles = [m["role"] for m in model.calls[-1].messages]
@@ -416,7 +416,7 @@ async def test_concurrent_turns_on_one_agent_all_complete(real_db, settings, mod
     container = build_container(settings, db=real_db, model=model)
     container.config.apply("default", parse_document(CONFIG), actor="test")
     agent_id = container.agents.get_by_name("default", "sales-bot").id
-    model.respond_with(lambda call: Answer.text(f"re: {call.messages[-1]['content'][-1]['text']}"))
+    model.responder = lambda call: Answer.text(f"re: {call.messages[-1]['content'][-1]['text']}")
     agent = await container.runner.agent("default", agent_id)
     sessions = [container.sessions.start("default", agent_id, user_id=f"U{i}") for i in range(8)]
 

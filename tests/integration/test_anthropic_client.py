@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from core.config_document import parse_document
+from core.sessions.models import SessionView
 from tests.fakes.anthropic_api import Reply
 
 CONFIG = """
@@ -25,14 +26,10 @@ agents:
 
 
 @pytest.fixture
-def agent_id(claude_container) -> str:
+def session(claude_container) -> SessionView:
     claude_container.config.apply("default", parse_document(CONFIG), actor="test")
-    return str(claude_container.agents.get_by_name("default", "plain-bot").id)
-
-
-@pytest.fixture
-def session_id(claude_container, agent_id) -> str:
-    return str(claude_container.sessions.start("default", agent_id, user_id="U123").id)
+    bot = claude_container.agents.get_by_name("default", "plain-bot")
+    return claude_container.sessions.start("default", bot.id, user_id="U123")
 
 
 def chat(client, session_id: str, message: str) -> dict[str, Any]:
@@ -41,9 +38,8 @@ def chat(client, session_id: str, message: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-async def test_text_streams_to_the_caller_as_it_arrives(claude_container, fake_claude, agent_id):
-    agent = await claude_container.runner.agent("default", agent_id)
-    session = claude_container.sessions.start("default", agent_id, user_id="U1")
+async def test_text_streams_to_the_caller_as_it_arrives(claude_container, fake_claude, session):
+    agent = await claude_container.runner.agent("default", session.agent_id)
     fake_claude.push(Reply.text("A fairly long answer that arrives in several pieces."))
     chunks: list[str] = []
 
@@ -58,11 +54,11 @@ async def test_text_streams_to_the_caller_as_it_arrives(claude_container, fake_c
 
 
 def test_history_is_replayed_and_the_second_turn_reads_the_cache(
-    claude_client, fake_claude, session_id
+    claude_client, fake_claude, session
 ):
     fake_claude.push(Reply.text("First answer."), Reply.text("Second answer."))
-    first = chat(claude_client, session_id, "question one")
-    second = chat(claude_client, session_id, "question two")
+    first = chat(claude_client, session.id, "question one")
+    second = chat(claude_client, session.id, "question two")
 
     replay = fake_claude.message_requests[1].messages
     assert [m["role"] for m in replay] == ["user", "assistant", "user"]
@@ -71,21 +67,21 @@ def test_history_is_replayed_and_the_second_turn_reads_the_cache(
 
 
 def test_a_refused_api_key_fails_the_turn_once_with_a_clear_message(
-    claude_client, fake_claude, session_id
+    claude_client, fake_claude, session
 ):
     fake_claude.push(Reply.error(401, "authentication_error", "invalid x-api-key"))
 
-    body = chat(claude_client, session_id, "hi")
+    body = chat(claude_client, session.id, "hi")
 
     assert body["status"] == "failed"
     assert "API key was refused" in body["reply"]
     assert len(fake_claude.message_requests) == 1
-    turn = claude_client.get(f"/api/v1/sessions/{session_id}").json()["turns"][0]
+    turn = claude_client.get(f"/api/v1/sessions/{session.id}").json()["turns"][0]
     assert turn["status"] == "failed"
-    assert claude_client.get(f"/api/v1/sessions/{session_id}").json()["messages"] == []
+    assert claude_client.get(f"/api/v1/sessions/{session.id}").json()["messages"] == []
 
 
-def test_a_spend_limit_is_not_retried(claude_client, fake_claude, session_id):
+def test_a_spend_limit_is_not_retried(claude_client, fake_claude, session):
     fake_claude.push(
         Reply.error(
             429,
@@ -97,20 +93,20 @@ def test_a_spend_limit_is_not_retried(claude_client, fake_claude, session_id):
         Reply.text("never sent"),
     )
 
-    body = chat(claude_client, session_id, "hi")
+    body = chat(claude_client, session.id, "hi")
 
     assert body["status"] == "failed"
     assert "usage limit" in body["reply"]
     assert len(fake_claude.message_requests) == 1
 
 
-def test_an_overloaded_api_is_retried_by_the_sdk(claude_client, fake_claude, session_id):
+def test_an_overloaded_api_is_retried_by_the_sdk(claude_client, fake_claude, session):
     fake_claude.push(
         Reply.error(529, "overloaded_error", "Overloaded", retry_after=0.01),
         Reply.text("Back again."),
     )
 
-    body = chat(claude_client, session_id, "hi")
+    body = chat(claude_client, session.id, "hi")
 
     assert body["reply"] == "Back again."
     assert len(fake_claude.message_requests) == 2

@@ -37,7 +37,7 @@ async def test_an_unused_answer_is_reported():
 
 async def test_a_responder_answers_after_the_pushed_answers():
     model = ScriptedModel(Answer.text("first"))
-    model.respond_with(lambda call: Answer.text(f"echo {call.messages[-1]['content'][0]}"))
+    model.responder = lambda call: Answer.text(f"echo {call.messages[-1]['content'][0]}")
 
     first = await model.complete(request("a"))
     second = await model.complete(request("b"))
@@ -54,7 +54,11 @@ async def test_each_call_records_what_it_was_sent_then():
     sent.messages.append({"role": "assistant", "content": [{"type": "text", "text": "later"}]})
     (call,) = model.calls
     assert [m["role"] for m in call.messages] == ["user"]
-    assert call.model == "claude-test" and call.system_text == "You help." and not call.streamed
+    assert (
+        call.request.model == "claude-test"
+        and call.system_text == "You help."
+        and not call.streamed
+    )
 
 
 async def test_text_streams_in_pieces_and_tool_calls_get_fresh_ids():
