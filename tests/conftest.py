@@ -340,6 +340,17 @@ def claude_client(claude_container: Container) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def model():  # type: ignore[no-untyped-def]
+    """Claude at the `ModelClient` port, scripted (see tests/fakes/scripted_model.py); the
+    test fails if it leaves an answer unused or the engine calls beyond the script."""
+    from tests.fakes.scripted_model import ScriptedModel
+
+    scripted = ScriptedModel()
+    yield scripted
+    scripted.assert_done()
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def module_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
     """A migrated database per module and backend, with real commits and connections; tests

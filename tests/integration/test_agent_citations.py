@@ -1,8 +1,9 @@
 """An agent cites its knowledge: numbered passages in, `[n]` markers out, sources shown.
 
-REST in, the real anthropic SDK out against the fake Messages API, a real knowledge base in
-between (embedded provider, the container's default embedder). The Slack tests run the
-whole Slack app (signed events, Bolt, the fake Slack Web API) over the same pieces.
+REST in, Claude scripted at the `ModelClient` port (tests/fakes/scripted_model.py), a real
+knowledge base in between (embedded provider, the container's default embedder). The Slack
+tests run the whole Slack app (signed events, Bolt, the fake Slack Web API, the real
+anthropic SDK against the fake Messages API) over the same pieces.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any
 import pytest
 
 from core.config_document import parse_document
+from core.db import Database
+from core.embeddings.hashing import HashingEmbedder
 from core.knowledge.jobs import KIND
+from core.memory.local import LocalMemory
+from core.settings import Settings
+from core.wiring import Container, build_container
 from tests.conftest import AUTH
 from tests.fakes.anthropic_api import Reply
+from tests.fakes.scripted_model import Answer, ScriptedModel
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
 from tests.job_support import run_due_jobs
 from tests.slack_support import SlackApp, slack_app
@@ -83,6 +90,12 @@ def cited(body: dict[str, Any]) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
+def claude_container(db: Database, settings: Settings, model: ScriptedModel) -> Container:
+    """Claude is the scripted `model` here (conftest's `claude_client` runs on this)."""
+    return build_container(settings, db=db, model=model, memory=LocalMemory(db, HashingEmbedder()))
+
+
+@pytest.fixture
 def support_bot(claude_client) -> str:
     return agent_with_handbook(claude_client, top_k=5)
 
@@ -115,14 +128,14 @@ def chat(client: Any, session_id: str, message: str, **headers: str) -> dict[str
 
 
 def test_the_reply_cites_numbered_passages_and_the_turn_lists_them(
-    claude_client, fake_claude, support_bot
+    claude_client, model, support_bot
 ):
-    fake_claude.push(Reply.text("The Pro plan is 30 dollars [2]. EU refunds take 14 days [1][2]."))
+    model.push(Answer.text("The Pro plan is 30 dollars [2]. EU refunds take 14 days [1][2]."))
     session = start(claude_client, support_bot)
 
     body = chat(claude_client, session, QUESTION, **{"Idempotency-Key": "q1"})
 
-    system = fake_claude.message_requests[0].system_text
+    system = model.calls[0].system_text
     seen = passages(system)
     assert {seen[1][0], seen[2][0]} == {"refunds.md", "pricing.pdf"}, seen
     assert "cite it with its number in square brackets" in system
@@ -139,18 +152,18 @@ def test_the_reply_cites_numbered_passages_and_the_turn_lists_them(
     assert again["replayed"] and again["citations"] == body["citations"]
 
 
-def test_markers_that_name_no_passage_are_ignored(claude_client, fake_claude, support_bot):
-    fake_claude.push(Reply.text("See [9] and items[1]; refunds take 14 days [1]."))
+def test_markers_that_name_no_passage_are_ignored(claude_client, model, support_bot):
+    model.push(Answer.text("See [9] and items[1]; refunds take 14 days [1]."))
 
     body = chat(claude_client, start(claude_client, support_bot), QUESTION)
 
-    seen = passages(fake_claude.message_requests[0].system_text)
+    seen = passages(model.calls[0].system_text)
     assert 9 not in seen
     assert cited(body) == [(1, seen[1][0])]
 
 
-def test_a_reply_that_cites_nothing_has_no_citations(claude_client, fake_claude, support_bot):
-    fake_claude.push(Reply.text("The handbook does not say."))
+def test_a_reply_that_cites_nothing_has_no_citations(claude_client, model, support_bot):
+    model.push(Answer.text("The handbook does not say."))
     session = start(claude_client, support_bot)
 
     body = chat(claude_client, session, "Who founded the company?")
@@ -160,20 +173,20 @@ def test_a_reply_that_cites_nothing_has_no_citations(claude_client, fake_claude,
 
 
 def test_search_knowledge_results_continue_the_numbering_of_the_prompts_passages(
-    claude_client, fake_claude
+    claude_client, model
 ):
     # top_k 1: the prompt gets one passage; the search (limit 5) finds it again and more.
     agent = agent_with_handbook(claude_client, top_k=1)
-    fake_claude.push(
-        Reply.tool_use("search_knowledge", {"query": QUESTION, "limit": 5}),
-        Reply.text("Refunds: 14 days [1]. Pro: 30 dollars [2]."),
+    model.push(
+        Answer.tool_use("search_knowledge", {"query": QUESTION, "limit": 5}),
+        Answer.text("Refunds: 14 days [1]. Pro: 30 dollars [2]."),
     )
 
     body = chat(claude_client, start(claude_client, agent), QUESTION)
 
-    in_prompt = passages(fake_claude.message_requests[0].system_text)
+    in_prompt = passages(model.calls[0].system_text)
     assert list(in_prompt) == [1]
-    result = fake_claude.message_requests[1].tool_results()[0]
+    result = model.calls[1].tool_results()[0]
     found = passages(str(result["content"]))
     assert found[1] == in_prompt[1]  # seen twice, same number
     assert sorted(found) == list(range(1, len(found) + 1)) and len(found) >= 2

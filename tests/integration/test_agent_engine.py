@@ -1,4 +1,7 @@
-"""The agent engine end to end: REST in, real anthropic SDK against the fake Messages API."""
+"""The agent engine's own logic: REST in (a worker runs the turn), Claude scripted at the
+`ModelClient` port (tests/fakes/scripted_model.py). What the SDK adapter does at the wire
+(errors, retries, streaming, prompt caching) is tested against the fake Messages API in
+tests/integration/test_anthropic_client.py."""
 
 from __future__ import annotations
 
@@ -8,16 +11,21 @@ from typing import Any
 import pytest
 
 from core.agent.engine import AgentConfig, ConfigurableAgent
+from core.agent.model import ModelError, ModelUsage
 from core.config_document import parse_document
+from core.db import Database
+from core.embeddings.hashing import HashingEmbedder
 from core.limits.quotas import TOKENS
+from core.memory.local import LocalMemory
 from core.schemas.skill import SkillSpec
 from core.sessions.pricing import cost_micros
+from core.settings import Settings
 from core.skills.builtins import BuiltinCatalog
 from core.skills.factory import SkillFactory
 from core.skills.runtime import SkillResult
-from core.wiring import build_container
+from core.wiring import Container, build_container
 from tests.conftest import BACKENDS
-from tests.fakes.anthropic_api import Reply
+from tests.fakes.scripted_model import Answer, ModelCall, ScriptedModel
 
 CONFIG = """
 apiVersion: cosmo/v1
@@ -63,13 +71,16 @@ EMAIL = {"to": "ana@example.com", "subject": "Pricing", "body": "Hi Ana, here is
 
 
 @pytest.fixture
-def agent_id(claude_client) -> str:
-    r = claude_client.post(
-        "/api/v1/agents/import", content=CONFIG, headers={"Content-Type": "application/yaml"}
-    )
-    assert r.status_code == 200, r.text
-    agents = claude_client.get("/api/v1/agents", params={"name": "sales-bot"}).json()["items"]
-    return str(agents[0]["id"])
+def claude_container(db: Database, settings: Settings, model: ScriptedModel) -> Container:
+    """Claude is the scripted `model` here (conftest's `claude_client` runs on this)."""
+    return build_container(settings, db=db, model=model, memory=LocalMemory(db, HashingEmbedder()))
+
+
+@pytest.fixture
+def agent_id(claude_container) -> str:
+    """Applied to the container: the tests that run the engine directly need no app."""
+    claude_container.config.apply("default", parse_document(CONFIG), actor="test")
+    return str(claude_container.agents.get_by_name("default", "sales-bot").id)
 
 
 @pytest.fixture
@@ -82,6 +93,16 @@ def session_id(claude_client, agent_id) -> str:
     return str(r.json()["id"])
 
 
+def cache_markers(call: ModelCall) -> list[tuple[int, int]]:
+    """(message, block) of each `cache_control` in the call's messages."""
+    return [
+        (m, b)
+        for m, message in enumerate(call.messages)
+        for b, block in enumerate(message["content"])
+        if "cache_control" in block
+    ]
+
+
 def chat(client, session_id: str, message: str, **headers: str) -> dict[str, Any]:
     r = client.post(
         f"/api/v1/sessions/{session_id}/chat", json={"message": message}, headers=headers
@@ -90,14 +111,14 @@ def chat(client, session_id: str, message: str, **headers: str) -> dict[str, Any
     return dict(r.json())
 
 
-def test_persona_is_rendered_into_a_cached_system_prompt(claude_client, fake_claude, session_id):
-    fake_claude.push(Reply.text("Hello Ana, how can I help with your deals?"))
+def test_persona_is_rendered_into_a_cached_system_prompt(claude_client, model, session_id):
+    model.push(Answer.text("Hello Ana, how can I help with your deals?"))
 
     body = chat(claude_client, session_id, "hi")
 
     assert body["status"] == "completed"
     assert body["reply"] == "Hello Ana, how can I help with your deals?"
-    request = fake_claude.message_requests[0]
+    request = model.calls[0]
     persona = request.system[0]
     assert persona["cache_control"] == {"type": "ephemeral"}
     assert "Sales assistant at Acme Analytics" in persona["text"]
@@ -109,28 +130,27 @@ def test_persona_is_rendered_into_a_cached_system_prompt(claude_client, fake_cla
     )
     assert "You are sales-bot" in persona["text"]
     assert "{{" not in persona["text"]
-    assert request.stream is True
 
 
-def test_the_model_only_sees_the_agents_enabled_skills(claude_client, fake_claude, session_id):
-    fake_claude.push(Reply.text("ok"))
+def test_the_model_only_sees_the_agents_enabled_skills(claude_client, model, session_id):
+    model.push(Answer.text("ok"))
     chat(claude_client, session_id, "what can you do?")
-    assert fake_claude.message_requests[0].tool_names == [
+    assert model.calls[0].tool_names == [
         "current_time",
         "recall_memory",
         "draft_email",
     ]
 
 
-def test_a_read_skill_runs_at_once_and_its_result_goes_back(claude_client, fake_claude, session_id):
-    fake_claude.push(
-        Reply.tool_use("current_time", {}, text="Let me check."),
-        Reply.text("It is late in the day."),
+def test_a_read_skill_runs_at_once_and_its_result_goes_back(claude_client, model, session_id):
+    model.push(
+        Answer.tool_use("current_time", {}, text="Let me check."),
+        Answer.text("It is late in the day."),
     )
 
     body = chat(claude_client, session_id, "what time is it?")
 
-    results = fake_claude.message_requests[1].tool_results()
+    results = model.calls[1].tool_results()
     assert len(results) == 1
     assert "UTC" in str(results[0]["content"])
     assert not results[0].get("is_error")
@@ -140,11 +160,11 @@ def test_a_read_skill_runs_at_once_and_its_result_goes_back(claude_client, fake_
 
 
 def test_an_action_becomes_a_pending_output_and_is_not_carried_out(
-    claude_client, fake_claude, session_id
+    claude_client, model, session_id
 ):
-    fake_claude.push(
-        Reply.tool_use("draft_email", EMAIL),
-        Reply.text("I drafted it; it is waiting for review."),
+    model.push(
+        Answer.tool_use("draft_email", EMAIL),
+        Answer.text("I drafted it; it is waiting for review."),
     )
 
     body = chat(claude_client, session_id, "email Ana our pricing")
@@ -155,7 +175,7 @@ def test_an_action_becomes_a_pending_output_and_is_not_carried_out(
     assert output["skill"] == "draft_email"
     assert output["arguments"] == EMAIL
     assert output["requested_by"] == "U123"
-    told = fake_claude.message_requests[1].tool_results()[0]["content"]
+    told = model.calls[1].tool_results()[0]["content"]
     assert f"Submitted for approval as output {output['id']}" in str(told)
     content = claude_client.get(f"/api/v1/outputs/{output['id']}/content")
     assert content.status_code == 200
@@ -165,43 +185,43 @@ def test_an_action_becomes_a_pending_output_and_is_not_carried_out(
 
 
 def test_invalid_arguments_go_back_to_the_model_and_nothing_is_created(
-    claude_client, fake_claude, session_id
+    claude_client, model, session_id
 ):
-    fake_claude.push(
-        Reply.tool_use("draft_email", {**EMAIL, "to": "not-an-address"}),
-        Reply.text("Sorry, I need a valid address."),
+    model.push(
+        Answer.tool_use("draft_email", {**EMAIL, "to": "not-an-address"}),
+        Answer.text("Sorry, I need a valid address."),
     )
 
     body = chat(claude_client, session_id, "email someone")
 
-    result = fake_claude.message_requests[1].tool_results()[0]
+    result = model.calls[1].tool_results()[0]
     assert result["is_error"] is True
     assert "to" in str(result["content"]) and "email" in str(result["content"])
     assert body["outputs"] == []
     assert claude_client.get("/api/v1/outputs").json()["items"] == []
 
 
-def test_an_unknown_tool_is_an_error_result_not_a_crash(claude_client, fake_claude, session_id):
-    fake_claude.push(Reply.tool_use("search_crm", {}), Reply.text("I can't search the CRM."))
+def test_an_unknown_tool_is_an_error_result_not_a_crash(claude_client, model, session_id):
+    model.push(Answer.tool_use("search_crm", {}), Answer.text("I can't search the CRM."))
 
     body = chat(claude_client, session_id, "search the crm")
 
-    result = fake_claude.message_requests[1].tool_results()[0]
+    result = model.calls[1].tool_results()[0]
     assert result["is_error"] is True
     assert "no tool named 'search_crm'" in str(result["content"])
     assert body["status"] == "completed"
 
 
 def test_memories_of_earlier_conversations_are_in_the_prompt_as_data(
-    claude_client, claude_container, fake_claude, session_id, agent_id
+    claude_client, claude_container, model, session_id, agent_id
 ):
-    fake_claude.push(Reply.text("Noted: Tuesdays."))
+    model.push(Answer.text("Noted: Tuesdays."))
     chat(claude_client, session_id, "I prefer meetings on Tuesday mornings")
 
-    fake_claude.push(Reply.text("Tuesday morning works."))
+    model.push(Answer.text("Tuesday morning works."))
     chat(claude_client, session_id, "when should we schedule the meeting?")
 
-    system = fake_claude.message_requests[1].system
+    system = model.calls[1].system
     assert len(system) == 2, "persona block + per-turn data block"
     data = system[1]["text"]
     assert "## Relevant Context from Previous Conversations" in data
@@ -213,24 +233,32 @@ def test_memories_of_earlier_conversations_are_in_the_prompt_as_data(
     assert any("Tuesday" in m["text"] for m in stored.json()["items"])
 
 
-def test_history_is_replayed_and_the_second_turn_reads_the_cache(
-    claude_client, fake_claude, session_id
+def test_history_is_replayed_with_a_cache_breakpoint_on_the_newest_block(
+    claude_client, model, session_id
 ):
-    fake_claude.push(Reply.text("First answer."), Reply.text("Second answer."))
-    first = chat(claude_client, session_id, "question one")
-    second = chat(claude_client, session_id, "question two")
+    model.push(
+        Answer.tool_use("current_time", {}), Answer.text("First answer."), Answer.text("Second.")
+    )
+    chat(claude_client, session_id, "question one")
+    chat(claude_client, session_id, "question two")
 
-    replay = fake_claude.message_requests[1].messages
-    assert [m["role"] for m in replay] == ["user", "assistant", "user"]
-    assert first["usage"]["cache_write_tokens"] > 0
-    assert second["usage"]["cache_read_tokens"] > 0
+    tool_step, replay = model.calls[1].messages, model.calls[2].messages
+    assert [m["role"] for m in tool_step] == ["user", "assistant", "user"]
+    assert tool_step[-1]["content"][0]["type"] == "tool_result"
+    assert [m["role"] for m in replay] == ["user", "assistant", "user", "assistant", "user"]
+    assert replay[-1]["content"][-1]["text"] == "question two"
+    # One marker, on the newest block: each step reads what the step before it wrote.
+    for call in model.calls:
+        last = len(call.messages) - 1
+        assert cache_markers(call) == [(last, len(call.messages[last]["content"]) - 1)]
+        assert call.messages[last]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
 def test_usage_and_cost_are_recorded_per_turn_and_totalled(
-    claude_client, fake_claude, session_id, agent_id
+    claude_client, model, session_id, agent_id
 ):
-    fake_claude.push(Reply.text("One.").with_options(input_tokens=1000, output_tokens=200))
-    fake_claude.push(Reply.text("Two.").with_options(input_tokens=3000, output_tokens=500))
+    model.push(Answer.text("One.").using(ModelUsage(1000, 200, cache_write_tokens=800)))
+    model.push(Answer.text("Two.").using(ModelUsage(3000, 500, 800, cache_write_tokens=40)))
     chat(claude_client, session_id, "a")
     chat(claude_client, session_id, "b")
 
@@ -248,6 +276,11 @@ def test_usage_and_cost_are_recorded_per_turn_and_totalled(
         for t in claude_client.get(f"/api/v1/sessions/{session_id}").json()["turns"]
     )
     assert expected > 0
+    assert (totals["input_tokens"], totals["cache_read_tokens"], totals["cache_write_tokens"]) == (
+        4000,
+        800,
+        840,
+    )
     assert totals["cost_usd"] == pytest.approx(expected / 1_000_000)
     session = claude_client.get(f"/api/v1/sessions/{session_id}").json()["session"]
     assert session["usage"]["output_tokens"] == 700
@@ -261,20 +294,20 @@ def test_usage_and_cost_are_recorded_per_turn_and_totalled(
     )
 
 
-def test_the_daily_output_limit_refuses_further_actions(claude_client, fake_claude, session_id):
+def test_the_daily_output_limit_refuses_further_actions(claude_client, model, session_id):
     for _ in range(4):
-        fake_claude.push(Reply.tool_use("draft_email", EMAIL), Reply.text("done"))
+        model.push(Answer.tool_use("draft_email", EMAIL), Answer.text("done"))
     results = [chat(claude_client, session_id, f"email {i}") for i in range(4)]
 
     assert [len(r["outputs"]) for r in results] == [1, 1, 1, 0]
-    refused = fake_claude.message_requests[-1].tool_results()[0]
+    refused = model.calls[-1].tool_results()[0]
     assert refused["is_error"] is True
     assert "daily limit of 3 outputs" in str(refused["content"])
     assert len(claude_client.get("/api/v1/outputs").json()["items"]) == 3
 
 
 def test_a_spent_token_budget_stops_the_turn_before_calling_claude(
-    claude_client, claude_container, fake_claude, session_id, agent_id
+    claude_client, claude_container, model, session_id, agent_id
 ):
     claude_client.patch(f"/api/v1/agents/{agent_id}", json={"limits": {"daily_token_budget": 50}})
     claude_container.quotas.add("default", agent_id, TOKENS, 50)
@@ -283,64 +316,34 @@ def test_a_spent_token_budget_stops_the_turn_before_calling_claude(
 
     assert body["status"] == "failed"
     assert "daily limit of 50 tokens" in body["reply"]
-    assert fake_claude.message_requests == []
+    assert model.calls == []
 
 
-def test_a_refused_api_key_fails_the_turn_once_with_a_clear_message(
-    claude_client, fake_claude, session_id
+def test_a_model_error_fails_the_turn_with_its_message_and_keeps_no_history(
+    claude_client, model, session_id
 ):
-    fake_claude.push(Reply.error(401, "authentication_error", "invalid x-api-key"))
+    error = ModelError("APIConnectionError", user_message="Claude is away.", retryable=True)
+    model.push(Answer.failure(error, partial_text="I was about to"))
 
     body = chat(claude_client, session_id, "hi")
 
     assert body["status"] == "failed"
-    assert "API key was refused" in body["reply"]
-    assert len(fake_claude.message_requests) == 1
-    turn = claude_client.get(f"/api/v1/sessions/{session_id}").json()["turns"][0]
-    assert turn["status"] == "failed"
-    assert claude_client.get(f"/api/v1/sessions/{session_id}").json()["messages"] == []
+    assert body["reply"] == "Claude is away."
+    assert len(model.calls) == 1
+    detail = claude_client.get(f"/api/v1/sessions/{session_id}").json()
+    assert [t["status"] for t in detail["turns"]] == ["failed"]
+    assert detail["messages"] == []
 
 
-def test_a_spend_limit_is_not_retried(claude_client, fake_claude, session_id):
-    fake_claude.push(
-        Reply.error(
-            429,
-            "rate_limit_error",
-            "spend limit reached",
-            retry_after=0.01,
-            details={"error_code": "enforced_spend_limit_reached"},
-        ),
-        Reply.text("never sent"),
-    )
-
-    body = chat(claude_client, session_id, "hi")
-
-    assert body["status"] == "failed"
-    assert "usage limit" in body["reply"]
-    assert len(fake_claude.message_requests) == 1
-
-
-def test_an_overloaded_api_is_retried_by_the_sdk(claude_client, fake_claude, session_id):
-    fake_claude.push(
-        Reply.error(529, "overloaded_error", "Overloaded", retry_after=0.01),
-        Reply.text("Back again."),
-    )
-
-    body = chat(claude_client, session_id, "hi")
-
-    assert body["reply"] == "Back again."
-    assert len(fake_claude.message_requests) == 2
-
-
-def test_the_idempotency_key_replays_the_same_turn(claude_client, fake_claude, session_id):
-    fake_claude.push(Reply.text("Only once."))
+def test_the_idempotency_key_replays_the_same_turn(claude_client, model, session_id):
+    model.push(Answer.text("Only once."))
     first = chat(claude_client, session_id, "hi", **{"Idempotency-Key": "k-1"})
     again = chat(claude_client, session_id, "hi", **{"Idempotency-Key": "k-1"})
 
     assert again["turn_id"] == first["turn_id"]
     assert again["reply"] == "Only once."
     assert again["replayed"] is True
-    assert len(fake_claude.message_requests) == 1
+    assert len(model.calls) == 1
 
 
 def test_an_ended_session_refuses_new_messages(claude_client, session_id):
@@ -362,7 +365,7 @@ def test_chat_without_claude_configured_is_a_503(client, container):
 
 
 async def test_a_tool_that_raises_returns_is_error_and_the_loop_goes_on(
-    claude_container, fake_claude, agent_id
+    claude_container, model, agent_id
 ):
     catalog = BuiltinCatalog.default()
 
@@ -374,61 +377,46 @@ async def test_a_tool_that_raises_returns_is_error_and_the_loop_goes_on(
     spec = SkillSpec(name="explode", description="Always fails.", kind="read")
     agent = await _agent(claude_container, agent_id, factory.registry([spec]))
     session = claude_container.sessions.start("default", agent_id, user_id="U1")
-    fake_claude.push(Reply.tool_use("explode", {}), Reply.text("That tool is broken."))
+    model.push(Answer.tool_use("explode", {}), Answer.text("That tool is broken."))
 
     result = await agent.chat(session, "try it")
 
-    tool_result = fake_claude.message_requests[1].tool_results()[0]
+    tool_result = model.calls[1].tool_results()[0]
     assert tool_result["is_error"] is True
     assert "secret internal detail" not in str(tool_result["content"])
     assert result.reply == "That tool is broken."
     assert not result.failed
 
 
-async def test_the_step_limit_ends_a_runaway_tool_loop(claude_container, fake_claude, agent_id):
+async def test_the_step_limit_ends_a_runaway_tool_loop(claude_container, model, agent_id):
     config, specs = claude_container.runner.load("default", agent_id)
     agent = ConfigurableAgent(
         AgentConfig(agent=config.agent, persona=config.persona, model=config.model, max_steps=3),
-        model=claude_container.runner.model,  # type: ignore[arg-type]
+        model=model,
         skills=claude_container.skill_factory.registry(specs),
         deps=claude_container.runner.deps,
     )
     session = claude_container.sessions.start("default", agent_id, user_id="U1")
-    fake_claude.respond_with(lambda req: Reply.tool_use("current_time", {}))
+    model.responder = lambda call: Answer.tool_use("current_time", {})
 
     result = await agent.chat(session, "loop forever")
 
-    assert len(fake_claude.message_requests) == 3
+    assert len(model.calls) == 3
     assert "stopped after 3 steps" in result.reply
-    fake_claude.respond_with(None)
-    fake_claude.push(Reply.text("Continuing."))
+    model.responder = None
+    model.push(Answer.text("Continuing."))
     follow_up = await agent.chat(session, "continue")
-    roles = [m["role"] for m in fake_claude.message_requests[-1].messages]
+    roles = [m["role"] for m in model.calls[-1].messages]
     assert roles[-1] == "user" and roles.count("user") == roles.count("assistant") + 1
     assert follow_up.reply == "Continuing."
 
 
-async def test_text_streams_to_the_caller_as_it_arrives(claude_container, fake_claude, agent_id):
-    agent = await claude_container.runner.agent("default", agent_id)
-    session = claude_container.sessions.start("default", agent_id, user_id="U1")
-    fake_claude.push(Reply.text("A fairly long answer that arrives in several pieces."))
-    chunks: list[str] = []
-
-    async def on_text(text: str) -> None:
-        chunks.append(text)
-
-    result = await agent.chat(session, "tell me", on_text=on_text)
-
-    assert len(chunks) > 3
-    assert "".join(chunks) == result.reply
-
-
 @pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
-async def test_concurrent_turns_on_one_agent_all_complete(real_db, claude_settings, fake_claude):
-    container = build_container(claude_settings, db=real_db)
+async def test_concurrent_turns_on_one_agent_all_complete(real_db, settings, model):
+    container = build_container(settings, db=real_db, model=model)
     container.config.apply("default", parse_document(CONFIG), actor="test")
     agent_id = container.agents.get_by_name("default", "sales-bot").id
-    fake_claude.respond_with(lambda req: Reply.text(f"re: {req.last_user_text()}"))
+    model.responder = lambda call: Answer.text(f"re: {call.messages[-1]['content'][-1]['text']}")
     agent = await container.runner.agent("default", agent_id)
     sessions = [container.sessions.start("default", agent_id, user_id=f"U{i}") for i in range(8)]
 
@@ -450,7 +438,7 @@ async def _agent(container, agent_id, registry) -> ConfigurableAgent:  # type: i
 
 
 def test_a_turn_run_again_reuses_the_output_its_first_attempt_stored(
-    claude_client, fake_claude, session_id
+    claude_client, model, session_id
 ):
     """A worker that died after storing a proposal but before finishing the turn: the
     rerun proposes again, and must not ask reviewers twice (the chaos test caught it)."""
@@ -461,18 +449,14 @@ def test_a_turn_run_again_reuses_the_output_its_first_attempt_stored(
     from core.db.models import TurnRow
 
     container = claude_client.app.state.container
-    fake_claude.push(
-        Reply.tool_use("draft_email", EMAIL),
-        Reply.text("Waiting for review."),
-        Reply.tool_use("title", {"title": "Pricing email"}),  # the session's title
-    )
+    model.push(Answer.tool_use("draft_email", EMAIL), Answer.text("Waiting for review."))
     first = chat(claude_client, session_id, "email Ana our pricing")["outputs"][0]
     with container.db.session() as s:  # as the crash left it: proposed, never finished
         s.execute(update(TurnRow).where(TurnRow.id == first["turn_id"]).values(status="running"))
     turn = container.sessions.get_turn("default", first["turn_id"])
     session = container.sessions.get("default", session_id)
 
-    fake_claude.push(Reply.tool_use("draft_email", EMAIL), Reply.text("Waiting for review."))
+    model.push(Answer.tool_use("draft_email", EMAIL), Answer.text("Waiting for review."))
     agent = asyncio.run(container.runner.agent("default", session.agent_id))
     again = asyncio.run(agent.chat(session, turn.user_message, turn=turn))
 

@@ -1,7 +1,7 @@
 """An agent with knowledge bases: passages in its system prompt, and `search_knowledge`.
 
-REST in, the real anthropic SDK out against the fake Messages API, a real knowledge base in
-between (embedded provider, the container's default embedder).
+REST in, Claude scripted at the `ModelClient` port (tests/fakes/scripted_model.py), a real
+knowledge base in between (embedded provider, the container's default embedder).
 """
 
 from __future__ import annotations
@@ -10,8 +10,13 @@ from typing import Any
 
 import pytest
 
+from core.db import Database
+from core.embeddings.hashing import HashingEmbedder
 from core.knowledge.jobs import KIND
-from tests.fakes.anthropic_api import Reply
+from core.memory.local import LocalMemory
+from core.settings import Settings
+from core.wiring import Container, build_container
+from tests.fakes.scripted_model import Answer, ScriptedModel
 from tests.job_support import run_due_jobs
 
 CONFIG = """
@@ -47,6 +52,12 @@ API keys rotate every 90 days; ticket SEC-4411 tracks the vault migration.
 
 
 @pytest.fixture
+def claude_container(db: Database, settings: Settings, model: ScriptedModel) -> Container:
+    """Claude is the scripted `model` here (conftest's `claude_client` runs on this)."""
+    return build_container(settings, db=db, model=model, memory=LocalMemory(db, HashingEmbedder()))
+
+
+@pytest.fixture
 def agents(claude_client) -> dict[str, str]:
     kb = claude_client.post("/api/v1/knowledge-bases", json={"name": "handbook"}).json()
     r = claude_client.post(
@@ -69,13 +80,13 @@ def chat(client, agent_id: str, message: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_knowledge_hits_are_in_the_system_prompt_as_cited_data(claude_client, fake_claude, agents):
-    fake_claude.push(Reply.text("Refunds take up to 30 days [1]."))
+def test_knowledge_hits_are_in_the_system_prompt_as_cited_data(claude_client, model, agents):
+    model.push(Answer.text("Refunds take up to 30 days [1]."))
 
     body = chat(claude_client, agents["support-bot"], "How long do refunds take?")
 
     assert body["status"] == "completed"
-    system = fake_claude.message_requests[0].system
+    system = model.calls[0].system
     assert len(system) == 2 and "cache_control" not in system[1]
     data = system[1]["text"]
     assert "## Knowledge" in data
@@ -86,24 +97,22 @@ def test_knowledge_hits_are_in_the_system_prompt_as_cited_data(claude_client, fa
     assert "Refunds are paid within 30 days" in data
 
 
-def test_an_agent_without_knowledge_bases_gets_no_knowledge_block(
-    claude_client, fake_claude, agents
-):
-    fake_claude.push(Reply.text("I cannot look that up."))
+def test_an_agent_without_knowledge_bases_gets_no_knowledge_block(claude_client, model, agents):
+    model.push(Answer.text("I cannot look that up."))
     chat(claude_client, agents["plain-bot"], "How long do refunds take?")
-    system = fake_claude.message_requests[0].system
+    system = model.calls[0].system
     assert all('source="knowledge"' not in block["text"] for block in system)
 
 
-def test_search_knowledge_returns_passages_with_their_sources(claude_client, fake_claude, agents):
-    fake_claude.push(
-        Reply.tool_use("search_knowledge", {"query": "SEC-4411"}),
-        Reply.text("SEC-4411 tracks the vault migration."),
+def test_search_knowledge_returns_passages_with_their_sources(claude_client, model, agents):
+    model.push(
+        Answer.tool_use("search_knowledge", {"query": "SEC-4411"}),
+        Answer.text("SEC-4411 tracks the vault migration."),
     )
 
     chat(claude_client, agents["support-bot"], "what is SEC-4411 about?")
 
-    result = fake_claude.message_requests[1].tool_results()[0]
+    result = model.calls[1].tool_results()[0]
     assert not result.get("is_error")
     content = str(result["content"])
     assert content.startswith("Knowledge matching 'SEC-4411'")
@@ -112,12 +121,8 @@ def test_search_knowledge_returns_passages_with_their_sources(claude_client, fak
     assert "ticket SEC-4411 tracks the vault migration" in content
 
 
-def test_search_knowledge_says_so_when_the_agent_has_no_knowledge(
-    claude_client, fake_claude, agents
-):
-    fake_claude.push(
-        Reply.tool_use("search_knowledge", {"query": "refunds"}), Reply.text("Nothing.")
-    )
+def test_search_knowledge_says_so_when_the_agent_has_no_knowledge(claude_client, model, agents):
+    model.push(Answer.tool_use("search_knowledge", {"query": "refunds"}), Answer.text("Nothing."))
     chat(claude_client, agents["plain-bot"], "refunds?")
-    result = fake_claude.message_requests[1].tool_results()[0]
+    result = model.calls[1].tool_results()[0]
     assert "This agent has no knowledge base to search." in str(result["content"])

@@ -1,0 +1,112 @@
+"""The SDK adapter (`core/agent/anthropic_client.py`) in a turn: REST in, the real anthropic
+SDK against the fake Messages API. What lives at the wire is tested here: streaming, error
+mapping, the SDK's retries and prompt caching. The engine's own logic runs on a scripted
+model in tests/integration/test_agent_engine.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.config_document import parse_document
+from core.sessions.models import SessionView
+from tests.fakes.anthropic_api import Reply
+
+CONFIG = """
+apiVersion: cosmo/v1
+personas:
+  - name: plain
+    role: Assistant
+agents:
+  - name: plain-bot
+    persona: plain
+    model: claude-sonnet-4-6
+"""
+
+
+@pytest.fixture
+def session(claude_container) -> SessionView:
+    claude_container.config.apply("default", parse_document(CONFIG), actor="test")
+    bot = claude_container.agents.get_by_name("default", "plain-bot")
+    return claude_container.sessions.start("default", bot.id, user_id="U123")
+
+
+def chat(client, session_id: str, message: str) -> dict[str, Any]:
+    r = client.post(f"/api/v1/sessions/{session_id}/chat", json={"message": message})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def test_text_streams_to_the_caller_as_it_arrives(claude_container, fake_claude, session):
+    agent = await claude_container.runner.agent("default", session.agent_id)
+    fake_claude.push(Reply.text("A fairly long answer that arrives in several pieces."))
+    chunks: list[str] = []
+
+    async def on_text(text: str) -> None:
+        chunks.append(text)
+
+    result = await agent.chat(session, "tell me", on_text=on_text)
+
+    assert fake_claude.message_requests[0].stream is True
+    assert len(chunks) > 3
+    assert "".join(chunks) == result.reply
+
+
+def test_history_is_replayed_and_the_second_turn_reads_the_cache(
+    claude_client, fake_claude, session
+):
+    fake_claude.push(Reply.text("First answer."), Reply.text("Second answer."))
+    first = chat(claude_client, session.id, "question one")
+    second = chat(claude_client, session.id, "question two")
+
+    replay = fake_claude.message_requests[1].messages
+    assert [m["role"] for m in replay] == ["user", "assistant", "user"]
+    assert first["usage"]["cache_write_tokens"] > 0
+    assert second["usage"]["cache_read_tokens"] > 0
+
+
+def test_a_refused_api_key_fails_the_turn_once_with_a_clear_message(
+    claude_client, fake_claude, session
+):
+    fake_claude.push(Reply.error(401, "authentication_error", "invalid x-api-key"))
+
+    body = chat(claude_client, session.id, "hi")
+
+    assert body["status"] == "failed"
+    assert "API key was refused" in body["reply"]
+    assert len(fake_claude.message_requests) == 1
+    turn = claude_client.get(f"/api/v1/sessions/{session.id}").json()["turns"][0]
+    assert turn["status"] == "failed"
+    assert claude_client.get(f"/api/v1/sessions/{session.id}").json()["messages"] == []
+
+
+def test_a_spend_limit_is_not_retried(claude_client, fake_claude, session):
+    fake_claude.push(
+        Reply.error(
+            429,
+            "rate_limit_error",
+            "spend limit reached",
+            retry_after=0.01,
+            details={"error_code": "enforced_spend_limit_reached"},
+        ),
+        Reply.text("never sent"),
+    )
+
+    body = chat(claude_client, session.id, "hi")
+
+    assert body["status"] == "failed"
+    assert "usage limit" in body["reply"]
+    assert len(fake_claude.message_requests) == 1
+
+
+def test_an_overloaded_api_is_retried_by_the_sdk(claude_client, fake_claude, session):
+    fake_claude.push(
+        Reply.error(529, "overloaded_error", "Overloaded", retry_after=0.01),
+        Reply.text("Back again."),
+    )
+
+    body = chat(claude_client, session.id, "hi")
+
+    assert body["reply"] == "Back again."
+    assert len(fake_claude.message_requests) == 2
