@@ -198,7 +198,7 @@ def test_search_knowledge_results_continue_the_numbering_of_the_prompts_passages
 
 
 @pytest.fixture
-def app(real_db, tmp_path) -> Iterator[SlackApp]:  # type: ignore[no-untyped-def]
+def app(real_db, tmp_path) -> Iterator[SlackApp]:
     with slack_app(real_db, tmp_path, PERSONA) as running:
         add_handbook(running.client, top_k=5, headers=AUTH)
         document = parse_document(PERSONA + AGENT)

@@ -427,7 +427,7 @@ async def test_concurrent_turns_on_one_agent_all_complete(real_db, settings, mod
     await container.aclose()
 
 
-async def _agent(container, agent_id, registry) -> ConfigurableAgent:  # type: ignore[no-untyped-def]
+async def _agent(container, agent_id, registry) -> ConfigurableAgent:
     config, _ = container.runner.load("default", agent_id)
     return ConfigurableAgent(
         config,

@@ -11,6 +11,7 @@ import pytest
 
 from core.config_document import parse_document
 from core.sessions.models import SessionView
+from core.wiring import Container
 from tests.fakes.anthropic_api import Reply
 
 CONFIG = """
@@ -26,7 +27,7 @@ agents:
 
 
 @pytest.fixture
-def session(claude_container) -> SessionView:
+def session(claude_container: Container) -> SessionView:
     claude_container.config.apply("default", parse_document(CONFIG), actor="test")
     bot = claude_container.agents.get_by_name("default", "plain-bot")
     return claude_container.sessions.start("default", bot.id, user_id="U123")
