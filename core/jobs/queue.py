@@ -89,6 +89,12 @@ def _forget_on_rollback(s: Session, _previous: Any) -> None:
         s.info.pop(_WAKEUPS, None)
 
 
+#: What `enqueue` takes, and so what `enqueue_many`'s jobs may say.
+_JOB_ARGUMENTS = frozenset(
+    {"tenant_id", "kind", "payload", "key", "run_after", "concurrency_key", "max_attempts"}
+)
+
+
 def _due(now: datetime) -> Any:
     """Jobs a worker may take now: queued ones whose time has come, and running ones whose
     lease lapsed (their worker died)."""
@@ -158,7 +164,7 @@ class JobQueue:
         if not jobs:
             return []
         now = self.clock()
-        rows = [self._row(now, **job) for job in jobs]
+        rows = [self._row(now, job) for job in jobs]
         statement = _insert_job(s.get_bind().dialect.name)
         added = {row[0] for row in s.execute(statement, rows)}
         if added:
@@ -170,30 +176,23 @@ class JobQueue:
             existing = {key: job_id for key, job_id in s.execute(query)}
         return [(r["id"], True) if r["id"] in added else (existing[r["key"]], False) for r in rows]
 
-    def _row(
-        self,
-        now: datetime,
-        *,
-        tenant_id: str,
-        kind: str,
-        payload: dict[str, Any] | None = None,
-        key: str | None = None,
-        run_after: datetime | None = None,
-        concurrency_key: str | None = None,
-        max_attempts: int = 5,
-    ) -> dict[str, Any]:
+    def _row(self, now: datetime, job: dict[str, Any]) -> dict[str, Any]:
+        """The table row for `job` (the keyword arguments `enqueue` takes)."""
+        unknown = set(job) - _JOB_ARGUMENTS
+        if unknown:
+            raise TypeError(f"unknown job arguments: {sorted(unknown)}")
         return {
             "id": new_id("job"),
-            "tenant_id": tenant_id,
-            "kind": kind,
-            "key": key,
-            "payload": tracing.with_trace(payload or {}),
+            "tenant_id": job["tenant_id"],
+            "kind": job["kind"],
+            "key": job.get("key"),
+            "payload": tracing.with_trace(job.get("payload") or {}),
             "state": "queued",
-            "concurrency_key": concurrency_key,
-            "run_after": run_after or now,
+            "concurrency_key": job.get("concurrency_key"),
+            "run_after": job.get("run_after") or now,
             "attempt": 0,
             "failures": 0,
-            "max_attempts": max_attempts,
+            "max_attempts": job.get("max_attempts", 5),
             "cancel_requested": False,
             "progress": {},
             "created_at": now,
