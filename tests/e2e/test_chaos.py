@@ -32,11 +32,12 @@ from core.db import Database
 from core.db.models import JobRow, WebhookDeliveryRow
 from tests.conftest import BACKENDS, PostgresDatabases
 from tests.cosmo_process import cosmo, cosmo_serve, cosmo_worker, free_port
-from tests.e2e.test_server_process import LEAD, buttons, config
+from tests.e2e.test_server_process import buttons, config
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.server_support import LEAD
 
 TOKEN = "chaos-token"
 EVENTS = 200

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cosmo_process import COSMO, ROOT, cosmo_serve
+from tests.cosmo_process import ROOT, cosmo_serve
+from tests.cosmo_zygote import run_cosmo
 
 ROOT_TOKEN = "root-token-for-keys"
 
@@ -32,16 +33,14 @@ def env(tmp_path: Path) -> dict[str, str]:
             "COLUMNS": "200",
         }
     )
-    subprocess.run(
-        [*COSMO, "db", "upgrade"], env=clean, cwd=ROOT, check=True, timeout=120, capture_output=True
-    )
+    cosmo(clean, "db", "upgrade").check_returncode()
     return clean
 
 
 def cosmo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COSMO, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    """`cosmo ARGS` in a process of its own, forked from one that has the imports done
+    (tests/cosmo_zygote.py)."""
+    return run_cosmo(env, list(args))
 
 
 def create_key(env: dict[str, str], *args: str) -> str:

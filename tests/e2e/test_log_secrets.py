@@ -19,9 +19,9 @@ from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import Reply as HookReply
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.server_support import LEAD, sales_team
 from tests.slack_support import SlackApp, eventually, slack_app
 
-LEAD = "U0LEAD0001"
 ROOT_KEY = "cosmo_root-key-for-log-secrets-0123456789"
 SECRET_KEY = "approval-signing-key-for-log-secrets-42"
 ANTHROPIC_KEY = "sk-ant-api03-log-secrets-ABCDEFGHIJKLMNOP"
@@ -33,28 +33,13 @@ HOOK_URL_TOKEN = "hook-url-token-for-log-secrets-5555"
 
 
 def config(crm: WebhookReceiver, hooks: WebhookReceiver) -> str:
-    return f"""
-apiVersion: cosmo/v1
-personas: [{{name: seller, role: Sales assistant}}]
-skills:
-  - name: create_task
-    description: Create a follow-up task in the CRM.
-    kind: action
-    is_automatable: true
-    input_schema: {{type: object, properties: {{title: {{type: string}}}}, required: [title]}}
-    executor:
-      type: http
-      method: POST
-      url: "{crm.url}"
-      secret_headers: {{Authorization: LOG_SECRETS_CRM_TOKEN}}
-      body_template: {{title: "{{{{title}}}}"}}
-agents:
-  - name: sales-bot
-    persona: seller
-    skills: [create_task]
-    approvers: [{LEAD}]
-    webhook: {{url: "{hooks.url}?key={HOOK_URL_TOKEN}", secret: "{WEBHOOK_SECRET}"}}
-"""
+    return sales_team(
+        crm.url,
+        f"{hooks.url}?key={HOOK_URL_TOKEN}",
+        credential="LOG_SECRETS_CRM_TOKEN",
+        hook_secret=WEBHOOK_SECRET,
+        drafts=False,
+    )
 
 
 @pytest.fixture

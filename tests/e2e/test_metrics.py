@@ -11,11 +11,12 @@ import pytest
 from core.keys.roles import Role
 from core.keys.service import KeySpec
 from tests.conftest import AUTH, BACKENDS
-from tests.e2e.test_server_process import LEAD, buttons
+from tests.e2e.test_server_process import buttons
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.metrics_support import Samples, parse, value
+from tests.server_support import LEAD
 from tests.slack_support import SlackApp, eventually, slack_app
 
 AGENT = "metrics-bot"

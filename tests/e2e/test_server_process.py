@@ -1,11 +1,14 @@
 """The whole product over a real `cosmo serve` process: Slack in, Claude, approvals,
-execution against a CRM, webhooks out — every outside party a local fake over HTTP."""
+execution against a CRM, webhooks out — every outside party a local fake over HTTP.
+
+One server per output store serves the module (starting one is the slow part): each test
+starts with the fakes emptied and looks only at its own output, its own thread and the
+change of the counters it caused."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +20,14 @@ from standardwebhooks import Webhook
 from tests.cosmo_process import cosmo, cosmo_serve, free_port
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.moto_server import MotoServer
-from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
+from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.metrics_support import Samples, parse, value
+from tests.server_support import HOOK_SECRET, LEAD, process_env, sales_team
 from tests.slack_support import eventually
 
 TOKEN = "process-token"
-HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-LEAD = "U0LEAD0001"
 
 
 class Server:
@@ -55,12 +57,19 @@ class Server:
         r = self.http.post("/slack/events", content=request.body, headers=request.headers)
         assert r.status_code == 200, r.text
 
+    def forget(self) -> None:
+        """Empty the fakes: what a test finds in them is what it caused."""
+        self.slack.reset()
+        self.slack.add_user(LEAD, "Lena Lead")
+        self.claude.reset()
+        self.hooks.clear()
+        self.crm.clear()
 
-@pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    """A `cosmo serve` process; `"aws"` as the indirect parameter puts its outputs in S3 and
-    DynamoDB on a moto server (made by `cosmo aws init`)."""
-    store = getattr(request, "param", "sql")
+
+@contextlib.contextmanager
+def serving(data_dir: Path, store: str) -> Iterator[Server]:
+    """A `cosmo serve` process; with `store` "aws" its outputs are in S3 and DynamoDB on a
+    moto server (made by `cosmo aws init`)."""
     with contextlib.ExitStack() as stack:
         slack = stack.enter_context(FakeSlackAPI())
         claude = stack.enter_context(FakeAnthropicAPI())
@@ -78,68 +87,54 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1",
             }
-        yield from serve(tmp_path, slack, claude, hooks, crm, aws)
-
-
-def serve(
-    tmp_path: Path,
-    slack: FakeSlackAPI,
-    claude: FakeAnthropicAPI,
-    hooks: WebhookReceiver,
-    crm: WebhookReceiver,
-    aws: dict[str, str],
-) -> Iterator[Server]:
-    slack.add_user(LEAD, "Lena Lead")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.update(
-        COSMO_DATA_DIR=str(tmp_path / "data"),
-        COSMO_API_TOKEN=TOKEN,
-        COSMO_WEBHOOK_ALLOW_INSECURE="true",
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.base_url,
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=claude.base_url,
-        CRM_TOKEN="Bearer crm-secret",
-        **aws,
-    )
-    env.pop("DATABASE_URL", None)
-    cosmo(env, "db", "upgrade")
-    if aws:
-        cosmo(env, "aws", "init")
-    with cosmo_serve(env, port) as base:
+        env = process_env(
+            data_dir,
+            slack,
+            claude,
+            COSMO_API_TOKEN=TOKEN,
+            COSMO_WEBHOOK_ALLOW_INSECURE="true",
+            CRM_TOKEN="Bearer crm-secret",
+            **aws,
+        )
+        if aws:
+            cosmo(env, "aws", "init")
+        base = stack.enter_context(cosmo_serve(env, free_port()))
         yield Server(base, slack, claude, hooks, crm)
 
 
+@pytest.fixture(scope="module")
+def sql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("sql") / "data", "sql") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def aws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("aws") / "data", "aws") as server:
+        yield server
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Server:
+    """The module's server for the store named by the indirect parameter ("sql" if none),
+    with its fakes emptied."""
+    running: Server = request.getfixturevalue(f"{getattr(request, 'param', 'sql')}_server")
+    running.forget()
+    return running
+
+
 def config(hooks: WebhookReceiver, crm: WebhookReceiver) -> str:
-    return f"""
-apiVersion: cosmo/v1
-personas: [{{name: seller, role: Sales assistant}}]
-skills:
-  - name: create_task
-    description: Create a follow-up task in the CRM.
-    kind: action
-    is_automatable: true
-    input_schema: {{type: object, properties: {{title: {{type: string}}}}, required: [title]}}
-    executor:
-      type: http
-      method: POST
-      url: "{crm.url}"
-      secret_headers: {{Authorization: CRM_TOKEN}}
-      body_template: {{title: "{{{{title}}}}", source: cosmo}}
-  - name: draft_email
-    description: Draft an email for review.
-    kind: action
-    input_schema: {{type: object, properties: {{to: {{type: string}}, body: {{type: string}}}},
-                   required: [to, body]}}
-agents:
-  - name: sales-bot
-    persona: seller
-    skills: [create_task, draft_email]
-    approvers: [{LEAD}]
-    webhook: {{url: "{hooks.url}", secret: "{HOOK_SECRET}"}}
-"""
+    return sales_team(crm.url, hooks.url)
+
+
+def import_config(server: Server) -> None:
+    r = server.api(
+        "POST",
+        "/agents/import",
+        content=config(server.hooks, server.crm),
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 200, r.text
 
 
 def buttons(message: Any) -> list[dict[str, Any]]:
@@ -157,23 +152,28 @@ def approval_in(server: Server, ts: str) -> Any:
     return eventually(find, timeout=30)
 
 
-def events(server: Server, count: int) -> list[dict[str, Any]]:
-    received = eventually(
-        lambda: server.hooks.requests if len(server.hooks.requests) >= count else None,
-        timeout=30,
-    )
+def events(server: Server, output_id: str, count: int) -> list[dict[str, Any]]:
+    """The webhook events about `output_id`, once there are `count`, each signature checked."""
     verifier = Webhook(HOOK_SECRET)
-    return [verifier.verify(r.body, dict(r.headers)) for r in received]
+
+    def about() -> list[dict[str, Any]] | None:
+        verified = [verifier.verify(r.body, dict(r.headers)) for r in server.hooks.requests]
+        found = [e for e in verified if e["data"]["outputId"] == output_id]
+        return found if len(found) >= count else None
+
+    found: list[dict[str, Any]] = eventually(about, timeout=30)
+    return found
+
+
+def scrape(server: Server) -> Samples:
+    r = server.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    return parse(r.text)
 
 
 def test_mention_to_approved_action_to_webhook_over_a_real_process(server):
-    r = server.api(
-        "POST",
-        "/agents/import",
-        content=config(server.hooks, server.crm),
-        headers={"Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200, r.text
+    before = scrape(server)
+    import_config(server)
     server.claude.push(
         Reply.tool_use("create_task", {"title": "Call Globex"}, text="On it."),
         Reply.text("I proposed the task; it is waiting for approval."),
@@ -206,7 +206,7 @@ def test_mention_to_approved_action_to_webhook_over_a_real_process(server):
     (task,) = server.crm.requests
     assert json.loads(task.body) == {"title": "Call Globex", "source": "cosmo"}
     assert task.headers["authorization"] == "Bearer crm-secret"
-    kinds = sorted(e["type"] for e in events(server, 3))
+    kinds = sorted(e["type"] for e in events(server, output_id, 3))
     assert kinds == ["output.created", "output.decided", "output.executed"]
 
     # The receiver records an event before its answer reaches the worker, which then marks
@@ -218,14 +218,35 @@ def test_mention_to_approved_action_to_webhook_over_a_real_process(server):
     output = eventually(once_delivered, timeout=30)
     assert output["status"] == "executed" and output["notification_status"] == "delivered"
 
+    # The scrape of the serving process includes what its worker process counted.
+    assert server.http.get("/metrics").status_code == 401
+
+    def counted(name: str, **labels: str) -> float:
+        return value(got, name, **labels) - value(before, name, **labels)
+
+    def scraped() -> Samples | None:
+        got = scrape(server)
+        # The worker records the third delivery just after the receiver has it.
+        delivered = value(got, "cosmo_webhook_deliveries_total", outcome="delivered")
+        return (
+            got
+            if delivered - value(before, "cosmo_webhook_deliveries_total", outcome="delivered") >= 3
+            else None
+        )
+
+    got = eventually(scraped, timeout=30)
+    # The turn, the execution and the deliveries ran in the supervised worker process.
+    assert counted("cosmo_turns_total", agent="sales-bot", outcome="completed") == 1
+    assert counted("cosmo_model_tokens_total", agent="sales-bot", kind="output") > 0
+    assert counted("cosmo_executions_total", outcome="executed") == 1
+    # The click was decided in the serving process itself; Slack's requests were acked there.
+    assert counted("cosmo_decisions_total", via="slack", decision="approved") == 1
+    assert counted("cosmo_slack_events_acked_total", kind="event") >= 1
+    assert counted("cosmo_outputs", status="executed") == 1
+
 
 def test_reject_with_a_reason_over_a_real_process(server):
-    server.api(
-        "POST",
-        "/agents/import",
-        content=config(server.hooks, server.crm),
-        headers={"Content-Type": "application/yaml"},
-    )
+    import_config(server)
     server.claude.push(
         Reply.tool_use("draft_email", {"to": "ana@example.com", "body": "Hi Ana"}),
         Reply.text("Drafted; waiting for review."),
@@ -260,7 +281,7 @@ def test_reject_with_a_reason_over_a_real_process(server):
         timeout=30,
     )
     assert "Mention the discount" in outcome[0].text
-    decided = [e for e in events(server, 2) if e["type"] == "output.decided"]
+    decided = [e for e in events(server, output_id, 2) if e["type"] == "output.decided"]
     assert decided[0]["data"]["status"] == "rejected"
     assert decided[0]["data"]["reason"] == "Mention the discount"
 
@@ -270,13 +291,7 @@ def test_reject_with_a_reason_over_a_real_process(server):
 
 def propose_task(server: Server, title: str) -> tuple[str, str, Any]:
     """Import the config, have the agent propose `create_task`; (output id, thread, message)."""
-    r = server.api(
-        "POST",
-        "/agents/import",
-        content=config(server.hooks, server.crm),
-        headers={"Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200, r.text
+    import_config(server)
     server.claude.push(
         Reply.tool_use("create_task", {"title": title}), Reply.text("Proposed; waiting.")
     )
@@ -290,10 +305,7 @@ def propose_task(server: Server, title: str) -> tuple[str, str, Any]:
 @pytest.mark.parametrize("server", ["sql", "aws"], indirect=True)
 def test_changing_the_skill_after_the_proposal_does_not_change_what_approval_runs(server):
     output_id, _, message = propose_task(server, "benign note")
-    created = eventually(
-        lambda: [e for e in events(server, 1) if e["type"] == "output.created"] or None,
-        timeout=30,
-    )[0]["data"]
+    (created,) = [e["data"] for e in events(server, output_id, 1) if e["type"] == "output.created"]
 
     r = server.api(
         "PATCH",
@@ -367,7 +379,7 @@ def test_a_reviewer_edits_then_approves_and_the_edit_is_what_runs(server):
     assert r.json()["output"]["status"] == "executed"
     (call,) = server.crm.requests
     assert json.loads(call.body) == {"title": "Call Globex", "source": "cosmo"}
-    edited_events = [e for e in events(server, 4) if e["type"] == "output.edited"]
+    edited_events = [e for e in events(server, output_id, 4) if e["type"] == "output.edited"]
     assert edited_events[0]["data"]["changes"][0]["new"] == "Call Globex"
 
 
@@ -429,47 +441,3 @@ def test_a_reviewer_edits_in_slack_then_approves_and_the_edit_is_what_runs(serve
             in json.dumps(server.slack.message(CHANNEL_ID, approval.ts).blocks, ensure_ascii=False)
         )
     )
-
-
-def test_a_real_serve_scrape_includes_what_its_worker_process_counted(server):
-    r = server.api(
-        "POST",
-        "/agents/import",
-        content=config(server.hooks, server.crm),
-        headers={"Content-Type": "application/yaml"},
-    )
-    assert r.status_code == 200, r.text
-    server.claude.push(
-        Reply.tool_use("create_task", {"title": "Call Globex"}, text="On it."),
-        Reply.text("Proposed."),
-    )
-    mention = server.requests.app_mention(f"<@{BOT_USER_ID}> add a task to call Globex")
-    server.slack_event(mention)
-    ts = mention.payload["event"]["ts"]
-    approval = approval_in(server, ts)
-    output_id = buttons(approval)[0]["value"]
-    server.slack_event(
-        server.requests.block_action(
-            "output_approve", output_id, user=LEAD, message_ts=approval.ts, thread_ts=ts
-        )
-    )
-    events(server, 3)
-
-    assert server.http.get("/metrics").status_code == 401
-
-    def scraped() -> Samples | None:
-        r = server.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert r.status_code == 200, r.text
-        got = parse(r.text)
-        # The worker records the third delivery just after the receiver has it.
-        return got if value(got, "cosmo_webhook_deliveries_total", outcome="delivered") else None
-
-    got = eventually(scraped, timeout=30)
-    # The turn, the execution and the deliveries ran in the supervised worker process.
-    assert value(got, "cosmo_turns_total", agent="sales-bot", outcome="completed") == 1
-    assert value(got, "cosmo_model_tokens_total", agent="sales-bot", kind="output") > 0
-    assert value(got, "cosmo_executions_total", outcome="executed") == 1
-    # The click was decided in the serving process itself; Slack's requests were acked there.
-    assert value(got, "cosmo_decisions_total", via="slack", decision="approved") == 1
-    assert value(got, "cosmo_slack_events_acked_total", kind="event") >= 1
-    assert value(got, "cosmo_outputs", status="executed") == 1

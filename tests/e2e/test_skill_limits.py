@@ -4,10 +4,14 @@ The three cases seen against a running server (issue 13): a REST caller ran a sh
 host through a stdio MCP "skill", a skill shipped our own secrets to an outside URL, and one
 broken built-in skill made every chat with its agent fail. Rows saved before the rules are
 put into the server's database directly, as an upgrade would find them.
+
+One server serves the module; each test works in a tenant of its own, and the rows it put
+in behind the server's back are taken out after it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -17,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from core.db import Database
 from core.db.ids import new_id
@@ -53,9 +57,11 @@ class Running:
         self.claude = claude
         self.outside = outside
         self.http = httpx.Client(base_url=base, timeout=30)
+        self.tenant = "default"
+        self.saved: list[str] = []  # skill rows put in behind the server's back
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {TOKEN}", "X-Cosmo-Tenant": self.tenant}
         return self.http.request(method, f"/api/v1{path}", headers=headers, **kw)
 
     def database(self) -> Database:
@@ -91,14 +97,35 @@ def servers_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp_path = tmp_path_factory.mktemp("served")
     with FakeAnthropicAPI() as claude, WebhookReceiver(path="/in") as outside:
         env = environment(tmp_path, claude, servers_file(tmp_path))
         cosmo(env, "db", "upgrade")
         port = free_port()
         with cosmo_serve(env, port) as base:
             yield Running(base, tmp_path / "data", claude, outside)
+
+
+_tenants = itertools.count(1)
+
+
+@pytest.fixture
+def running(served: Running) -> Iterator[Running]:
+    """The module's server, for a tenant of this test's own and with the fakes emptied."""
+    served.tenant = f"T{next(_tenants)}"
+    served.claude.reset()
+    served.outside.clear()
+    yield served
+    db = served.database()
+    try:
+        with db.session() as s:
+            s.execute(delete(AgentSkillRow).where(AgentSkillRow.skill_id.in_(served.saved)))
+            s.execute(delete(SkillRow).where(SkillRow.id.in_(served.saved)))
+    finally:
+        db.dispose()
+    served.saved.clear()
 
 
 def an_agent(server: Running, *skills: str) -> str:
@@ -109,13 +136,13 @@ def an_agent(server: Running, *skills: str) -> str:
 
 
 def saved_before_the_rules(server: Running, name: str, executor: dict[str, Any]) -> None:
-    """A skill row as an older version stored it, linked to the agent `bot`."""
+    """A skill row as an older version stored it, linked to the tenant's agent `bot`."""
     db = server.database()
     try:
         with db.session() as s:
             skill = SkillRow(
                 id=new_id("skl"),
-                tenant_id="default",
+                tenant_id=server.tenant,
                 name=name,
                 description=f"The {name} skill.",
                 input_schema={"type": "object", "properties": {}},
@@ -124,9 +151,12 @@ def saved_before_the_rules(server: Running, name: str, executor: dict[str, Any])
                 executor=executor,
             )
             s.add(skill)
-            agent = s.scalar(select(AgentRow).where(AgentRow.name == "bot"))
+            agent = s.scalar(
+                select(AgentRow).where(AgentRow.tenant_id == server.tenant, AgentRow.name == "bot")
+            )
             assert agent is not None
             s.add(AgentSkillRow(agent_id=agent.id, skill_id=skill.id, position=9))
+        server.saved.append(skill.id)
     finally:
         db.dispose()
 
@@ -243,9 +273,7 @@ def test_a_bad_server_file_stops_serve_and_doctor_with_file_and_line(tmp_path):
             text=True,
             timeout=60,
         )
-        doctor = subprocess.run(
-            [*COSMO, "doctor"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-        )
+        doctor = cosmo(env, "doctor", check=False)
     where = f"COSMO_MCP_SERVERS: {bad}:3: servers.fake.command"
     assert serve.returncode == 2 and where in serve.stderr
     assert doctor.returncode == 1 and where in doctor.stdout

@@ -5,7 +5,6 @@ Claude are the local fakes; the deadlines are functional bounds, not timings."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,11 @@ import httpx
 import pytest
 
 from bot.slack import kb_blocks
-from tests.cosmo_process import cosmo, cosmo_serve
+from tests.cosmo_process import cosmo_serve
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SignedRequest, SlackRequests
+from tests.server_support import process_env
 from tests.slack_support import eventually
 from tests.unit.test_extractors import make_pdf
 
@@ -45,21 +45,14 @@ def fakes() -> Iterator[tuple[FakeSlackAPI, FakeAnthropicAPI]]:
 
 
 def environment(tmp_path: Path, slack: FakeSlackAPI, claude: FakeAnthropicAPI) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        COSMO_DATA_DIR=str(tmp_path / "data"),
+    return process_env(
+        tmp_path / "data",
+        slack,
+        claude,
         COSMO_API_TOKEN=TOKEN,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.base_url,
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=claude.base_url,
         COSMO_SLACK_STREAMING="false",
         COSMO_EMBEDDER="hashing",  # MiniLM's start is not what this test is about
     )
-    cosmo(env, "db", "upgrade")
-    return env
 
 
 def send(base: str, request: SignedRequest) -> None:

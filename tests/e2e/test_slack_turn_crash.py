@@ -18,10 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.cosmo_process import cosmo, cosmo_background, cosmo_serve_process
+from tests.cosmo_process import cosmo_background, cosmo_serve_process
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
-from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
+from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
+from tests.server_support import process_env
 from tests.slack_support import eventually
 
 TOKEN = "crash-token"
@@ -53,20 +54,13 @@ def fakes() -> Iterator[tuple[FakeSlackAPI, FakeAnthropicAPI]]:
 
 
 def environment(tmp_path: Path, slack: FakeSlackAPI, claude: FakeAnthropicAPI) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        COSMO_DATA_DIR=str(tmp_path / "data"),
+    return process_env(
+        tmp_path / "data",
+        slack,
+        claude,
         COSMO_API_TOKEN=TOKEN,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.base_url,
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=claude.base_url,
         COSMO_SLACK_STREAMING="false",  # these tests follow the chat.update placeholder
     )
-    cosmo(env, "db", "upgrade")
-    return env
 
 
 def import_config(base: str) -> None:

@@ -17,7 +17,7 @@ from botocore.exceptions import ReadTimeoutError
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
-from core.db import Database, make_engine, upgrade
+from core.db import Database, make_engine
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
 from core.errors import Conflict, OutputAlreadyDecided, ServiceUnavailable
@@ -34,9 +34,8 @@ T = "T-one"
 
 
 @pytest.fixture(scope="module")
-def engine(empty_database_url_factory) -> Iterator[Engine]:
-    url = empty_database_url_factory("sqlite")
-    upgrade(url)
+def engine(migrated_database_url_factory) -> Iterator[Engine]:
+    url = migrated_database_url_factory("sqlite")
     engine = make_engine(url)
     yield engine
     engine.dispose()

@@ -4,14 +4,14 @@ again (an event must never be acked and then dropped)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from core.db import Database, upgrade
+from core.db import Database
 from tests.conftest import AUTH, PostgresDatabases
 from tests.fakes.slack_api import BOT_USER_ID
 from tests.slack_support import SlackApp, slack_app
@@ -26,12 +26,13 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def doomed(postgres: PostgresDatabases | None) -> Iterator[tuple[Database, str]]:
+def doomed(
+    postgres: PostgresDatabases | None, migrated_database_url_factory: Callable[[str], str]
+) -> Iterator[tuple[Database, str]]:
     """A migrated PostgreSQL database the test may drop while the app uses it."""
     if postgres is None:
         pytest.skip("needs TEST_DATABASE_URL: dropping a database under a running app")
-    url = postgres.create()
-    upgrade(url)
+    url = migrated_database_url_factory("postgres")
     database = Database.from_url(url)
     yield database, url
     database.dispose()

@@ -3,7 +3,7 @@ ready: the replica serves; an operator must look)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,16 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.server import create_app
-from core.db import Database, upgrade
+from core.db import Database
 from core.jobs import JobQueue
 from core.wiring import build_container
 from tests.conftest import make_settings
 
 
 @pytest.fixture
-def committed(tmp_path: Path) -> Iterator[tuple[TestClient, JobQueue]]:
-    url = f"sqlite:///{tmp_path / 'ready.db'}"
-    upgrade(url)
+def committed(
+    tmp_path: Path, migrated_database_url_factory: Callable[[str], str]
+) -> Iterator[tuple[TestClient, JobQueue]]:
+    url = migrated_database_url_factory("sqlite")
     db = Database.from_url(url)
     container = build_container(make_settings(tmp_path / "data"), db=db)
     with TestClient(create_app(container=container, background=False)) as client:

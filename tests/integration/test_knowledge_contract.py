@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import Engine, func, select
 
-from core.db import Database, make_engine, upgrade
+from core.db import Database, make_engine
 from core.db.models import KnowledgeChunkRow
 from core.embeddings import HashingEmbedder, MiniLMEmbedder, is_available
 from core.embeddings.port import Embedder
@@ -67,16 +67,14 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="module")
 def engines(
-    empty_database_url_factory: Callable[[str], str],
+    migrated_database_url_factory: Callable[[str], str],
 ) -> Iterator[Callable[[str], Engine]]:
     """A migrated engine per backend, made when a case first needs it."""
     made: dict[str, Engine] = {}
 
     def engine(backend: str) -> Engine:
         if backend not in made:
-            url = empty_database_url_factory(backend)
-            upgrade(url)
-            made[backend] = make_engine(url)
+            made[backend] = make_engine(migrated_database_url_factory(backend))
         return made[backend]
 
     yield engine

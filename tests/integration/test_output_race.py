@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.db import Database, upgrade
+from core.db import Database
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
 from core.errors import OutputAlreadyDecided
@@ -33,11 +33,10 @@ TENANT = "T-race"
 
 @pytest.fixture(params=[f"sql-{b}" for b in BACKENDS] + ["aws-server"])
 def store(
-    request: pytest.FixtureRequest, tmp_path: Path, empty_database_url_factory
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_database_url_factory
 ) -> Iterator[tuple[OutputStore, Database]]:
     kind: str = request.param
-    url = empty_database_url_factory(kind.removeprefix("sql-") if "sql" in kind else "sqlite")
-    upgrade(url)
+    url = migrated_database_url_factory(kind.removeprefix("sql-") if "sql" in kind else "sqlite")
     db = Database.from_url(url)  # real, separate connections: they race for real
     try:
         if kind.startswith("sql-"):

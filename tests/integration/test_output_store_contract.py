@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from core.db import Database, make_engine, upgrade
+from core.db import Database, make_engine
 from core.db.ids import new_id
 from core.db.models import WebhookDeliveryRow
 from core.db.pagination import encode_cursor
@@ -85,15 +85,13 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def migrated(empty_database_url_factory) -> Iterator[Callable[[str], Engine]]:
+def migrated(migrated_database_url_factory) -> Iterator[Callable[[str], Engine]]:
     """One migrated database per backend for this module, made on first use."""
     engines: dict[str, Engine] = {}
 
     def get(backend: str) -> Engine:
         if backend not in engines:
-            url = empty_database_url_factory(backend)
-            upgrade(url)
-            engines[backend] = make_engine(url)
+            engines[backend] = make_engine(migrated_database_url_factory(backend))
         return engines[backend]
 
     yield get

@@ -5,7 +5,7 @@ newer than itself has run. Every migration says which it is."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from bot.server import create_app
-from core.db import Database, upgrade
+from core.db import Database
 from core.db.database import MIGRATIONS_DIR, alembic_head, compatible_from
 from core.errors import SchemaOutOfDate
 from core.settings import Settings
@@ -23,9 +23,8 @@ NEWER = "9998"  # a revision from a release this code has never seen
 
 
 @pytest.fixture
-def migrated(tmp_path: Path) -> Iterator[tuple[str, Database]]:
-    url = f"sqlite:///{tmp_path / 'cosmo.db'}"
-    upgrade(url)
+def migrated(migrated_database_url_factory: Callable[[str], str]) -> Iterator[tuple[str, Database]]:
+    url = migrated_database_url_factory("sqlite")
     db = Database.from_url(url)
     yield url, db
     db.dispose()
