@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections import Counter
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `cosmo serve` does; see bot/cli/main.py
 import uuid
@@ -44,8 +45,7 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     dist = getattr(node.config.option, "dist", "no")
     if dist not in ("loadscope", "loadfile"):
         return
-    seen: set[str] = set()
-    twice = sorted({i for i in ids if i in seen or seen.add(i)})
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
     if twice:
         raise pytest.UsageError(
             f"{len(twice)} node ids are shared by several tests, which --dist {dist} would "
@@ -96,7 +96,7 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         "COSMO_WEBHOOK_ALLOW_INSECURE": False,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]  # the env's names, not fields
 
 
 class PostgresDatabases:
@@ -141,7 +141,7 @@ def postgres() -> Iterator[PostgresDatabases | None]:
 @pytest.fixture(scope="session")
 def empty_database_url_factory(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresDatabases | None
-):  # type: ignore[no-untyped-def]
+):
     """Makes a new, empty database on a backend and returns its URL."""
 
     def make(backend: str) -> str:
@@ -158,8 +158,8 @@ def empty_database_url_factory(
 def migrated_database_url_factory(
     tmp_path_factory: pytest.TempPathFactory,
     postgres: PostgresDatabases | None,
-    empty_database_url_factory,  # type: ignore[no-untyped-def]
-):  # type: ignore[no-untyped-def]
+    empty_database_url_factory,
+):
     """Makes a new database at the head of the migrations and returns its URL. The first on
     a backend is migrated; the next are copies of it (SQLite's backup API, PostgreSQL's
     `CREATE DATABASE … TEMPLATE`): the same schema and rows, without running every
@@ -202,11 +202,11 @@ def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     if not url:
         # platformdirs (under pgserver) warns when this is unset, as it is in CI containers.
         os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
-        import pgserver  # type: ignore[import-untyped]
+        from pgserver.postgres_server import get_server
 
         # Not under pytest's temporary root: as root, pgserver runs PostgreSQL as another
         # user and opens the folders to it, and every pytest run resets that root to 0700.
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        server = get_server(data, cleanup_mode="stop")
         # pgserver listens on a Unix socket only; its URI names the socket directory.
         raw = make_url(server.get_uri())
         url = raw.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -239,7 +239,7 @@ def pgvector_url(pgvector_server: PostgresDatabases, pgvector_template: str) -> 
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def migrated_engine(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+def migrated_engine(request: pytest.FixtureRequest, empty_database_url_factory) -> Iterator[Engine]:
     url = empty_database_url_factory(request.param)
     upgrade(url)
     engine = make_engine(url)
@@ -301,7 +301,7 @@ def client(container: Container) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def fake_claude():  # type: ignore[no-untyped-def]
+def fake_claude():
     """A local Messages API speaking the real wire format (see tests/fakes/anthropic_api.py)."""
     from tests.fakes.anthropic_api import FakeAnthropicAPI
 
@@ -310,7 +310,7 @@ def fake_claude():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def claude_settings(tmp_path: Path, fake_claude) -> Settings:  # type: ignore[no-untyped-def]
+def claude_settings(tmp_path: Path, fake_claude) -> Settings:
     return make_settings(
         tmp_path / "data",
         ANTHROPIC_API_KEY="test-key",
@@ -341,7 +341,7 @@ def claude_client(claude_container: Container) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def model():  # type: ignore[no-untyped-def]
+def model():
     """Claude at the `ModelClient` port, scripted (see tests/fakes/scripted_model.py); the
     test fails if it leaves an answer unused or the engine calls beyond the script."""
     from tests.fakes.scripted_model import ScriptedModel
@@ -352,7 +352,7 @@ def model():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+def module_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:
     """A migrated database per module and backend, with real commits and connections; tests
     sharing it keep apart by what they write (their own kinds, tenants or names)."""
     url = migrated_database_url_factory(request.param)
@@ -362,7 +362,7 @@ def module_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> 
 
 
 @pytest.fixture
-def real_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+def real_db(request: pytest.FixtureRequest, migrated_database_url_factory) -> Iterator[Database]:
     """A freshly migrated database with real, separate connections (for concurrency tests).
 
     Runs on every backend. Slower than `db` (a new database per test), so use it only where

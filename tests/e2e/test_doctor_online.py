@@ -43,7 +43,7 @@ agents:
 
 
 @pytest.fixture
-def online(env, tmp_path):  # type: ignore[no-untyped-def]  # noqa: F811
+def online(env, tmp_path):  # noqa: F811
     servers = tmp_path / "mcp.yaml"
     servers.write_text(
         f"servers:\n  crm:\n    command: [{sys.executable!r}, {FAKE_MCP!r}]\n"

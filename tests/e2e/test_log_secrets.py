@@ -59,7 +59,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 @pytest.fixture
 def app(
     real_db, tmp_path, monkeypatch
-) -> Iterator[tuple[SlackApp, WebhookReceiver, WebhookReceiver]]:  # type: ignore[no-untyped-def]
+) -> Iterator[tuple[SlackApp, WebhookReceiver, WebhookReceiver]]:
     monkeypatch.setenv("LOG_SECRETS_CRM_TOKEN", CRM_CREDENTIAL)
     with (
         WebhookReceiver(path="/api/tasks") as crm,

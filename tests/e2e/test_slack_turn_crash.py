@@ -88,7 +88,7 @@ def turn_rows(tmp_path: Path) -> list[tuple[str, str | None]]:
     engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'cosmo.db'}")
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text("SELECT status, reply FROM turns"))]  # type: ignore[misc]
+            return [tuple(r) for r in conn.execute(text("SELECT status, reply FROM turns"))]
     finally:
         engine.dispose()
 

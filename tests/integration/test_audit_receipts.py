@@ -58,7 +58,7 @@ def agent(client, container) -> dict[str, Any]:
     return dict(client.get("/api/v1/agents").json()["items"][0])
 
 
-def make_output(container, agent, *, expires_at=None):  # type: ignore[no-untyped-def]
+def make_output(container, agent, *, expires_at=None):
     session = container.sessions.start("default", agent["id"], user_id="U0REQ")
     new = NewOutput(
         id=new_id("out"),
