@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import ssl
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -276,16 +275,13 @@ async def test_nothing_is_sent_before_it_is_due_or_while_held(db, receiver, disp
 # -- failure and retry ------------------------------------------------------------------
 
 
-async def test_five_failures_run_in_milliseconds_and_end_in_notification_failed(
-    db, outputs, receiver, dispatchers, clock
-):
+async def test_five_failures_end_in_notification_failed(db, outputs, receiver, dispatchers, clock):
+    # The backoff between them is the test clock's (see the next test), never a real wait.
     receiver.default = Reply.error(503)
     agent = make_agent(db)
     output_id, delivery_id = create_output(outputs, agent, receiver.url)
 
-    started = time.perf_counter()
     assert await drain(dispatchers(), clock, db) == 5
-    assert time.perf_counter() - started < 2.0
 
     requests = receiver.requests
     assert len(requests) == 5
