@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,23 +45,52 @@ READ_ONLY = "cosmo_read_only"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
+#: How long a prompt write (`Database.prompt`) keeps trying a locked SQLite database: the
+#: same patience as every other connection's busy_timeout.
+PROMPT_PATIENCE = 30.0
+#: Its retries: every 0.1 ms at first, at most 2 ms apart. SQLite's own busy handler sleeps
+#: 1, 2, 5, 10 ... ms, so an insert that found a worker mid-commit lost a millisecond or
+#: more even when the lock came free microseconds later.
+PROMPT_RETRY = (0.0001, 0.002)
+_SQLITE_BUSY = 5  # the primary result code; extended codes keep it in their low byte
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings each backend needs to behave under concurrency."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            **kwargs,
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = _sqlite_engine(url, busy_timeout_ms=30_000, **kwargs)
         # pysqlite's own transaction handling breaks SAVEPOINTs; we issue BEGIN ourselves.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _prompt_engine(url: str) -> Engine:
+    """The engine behind `Database.prompt`: every statement commits by itself (no BEGIN
+    and COMMIT round trips), SQLite answers "locked" at once so we retry on our own
+    schedule, and PostgreSQL's pool skips the pre-ping round trip (a dead connection is
+    retried instead, where the caller allows it). A few connections: one group commit
+    at a time uses them."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return _sqlite_engine(url, busy_timeout_ms=0)
+    return create_engine(
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=2, max_overflow=2
+    )
+
+
+def _sqlite_engine(url: str, *, busy_timeout_ms: int, **kwargs: Any) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        **kwargs,
+    )
+    event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_ms))
+    return engine
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -73,11 +103,11 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int, dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # autocommit at the driver; SQLAlchemy issues BEGIN
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
@@ -120,6 +150,8 @@ class Database:
         self.engine = engine
         self._sessions = session_factory or sessionmaker(engine, expire_on_commit=False)
         self._turns: threading.RLock | None = None
+        self._prompt: Engine | None = None
+        self._prompt_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -157,6 +189,56 @@ class Database:
             s.connection(execution_options={READ_ONLY: True})
             yield s
 
+    def prompt(
+        self,
+        statement: Any,
+        params: Sequence[dict[str, Any]] | dict[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
+    ) -> list[Any]:
+        """Run one statement that commits by itself, for the Slack ack path's insert, and
+        return its rows. It waits for nothing but the write itself: on SQLite it retries a
+        locked database every fraction of a millisecond (see `PROMPT_RETRY`) rather than
+        sleeping in SQLite's busy handler, so a worker's commit delays it by no more than
+        that commit; on PostgreSQL it costs one round trip (no pre-ping, no BEGIN/COMMIT).
+
+        A connection found dead (PostgreSQL restarted) is retried once on a new one when
+        the caller says running the statement twice is harmless (`idempotent`): without
+        the pre-ping, that is how a stale pooled connection is noticed."""
+        if self._turns is not None or self.engine.url.database in (None, "", ":memory:"):
+            # Bound to a test's connection (its savepoints), or a database only this
+            # engine's connection can see.
+            with self.session() as s:
+                return list(s.execute(statement, params))
+        engine = self._prompt_engine()
+        deadline = time.monotonic() + PROMPT_PATIENCE
+        pause, longest = PROMPT_RETRY
+        reconnected = False
+        while True:
+            try:
+                with engine.connect() as conn:
+                    rows = list(conn.execute(statement, params))
+                    conn.commit()
+                    return rows
+            except sa_exc.DBAPIError as exc:
+                if _is_locked(exc) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, longest)
+                    continue
+                if exc.connection_invalidated and idempotent and not reconnected:
+                    reconnected = True
+                    continue
+                raise
+
+    def _prompt_engine(self) -> Engine:
+        if self._prompt is None:
+            with self._prompt_lock:
+                if self._prompt is None:
+                    self._prompt = _prompt_engine(
+                        self.engine.url.render_as_string(hide_password=False)
+                    )
+        return self._prompt
+
     def read_connection(self) -> Connection:
         """A connection for reads that must not wait behind writers (health, status)."""
         return self.engine.connect().execution_options(**{READ_ONLY: True})
@@ -181,6 +263,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._prompt is not None:
+            self._prompt.dispose()
+
+
+def _is_locked(exc: sa_exc.DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_BUSY
 
 
 def alembic_config(url: str) -> Any:

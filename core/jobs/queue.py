@@ -73,6 +73,12 @@ def _insert_job(dialect: str) -> Any:
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
 
 
+def _keyed(s: Session, keys: set[str]) -> dict[str | None, str]:
+    """The ids of the jobs holding `keys`."""
+    query = select(JobRow.key, JobRow.id).where(JobRow.key.in_(keys))
+    return {key: job_id for key, job_id in s.execute(query)}
+
+
 _WAKEUPS = "cosmo_jobs_wakeups"
 
 
@@ -169,11 +175,22 @@ class JobQueue:
         added = {row[0] for row in s.execute(statement, rows)}
         if added:
             self._announce(s)
-        taken = {r["key"] for r in rows if r["id"] not in added}
-        existing: dict[str | None, str] = {}
-        if taken:
-            query = select(JobRow.key, JobRow.id).where(JobRow.key.in_(taken))
-            existing = {key: job_id for key, job_id in s.execute(query)}
+        return self._answers(
+            rows,
+            added,
+            lambda keys: _keyed(s, keys),
+        )
+
+    @staticmethod
+    def _answers(
+        rows: list[dict[str, Any]],
+        added: set[str],
+        taken: Callable[[set[str]], dict[str | None, str]],
+    ) -> list[tuple[str, bool]]:
+        """(job id, created) per row: its own id if it was added, else the id of the job
+        that holds its key (found with one query for all of them)."""
+        keys = {r["key"] for r in rows if r["id"] not in added}
+        existing = taken(keys) if keys else {}
         return [(r["id"], True) if r["id"] in added else (existing[r["key"]], False) for r in rows]
 
     def _row(self, now: datetime, job: dict[str, Any]) -> dict[str, Any]:
@@ -205,10 +222,25 @@ class JobQueue:
             return self.enqueue(s, **kwargs)
 
     def submit_all(self, jobs: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
-        """`enqueue_many` in a transaction of its own: one commit for many submissions
-        (see `core.jobs.intake`)."""
-        with self.db.session() as s:
-            return self.enqueue_many(s, jobs)
+        """`enqueue_many` on its own, as the one statement `Database.prompt` commits:
+        one commit for many submissions (see `core.jobs.intake`), and on the Slack ack
+        path nothing else — no BEGIN/COMMIT round trips, no waiting in SQLite's busy
+        handler. Repeated after a dropped connection only when every job has a key (so
+        a second insert adds nothing)."""
+        if not jobs:
+            return []
+        now = self.clock()
+        rows = [self._row(now, job) for job in jobs]
+        insert = _insert_job(self.db.engine.dialect.name)
+        idempotent = all(row["key"] is not None for row in rows)
+        added = {row[0] for row in self.db.prompt(insert, rows, idempotent=idempotent)}
+        if added:
+            self.wakeup.ring()
+        return self._answers(rows, added, self._taken)
+
+    def _taken(self, keys: set[str]) -> dict[str | None, str]:
+        with self.db.read_session() as s:
+            return _keyed(s, keys)
 
     def _announce(self, s: Session) -> None:
         """Wake this process's idle workers once the job is committed (other processes'

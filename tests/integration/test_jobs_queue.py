@@ -10,9 +10,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select, text
 
-from core.db import Database
+from core.db import DATABASE_UNAVAILABLE, Database
 from core.db.models import JobRow
 from core.errors import NotFound
 from core.jobs import JobQueue, LostClaim, Wakeup
@@ -344,17 +344,90 @@ def test_many_jobs_go_in_one_insert_and_each_gets_its_own_answer(
         {"tenant_id": TENANT, "kind": kind, "key": f"{kind}:b"},
         {"tenant_id": TENANT, "kind": kind},
     ]
-    event.listen(queue.db.engine, "before_cursor_execute", record)
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         results = queue.submit_all(jobs)
     finally:
-        event.remove(queue.db.engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
     [a, again_taken, keyless1, again_a, b, keyless2] = results
     assert again_taken == (taken, False)
     assert a[1] and b[1] and keyless1[1] and keyless2[1]
     assert again_a == (a[0], False)
     assert len({a[0], b[0], keyless1[0], keyless2[0], taken}) == 5
     assert statements.count("INSERT") == 1 and statements.count("SELECT") == 1
+    # The insert commits by itself: no BEGIN (IMMEDIATE) before it that SQLite queues.
+    assert statements[0] == "INSERT"
     with queue.db.session() as s:
         stored = s.scalars(select(JobRow.id).where(JobRow.kind == kind)).all()
     assert sorted(stored) == sorted({a[0], b[0], keyless1[0], keyless2[0], taken})
+
+
+def _held_write_lock(url: str) -> tuple[threading.Event, threading.Thread]:
+    """Another process's writer, on SQLite: holds the write lock until released."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(10)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    return release, holder
+
+
+def test_an_ack_insert_waits_out_a_writer_and_lands_once(queue: JobQueue, kind: str) -> None:
+    """The ack path's insert does not use SQLite's busy handler (it answers "locked" at
+    once there): it keeps trying on its own until the writer commits, then lands."""
+    if queue.db.backend != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    release, holder = _held_write_lock(queue.db.engine.url.render_as_string(False))
+    results: list[list[tuple[str, bool]]] = []
+    submitter = threading.Thread(
+        target=lambda: results.append(queue.submit_all([{"tenant_id": TENANT, "kind": kind}]))
+    )
+    submitter.start()
+    submitter.join(0.3)
+    assert submitter.is_alive() and not results  # waiting, not failed
+    release.set()
+    holder.join()
+    submitter.join(10)
+    [[(job_id, created)]] = results
+    assert created
+    with queue.db.session() as s:
+        assert s.scalars(select(JobRow.id).where(JobRow.kind == kind)).all() == [job_id]
+
+
+def test_an_ack_insert_on_a_dropped_connection_retries_only_when_keyed(
+    queue: JobQueue, kind: str
+) -> None:
+    """Without a pre-ping, a pooled connection PostgreSQL dropped is found by the insert:
+    a keyed insert (harmless twice) is retried on a new connection and lands once; a
+    keyless one is refused, so the caller answers 503 and nothing is half-written."""
+    if queue.db.backend != "postgresql":
+        pytest.skip("PostgreSQL connections")
+
+    def drop_ack_connection() -> None:
+        [(pid,)] = queue.db.prompt(text("SELECT pg_backend_pid()"))
+        with queue.db.session() as s:
+            s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    drop_ack_connection()
+    [(job_id, created)] = queue.submit_all([{"tenant_id": TENANT, "kind": kind, "key": kind}])
+    assert created
+    drop_ack_connection()
+    with pytest.raises(DATABASE_UNAVAILABLE):
+        queue.submit_all([{"tenant_id": TENANT, "kind": kind}])
+    with queue.db.session() as s:
+        assert s.scalars(select(JobRow.id).where(JobRow.kind == kind)).all() == [job_id]
+    # The pool is whole again: the next keyless insert lands.
+    [(_, created)] = queue.submit_all([{"tenant_id": TENANT, "kind": kind}])
+    assert created
