@@ -251,15 +251,20 @@ class JobQueue:
 
     # -- claim and hold ------------------------------------------------------
 
-    def _any_due(self, kinds: list[str]) -> bool:
-        """A read that takes no lock: idle workers poll (several times a second on SQLite,
-        across processes), and a claim that finds nothing must not have queued the Slack
-        ack path's insert behind SQLite's write lock to find it."""
+    def _candidates(self, kinds: list[str], limit: int) -> list[JobRow]:
+        """The jobs a claim may take, read without any lock: idle workers poll (several
+        times a second on SQLite, across processes), and on SQLite only the claim's writes
+        may hold the one write lock the Slack ack path's insert needs. `claim` checks each
+        again under the lock."""
         now = self.clock()
         with self.db.read_session() as s:
-            return (
-                s.scalar(select(JobRow.id).where(JobRow.kind.in_(kinds), _due(now)).limit(1))
-                is not None
+            return list(
+                s.scalars(
+                    select(JobRow)
+                    .where(JobRow.kind.in_(kinds), _due(now))
+                    .order_by(JobRow.run_after, JobRow.id)
+                    .limit(limit * 4 + 16)
+                )
             )
 
     def claim(
@@ -273,7 +278,10 @@ class JobQueue:
         """Take up to `limit` due jobs: queued ones whose time has come, and running ones
         whose lease lapsed (their worker died). A job asked to cancel is cancelled instead."""
         kinds = list(kinds)
-        if limit <= 0 or not kinds or not self._any_due(kinds):
+        if limit <= 0 or not kinds:
+            return []
+        candidates = self._candidates(kinds, limit)
+        if not candidates:
             return []
         claims: list[Claim] = []
         with self.db.session() as s:
@@ -281,31 +289,28 @@ class JobQueue:
                 s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
             else:
                 s.execute(text("SELECT 1"))  # SQLite takes its write lock here (BEGIN IMMEDIATE)
-            # The time is read once the lock is held: a job another transaction re-queued
-            # "now" while we waited for the lock is due by then, not a moment in our future.
+            # The time is read once the lock is held: a lease that lapsed while we waited
+            # for the lock has lapsed by then.
             now = self.clock()
-            rows = s.scalars(
-                select(JobRow)
-                .where(JobRow.kind.in_(kinds), _due(now))
-                .order_by(JobRow.run_after, JobRow.id)
-                .limit(limit * 4 + 16)
-            ).all()
-            busy = self._busy(s, {r.concurrency_key for r in rows if r.concurrency_key}, now)
-            for row in rows:
+            busy = self._busy(s, {r.concurrency_key for r in candidates if r.concurrency_key}, now)
+            for row in candidates:
                 if len(claims) >= limit:
                     break
+                # Read before the lock: each write holds only if the job is still as read
+                # (another worker may have claimed it, its worker renewed or finished it).
+                unchanged = (
+                    JobRow.id == row.id,
+                    JobRow.attempt == row.attempt,
+                    JobRow.state == row.state,
+                    _due(now),
+                )
                 if row.cancel_requested:
-                    self._end(s, row, "cancelled", now, error="cancelled before it ran")
+                    self._end_if(s, unchanged, "cancelled", now, error="cancelled before it ran")
                     continue
                 if row.state == "running" and row.failures + 1 >= row.max_attempts:
                     # Its worker died every time it ran it: a poison job, not bad luck.
-                    self._end(
-                        s,
-                        row,
-                        "dead",
-                        now,
-                        error=f"its worker stopped while running it {row.failures + 1} times",
-                    )
+                    error = f"its worker stopped while running it {row.failures + 1} times"
+                    self._end_if(s, unchanged, "dead", now, error=error)
                     continue
                 ck = row.concurrency_key
                 if ck and per_key_limit is not None and busy[ck] >= per_key_limit:
@@ -314,7 +319,7 @@ class JobQueue:
                 attempt, failures = row.attempt + 1, row.failures + (1 if taken_over else 0)
                 result = s.execute(
                     update(JobRow)
-                    .where(JobRow.id == row.id, JobRow.attempt == row.attempt)
+                    .where(*unchanged, JobRow.cancel_requested.is_(False))
                     .values(
                         state="running",
                         attempt=attempt,
@@ -345,6 +350,24 @@ class JobQueue:
         return claims
 
     @staticmethod
+    def _end_if(
+        s: Session, unchanged: tuple[Any, ...], state: str, now: datetime, *, error: str
+    ) -> None:
+        s.execute(
+            update(JobRow)
+            .where(*unchanged)
+            .values(
+                state=state,
+                error=error,
+                finished_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    @staticmethod
     def _busy(s: Session, keys: set[str], now: datetime) -> Counter[str]:
         busy: Counter[str] = Counter()
         if not keys:
@@ -368,18 +391,21 @@ class JobQueue:
         if not claims:
             return Renewal(set(), set())
         now = self.clock()
-        lost: set[str] = set()
+        # One statement for all of them: on SQLite a worker with 50 turns running held
+        # the write lock for tens of ms renewing them one UPDATE at a time.
+        held = or_(*(and_(JobRow.id == c.id, JobRow.attempt == c.attempt) for c in claims))
         with self.db.session() as s:
-            for claim in claims:
-                result = s.execute(
+            renewed = set(
+                s.scalars(
                     update(JobRow)
-                    .where(*self._held(claim))
+                    .where(JobRow.state == "running", held)
                     .values(lease_until=now + self.lease, updated_at=now)
+                    .returning(JobRow.id)
+                    .execution_options(synchronize_session=False)
                 )
-                if not result.rowcount:  # type: ignore[attr-defined]
-                    lost.add(claim.id)
-            cancel = self._cancel_requested(s, [c.id for c in claims if c.id not in lost])
-        return Renewal(lost, cancel)
+            )
+        lost = {c.id for c in claims} - renewed
+        return Renewal(lost, self.cancel_requests([c.id for c in claims if c.id not in lost]))
 
     def cancel_requests(self, job_ids: Sequence[str]) -> set[str]:
         """Which of these jobs someone asked to cancel (cheap: workers ask twice a second)."""

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, select, text
@@ -431,3 +432,97 @@ def test_an_ack_insert_on_a_dropped_connection_retries_only_when_keyed(
     # The pool is whole again: the next keyless insert lands.
     [(_, created)] = queue.submit_all([{"tenant_id": TENANT, "kind": kind}])
     assert created
+
+
+class _Racing(JobQueue):
+    """A queue whose claim reads its candidates, then lets `meanwhile` run (another
+    worker, between that read and the claim's write lock) before it writes."""
+
+    meanwhile: Any = None
+
+    def _candidates(self, kinds: list[str], limit: int) -> list[JobRow]:
+        rows = super()._candidates(kinds, limit)
+        if self.meanwhile is not None:
+            self.meanwhile()
+        return rows
+
+
+def test_a_claim_takes_nothing_that_changed_after_it_was_read(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    """The claim reads its candidates before it takes the write lock: a job another
+    worker finished, or whose lease its holder renewed, in between is left alone."""
+    racing = _Racing(queue.db, clock=clock, lease=queue.lease)
+    done_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+
+    def finished_elsewhere() -> None:
+        [other] = queue.claim("other", kinds=[kind], limit=1)
+        assert queue.finish(other, {"by": "other"})
+
+    racing.meanwhile = finished_elsewhere
+    assert racing.claim("me", kinds=[kind], limit=1) == []
+    done = queue.get(TENANT, done_id)
+    assert (done.state, done.attempt, done.result) == ("succeeded", 1, {"by": "other"})
+
+    # A running job whose lease lapsed, renewed by its holder just before the lock.
+    held_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [holder] = queue.claim("holder", kinds=[kind], limit=1)
+    clock.advance(seconds=16)
+    racing.meanwhile = lambda: queue.renew([holder])
+    assert racing.claim("me", kinds=[kind], limit=1) == []
+    assert queue.renew([holder]).lost == set()
+    assert queue.get(TENANT, held_id).attempt == 1
+
+    # Unchanged, it is taken as before.
+    racing.meanwhile = None
+    clock.advance(seconds=16)
+    [taken] = racing.claim("me", kinds=[kind], limit=1)
+    assert (taken.id, taken.attempt, taken.resumed) == (held_id, 2, True)
+
+
+def _write_statements(database: Database) -> tuple[list[str], Any]:
+    """Statements run inside transactions that may write (not `read_session`)."""
+    seen: list[str] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not conn.get_execution_options().get("cosmo_read_only"):
+            seen.append(" ".join(statement.split()[:3]).upper())
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    return seen, lambda: event.remove(database.engine, "before_cursor_execute", record)
+
+
+def test_renewing_many_leases_is_one_write_and_reports_the_lost_one(
+    queue: JobQueue, clock: Clock, kind: str
+) -> None:
+    """The heartbeat of a worker running many jobs: one UPDATE for all, not one each (on
+    SQLite each held the write lock the Slack ack path waits for)."""
+    for _ in range(6):
+        queue.submit(tenant_id=TENANT, kind=kind)
+    claims = queue.claim("w1", kinds=[kind], limit=6)
+    clock.advance(seconds=16)
+    [stolen] = queue.claim("w2", kinds=[kind], limit=1)
+    seen, stop = _write_statements(queue.db)
+    try:
+        renewal = queue.renew(claims)
+    finally:
+        stop()
+    assert renewal.lost == {stolen.id}
+    assert sum(statement.startswith("UPDATE") for statement in seen) == 1
+    clock.advance(seconds=10)
+    assert queue.claim("w3", kinds=[kind], limit=6) == []  # the five renewed are held
+
+
+def test_a_claim_reads_its_candidates_outside_the_write_transaction(
+    queue: JobQueue, kind: str
+) -> None:
+    """Under the write lock a claim only counts busy keys and writes its claims."""
+    for _ in range(3):
+        queue.submit(tenant_id=TENANT, kind=kind)
+    seen, stop = _write_statements(queue.db)
+    try:
+        assert len(queue.claim("w1", kinds=[kind], limit=3)) == 3
+    finally:
+        stop()
+    assert not [statement for statement in seen if statement.startswith("SELECT JOBS.ID,")]
+    assert sum(statement.startswith("UPDATE") for statement in seen) == 3
