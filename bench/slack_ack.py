@@ -499,7 +499,11 @@ def report(
                 f"{during:<36} {len(values):>5} {statistics.median(values):>8.1f} "
                 f"{pct(values, 0.99):>8.1f} {max(values):>8.1f}"
             )
-    print(f"(load phases took {measured:.0f} s)")
+    print(
+        f"(load phases took {measured:.0f} s; the {IN_FLIGHT} streams share one workspace, so"
+        " Slack's chat.appendStream limit, 100/min, which our limiter keeps, spaces out their"
+        " appends: a first text that finds the window full waits for it)"
+    )
     closed_bare, closed_ours = windows[("closed", "bare")], windows[("closed", "ours")]
     paced_bare, paced_ours = windows[("paced", "bare")], windows[("paced", "ours")]
     throughput = closed_ours.rate / closed_bare.rate
