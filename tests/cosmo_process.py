@@ -119,6 +119,10 @@ def cosmo_serve(
         yield base
 
 
+#: How often `cosmo_serve_process` picks another port after losing one to someone else.
+PORT_TRIES = 5
+
+
 @contextmanager
 def cosmo_serve_process(
     env: Mapping[str, str],
@@ -148,10 +152,6 @@ def cosmo_serve_process(
         output.unlink(missing_ok=True)
 
 
-#: How often `cosmo_serve_process` picks another port after losing one to someone else.
-PORT_TRIES = 5
-
-
 def _start_serve(
     env: Mapping[str, str], port: int, args: Sequence[str], deadline: float, *, retry_taken: bool
 ) -> tuple[str, subprocess.Popen[bytes], Path] | None:
@@ -170,27 +170,40 @@ def _start_serve(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if listens_on(process.pid, port):
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        return base, process, output
-                except httpx.TransportError:
-                    pass
-            if process.poll() is not None:
-                printed = output.read_text(errors="replace")
-                if retry_taken and "address already in use" in printed.lower():
-                    output.unlink(missing_ok=True)
-                    return None
-                raise AssertionError(printed)
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
-    except BaseException:
+        return wait_serving(process, port, output, deadline), process, output
+    except BaseException as exc:
         stop(process)
         output.unlink(missing_ok=True)
+        if retry_taken and isinstance(exc, PortTaken):
+            return None
         raise
+
+
+class PortTaken(AssertionError):
+    """`cosmo serve` could not bind its port: another process listens there."""
+
+
+def wait_serving(process: subprocess.Popen[bytes], port: int, output: Path, deadline: float) -> str:
+    """Wait until `process` (a `cosmo serve`) listens on `port` and its `/readyz` answers
+    200; its base URL. Nothing is sent before the process itself listens there, so a port
+    someone else took is never talked to (see `listens_on`). Fails with what the process
+    printed (`PortTaken` if it could not bind the port) if it exits first."""
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        if listens_on(process.pid, port):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return base
+            except httpx.TransportError:
+                pass
+        if process.poll() is not None:
+            printed = output.read_text(errors="replace")
+            if "address already in use" in printed.lower():
+                raise PortTaken(printed)
+            raise AssertionError(printed)
+        assert time.monotonic() < deadline, output.read_text(errors="replace")[-2000:]
+        time.sleep(0.1)
 
 
 @contextmanager
