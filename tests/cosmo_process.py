@@ -38,9 +38,51 @@ def process_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A port nobody listened on a moment ago. Only a moment: the socket is closed, so any
+    process may bind the port before whoever it is for does (see `listening_pids`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on `port` (any address, IPv4 or IPv6), from /proc/net."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXADDR:HEXPORT; state 0A is LISTEN; field 9 the inode.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a socket listening on `port` (Linux /proc).
+
+    Asking the port is not enough to know who answers: a port from `free_port()` is free
+    for anyone until the server binds it, and under load a server takes seconds to start.
+    In a parallel run another test's fake may take it meanwhile (`WebhookReceiver` answers
+    200 to any path), and the test would then talk to that fake, not to its server."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed while we looked
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 def cosmo(
@@ -77,6 +119,10 @@ def cosmo_serve(
         yield base
 
 
+#: How often `cosmo_serve_process` picks another port after losing one to someone else.
+PORT_TRIES = 5
+
+
 @contextmanager
 def cosmo_serve_process(
     env: Mapping[str, str],
@@ -85,8 +131,33 @@ def cosmo_serve_process(
     ready_within: float = 60,
     args: Sequence[str] = (),
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`cosmo_serve`, also yielding the process (for tests that kill it)."""
-    port = port or free_port()
+    """`cosmo_serve`, also yielding the process (for tests that kill it).
+
+    Nothing is sent to the port before this process listens on it (`listens_on`), so a
+    test never talks to someone else's server or fake. Without a `port`, one is chosen,
+    and chosen again if another process took it before the server could bind it."""
+    chosen = port is None
+    deadline = time.monotonic() + ready_within
+    for _ in range(PORT_TRIES):
+        started = _start_serve(env, port or free_port(), args, deadline, retry_taken=chosen)
+        if started is not None:
+            break
+    else:
+        raise AssertionError(f"cosmo serve found its port taken {PORT_TRIES} times")
+    base, process, output = started
+    try:
+        yield base, process
+    finally:
+        stop(process)
+        output.unlink(missing_ok=True)
+
+
+def _start_serve(
+    env: Mapping[str, str], port: int, args: Sequence[str], deadline: float, *, retry_taken: bool
+) -> tuple[str, subprocess.Popen[bytes], Path] | None:
+    """Start `cosmo serve --port PORT` and wait until it listens there and is ready.
+    If it could not bind the port (another process has it): None with `retry_taken`,
+    else the failure shows what it printed."""
     # A file, not a pipe: nobody reads a pipe while the test runs, and once full it would
     # stall the server and the workers it supervises (they inherit its output).
     handle, name = tempfile.mkstemp(prefix="cosmo-serve-", suffix=".log")
@@ -99,22 +170,40 @@ def cosmo_serve_process(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_within
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, output.read_text(errors="replace")
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
-        yield base, process
-    finally:
+        return wait_serving(process, port, output, deadline), process, output
+    except BaseException as exc:
         stop(process)
         output.unlink(missing_ok=True)
+        if retry_taken and isinstance(exc, PortTaken):
+            return None
+        raise
+
+
+class PortTaken(AssertionError):
+    """`cosmo serve` could not bind its port: another process listens there."""
+
+
+def wait_serving(process: subprocess.Popen[bytes], port: int, output: Path, deadline: float) -> str:
+    """Wait until `process` (a `cosmo serve`) listens on `port` and its `/readyz` answers
+    200; its base URL. Nothing is sent before the process itself listens there, so a port
+    someone else took is never talked to (see `listens_on`). Fails with what the process
+    printed (`PortTaken` if it could not bind the port) if it exits first."""
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        if listens_on(process.pid, port):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return base
+            except httpx.TransportError:
+                pass
+        if process.poll() is not None:
+            printed = output.read_text(errors="replace")
+            if "address already in use" in printed.lower():
+                raise PortTaken(printed)
+            raise AssertionError(printed)
+        assert time.monotonic() < deadline, output.read_text(errors="replace")[-2000:]
+        time.sleep(0.1)
 
 
 @contextmanager

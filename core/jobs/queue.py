@@ -317,7 +317,10 @@ class JobQueue:
                     continue
                 taken_over = row.state == "running"
                 attempt, failures = row.attempt + 1, row.failures + (1 if taken_over else 0)
-                result = s.execute(
+                # The progress comes back from the UPDATE, not from the read above: on
+                # PostgreSQL a lapsed attempt may have recorded progress (an execution's
+                # `calling` mark) after that read, and the UPDATE waited for its commit.
+                taken = s.execute(
                     update(JobRow)
                     .where(*unchanged, JobRow.cancel_requested.is_(False))
                     .values(
@@ -329,9 +332,10 @@ class JobQueue:
                         started_at=row.started_at or now,
                         updated_at=now,
                     )
+                    .returning(JobRow.progress)
                     .execution_options(synchronize_session=False)
-                )
-                if not result.rowcount:  # type: ignore[attr-defined]
+                ).first()
+                if taken is None:
                     continue
                 if ck:
                     busy[ck] += 1
@@ -344,7 +348,7 @@ class JobQueue:
                         attempt=attempt,
                         failures=failures,
                         owner=owner,
-                        progress=dict(row.progress or {}),
+                        progress=dict(taken.progress or {}),
                     )
                 )
         return claims
@@ -447,14 +451,24 @@ class JobQueue:
     # -- ends ----------------------------------------------------------------
 
     def progress(self, claim: Claim, data: dict[str, Any]) -> bool:
-        """Merge `data` into the job's progress; False if the claim was lost."""
+        """Merge `data` into the job's progress; False if the claim was lost.
+
+        The write names the attempt, like every other: a write by id alone, after a read
+        that found the claim held, landed on PostgreSQL even when a takeover committed in
+        between, and the new attempt never saw it (an execution's `calling` mark: both
+        attempts called the target). Only the holder writes progress, so the read's value
+        is still current when the conditional write succeeds."""
         with self.db.session() as s:
-            row = s.scalar(select(JobRow).where(*self._held(claim)))
-            if row is None:
+            held = s.execute(select(JobRow.progress).where(*self._held(claim))).first()
+            if held is None:
                 return False
-            row.progress = {**(row.progress or {}), **data}
-            row.updated_at = self.clock()
-            return True
+            result = s.execute(
+                update(JobRow)
+                .where(*self._held(claim))
+                .values(progress={**(held.progress or {}), **data}, updated_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def finish(
         self,
@@ -483,21 +497,31 @@ class JobQueue:
         else dead (the dead letter). Returns the state it ended in ('lost' if not held)."""
         now = self.clock()
         with self.db.session() as s:
-            row = s.scalar(select(JobRow).where(*self._held(claim)))
-            if row is None:
+            held = s.execute(
+                select(JobRow.failures, JobRow.max_attempts).where(*self._held(claim))
+            ).first()
+            if held is None:
                 return "lost"
-            row.failures += 1
-            row.error = error[:MAX_ERROR]
-            row.updated_at = now
-            row.lease_owner = None
-            row.lease_until = None
-            if retry_in is None or row.failures >= row.max_attempts:
-                row.state = "dead"
-                row.finished_at = now
+            failures = held.failures + 1
+            values: dict[str, Any] = {
+                "failures": failures,
+                "error": error[:MAX_ERROR],
+                "updated_at": now,
+                "lease_owner": None,
+                "lease_until": None,
+            }
+            if retry_in is None or failures >= held.max_attempts:
+                values.update(state="dead", finished_at=now)
             else:
-                row.state = "queued"
-                row.run_after = now + retry_in
-            return row.state
+                values.update(state="queued", run_after=now + retry_in)
+            # Conditional like `progress`: a takeover committed since the read keeps its job.
+            result = s.execute(
+                update(JobRow)
+                .where(*self._held(claim))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return str(values["state"]) if result.rowcount else "lost"  # type: ignore[attr-defined]
 
     def release(self, claim: Claim) -> bool:
         """Give a job back unfinished (shutdown): another worker resumes it at once."""

@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -118,8 +119,10 @@ class JobWorker:
         poll: float = 0.5,
         grace: float = 20.0,
         listen_url: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
+        self.monotonic = monotonic
         self.kinds = {k.name: k for k in kinds}
         self.name = name or worker_name()
         self.concurrency = concurrency
@@ -362,18 +365,22 @@ class JobWorker:
     # -- leases and cancellation ---------------------------------------------
 
     async def _keep_leases(self) -> None:
-        """Renew leases every third of the lease; look for cancel requests twice a second."""
+        """Renew leases every third of the lease; look for cancel requests twice a second.
+
+        The third is measured on the clock, not in rounds of this loop: on a starved event
+        loop (a loaded machine) a round takes far longer than its half-second sleep, and ten
+        rounds could outlast the whole lease, handing a running job to another worker."""
         renew_every = self.queue.lease.total_seconds() / 3
-        since_renewal = 0.0
+        renewed = self.monotonic()
         while True:
             await asyncio.sleep(0.5)
-            since_renewal += 0.5
             entries = list(self.running.values())
             if not entries:
                 continue
             try:
-                if since_renewal >= renew_every:
-                    since_renewal = 0.0
+                now = self.monotonic()
+                if now - renewed >= renew_every:
+                    renewed = now
                     renewal = await run_sync(self.queue.renew, [e.claim for e in entries])
                     lost, cancel = renewal.lost, renewal.cancel
                 else:

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from core.db import Database
 from core.db.models import JobRow, WebhookDeliveryRow
 from tests.conftest import BACKENDS, PostgresDatabases
-from tests.cosmo_process import cosmo, cosmo_serve, cosmo_worker, free_port
+from tests.cosmo_process import cosmo, cosmo_serve, cosmo_worker
 from tests.e2e.test_server_process import buttons, config
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
@@ -118,7 +118,7 @@ def deployment(
             CRM_TOKEN="Bearer crm-secret",
         )
         cosmo(env, "db", "upgrade")
-        bases = [stack.enter_context(cosmo_serve(env, free_port())) for _ in range(replicas)]
+        bases = [stack.enter_context(cosmo_serve(env)) for _ in range(replicas)]
         fleet = Fleet(env, stack)
         for _ in range(2):
             fleet.add_worker()

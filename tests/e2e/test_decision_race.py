@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -30,7 +31,6 @@ from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
 from core.wiring import aws_clients, build_container
 from tests.conftest import AUTH, BACKENDS, execution_worker, make_settings
-from tests.cosmo_process import free_port
 from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -127,11 +127,15 @@ def run_race(container: Any, slack: FakeSlackAPI) -> None:
     worker = execution_worker(container)
     threading.Thread(target=worker_loop.run_forever, daemon=True).start()
     asyncio.run_coroutine_threadsafe(worker.start(), worker_loop).result()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    # Bound here and handed over: a port from free_port() could be taken by another test's
+    # fake before uvicorn binds it, and this loop would then wait forever.
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     while not server.started:
+        assert thread.is_alive(), "the server did not start"
         time.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     clicks = SlackRequests(SIGNING_SECRET)

@@ -24,7 +24,7 @@ from core.outputs.snapshot import skill_snapshot
 from core.schemas.skill import SkillSpec
 from core.wiring import Container, build_container
 from tests.conftest import make_settings
-from tests.cosmo_process import cosmo, cosmo_serve, free_port, start_worker
+from tests.cosmo_process import cosmo, cosmo_serve, start_worker
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.slack_support import eventually
 
@@ -116,7 +116,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             COSMO_WEBHOOK_ALLOW_INSECURE="true",
         )
         cosmo(env, "db", "upgrade")
-        base = stack.enter_context(cosmo_serve(env, free_port(), args=["--workers", "0"]))
+        base = stack.enter_context(cosmo_serve(env, args=["--workers", "0"]))
         container = build_container(
             make_settings(tmp_path / "data", COSMO_WEBHOOK_ALLOW_INSECURE=True)
         )

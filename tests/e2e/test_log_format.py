@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cosmo_process import COSMO, ROOT, cosmo, free_port
+from tests.cosmo_process import COSMO, ROOT, cosmo, free_port, wait_serving
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
 
@@ -49,16 +49,7 @@ def test_json_logs_parse_line_by_line_name_requests_and_hold_no_secret(tmp_path:
                 stderr=subprocess.STDOUT,
             )
             try:
-                base = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert process.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.1)
+                base = wait_serving(process, port, log_file, time.monotonic() + 60)
                 auth = {"Authorization": f"Bearer {TOKEN}", "X-Request-ID": "req-abc.123"}
                 listed = httpx.get(f"{base}/api/v1/agents", headers=auth)
                 assert listed.headers["x-request-id"] == "req-abc.123"

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cosmo_process import ROOT, free_port, stop
+from tests.cosmo_process import ROOT, free_port, stop, wait_serving
 
 pytestmark = pytest.mark.package
 
@@ -162,19 +162,8 @@ def served(installed: Installed) -> Iterator[str]:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
-        yield base
+        yield wait_serving(process, port, log, time.monotonic() + 60)
     finally:
         stop(process)
     assert f"embedder: minilm ({MINILM})" in log.read_text(errors="replace")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from tests.cosmo_process import cosmo, cosmo_serve, free_port
+from tests.cosmo_process import cosmo, cosmo_serve
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.moto_server import MotoServer
 from tests.fakes.slack_api import BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
@@ -98,7 +98,7 @@ def serving(data_dir: Path, store: str) -> Iterator[Server]:
         )
         if aws:
             cosmo(env, "aws", "init")
-        base = stack.enter_context(cosmo_serve(env, free_port()))
+        base = stack.enter_context(cosmo_serve(env))
         yield Server(base, slack, claude, hooks, crm)
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from tests.cosmo_process import cosmo, cosmo_serve, free_port
+from tests.cosmo_process import cosmo, cosmo_serve
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -103,7 +103,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Slack, FakeAnthropicAPI, WebhookRec
             SALES_HOOK_SECRET=HOOK_SECRET,
         )
         cosmo(env, "db", "upgrade")
-        with cosmo_serve(env, free_port()) as base:
+        with cosmo_serve(env) as base:
             yield Slack(base, fake), claude, hooks, crm
 
 

@@ -5,6 +5,7 @@ dead letter, cancellation, per-key limits. Real committed databases, real thread
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -526,3 +527,122 @@ def test_a_claim_reads_its_candidates_outside_the_write_transaction(
         stop()
     assert not [statement for statement in seen if statement.startswith("SELECT JOBS.ID,")]
     assert sum(statement.startswith("UPDATE") for statement in seen) == 3
+
+
+class _RowLock:
+    """Holds the job's row lock from a connection of its own (PostgreSQL), so the writes of
+    a lapsed attempt and of its takeover queue up behind it in the order they are started,
+    then all go at once: the order a loaded machine may pick, made deterministic."""
+
+    def __init__(self, db: Database, job_id: str) -> None:
+        self.db = db
+        self.job_id = job_id
+        self.connection = db.engine.connect()
+
+    def __enter__(self) -> _RowLock:
+        self.connection.execute(
+            text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": self.job_id}
+        )
+        return self
+
+    def waiting(self) -> int:
+        """How many other sessions wait for a lock (ours is the one they wait for)."""
+        with self.db.engine.connect() as c:
+            return int(
+                c.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                )
+                or 0
+            )
+
+    def start_behind(self, fn: Any) -> tuple[threading.Thread, list[Any]]:
+        """Run `fn` in a thread and return once it waits for the row (its result in the list)."""
+        before = self.waiting()
+        out: list[Any] = []
+        thread = threading.Thread(target=lambda: out.append(fn()))
+        thread.start()
+        while self.waiting() <= before:
+            assert thread.is_alive(), "it did not wait for the row"
+            time.sleep(0.005)
+        return thread, out
+
+    def __exit__(self, *_: object) -> None:
+        self.connection.rollback()
+        self.connection.close()
+
+
+@pytest.mark.parametrize("first", ["takeover", "lapsed attempt"])
+def test_a_lapsed_attempt_and_its_takeover_never_both_believe_they_may_call(
+    queue: JobQueue, clock: Clock, kind: str, first: str
+) -> None:
+    """An execution records `calling` in its progress before it calls the target; the
+    attempt that takes it over reads that mark and does not call again. So the mark and the
+    takeover must be serialised: either the old attempt's mark is refused, or the new
+    attempt sees it. On PostgreSQL (READ COMMITTED) they raced: the mark was written by id
+    alone after the takeover's claim, and the claim carried the progress it had read
+    before the mark: both attempts called a non-idempotent target."""
+    if queue.db.backend != "postgresql":
+        pytest.skip("SQLite's write lock serialises the two transactions whole")
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [old] = queue.claim("slow-worker", kinds=[kind], limit=1)
+    clock.advance(seconds=16)  # its lease lapsed (the worker was starved, say)
+
+    def mark() -> bool:
+        return queue.progress(old, {"calling": True})
+
+    def take_over() -> list[Any]:
+        return queue.claim("w2", kinds=[kind], limit=1)
+
+    with _RowLock(queue.db, job_id) as lock:
+        order = [take_over, mark] if first == "takeover" else [mark, take_over]
+        started = [lock.start_behind(fn) for fn in order]
+    for thread, _ in started:
+        thread.join(timeout=30)
+    results = {fn.__name__: out[0] for fn, (_, out) in zip(order, started, strict=True)}
+
+    marked, [new] = results["mark"], results["take_over"]
+    assert new.attempt == 2
+    # Never both: the old attempt goes on to call only if the new one sees it may have.
+    assert not (marked and not new.progress.get("calling"))
+    assert queue.get(TENANT, job_id).attempt == 2
+
+
+@pytest.mark.parametrize("first", ["takeover", "lapsed attempt"])
+def test_a_lapsed_attempts_failure_never_requeues_the_job_its_takeover_holds(
+    queue: JobQueue, clock: Clock, kind: str, first: str
+) -> None:
+    """The same race for a failure: recorded by id alone after the takeover, it put the
+    running job back in the queue, for a third attempt to run beside the second."""
+    if queue.db.backend != "postgresql":
+        pytest.skip("SQLite's write lock serialises the two transactions whole")
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    [old] = queue.claim("slow-worker", kinds=[kind], limit=1)
+    clock.advance(seconds=16)
+
+    def fail() -> str:
+        return queue.fail(old, "boom", retry_in=timedelta(seconds=0))
+
+    def take_over() -> list[Any]:
+        return queue.claim("w2", kinds=[kind], limit=1)
+
+    with _RowLock(queue.db, job_id) as lock:
+        order = [take_over, fail] if first == "takeover" else [fail, take_over]
+        started = [lock.start_behind(fn) for fn in order]
+    for thread, _ in started:
+        thread.join(timeout=30)
+    results = {fn.__name__: out[0] for fn, (_, out) in zip(order, started, strict=True)}
+
+    # After the takeover the late failure is refused. Before it, the failure re-queues the
+    # job: the claim, which read it running and lapsed, leaves it (it is not as read) and
+    # the next claim takes it as its retry. Either way one attempt holds it.
+    if first == "takeover":
+        assert results["fail"] == "lost"
+        [new] = results["take_over"]
+    else:
+        assert (results["fail"], results["take_over"]) == ("queued", [])
+        [new] = queue.claim("w2", kinds=[kind], limit=1)
+    job = queue.get(TENANT, job_id)
+    assert (job.state, job.attempt, new.attempt) == ("running", 2, 2)

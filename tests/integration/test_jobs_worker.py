@@ -268,3 +268,52 @@ async def test_a_committed_job_wakes_workers_listening_from_other_processes(
         await until(woken.is_set)
     finally:
         await listener.stop()
+
+
+async def test_leases_are_renewed_by_the_clock_not_by_rounds_of_the_keeper(
+    database: Database, kind: str
+) -> None:
+    """On a starved event loop each round of the lease keeper takes far longer than its
+    half-second sleep. Counting rounds (ten for a 15 s lease) could let the lease lapse
+    under a running job, for another worker to take over and run it a second time. Here
+    six seconds pass between the keeper's rounds: the lease is renewed at the first."""
+    claimed_at = datetime.now(UTC)
+    renewed_at = claimed_at + timedelta(seconds=6)
+    handler_started = asyncio.Event()
+    queue = JobQueue(
+        database,
+        clock=lambda: renewed_at if handler_started.is_set() else claimed_at,
+        lease=timedelta(seconds=15),
+    )
+    looks: list[float] = []
+
+    def starved() -> float:
+        looks.append(len(looks) * 6.0)
+        return looks[-1]
+
+    release = asyncio.Event()
+
+    async def handler(job: JobContext) -> None:
+        # Runs before the keeper's first round with this job (it was scheduled first).
+        handler_started.set()
+        await release.wait()
+
+    job_id, _ = queue.submit(tenant_id=TENANT, kind=kind)
+    worker = JobWorker(queue, [JobKind(kind, handler)], monotonic=starved)
+    run = asyncio.create_task(worker.run_until_idle())
+    await until(lambda: len(looks) >= 3)  # the keeper's second round: the first renewed
+
+    claimed_until = claimed_at + timedelta(seconds=15)
+
+    assert lease_until(database, job_id) == claimed_until + timedelta(seconds=6)
+    release.set()
+    assert await run == 1
+
+
+def lease_until(database: Database, job_id: str) -> datetime:
+    with database.read_session() as s:
+        value = s.scalar(text("SELECT lease_until FROM jobs WHERE id = :id"), {"id": job_id})
+    if isinstance(value, str):  # SQLite hands back text
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
