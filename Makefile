@@ -42,14 +42,12 @@ typecheck: install-dev
 
 # Two workers by default (CI has 2 cores), each taking whole modules so module fixtures (a
 # moto server, a migrated database) start once, in collection order, which
-# tests/conftest.py starts with the slowest modules. Schemathesis reports every operation under
-# one node id, which module scheduling would collapse into one test: it runs on its own.
+# tests/conftest.py starts with the slowest modules (and gives each schemathesis operation
+# a node id of its own, which module scheduling needs).
 PYTEST_WORKERS ?= 2
-SCHEMATHESIS := tests/integration/test_schemathesis.py
 
 pytest: install-dev
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --ignore=$(SCHEMATHESIS)
-	$(VENV)/bin/pytest $(SCHEMATHESIS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: lint typecheck pytest
 

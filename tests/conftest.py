@@ -40,8 +40,8 @@ BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
 
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """pytest-xdist's module scheduling keys tests by node id: tests sharing one id would
-    silently run once. Refuse such a collection instead (`make pytest` runs the one module
-    that does this, schemathesis, on its own)."""
+    silently run once. Refuse such a collection instead (schemathesis' operations, which
+    pytest 9 gives one id, get one each in `pytest_collection_modifyitems`)."""
     dist = getattr(node.config.option, "dist", "no")
     if dist not in ("loadscope", "loadfile"):
         return
@@ -83,9 +83,22 @@ SLOW_FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow modules first, the rest in collection order (the sort is stable)."""
+    """Each schemathesis operation its own node id; slow modules first, the rest in
+    collection order (the sort is stable)."""
+    for item in items:
+        name_operation(item)
     rank = {module: i for i, module in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+def name_operation(item: pytest.Item) -> None:
+    """Schemathesis names each operation's test `test_…[GET /api/v1/agents]`, but pytest 9
+    builds a node id from the function's name alone, so all of them share one: reports could
+    not tell them apart and xdist would run one. The operation goes into the id's brackets
+    (where pytest 8 had it), as schemathesis itself does for the tests it makes at run time."""
+    label = getattr(item, "operation_label", None)
+    if label and not item.nodeid.endswith("]"):
+        item._id = item.id.with_params(label)
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
