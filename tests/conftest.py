@@ -94,8 +94,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def name_operation(item: pytest.Item) -> None:
     """Schemathesis names each operation's test `test_…[GET /api/v1/agents]`, but pytest 9
     builds a node id from the function's name alone, so all of them share one: reports could
-    not tell them apart and xdist would run one. The operation goes into the id's brackets
-    (where pytest 8 had it), as schemathesis itself does for the tests it makes at run time."""
+    not tell them apart and xdist's module scheduling would run one. The operation goes into
+    the id's brackets, where pytest 8 had it."""
     label = getattr(item, "operation_label", None)
     if label and not item.nodeid.endswith("]"):
         item._id = item.id.with_params(label)
