@@ -40,8 +40,8 @@ BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
 
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """pytest-xdist's module scheduling keys tests by node id: tests sharing one id would
-    silently run once. Refuse such a collection instead (`make pytest` runs the one module
-    that does this, schemathesis, on its own)."""
+    silently run once. Refuse such a collection instead (schemathesis' operations, which
+    pytest 9 gives one id, get one each in `pytest_collection_modifyitems`)."""
     dist = getattr(node.config.option, "dist", "no")
     if dist not in ("loadscope", "loadfile"):
         return
@@ -53,39 +53,67 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
         )
 
 
-#: Modules that start processes, servers or wait on leases, slowest first (measured on a
-#: loaded 2-core machine, 2026-12-07: each takes minutes). `make pytest` hands whole
+#: The slowest modules, slowest first (their setup, call and teardown times summed, from
+#: `make pytest` with `--durations=0` on this 2-core machine while another suite ran on it,
+#: 2026-12-07: test_chaos.py 483 s, the next 58 s down to 17 s). `make pytest` hands whole
 #: modules to the two workers in collection order (`--no-loadscope-reorder`; xdist would
 #: otherwise start with the modules that have the most tests, the quick parametrized ones,
 #: and leave these for last, where one of them finishing alone stretches the run).
 SLOW_FIRST = (
-    "tests/e2e/test_server_process.py",
-    "tests/e2e/test_cli_kb.py",
-    "tests/e2e/test_cli.py",
-    "tests/e2e/test_package.py",
-    "tests/e2e/test_audit_verify.py",
-    "tests/e2e/test_keys.py",
-    "tests/e2e/test_doctor_online.py",
-    "tests/e2e/test_embedder_install.py",
-    "tests/e2e/test_skill_limits.py",
-    "tests/e2e/test_decision_race.py",
-    "tests/e2e/test_lifecycle_workers.py",
-    "tests/e2e/test_slack_admin_process.py",
-    "tests/e2e/test_slack_kb_process.py",
-    "tests/e2e/test_tracing_processes.py",
-    "tests/e2e/test_rest_turn_recovery.py",
-    "tests/e2e/test_execution_crash.py",
     "tests/e2e/test_chaos.py",
-    "tests/e2e/test_skill_ssrf.py",
-    "tests/e2e/test_slack_turn_crash.py",
+    "tests/e2e/test_decision_race.py",
+    "tests/integration/test_schemathesis.py",
     "tests/e2e/test_knowledge_ingest_worker.py",
+    "tests/e2e/test_skill_limits.py",
+    "tests/e2e/test_skill_ssrf.py",
+    "tests/integration/test_output_edits.py",
+    "tests/e2e/test_rest_turn_recovery.py",
+    "tests/e2e/test_server_process.py",
+    "tests/e2e/test_slack_turn_crash.py",
+    "tests/e2e/test_slack_streaming.py",
+    "tests/e2e/test_package.py",
+    "tests/integration/test_api_agents.py",
+    "tests/integration/test_output_store_contract.py",
+    "tests/e2e/test_execution_crash.py",
+    "tests/integration/test_api_knowledge.py",
+    "tests/e2e/test_doctor_online.py",
+    "tests/integration/test_agent_engine.py",
+    "tests/e2e/test_cli_kb.py",
+    "tests/e2e/test_keep_alive.py",
+    "tests/integration/test_skill_egress.py",
+    "tests/e2e/test_worker_processes.py",
+    "tests/integration/test_api_errors.py",
+    "tests/e2e/test_tracing_processes.py",
+    "tests/e2e/test_slack_edit.py",
+    "tests/e2e/test_cli.py",
+    "tests/integration/test_approvals.py",
+    "tests/unit/test_tracing.py",
+    "tests/e2e/test_slack_admin_process.py",
+    "tests/e2e/test_embedder_install.py",
+    "tests/e2e/test_slack_turn_jobs.py",
+    "tests/integration/test_approval_lifecycle.py",
+    "tests/e2e/test_slack_conversation.py",
+    "tests/e2e/test_slack_commands.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow modules first, the rest in collection order (the sort is stable)."""
+    """Each schemathesis operation its own node id; slow modules first, the rest in
+    collection order (the sort is stable)."""
+    for item in items:
+        name_operation(item)
     rank = {module: i for i, module in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+def name_operation(item: pytest.Item) -> None:
+    """Schemathesis names each operation's test `test_…[GET /api/v1/agents]`, but pytest 9
+    builds a node id from the function's name alone, so all of them share one: reports could
+    not tell them apart and xdist's module scheduling would run one. The operation goes into
+    the id's brackets, where pytest 8 had it."""
+    label = getattr(item, "operation_label", None)
+    if label and not item.nodeid.endswith("]"):
+        item._id = item.id.with_params(label)
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:

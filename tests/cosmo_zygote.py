@@ -28,8 +28,11 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+
+from core.secret_names import parse_patterns
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "bot" / "cli" / "__main__.py"
@@ -148,17 +151,21 @@ def _child(request: dict[str, Any]) -> None:
 
 # -- the test side -------------------------------------------------------------------
 
-#: Variables that never reach import-time code: the service reads them when a command runs.
+#: Variables that never reach import-time code: the service reads them when a command runs,
+#: as it reads the skill credentials `COSMO_SKILL_SECRETS` names (CRM_TOKEN…).
 _RUNTIME_PREFIXES = ("COSMO_", "DATABASE_", "ANTHROPIC_", "SLACK_", "AWS_", "KNOWLEDGE_")
 _RUNTIME_NAMES = {"PYTEST_CURRENT_TEST", "PORT"}
 
 
 def _import_key(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    secrets = parse_patterns(env.get("COSMO_SKILL_SECRETS", ""))
     return tuple(
         sorted(
             (k, v)
             for k, v in env.items()
-            if k not in _RUNTIME_NAMES and not k.startswith(_RUNTIME_PREFIXES)
+            if k not in _RUNTIME_NAMES
+            and not k.startswith(_RUNTIME_PREFIXES)
+            and not any(fnmatchcase(k, pattern) for pattern in secrets)
         )
     )
 

@@ -18,18 +18,22 @@ EXAMPLE = ROOT / "examples" / "sales-team.yaml"
 COSMO = [sys.executable, "-m", "bot.cli"]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def cli_env(data_dir: Path) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "DATABASE_"))}
     clean.update(
         {
-            "COSMO_DATA_DIR": str(tmp_path / "data"),
+            "COSMO_DATA_DIR": str(data_dir),
             "COSMO_API_TOKEN": "cli-token",
             "NO_COLOR": "1",
             "COLUMNS": "200",
         }
     )
     return clean
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path / "data")
 
 
 def cosmo(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -3,12 +3,13 @@ Claude APIs, a real MCP server, webhook URLs through the delivery guard."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import cosmo, env  # noqa: F401 - `env` is a fixture
+from tests.e2e.test_cli import cli_env, cosmo, env  # noqa: F401 - `env` is a fixture
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, FakeSlackAPI
 
@@ -42,8 +43,25 @@ agents:
 """
 
 
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database `cosmo db upgrade` made once for the module; each test starts from a copy."""
+    data = tmp_path_factory.mktemp("doctor") / "data"
+    upgraded = cosmo(cli_env(data), "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    return data / "cosmo.db"
+
+
 @pytest.fixture
-def online(env, tmp_path):  # noqa: F811
+def online(env, tmp_path, migrated):  # noqa: F811
+    data = Path(env["COSMO_DATA_DIR"])
+    data.mkdir(parents=True)
+    source, target = sqlite3.connect(migrated), sqlite3.connect(data / "cosmo.db")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
     servers = tmp_path / "mcp.yaml"
     servers.write_text(
         f"servers:\n  crm:\n    command: [{sys.executable!r}, {FAKE_MCP!r}]\n"
@@ -61,7 +79,6 @@ def online(env, tmp_path):  # noqa: F811
             "COSMO_MCP_SERVERS": str(servers),
             "COSMO_SKILL_SECRETS": "DOCTOR_*",
         }
-        assert cosmo(values, "db", "upgrade").returncode == 0
         yield values, slack, servers
 
 
