@@ -86,7 +86,13 @@ class SessionService:
         context: dict[str, Any] | None = None,
     ) -> SessionView:
         with self.db.session() as s:
-            agent = s.get(AgentRow, agent_id)
+            # Three columns, not the agent entity: this runs under SQLite's write lock, on
+            # the path of every new Slack thread.
+            agent = s.execute(
+                select(AgentRow.tenant_id, AgentRow.name, AgentRow.is_active).where(
+                    AgentRow.id == agent_id
+                )
+            ).first()
             if agent is None or agent.tenant_id != tenant_id:
                 raise NotFound("agent", agent_id)
             if not agent.is_active:
