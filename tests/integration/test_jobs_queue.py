@@ -574,6 +574,16 @@ class _RowLock:
         self.connection.close()
 
 
+def _race(db: Database, job_id: str, order: list[Any]) -> dict[str, Any]:
+    """Run the functions in `order` against the job's row, each queued behind the row
+    lock in that order, then let them all go; their results by function name."""
+    with _RowLock(db, job_id) as lock:
+        started = [lock.start_behind(fn) for fn in order]
+    for thread, _ in started:
+        thread.join(timeout=30)
+    return {fn.__name__: out[0] for fn, (_, out) in zip(order, started, strict=True)}
+
+
 @pytest.mark.parametrize("first", ["takeover", "lapsed attempt"])
 def test_a_lapsed_attempt_and_its_takeover_never_both_believe_they_may_call(
     queue: JobQueue, clock: Clock, kind: str, first: str
@@ -596,12 +606,9 @@ def test_a_lapsed_attempt_and_its_takeover_never_both_believe_they_may_call(
     def take_over() -> list[Any]:
         return queue.claim("w2", kinds=[kind], limit=1)
 
-    with _RowLock(queue.db, job_id) as lock:
-        order = [take_over, mark] if first == "takeover" else [mark, take_over]
-        started = [lock.start_behind(fn) for fn in order]
-    for thread, _ in started:
-        thread.join(timeout=30)
-    results = {fn.__name__: out[0] for fn, (_, out) in zip(order, started, strict=True)}
+    results = _race(
+        queue.db, job_id, [take_over, mark] if first == "takeover" else [mark, take_over]
+    )
 
     marked, [new] = results["mark"], results["take_over"]
     assert new.attempt == 2
@@ -628,12 +635,9 @@ def test_a_lapsed_attempts_failure_never_requeues_the_job_its_takeover_holds(
     def take_over() -> list[Any]:
         return queue.claim("w2", kinds=[kind], limit=1)
 
-    with _RowLock(queue.db, job_id) as lock:
-        order = [take_over, fail] if first == "takeover" else [fail, take_over]
-        started = [lock.start_behind(fn) for fn in order]
-    for thread, _ in started:
-        thread.join(timeout=30)
-    results = {fn.__name__: out[0] for fn, (_, out) in zip(order, started, strict=True)}
+    results = _race(
+        queue.db, job_id, [take_over, fail] if first == "takeover" else [fail, take_over]
+    )
 
     # After the takeover the late failure is refused. Before it, the failure re-queues the
     # job: the claim, which read it running and lapsed, leaves it (it is not as read) and
