@@ -6,6 +6,11 @@ commit alone when it need not: while one transaction is being written, the submi
 arrive meanwhile wait, then go together in the next one. A lone submission is written at
 once: nothing ever waits on a timer, so quiet traffic keeps its latency and bursts gain
 throughput. Each caller still returns only after its own job is committed.
+
+On SQLite a transaction whose write lock is free is written on the event loop itself (one
+attempt that never waits, `JobQueue.submit_now`): a tenth of a millisecond of local work,
+where the hop to a thread and back cost three. Everything that would wait — a lock a worker
+holds, PostgreSQL's round trip, the keys already taken — goes to a thread (`run_sync`).
 """
 
 from __future__ import annotations
@@ -63,7 +68,15 @@ class JobIntake:
     async def _commit(self, batch: list[_Pending]) -> None:
         self.transactions += 1
         try:
-            results = await run_sync(self.queue.submit_all, [job for job, _ in batch])
+            rows = self.queue.rows([job for job, _ in batch])
+            # A free SQLite write lock: the insert is written here, a tenth of a
+            # millisecond, without the two thread hops; anything that would wait (a lock
+            # held by a worker, PostgreSQL's round trip) goes to a thread.
+            added = self.queue.submit_now(rows)
+            if added is not None and len(added) == len(rows):
+                results = [(row["id"], True) for row in rows]
+            else:
+                results = await run_sync(self.queue.submit_rows, rows, added)
         except DATABASE_UNAVAILABLE as exc:
             for _, future in batch:
                 _settle(future, exc=exc)

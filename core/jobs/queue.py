@@ -221,22 +221,41 @@ class JobQueue:
         with self.db.session() as s:
             return self.enqueue(s, **kwargs)
 
-    def submit_all(self, jobs: Sequence[dict[str, Any]]) -> list[tuple[str, bool]]:
-        """`enqueue_many` on its own, as the one statement `Database.prompt` commits:
-        one commit for many submissions (see `core.jobs.intake`), and on the Slack ack
-        path nothing else — no BEGIN/COMMIT round trips, no waiting in SQLite's busy
-        handler. Repeated after a dropped connection only when every job has a key (so
-        a second insert adds nothing)."""
-        if not jobs:
-            return []
+    def rows(self, jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The table rows `submit_rows` writes for `jobs` (`enqueue`'s arguments each)."""
         now = self.clock()
-        rows = [self._row(now, job) for job in jobs]
-        insert = _insert_job(self.db.engine.dialect.name)
-        idempotent = all(row["key"] is not None for row in rows)
-        added = {row[0] for row in self.db.prompt(insert, rows, idempotent=idempotent)}
+        return [self._row(now, job) for job in jobs]
+
+    def submit_rows(
+        self, rows: list[dict[str, Any]], added: set[str] | None = None
+    ) -> list[tuple[str, bool]]:
+        """Write `rows` (unless `submit_now` has: `added`) and answer (job id, created)
+        for each: `enqueue_many` on its own, as the one statement `Database.prompt`
+        commits. One commit for many submissions (see `core.jobs.intake`), and on the
+        Slack ack path nothing else: no BEGIN/COMMIT round trips, no waiting in SQLite's
+        busy handler. Repeated after a dropped connection only when every job has a key
+        (so a second insert adds nothing)."""
+        if added is None:
+            idempotent = all(row["key"] is not None for row in rows)
+            added = self._added(self.db.prompt(self._insert(), rows, idempotent=idempotent))
+        return self._answers(rows, added, self._taken)
+
+    def submit_now(self, rows: list[dict[str, Any]]) -> set[str] | None:
+        """Write `rows` at once if that needs no waiting (`Database.prompt_now`), for the
+        ack path's event loop: the ids added, or None (then `submit_rows` in a thread)."""
+        if not rows:
+            return set()
+        written = self.db.prompt_now(self._insert(), rows)
+        return None if written is None else self._added(written)
+
+    def _insert(self) -> Any:
+        return _insert_job(self.db.engine.dialect.name)
+
+    def _added(self, written: list[Any]) -> set[str]:
+        added = {row[0] for row in written}
         if added:
             self.wakeup.ring()
-        return self._answers(rows, added, self._taken)
+        return added
 
     def _taken(self, keys: set[str]) -> dict[str | None, str]:
         with self.db.read_session() as s:

@@ -4,10 +4,13 @@ returns only once its own job is committed, and one bad submission fails alone."
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import uuid
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 
 from core.db import Database
 from core.db.models import JobRow
@@ -68,3 +71,51 @@ async def test_one_bad_submission_fails_alone(queue: JobQueue) -> None:
     assert all(isinstance(r, tuple) for r in results[:5])
     assert isinstance(results[5], Exception)
     assert _count(queue.db, kind) == 5
+
+
+def _insert_threads(kind: str) -> tuple[list[int], Any]:
+    """The threads that ran an INSERT of this test's jobs, on any engine."""
+    threads: list[int] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT") and kind in str(parameters):
+            threads.append(threading.get_ident())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    return threads, lambda: event.remove(Engine, "before_cursor_execute", record)
+
+
+async def test_with_sqlites_lock_free_the_insert_is_written_on_the_loop(queue: JobQueue) -> None:
+    """No thread hop when nothing would wait (SQLite, lock free); PostgreSQL's round trip
+    always goes to a thread."""
+    kind = f"intake-{uuid.uuid4().hex[:8]}"
+    intake = JobIntake(queue)
+    threads, stop = _insert_threads(kind)
+    try:
+        _, created = await intake.submit(tenant_id="T", kind=kind, key=f"{kind}:1")
+    finally:
+        stop()
+    assert created and _count(queue.db, kind) == 1
+    on_loop = threads == [threading.get_ident()]
+    assert on_loop == (queue.db.backend == "sqlite")
+
+
+async def test_a_held_write_lock_never_blocks_the_loop_and_the_job_lands(queue: JobQueue) -> None:
+    """The loop's try does not wait for SQLite's lock: the event loop keeps running while
+    another process's writer holds it, and the job is written once it is released."""
+    if queue.db.backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    kind = f"intake-{uuid.uuid4().hex[:8]}"
+    holder = sqlite3.connect(queue.db.engine.url.database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    intake = JobIntake(queue)
+    submitted = asyncio.ensure_future(intake.submit(tenant_id="T", kind=kind, key=f"{kind}:1"))
+    ticks = 0
+    while ticks < 20:  # the loop runs: it is not stuck in the insert
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not submitted.done()
+    holder.execute("COMMIT")
+    holder.close()
+    _, created = await asyncio.wait_for(submitted, 30)
+    assert created and _count(queue.db, kind) == 1
