@@ -7,17 +7,23 @@
   (a REST turn, an approval's execution). It runs on the app's own event loop, as
   `create_app(background=True)` would, but only with the kinds a test asks for: the app's
   schedules (deliveries, expiries) stay in the test's hands.
+* `WriterHoldingTheLock`: another writer holding SQLite's write lock, for what must not
+  wait behind it (or must wait it out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from bot.worker import job_kinds
+from core.db import Database
+from core.db.models import JobRow
 from core.jobs import JobKind, JobWorker
 from core.wiring import Container
 
@@ -66,3 +72,31 @@ def running_worker(
         yield worker
     finally:
         portal.call(worker.stop)
+
+
+class WriterHoldingTheLock:
+    """Another unit of work holding the database's write lock (SQLite's is database-wide)
+    until the block ends."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.holding = threading.Event()
+        self.let_go = threading.Event()
+        self.released = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with self.database.session() as s:
+            s.execute(select(JobRow.id).limit(1))  # BEGIN IMMEDIATE has run: the lock is ours
+            self.holding.set()
+            self.let_go.wait(timeout=20)
+        self.released.set()
+
+    def __enter__(self) -> WriterHoldingTheLock:
+        self.thread.start()
+        assert self.holding.wait(timeout=10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.let_go.set()
+        self.thread.join(timeout=10)

@@ -4,7 +4,6 @@ returns only once its own job is committed, and one bad submission fails alone."
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import uuid
 from typing import Any
@@ -16,6 +15,7 @@ from core.db import Database
 from core.db.models import JobRow
 from core.jobs import JobQueue
 from core.jobs.intake import JobIntake
+from tests.job_support import WriterHoldingTheLock
 
 
 @pytest.fixture
@@ -106,16 +106,13 @@ async def test_a_held_write_lock_never_blocks_the_loop_and_the_job_lands(queue: 
     if queue.db.backend != "sqlite":
         pytest.skip("SQLite's write lock")
     kind = f"intake-{uuid.uuid4().hex[:8]}"
-    holder = sqlite3.connect(queue.db.engine.url.database or "", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
     intake = JobIntake(queue)
-    submitted = asyncio.ensure_future(intake.submit(tenant_id="T", kind=kind, key=f"{kind}:1"))
-    ticks = 0
-    while ticks < 20:  # the loop runs: it is not stuck in the insert
-        await asyncio.sleep(0.01)
-        ticks += 1
-    assert not submitted.done()
-    holder.execute("COMMIT")
-    holder.close()
+    with WriterHoldingTheLock(queue.db):
+        submitted = asyncio.ensure_future(intake.submit(tenant_id="T", kind=kind, key=f"{kind}:1"))
+        ticks = 0
+        while ticks < 20:  # the loop runs: it is not stuck in the insert
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not submitted.done()
     _, created = await asyncio.wait_for(submitted, 30)
     assert created and _count(queue.db, kind) == 1

@@ -18,6 +18,7 @@ from core.db import DATABASE_UNAVAILABLE, Database
 from core.db.models import JobRow
 from core.errors import NotFound
 from core.jobs import JobQueue, LostClaim, Wakeup
+from tests.job_support import WriterHoldingTheLock
 
 TENANT = "T-jobs"
 
@@ -268,34 +269,6 @@ def test_a_recurring_job_is_queued_again_not_finished(
         assert len(s.scalars(select(JobRow).where(JobRow.key == key)).all()) == 1
 
 
-class _WriterHoldingTheLock:
-    """Another unit of work holding the database's write lock (SQLite's is database-wide)
-    until told to let go."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self.holding = threading.Event()
-        self.let_go = threading.Event()
-        self.released = threading.Event()
-        self.thread = threading.Thread(target=self._hold, daemon=True)
-
-    def _hold(self) -> None:
-        with self.database.session() as s:
-            s.execute(select(JobRow.id).limit(1))  # BEGIN IMMEDIATE has run: the lock is ours
-            self.holding.set()
-            self.let_go.wait(timeout=20)
-        self.released.set()
-
-    def __enter__(self) -> _WriterHoldingTheLock:
-        self.thread.start()
-        assert self.holding.wait(timeout=10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.let_go.set()
-        self.thread.join(timeout=10)
-
-
 def test_idle_polls_and_cancel_checks_do_not_queue_behind_a_writer(
     queue: JobQueue, kind: str
 ) -> None:
@@ -304,7 +277,7 @@ def test_idle_polls_and_cancel_checks_do_not_queue_behind_a_writer(
     needs. Nothing is due, so the poll answers from a read while the writer holds on."""
     if queue.db.backend != "sqlite":
         pytest.skip("PostgreSQL has no database-wide write lock")
-    with _WriterHoldingTheLock(queue.db) as writer:
+    with WriterHoldingTheLock(queue.db) as writer:
         assert queue.claim("w1", kinds=[kind], limit=5) == []
         assert queue.cancel_requests(["job_unknown"]) == set()
         assert not writer.released.is_set()  # both answered while the lock was held
@@ -369,43 +342,19 @@ def test_many_jobs_go_in_one_insert_and_each_gets_its_own_answer(
     assert sorted(stored) == sorted({a[0], b[0], keyless1[0], keyless2[0], taken})
 
 
-def _held_write_lock(url: str) -> tuple[threading.Event, threading.Thread]:
-    """Another process's writer, on SQLite: holds the write lock until released."""
-    import sqlite3
-
-    from sqlalchemy.engine import make_url
-
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait(10)
-        conn.execute("COMMIT")
-        conn.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(5)
-    return release, holder
-
-
 def test_an_ack_insert_waits_out_a_writer_and_lands_once(queue: JobQueue, kind: str) -> None:
     """The ack path's insert does not use SQLite's busy handler (it answers "locked" at
     once there): it keeps trying on its own until the writer commits, then lands."""
     if queue.db.backend != "sqlite":
         pytest.skip("SQLite's single write lock")
-    release, holder = _held_write_lock(queue.db.engine.url.render_as_string(False))
     results: list[list[tuple[str, bool]]] = []
     submitter = threading.Thread(
         target=lambda: results.append(_submit_all(queue, [{"tenant_id": TENANT, "kind": kind}]))
     )
-    submitter.start()
-    submitter.join(0.3)
-    assert submitter.is_alive() and not results  # waiting, not failed
-    release.set()
-    holder.join()
+    with WriterHoldingTheLock(queue.db):
+        submitter.start()
+        submitter.join(0.3)
+        assert submitter.is_alive() and not results  # waiting, not failed
     submitter.join(10)
     [[(job_id, created)]] = results
     assert created
