@@ -213,21 +213,15 @@ class Database:
         A connection found dead (PostgreSQL restarted) is retried once on a new one when
         the caller says running the statement twice is harmless (`idempotent`): without
         the pre-ping, that is how a stale pooled connection is noticed."""
-        if self._turns is not None or self.engine.url.database in (None, "", ":memory:"):
-            # Bound to a test's connection (its savepoints), or a database only this
-            # engine's connection can see.
+        if not self._may_prompt():
             with self.session() as s:
                 return list(s.execute(statement, params))
-        engine = self._prompt_engine()
         deadline = time.monotonic() + PROMPT_PATIENCE
         pause, longest = PROMPT_RETRY
         reconnected = False
         while True:
             try:
-                with engine.connect() as conn:
-                    rows = list(conn.execute(statement, params))
-                    conn.commit()
-                    return rows
+                return self._prompt_once(statement, params)
             except sa_exc.DBAPIError as exc:
                 if _is_locked(exc) and time.monotonic() < deadline:
                     time.sleep(pause)
@@ -245,21 +239,27 @@ class Database:
         SQLite, where the write is a tenth of a millisecond of local work when its lock is
         free; None when the lock is taken (and always on PostgreSQL, whose round trip is
         waiting): the caller then runs `prompt` in a thread."""
-        if (
-            self.backend != "sqlite"
-            or self._turns is not None
-            or self.engine.url.database in (None, "", ":memory:")
-        ):
+        if self.backend != "sqlite" or not self._may_prompt():
             return None
         try:
-            with self._prompt_engine().connect() as conn:
-                rows = list(conn.execute(statement, params))
-                conn.commit()
-                return rows
+            return self._prompt_once(statement, params)
         except sa_exc.DBAPIError as exc:
             if _is_locked(exc):
                 return None
             raise
+
+    def _may_prompt(self) -> bool:
+        """False when bound to a test's connection (its savepoints), or on a database only
+        this engine's connection can see: a prompt engine of its own would miss both."""
+        return self._turns is None and self.engine.url.database not in (None, "", ":memory:")
+
+    def _prompt_once(
+        self, statement: Any, params: Sequence[dict[str, Any]] | dict[str, Any] | None
+    ) -> list[Any]:
+        with self._prompt_engine().connect() as conn:
+            rows = list(conn.execute(statement, params))
+            conn.commit()
+            return rows
 
     def _prompt_engine(self) -> Engine:
         if self._prompt is None:

@@ -101,6 +101,18 @@ _JOB_ARGUMENTS = frozenset(
 )
 
 
+def _ended(state: str, now: datetime, error: str) -> dict[str, Any]:
+    """The columns of a job that ended without running to the end (cancelled, dead)."""
+    return {
+        "state": state,
+        "error": error,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+
+
 def _due(now: datetime) -> Any:
     """Jobs a worker may take now: queued ones whose time has come, and running ones whose
     lease lapsed (their worker died)."""
@@ -379,14 +391,7 @@ class JobQueue:
         s.execute(
             update(JobRow)
             .where(*unchanged)
-            .values(
-                state=state,
-                error=error,
-                finished_at=now,
-                updated_at=now,
-                lease_owner=None,
-                lease_until=None,
-            )
+            .values(**_ended(state, now, error))
             .execution_options(synchronize_session=False)
         )
 
@@ -416,12 +421,12 @@ class JobQueue:
         now = self.clock()
         # One statement for all of them: on SQLite a worker with 50 turns running held
         # the write lock for tens of ms renewing them one UPDATE at a time.
-        held = or_(*(and_(JobRow.id == c.id, JobRow.attempt == c.attempt) for c in claims))
+        held = or_(*(and_(*self._held(c)) for c in claims))
         with self.db.session() as s:
             renewed = set(
                 s.scalars(
                     update(JobRow)
-                    .where(JobRow.state == "running", held)
+                    .where(held)
                     .values(lease_until=now + self.lease, updated_at=now)
                     .returning(JobRow.id)
                     .execution_options(synchronize_session=False)
@@ -564,12 +569,8 @@ class JobQueue:
 
     @staticmethod
     def _end(s: Session, row: JobRow, state: str, now: datetime, *, error: str) -> None:
-        row.state = state
-        row.error = error
-        row.finished_at = now
-        row.updated_at = now
-        row.lease_owner = None
-        row.lease_until = None
+        for column, value in _ended(state, now, error).items():
+            setattr(row, column, value)
 
     # -- asked from outside --------------------------------------------------
 
