@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -28,6 +28,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import SchemaOutOfDate
+
+if TYPE_CHECKING:
+    from core.db.loop_connections import LoopConnections
 
 #: Errors that mean "the database cannot be reached right now" (down, restarting, dropped
 #: connections, pool exhausted, SQLite locked): the caller should come back later, so the
@@ -160,6 +163,7 @@ class Database:
         self._turns: threading.RLock | None = None
         self._prompt: Engine | None = None
         self._prompt_lock = threading.Lock()
+        self._loop_connections: LoopConnections | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -248,6 +252,29 @@ class Database:
                 return None
             raise
 
+    async def prompt_async(
+        self, sql: str, params: Sequence[Any], *, idempotent: bool = False
+    ) -> list[tuple[Any, ...]] | None:
+        """`prompt` awaited on the event loop, on PostgreSQL: one raw statement (psycopg's
+        placeholders, positional `params`) on a connection of the loop's own
+        (`core.db.loop_connections`), so the round trip costs no thread hop and none of
+        SQLAlchemy's statement handling. None where there is none (SQLite, whose write is
+        local work: `prompt_now`; a database bound to a test's connection): the caller then
+        takes the `prompt` path."""
+        if self.backend != "postgresql" or not self._may_prompt():
+            return None
+        if self._loop_connections is None:
+            with self._prompt_lock:
+                if self._loop_connections is None:
+                    # psycopg is imported only where PostgreSQL is used.
+                    from core.db.loop_connections import LoopConnections
+
+                    url = self.engine.url.set(drivername="postgresql")
+                    self._loop_connections = LoopConnections(
+                        url.render_as_string(hide_password=False)
+                    )
+        return await self._loop_connections.run(sql, params, idempotent=idempotent)
+
     def _may_prompt(self) -> bool:
         """False when bound to a test's connection (its savepoints), or on a database only
         this engine's connection can see: a prompt engine of its own would miss both."""
@@ -296,6 +323,8 @@ class Database:
         self.engine.dispose()
         if self._prompt is not None:
             self._prompt.dispose()
+        if self._loop_connections is not None:
+            self._loop_connections.close()
 
 
 def _is_locked(exc: sa_exc.DBAPIError) -> bool:

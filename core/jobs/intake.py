@@ -7,10 +7,12 @@ arrive meanwhile wait, then go together in the next one. A lone submission is wr
 once: nothing ever waits on a timer, so quiet traffic keeps its latency and bursts gain
 throughput. Each caller still returns only after its own job is committed.
 
-On SQLite a transaction whose write lock is free is written on the event loop itself (one
-attempt that never waits, `JobQueue.submit_now`): a tenth of a millisecond of local work,
-where the hop to a thread and back cost three. Everything that would wait — a lock a worker
-holds, PostgreSQL's round trip, the keys already taken — goes to a thread (`run_sync`).
+The insert runs on the event loop itself wherever that never blocks it
+(`JobQueue.submit_now`): on PostgreSQL awaited on a connection of the loop's own
+(`Database.prompt_async`); on SQLite in one attempt that never waits for the write lock, a
+tenth of a millisecond of local work where the hop to a thread and back cost three. A lock a
+SQLite worker holds, or keys already taken (their jobs' ids are read), go to a thread
+(`run_sync`).
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ class JobIntake:
         self.transactions += 1
         try:
             rows = self.queue.rows([job for job, _ in batch])
-            # A free SQLite write lock: the insert is written here, a tenth of a
-            # millisecond, without the two thread hops; anything that would wait (a lock
-            # held by a worker, PostgreSQL's round trip) goes to a thread.
-            added = self.queue.submit_now(rows)
+            # Written from the loop where that never blocks it (PostgreSQL's round trip
+            # awaited, a free SQLite write lock), without the two thread hops; a lock held
+            # by a SQLite worker, or keys already taken, go to a thread.
+            added = await self.queue.submit_now(rows)
             if added is not None and len(added) == len(rows):
                 results = [(row["id"], True) for row in rows]
             else:

@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, delete, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import sqltypes
 
 from core import tracing
 from core.db import Database
@@ -71,6 +72,43 @@ def _insert_job(dialect: str) -> Any:
             .returning(table.c.id, func.pg_notify(CHANNEL, ""))
         )
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
+
+
+def _pg_insert(rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """`_insert_job`'s statement for PostgreSQL as psycopg runs it, with its parameters, for
+    `Database.prompt_async`: the same columns, conflict rule and NOTIFY."""
+    from psycopg.types.json import Jsonb  # only where PostgreSQL is used
+
+    columns = tuple(rows[0])
+    json_columns = _json_columns()
+    params = [
+        Jsonb(row[c]) if c in json_columns and row[c] is not None else row[c]
+        for row in rows
+        for c in columns
+    ]
+    return _pg_insert_sql(columns, len(rows)), params
+
+
+@cache
+def _json_columns() -> frozenset[str]:
+    table = cast(Table, JobRow.__table__)
+    return frozenset(c.name for c in table.columns if isinstance(c.type, sqltypes.JSON))
+
+
+@cache
+def _pg_insert_sql(columns: tuple[str, ...], count: int) -> str:
+    table = cast(Table, JobRow.__table__)
+    unknown = set(columns) - set(table.columns.keys())
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
+    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # Only the table's own column names (checked above) and our channel are spliced in;
+    # every value is a parameter.
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+        f"VALUES {', '.join([one] * count)} "
+        f"ON CONFLICT (key) DO NOTHING RETURNING id, pg_notify('{CHANNEL}', '')"
+    )
 
 
 def _keyed(s: Session, keys: set[str]) -> dict[str | None, str]:
@@ -252,12 +290,19 @@ class JobQueue:
             added = self._added(self.db.prompt(self._insert(), rows, idempotent=idempotent))
         return self._answers(rows, added, self._taken)
 
-    def submit_now(self, rows: list[dict[str, Any]]) -> set[str] | None:
-        """Write `rows` at once if that needs no waiting (`Database.prompt_now`), for the
-        ack path's event loop: the ids added, or None (then `submit_rows` in a thread)."""
+    async def submit_now(self, rows: list[dict[str, Any]]) -> set[str] | None:
+        """Write `rows` from the ack path's event loop without blocking it: on PostgreSQL
+        awaited there (`Database.prompt_async`); on SQLite at once if the write lock is
+        free (`Database.prompt_now`). The ids added, or None: then `submit_rows` in a
+        thread."""
         if not rows:
             return set()
-        written = self.db.prompt_now(self._insert(), rows)
+        if self.db.backend == "postgresql":
+            sql, params = _pg_insert(rows)
+            idempotent = all(row["key"] is not None for row in rows)
+            written = await self.db.prompt_async(sql, params, idempotent=idempotent)
+        else:
+            written = self.db.prompt_now(self._insert(), rows)
         return None if written is None else self._added(written)
 
     def _insert(self) -> Any:

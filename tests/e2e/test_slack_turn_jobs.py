@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event, func, select
 
@@ -38,25 +39,38 @@ def thread(app: SlackApp, ts: str) -> list[Any]:
 
 class WriteTransactions:
     """Counts committed transactions that wrote something, on every engine of this
-    process (the ack path's insert has an engine of its own, `Database.prompt`)."""
+    process (the ack path's insert has an engine of its own, `Database.prompt`), and the
+    writes run on psycopg's asyncio connections (`Database.prompt_async`, autocommit: one
+    transaction per statement)."""
 
     def __init__(self) -> None:
         self.engine = Engine
         self.count = 0
+        self._execute = psycopg.AsyncCursor.execute
 
     def __enter__(self) -> WriteTransactions:
         event.listen(self.engine, "before_cursor_execute", self._executed)
         event.listen(self.engine, "commit", self._committed)
         event.listen(self.engine, "rollback", self._rolled_back)
+        execute = self._execute
+
+        async def counted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await execute(cursor, query, *args, **kwargs)
+            if cursor.connection.autocommit and _is_write(str(query)):
+                self.count += 1
+            return result
+
+        setattr(psycopg.AsyncCursor, "execute", counted)  # noqa: B010
         return self
 
     def __exit__(self, *exc: object) -> None:
+        setattr(psycopg.AsyncCursor, "execute", self._execute)  # noqa: B010
         event.remove(self.engine, "before_cursor_execute", self._executed)
         event.remove(self.engine, "commit", self._committed)
         event.remove(self.engine, "rollback", self._rolled_back)
 
     def _executed(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().split(None, 1)[0].upper() in WRITES:
+        if _is_write(statement):
             conn.info["cosmo_test_wrote"] = True
 
     def _committed(self, conn: Any) -> None:
@@ -65,6 +79,10 @@ class WriteTransactions:
 
     def _rolled_back(self, conn: Any) -> None:
         conn.info.pop("cosmo_test_wrote", None)
+
+
+def _is_write(statement: str) -> bool:
+    return statement.lstrip().split(None, 1)[0].upper() in WRITES
 
 
 @pytest.mark.parametrize("real_db", BACKENDS, indirect=True)
