@@ -37,7 +37,7 @@ from core import tracing
 from core.concurrency import run_sync
 from core.errors import CosmoError
 from core.jobs import JobContext, JobFailed, JobKind, LostClaim
-from core.sessions.models import SessionView, TurnRecord, TurnView
+from core.sessions.models import SessionNames, SessionView, TurnRecord, TurnView
 from core.sessions.service import FINISHED_TURN
 
 log = logging.getLogger("cosmo.slack.conversations")
@@ -355,8 +355,10 @@ async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
     placeholder = job.previous.get("placeholder_ts")
     if turn.status in FINISHED_TURN:
         # The previous attempt finished the turn and died before its job ended: show what
-        # it recorded (it may have died before its last edit), run nothing again.
-        if placeholder and not job.previous.get("shown") and turn.reply is not None:
+        # it recorded (it may have died before its last edit), run nothing again. If it
+        # had shown it, this is the same text once more: one edit in a rare crash, where
+        # a mark saying so cost a commit on every turn.
+        if placeholder and turn.reply is not None:
             await reply.adopt(placeholder)
             await reply.finish(_shown_text(turn), citations=turn.citations)
         return {"status": turn.status}
@@ -398,16 +400,20 @@ async def _run_turn(
     await session_status.set_status(
         reply.client, reply.channel, reply.thread_ts, session_status.PROCESSING
     )
+    names = None
     if session.user_name is None or session.channel_name is None:
-        user_name = await rt.directory.user_name(tenant, session.user_id)
-        channel_name = await rt.directory.channel_name(tenant, reply.channel)
-        session_id = session.id
-        session = await run_sync(
-            lambda: c.sessions.set_names(
-                tenant, session_id, user_name=user_name, channel_name=channel_name
-            )
+        names = SessionNames(
+            session.id,
+            user_name=await rt.directory.user_name(tenant, session.user_id),
+            channel_name=await rt.directory.channel_name(tenant, reply.channel),
         )
-    await run_sync(c.sessions.start_turn, tenant, turn.id)
+        session = session.model_copy(
+            update={
+                "user_name": names.user_name or session.user_name,
+                "channel_name": names.channel_name or session.channel_name,
+            }
+        )
+    await run_sync(lambda: c.sessions.start_turn(tenant, turn.id, names=names))
     try:
         agent = await c.runner.agent(tenant, session.agent_id)
         speaker = await rt.directory.user_name(tenant, turn.user_id)
@@ -440,9 +446,8 @@ async def _run_turn(
     text = f"⚠️ {result.reply}" if result.failed else result.reply
     # A worker whose lease lapsed while the model ran may have been taken over: the new
     # attempt shows the answer, this one says nothing more (raises LostClaim).
-    await job.progress(answered=True)
+    await job.ensure_held()
     await reply.finish(text, citations=result.citations)
-    await job.progress(shown=True)
     for output in result.outputs:
         await approvals.post_approval(rt, output, session)
     await session_status.settle(c, reply.client, session)

@@ -519,6 +519,11 @@ class JobQueue:
 
     # -- ends ----------------------------------------------------------------
 
+    def holds(self, claim: Claim) -> bool:
+        """Whether this attempt still holds the job (a read; writes check with `fence`)."""
+        with self.db.read_session() as s:
+            return s.scalar(select(JobRow.id).where(*self._held(claim))) is not None
+
     def progress(self, claim: Claim, data: dict[str, Any]) -> bool:
         """Merge `data` into the job's progress; False if the claim was lost.
 

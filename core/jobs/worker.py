@@ -76,6 +76,13 @@ class JobContext:
         if not await run_sync(self.queue.progress, self.claim, data):
             raise LostClaim(f"job {self.claim.id} attempt {self.claim.attempt} was taken over")
 
+    async def ensure_held(self) -> None:
+        """Raise `LostClaim` unless this attempt still holds the job, before something only
+        the holder should do (show a turn's answer in Slack). A read: no commit to wait
+        for, where recording progress just to learn this cost one."""
+        if not await run_sync(self.queue.holds, self.claim):
+            raise LostClaim(f"job {self.claim.id} attempt {self.claim.attempt} was taken over")
+
     async def cancel_requested(self) -> bool:
         """Whether someone asked to cancel this job. A handler asks after an
         `asyncio.CancelledError`: a cancel ends the work (and says so), while a shutdown or a

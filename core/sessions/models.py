@@ -88,6 +88,16 @@ class TurnRecord:
     citations: list[Citation] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SessionNames:
+    """Display names of a session's user and channel, found after it was opened; None
+    leaves the one recorded."""
+
+    session_id: str
+    user_name: str | None
+    channel_name: str | None
+
+
 class UsageTotals(BaseModel):
     """Usage summed over a scope (an agent, a day, a session)."""
 

@@ -20,6 +20,7 @@ from core.errors import Conflict, NotFound
 from core.limits.quotas import utc_day
 from core.sessions.models import (
     MessageView,
+    SessionNames,
     SessionView,
     TurnRecord,
     TurnView,
@@ -155,25 +156,6 @@ class SessionService:
             page = paginate(s, stmt, SessionRow.id, cursor=cursor, limit=limit)
             return Page([session_view(r) for r in page.items], page.next_cursor)
 
-    def set_names(
-        self, tenant_id: str, session_id: str, *, user_name: str | None, channel_name: str | None
-    ) -> SessionView:
-        """Fill in display names found after the session was opened (chat lookups are slow).
-        Every Slack turn calls this and the names rarely change: it writes only when they
-        do, so the usual call takes no write lock."""
-        with self.db.read_session() as s:
-            row = _load(s, tenant_id, session_id)
-            if (user_name or row.user_name) == row.user_name and (
-                channel_name or row.channel_name
-            ) == row.channel_name:
-                return session_view(row)
-        with self.db.session() as s:
-            row = _load(s, tenant_id, session_id)
-            row.user_name = user_name or row.user_name
-            row.channel_name = channel_name or row.channel_name
-            s.flush()
-            return session_view(row)
-
     def end(self, tenant_id: str, session_id: str) -> SessionView:
         """End a session; ending an ended session is a no-op (idempotent)."""
         with self.db.session() as s:
@@ -277,10 +259,20 @@ class SessionService:
             )
             return turn_view(row) if row else None
 
-    def start_turn(self, tenant_id: str, turn_id: str) -> bool:
+    def start_turn(
+        self,
+        tenant_id: str,
+        turn_id: str,
+        *,
+        names: SessionNames | None = None,
+    ) -> bool:
         """Mark a pending turn `running` (its job's worker has started it); a turn already
         running (a takeover) or ended is left as it is. The job's claim, not this status,
-        decides who may finish the turn."""
+        decides who may finish the turn.
+
+        `names`: display names of the turn's session found since it was opened (Slack's
+        lookups are slow, so they come after the session), written in the same
+        transaction: on PostgreSQL every commit waits for its own WAL flush."""
         now = self.clock()
         with self.db.session() as s:
             result = s.execute(
@@ -292,6 +284,15 @@ class SessionService:
                 )
                 .values(status="running", started_at=now)
             )
+            if names is not None:
+                s.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id == names.session_id, SessionRow.tenant_id == tenant_id)
+                    .values(
+                        user_name=func.coalesce(names.user_name, SessionRow.user_name),
+                        channel_name=func.coalesce(names.channel_name, SessionRow.channel_name),
+                    )
+                )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def get_turn(self, tenant_id: str, turn_id: str) -> TurnView:

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from slack_sdk import WebClient
+from sqlalchemy import select
 
 from bot.slack.conversations import handle_event
+from core.db.models import SessionRow
 from core.jobs import JobContext
 from core.outputs.port import OutputFilter
 from core.skills.runtime import SkillResult
@@ -88,6 +90,13 @@ def test_a_mention_is_answered_in_a_thread_with_the_text_escaped(app):
     request = app.claude.message_requests[0]
     assert request.last_user_text() == "hello"
     assert "Help " in request.system_text and "{{" not in request.system_text
+    # The names Slack gave (users.info, conversations.info) are kept with the session,
+    # written with the turn's start.
+    with app.container.db.session() as s:
+        [(user_name, channel_name)] = s.execute(
+            select(SessionRow.user_name, SessionRow.channel_name)
+        ).all()
+    assert (user_name, channel_name) == ("alice", "#general")
 
 
 def test_replies_in_the_thread_continue_the_session_without_a_mention(app):

@@ -123,7 +123,9 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_attempts_writes_are_refused(
     [new] = queue.claim("w2", kinds=[kind], limit=1)
     assert (new.id, new.attempt, new.resumed) == (job_id, 2, True)
     assert new.progress == {"placeholder": "1.0001"}  # what the dead attempt recorded
-    # The old attempt wakes up late: every write it tries is refused.
+    # The old attempt wakes up late: it no longer holds the job, and every write it tries
+    # is refused.
+    assert not queue.holds(old) and queue.holds(new)
     assert not queue.progress(old, {"placeholder": "late"})
     assert not queue.finish(old, {"late": True})
     assert queue.fail(old, "late", retry_in=timedelta(seconds=1)) == "lost"
