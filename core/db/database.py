@@ -186,9 +186,21 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One unit of work: commits when the block ends, rolls back if it raises."""
+    def session(self, *, durable: bool = True) -> Iterator[Session]:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        `durable=False`: on PostgreSQL the commit does not wait for the WAL to reach the
+        disk (`synchronous_commit` off, for this transaction only). It is still atomic and
+        ordered: only a crash of the database server can lose it, with the last fraction of
+        a second of such commits, and never one that a durable commit followed (that one's
+        flush carries it). Only for writes whose loss is harmless: work a crash already
+        makes us redo (a job's end: its worker may die just before writing it), or data
+        derived from what is durable (a memory). Every durable commit waits for its own
+        flush, and the Slack ack's insert queues behind the others'. SQLite (WAL,
+        synchronous=NORMAL) never syncs at commit."""
         with self._turns or contextlib.nullcontext(), self._sessions() as session, session.begin():
+            if not durable and self.backend == "postgresql":
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             yield session
 
     @contextmanager

@@ -558,7 +558,9 @@ class JobQueue:
             values = {"state": "queued", "run_after": again_at, "failures": 0, "error": None}
         else:
             values = {"state": "succeeded", "finished_at": now}
-        return self._update(claim, {**values, "result": result, "updated_at": now})
+        # Not waiting for the WAL flush: losing this write (a database crash) is a worker
+        # dying just before it, which the next attempt already handles.
+        return self._update(claim, {**values, "result": result, "updated_at": now}, durable=False)
 
     def fail(
         self,
@@ -610,10 +612,10 @@ class JobQueue:
             claim, {"state": "cancelled", "finished_at": now, "error": reason, "updated_at": now}
         )
 
-    def _update(self, claim: Claim, values: dict[str, Any]) -> bool:
+    def _update(self, claim: Claim, values: dict[str, Any], *, durable: bool = True) -> bool:
         if values.get("state") != "running":
             values = {"lease_owner": None, "lease_until": None, **values}
-        with self.db.session() as s:
+        with self.db.session(durable=durable) as s:
             result = s.execute(update(JobRow).where(*self._held(claim)).values(**values))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -270,7 +270,9 @@ class LocalMemory:
             }
             for i, row in enumerate(rows)
         ]
-        with self.db.session() as s:
+        # A memory is derived from the turn's messages, which are durable: it need not
+        # wait for the WAL flush.
+        with self.db.session(durable=False) as s:
             s.execute(insert(MemoryRow), values)
         for key in ((tenant_id, user_id, agent_id), (tenant_id, user_id, None)):
             index = self._cached(key)
