@@ -364,7 +364,10 @@ async def answer_turn(rt: SlackRuntime, job: JobContext) -> dict[str, Any]:
         return {"status": turn.status}
 
     async def remember(ts: str) -> None:
-        await job.progress(placeholder_ts=ts)
+        # Not waiting for PostgreSQL's WAL flush: if a database crash loses the mark, the
+        # next attempt finds the message in the thread, as when a worker dies before
+        # writing it (`_orphaned_placeholder`).
+        await job.progress(placeholder_ts=ts, durable=False)
 
     reply.on_first_message = remember
     try:

@@ -524,15 +524,17 @@ class JobQueue:
         with self.db.read_session() as s:
             return s.scalar(select(JobRow.id).where(*self._held(claim))) is not None
 
-    def progress(self, claim: Claim, data: dict[str, Any]) -> bool:
-        """Merge `data` into the job's progress; False if the claim was lost.
+    def progress(self, claim: Claim, data: dict[str, Any], *, durable: bool = True) -> bool:
+        """Merge `data` into the job's progress; False if the claim was lost. `durable=False`
+        for a mark whose loss (a database crash) the next attempt copes with anyway, as with
+        a worker that died before writing it (see `Database.session`).
 
         The write names the attempt, like every other: a write by id alone, after a read
         that found the claim held, landed on PostgreSQL even when a takeover committed in
         between, and the new attempt never saw it (an execution's `calling` mark: both
         attempts called the target). Only the holder writes progress, so the read's value
         is still current when the conditional write succeeds."""
-        with self.db.session() as s:
+        with self.db.session(durable=durable) as s:
             held = s.execute(select(JobRow.progress).where(*self._held(claim))).first()
             if held is None:
                 return False

@@ -70,10 +70,11 @@ class JobContext:
         """Progress an earlier attempt recorded (empty on the first)."""
         return self.claim.progress
 
-    async def progress(self, **data: Any) -> None:
+    async def progress(self, *, durable: bool = True, **data: Any) -> None:
         """Record progress (chunks done, a placeholder's ts); raises `LostClaim` if this
-        attempt no longer holds the job, which stops the handler where it stands."""
-        if not await run_sync(self.queue.progress, self.claim, data):
+        attempt no longer holds the job, which stops the handler where it stands.
+        `durable=False`: see `JobQueue.progress`."""
+        if not await run_sync(lambda: self.queue.progress(self.claim, data, durable=durable)):
             raise LostClaim(f"job {self.claim.id} attempt {self.claim.attempt} was taken over")
 
     async def ensure_held(self) -> None:

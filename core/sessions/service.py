@@ -272,9 +272,11 @@ class SessionService:
 
         `names`: display names of the turn's session found since it was opened (Slack's
         lookups are slow, so they come after the session), written in the same
-        transaction: on PostgreSQL every commit waits for its own WAL flush."""
+        transaction: on PostgreSQL every commit waits for its own WAL flush. This one
+        does not: a database crash that loses it leaves the turn `pending`, which the job
+        that runs it reads as well as `running`, and names that are looked up again."""
         now = self.clock()
-        with self.db.session() as s:
+        with self.db.session(durable=False) as s:
             result = s.execute(
                 update(TurnRow)
                 .where(

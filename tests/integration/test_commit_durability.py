@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, select, text
 
 from core.db import Database
+from core.db.models import JobRow
 from core.jobs import JobQueue
 from core.memory.local import LocalMemory
 from core.memory.port import MemoryMessage
@@ -89,6 +90,25 @@ def test_claims_wait_for_the_flush_and_a_jobs_end_does_not(db: Database) -> None
     assert _writes(claimed, "jobs") == ["on"]
     assert _writes(commits, "jobs") == ["on", "off"]
     assert queue.get("T", claim.id).state == "succeeded"
+
+
+def test_progress_waits_for_the_flush_unless_the_next_attempt_copes_without_it(
+    db: Database,
+) -> None:
+    """An execution's `calling` mark must survive a crash (it keeps a second attempt from
+    calling the target again); a placeholder's ts need not (the next attempt finds the
+    message in the thread)."""
+    queue = JobQueue(db)
+    kind = f"durable-{uuid.uuid4().hex[:8]}"
+    queue.submit(tenant_id="T", kind=kind)
+    [claim] = queue.claim("w1", kinds=[kind], limit=1)
+    with _commits() as commits:
+        assert queue.progress(claim, {"calling": True})
+        assert queue.progress(claim, {"placeholder_ts": "1.0001"}, durable=False)
+    assert _writes(commits, "jobs") == ["on", "off"]
+    with db.session() as s:
+        progress = s.scalar(select(JobRow.progress).where(JobRow.id == claim.id))
+    assert progress == {"calling": True, "placeholder_ts": "1.0001"}
 
 
 def test_a_memory_does_not_wait_for_the_flush(db: Database) -> None:
