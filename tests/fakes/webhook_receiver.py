@@ -13,7 +13,7 @@ for the test to inspect. It verifies nothing itself: tests check signatures with
 
 Per request, the first queued `Reply` wins, then the `respond_with` callable, then
 `default`. `Reply.down()` reads the request and hangs up without answering (the client sees
-the connection drop); for "connection refused" use `unused_port()`. Pass `ssl_context` to
+the connection drop); for "connection refused" use `refusing_port()`. Pass `ssl_context` to
 serve https (the server name each client asked for is kept in `server_names`).
 """
 
@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -91,11 +91,14 @@ class ReceivedRequest:
 Responder = Callable[[ReceivedRequest], Reply]
 
 
-def unused_port() -> int:
-    """A local port nobody listens on (connections to it are refused)."""
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A local port whose connections are refused while the block runs: bound here and
+    never listened on, so no other test's server can take it meanwhile. A port merely
+    found free could be taken by one, which would then answer (200 to any path)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 class _Stopping(Exception):

@@ -20,7 +20,7 @@ import pytest
 from core.embeddings import Embedder, EmbeddingFailed, VoyageEmbedder, build_embedder
 from tests.conftest import make_settings
 from tests.fakes.voyage_api import API_KEY, FakeVoyageAPI
-from tests.fakes.webhook_receiver import unused_port
+from tests.fakes.webhook_receiver import refusing_port
 
 TEXTS = [
     "Deploy the release to staging on Friday.",
@@ -263,18 +263,19 @@ def test_a_retry_after_beyond_max_delay_is_reported_not_waited_for(
 
 
 def test_connection_failures_are_retried_then_reported(sleeps: list[float]) -> None:
-    embedder = VoyageEmbedder(
-        API_KEY,
-        base_url=f"http://127.0.0.1:{unused_port()}/v1",
-        max_attempts=2,
-        backoff=0.01,
-        sleep=sleeps.append,
-    )
-    try:
-        with pytest.raises(EmbeddingFailed, match=r"could not reach Voyage.*after 2 attempts"):
-            embedder.embed(["hello"])
-    finally:
-        embedder.close()
+    with refusing_port() as port:
+        embedder = VoyageEmbedder(
+            API_KEY,
+            base_url=f"http://127.0.0.1:{port}/v1",
+            max_attempts=2,
+            backoff=0.01,
+            sleep=sleeps.append,
+        )
+        try:
+            with pytest.raises(EmbeddingFailed, match=r"could not reach Voyage.*after 2 attempts"):
+                embedder.embed(["hello"])
+        finally:
+            embedder.close()
     assert len(sleeps) == 1
 
 

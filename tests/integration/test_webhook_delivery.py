@@ -46,7 +46,7 @@ from core.webhooks.policy import DeliveryPolicy, backoff_delay, equal_jitter
 from core.webhooks.signing import generate_secret
 from core.wiring import Container
 from tests.conftest import AUTH, BACKENDS
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver, unused_port
+from tests.fakes.webhook_receiver import Reply, WebhookReceiver, refusing_port
 
 SECRET = generate_secret()
 TENANT = "default"
@@ -426,8 +426,9 @@ async def test_a_misbehaving_receiver_is_retried_with_the_reason_recorded(
 
 
 async def test_connection_refused_is_retried(db, dispatchers):
-    [delivery_id] = add_events(db, make_agent(db), f"http://127.0.0.1:{unused_port()}/hook", 1)
-    await dispatchers().run_once()
+    with refusing_port() as port:
+        [delivery_id] = add_events(db, make_agent(db), f"http://127.0.0.1:{port}/hook", 1)
+        await dispatchers().run_once()
     [attempt] = attempts_of(db, delivery_id)
     assert attempt.status_code is None
     assert "could not connect" in (attempt.error or "")
