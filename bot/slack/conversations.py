@@ -411,10 +411,7 @@ async def _run_turn(
             channel_name=await rt.directory.channel_name(tenant, reply.channel),
         )
         session = session.model_copy(
-            update={
-                "user_name": names.user_name or session.user_name,
-                "channel_name": names.channel_name or session.channel_name,
-            }
+            update={"user_name": names.user_name, "channel_name": names.channel_name}
         )
     await run_sync(lambda: c.sessions.start_turn(tenant, turn.id, names=names))
     try:

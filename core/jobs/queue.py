@@ -111,6 +111,12 @@ def _pg_insert_sql(columns: tuple[str, ...], count: int) -> str:
     )
 
 
+def _repeatable(rows: list[dict[str, Any]]) -> bool:
+    """Whether inserting `rows` twice is harmless: every job has a key, so a second insert
+    adds nothing (a retry after a dropped connection)."""
+    return all(row["key"] is not None for row in rows)
+
+
 def _keyed(s: Session, keys: set[str]) -> dict[str | None, str]:
     """The ids of the jobs holding `keys`."""
     query = select(JobRow.key, JobRow.id).where(JobRow.key.in_(keys))
@@ -286,8 +292,8 @@ class JobQueue:
         busy handler. Repeated after a dropped connection only when every job has a key
         (so a second insert adds nothing)."""
         if added is None:
-            idempotent = all(row["key"] is not None for row in rows)
-            added = self._added(self.db.prompt(self._insert(), rows, idempotent=idempotent))
+            written = self.db.prompt(self._insert(), rows, idempotent=_repeatable(rows))
+            added = self._added(written)
         return self._answers(rows, added, self._taken)
 
     async def submit_now(self, rows: list[dict[str, Any]]) -> set[str] | None:
@@ -299,8 +305,7 @@ class JobQueue:
             return set()
         if self.db.backend == "postgresql":
             sql, params = _pg_insert(rows)
-            idempotent = all(row["key"] is not None for row in rows)
-            written = await self.db.prompt_async(sql, params, idempotent=idempotent)
+            written = await self.db.prompt_async(sql, params, idempotent=_repeatable(rows))
         else:
             written = self.db.prompt_now(self._insert(), rows)
         return None if written is None else self._added(written)
@@ -609,10 +614,7 @@ class JobQueue:
         )
 
     def cancelled(self, claim: Claim, reason: str = "cancelled") -> bool:
-        now = self.clock()
-        return self._update(
-            claim, {"state": "cancelled", "finished_at": now, "error": reason, "updated_at": now}
-        )
+        return self._update(claim, _ended("cancelled", self.clock(), reason))
 
     def _update(self, claim: Claim, values: dict[str, Any], *, durable: bool = True) -> bool:
         if values.get("state") != "running":

@@ -90,12 +90,11 @@ class TurnRecord:
 
 @dataclass(frozen=True)
 class SessionNames:
-    """Display names of a session's user and channel, found after it was opened; None
-    leaves the one recorded."""
+    """Display names of a session's user and channel, found after it was opened."""
 
     session_id: str
-    user_name: str | None
-    channel_name: str | None
+    user_name: str
+    channel_name: str
 
 
 class UsageTotals(BaseModel):

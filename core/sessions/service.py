@@ -290,10 +290,7 @@ class SessionService:
                 s.execute(
                     update(SessionRow)
                     .where(SessionRow.id == names.session_id, SessionRow.tenant_id == tenant_id)
-                    .values(
-                        user_name=func.coalesce(names.user_name, SessionRow.user_name),
-                        channel_name=func.coalesce(names.channel_name, SessionRow.channel_name),
-                    )
+                    .values(user_name=names.user_name, channel_name=names.channel_name)
                 )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
