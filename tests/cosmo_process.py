@@ -37,6 +37,16 @@ def process_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**PROCESS_DEFAULTS, **env}
 
 
+def embedded_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment for a process a test starts on the embedded defaults in `data_dir`:
+    this one's, without any COSMO_/SLACK_ setting or DATABASE_URL the shell running the
+    tests may carry, with `settings` added last."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(COSMO_DATA_DIR=str(data_dir), **settings)
+    return env
+
+
 def free_port() -> int:
     """A port nobody listened on a moment ago. Only a moment: the socket is closed, so any
     process may bind the port before whoever it is for does (see `listening_pids`)."""

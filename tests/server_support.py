@@ -4,10 +4,9 @@ that needs approval, a webhook for its events)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from tests.cosmo_process import cosmo
+from tests.cosmo_process import cosmo, embedded_env
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET
@@ -21,10 +20,8 @@ def process_env(
 ) -> dict[str, str]:
     """The environment of a process on the fakes, its SQLite database in `data_dir` upgraded
     by `cosmo db upgrade`; `settings` (COSMO_API_TOKEN at least) are added last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        COSMO_DATA_DIR=str(data_dir),
+    env = embedded_env(
+        data_dir,
         SLACK_BOT_TOKEN=BOT_TOKEN,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack.base_url,

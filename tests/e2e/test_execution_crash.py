@@ -5,7 +5,6 @@ the CRM and the agent's webhook receiver as local fakes over HTTP."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from core.outputs.snapshot import skill_snapshot
 from core.schemas.skill import SkillSpec
 from core.wiring import Container, build_container
 from tests.conftest import make_settings
-from tests.cosmo_process import cosmo, cosmo_serve, start_worker
+from tests.cosmo_process import cosmo, cosmo_serve, embedded_env, start_worker
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.slack_support import eventually
 
@@ -107,10 +106,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     with contextlib.ExitStack() as stack:
         hooks = stack.enter_context(WebhookReceiver())
         crm = stack.enter_context(WebhookReceiver(path="/api/tasks"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-        env.pop("DATABASE_URL", None)
-        env.update(
-            COSMO_DATA_DIR=str(tmp_path / "data"),
+        env = embedded_env(
+            tmp_path / "data",
             COSMO_API_TOKEN=TOKEN,
             COSMO_SECRET_KEY="crash-secret",
             COSMO_WEBHOOK_ALLOW_INSECURE="true",

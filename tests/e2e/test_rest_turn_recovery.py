@@ -6,7 +6,6 @@ and queued turns leave none of them pending."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_URL
-from tests.cosmo_process import cosmo, cosmo_serve, cosmo_worker
+from tests.cosmo_process import cosmo, cosmo_serve, cosmo_worker, embedded_env
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
 
 TOKEN = "turn-recovery-token"
@@ -63,10 +62,8 @@ class Api:
 
 
 def environment(tmp_path: Path, claude: FakeAnthropicAPI, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        COSMO_DATA_DIR=str(tmp_path / "data"),
+    env = embedded_env(
+        tmp_path / "data",
         COSMO_API_TOKEN=TOKEN,
         ANTHROPIC_API_KEY="test-key",
         ANTHROPIC_BASE_URL=claude.base_url,

@@ -10,7 +10,6 @@ Here the port is taken on purpose, before the server starts."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests import cosmo_process
-from tests.cosmo_process import cosmo, cosmo_serve
+from tests.cosmo_process import cosmo, cosmo_serve, embedded_env
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 TOKEN = "port-token"
@@ -26,13 +25,7 @@ TOKEN = "port-token"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        COSMO_DATA_DIR=str(tmp_path / "data"),
-        COSMO_API_TOKEN=TOKEN,
-        COSMO_SECRET_KEY="port-secret",
-    )
+    env = embedded_env(tmp_path / "data", COSMO_API_TOKEN=TOKEN, COSMO_SECRET_KEY="port-secret")
     cosmo(env, "db", "upgrade")
     return env
 

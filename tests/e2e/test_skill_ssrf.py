@@ -6,7 +6,6 @@ approve endpoint cannot approve anything — even where the operator opened loop
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import PostgresDatabases
-from tests.cosmo_process import cosmo, free_port
+from tests.cosmo_process import cosmo, embedded_env, free_port
 from tests.cosmo_process import cosmo_serve as serve_process
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply, ToolUse
 from tests.slack_support import eventually
@@ -47,10 +46,8 @@ class Server:
 def running_server(tmp_path: Path, **extra: str) -> Iterator[Server]:
     with FakeAnthropicAPI() as claude:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-        env.pop("DATABASE_URL", None)
-        env.update(
-            COSMO_DATA_DIR=str(tmp_path / "data"),
+        env = embedded_env(
+            tmp_path / "data",
             COSMO_API_TOKEN=TOKEN,
             ANTHROPIC_API_KEY="test-key",
             ANTHROPIC_BASE_URL=claude.base_url,
