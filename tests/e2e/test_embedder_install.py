@@ -8,14 +8,13 @@ were not installed (this checkout carries no model files of its own; a built whe
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cosmo_process import ROOT, free_port, process_env
+from tests.cosmo_process import ROOT, embedded_env, free_port, process_env
 
 # A finder ahead of every other that answers "a plain module with no folder" for the model
 # package, so its files cannot be found: what Python sees when it is not installed.
@@ -38,9 +37,7 @@ runpy.run_module("bot.cli", run_name="__main__")
 def _cosmo_without_model(
     tmp_path: Path, *args: str, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(COSMO_DATA_DIR=str(tmp_path / "data"), **extra)
+    env = embedded_env(tmp_path / "data", **extra)
     return subprocess.run(
         [sys.executable, "-c", WITHOUT_MODEL, *args],
         env=process_env(env),

@@ -8,23 +8,19 @@ closes it, and answers 502. `COSMO_KEEP_ALIVE_SECONDS` (default 75) is handed to
 from __future__ import annotations
 
 import http.client
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cosmo_process import cosmo, cosmo_serve
+from tests.cosmo_process import cosmo, cosmo_serve, embedded_env
 
 #: uvicorn's own default, which the old `cosmo serve` used.
 UVICORN_DEFAULT_KEEP_ALIVE = 5
 
 
 def _env(data: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(COSMO_DATA_DIR=str(data), COSMO_API_TOKEN="keep-alive-token", **extra)
-    return env
+    return embedded_env(data, COSMO_API_TOKEN="keep-alive-token", **extra)
 
 
 @contextmanager

@@ -5,7 +5,6 @@ event), then a chat whose action a group member approves in the thread. No REST 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from tests.cosmo_process import cosmo, cosmo_serve
+from tests.cosmo_process import cosmo, cosmo_serve, embedded_env
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, CHANNEL_ID, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -87,10 +86,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Slack, FakeAnthropicAPI, WebhookRec
         fake.add_user(ADA, "ada", is_admin=True)
         fake.add_user(LEAD, "Lena Lead")
         fake.add_usergroup(LEADS, [LEAD], name="Sales leads", handle="leads")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMO_", "SLACK_"))}
-        env.pop("DATABASE_URL", None)
-        env.update(
-            COSMO_DATA_DIR=str(tmp_path / "data"),
+        env = embedded_env(
+            tmp_path / "data",
             COSMO_API_TOKEN="unused-token",
             COSMO_WEBHOOK_ALLOW_INSECURE="true",
             COSMO_SKILL_SECRETS="CRM_*,SALES_*",
