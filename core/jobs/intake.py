@@ -4,8 +4,9 @@ Slack's ack path makes one durable insert per event, and under a burst most of a
 time is its commit (an fsync, or SQLite's single write lock). `JobIntake.submit` does not
 commit alone when it need not: while one transaction is being written, the submissions that
 arrive meanwhile wait, then go together in the next one. A lone submission is written at
-once: nothing ever waits on a timer, so quiet traffic keeps its latency and bursts gain
-throughput. Each caller still returns only after its own job is committed.
+once, by its caller's own task: nothing ever waits on a timer or hands over to another task,
+so quiet traffic keeps its latency and bursts gain throughput. Each caller still returns
+only after its own job is committed.
 
 The insert runs on the event loop itself wherever that never blocks it
 (`JobQueue.submit_now`): on PostgreSQL awaited on a connection of the loop's own
@@ -42,21 +43,37 @@ class JobIntake:
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._writing_alone = False
         self.transactions = 0
         """Transactions written so far (for benches and tests)."""
 
     async def submit(self, **job: Any) -> tuple[str, bool]:
         """Enqueue one job (the arguments of `JobQueue.enqueue`); returns once it is
         committed, with (job id, created)."""
-        future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
         # The batch is written from the first caller's task: each job takes its own
         # caller's trace context now, not that one's.
         job = {**job, "payload": tracing.with_trace(job.get("payload") or {})}
+        if self._writer is None and not self._writing_alone:
+            return await self._submit_alone(job)
+        future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
         self._pending.append((job, future))
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write(), name="job-intake")
-        # The caller may give up (its client went away); the job is written all the same.
+        # A queued caller may give up (its client went away); its job is written all the same.
         return await asyncio.shield(future)
+
+    async def _submit_alone(self, job: dict[str, Any]) -> tuple[str, bool]:
+        """Nothing is being written: this caller writes its own job, in its own task. A
+        task, a future and two turns of the loop less than a queued submission: the ack's
+        path when events do not arrive together. Those that arrive meanwhile are written
+        together once this commit is done."""
+        self._writing_alone = True
+        try:
+            return (await self._insert([job]))[0]
+        finally:
+            self._writing_alone = False
+            if self._pending:
+                self._writer = asyncio.get_running_loop().create_task(
+                    self._write(), name="job-intake"
+                )
 
     async def _write(self) -> None:
         try:
@@ -67,18 +84,21 @@ class JobIntake:
         finally:
             self._writer = None
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _insert(self, jobs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+        """One transaction for `jobs`: (id, created) for each, in order."""
         self.transactions += 1
+        rows = self.queue.rows(jobs)
+        # Written from the loop where that never blocks it (PostgreSQL's round trip
+        # awaited, a free SQLite write lock), without the two thread hops; a lock held
+        # by a SQLite worker, or keys already taken, go to a thread.
+        added = await self.queue.submit_now(rows)
+        if added is not None and len(added) == len(rows):
+            return [(row["id"], True) for row in rows]
+        return await run_sync(self.queue.submit_rows, rows, added)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            rows = self.queue.rows([job for job, _ in batch])
-            # Written from the loop where that never blocks it (PostgreSQL's round trip
-            # awaited, a free SQLite write lock), without the two thread hops; a lock held
-            # by a SQLite worker, or keys already taken, go to a thread.
-            added = await self.queue.submit_now(rows)
-            if added is not None and len(added) == len(rows):
-                results = [(row["id"], True) for row in rows]
-            else:
-                results = await run_sync(self.queue.submit_rows, rows, added)
+            results = await self._insert([job for job, _ in batch])
         except DATABASE_UNAVAILABLE as exc:
             for _, future in batch:
                 _settle(future, exc=exc)
