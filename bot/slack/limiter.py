@@ -84,17 +84,24 @@ class _Window:
     paused_until: float = 0.0
     paced_until: float = 0.0
 
-    def take(self, now: float) -> tuple[float, _Slot | None]:
-        """(seconds to wait, None), or (0, the call's slot) when it may go now."""
+    def wait(self, now: float) -> float:
+        """Seconds until a call may go (0: now), taking nothing."""
         if now < self.paused_until:
-            return self.paused_until - now, None
+            return self.paused_until - now
         tier = self.tier
         if tier is None or (tier.bursts and now >= self.paced_until):
-            return 0.0, None
+            return 0.0
         span = tier.per * MARGIN + SKEW
         self.sent = [slot for slot in self.sent if slot.at > now - span]
         if len(self.sent) >= tier.calls:
-            return min(slot.at for slot in self.sent) + span - now, None
+            return min(slot.at for slot in self.sent) + span - now
+        return 0.0
+
+    def take(self, now: float) -> tuple[float, _Slot | None]:
+        """(seconds to wait, None), or (0, the call's slot) when it may go now."""
+        wait = self.wait(now)
+        if wait > 0 or self.tier is None or (self.tier.bursts and now >= self.paced_until):
+            return wait, None
         slot = _Slot(now)
         self.sent.append(slot)
         return 0.0, slot
@@ -150,6 +157,11 @@ class SlackLimiter:
                     call.slots.append(slot)
                 return
             await asyncio.sleep(wait)
+
+    def wait(self, workspace: str, method: str, channel: str | None = None) -> float:
+        """Seconds a call would wait for its slot now (0: it would go at once)."""
+        with self._lock:
+            return self._window(workspace, method, channel).wait(self.clock())
 
     def answered(self, slots: list[_Slot]) -> None:
         with self._lock:
@@ -242,6 +254,12 @@ class LimitedWebClient(AsyncWebClient):
             *[h for h in self.retry_handlers if not _handles_429(h)],
             LimiterRetryHandler(limiter),
         ]
+
+    def slot_wait(self, method: str, channel: str | None = None) -> float:
+        """Seconds a call of `method` with this client's token would wait now; a caller with
+        something better to do than queue (a reply whose final call can carry the text)
+        asks first."""
+        return self.limiter.wait(workspace_of(self.token), method, channel)
 
     async def api_call(
         self,

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.slack.blocks import Blocks, reply_with_sources, thinking
+from bot.slack.limiter import LimitedWebClient
 from bot.slack.mrkdwn import from_markdown
 from bot.slack.text import split_message
 from core.agent.engine import ToolStep
@@ -90,14 +91,28 @@ class ThreadReply:
             await self.on_first_message(ts)
 
     async def write(self, delta: str) -> None:
-        """Add streamed text; shown at once the first time, then at most once per interval."""
+        """Add streamed text; shown at once the first time, then at most once per interval.
+        Where Slack's window for the call that shows it is full (the limiter would make it
+        wait), the text goes when the window opens instead, unless the turn ends first: then
+        the final call carries it, and the call that would have queued is never made."""
         first = not self.text.strip()
         self.text += delta
-        if first and self.text.strip():
+        if self._pending is not None:
+            return
+        full = self._slack_wait()
+        if first and self.text.strip() and full <= 0:
             await self._flush()
-        elif self._pending is None:
-            wait = max(0.0, self.interval - (self.clock() - self._last_flush))
-            self._pending = asyncio.create_task(self._flush_later(wait))
+            return
+        wait = max(full, 0.0 if first else self.interval - (self.clock() - self._last_flush))
+        self._pending = asyncio.create_task(self._flush_later(wait))
+
+    #: The Web API method that shows more text (`_flush`'s call for an existing message).
+    flush_method = "chat.update"
+
+    def _slack_wait(self) -> float:
+        if isinstance(self.client, LimitedWebClient):
+            return self.client.slot_wait(self.flush_method, self.channel)
+        return 0.0
 
     async def finish(self, text: str | None = None, *, citations: Sequence[Citation] = ()) -> None:
         """Show the final text (the authoritative reply) in full, with the sources it cites."""

@@ -151,6 +151,8 @@ class StreamingReply(ThreadReply):
 
     # -- while the turn runs -----------------------------------------------------------------
 
+    flush_method = "chat.appendStream"
+
     async def write(self, delta: str) -> None:
         if self.fallback is not None:
             await self.fallback.write(delta)

@@ -11,7 +11,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.app import web_client
-from bot.slack.limiter import SlackLimiter, Tier
+from bot.slack.limiter import MARGIN, SKEW, SlackLimiter, Tier
 from tests.fakes.slack_api import BOT_TOKEN, CHANNEL_ID, FakeSlackAPI
 
 
@@ -88,3 +88,18 @@ async def test_a_burst_of_posts_in_one_channel_is_paced_after_slacks_first_429(f
     assert len(fake.messages_in(CHANNEL_ID)) == 6
     # Slack tolerates bursts, so the first ones go at once; after a 429 they are paced.
     assert 1 <= len(fake.rate_limited()) < 6
+
+
+async def test_a_caller_can_ask_how_long_a_call_would_wait_without_taking_its_slot() -> None:
+    now = [100.0]
+    limiter = SlackLimiter({"chat.update": Tier(2, 60.0)}, clock=lambda: now[0])
+    assert limiter.wait("W", "chat.update") == 0
+    assert limiter.wait("W", "chat.update") == 0  # asking took nothing
+    await limiter.acquire("W", "chat.update")
+    await limiter.acquire("W", "chat.update")
+    span = 60.0 * MARGIN + SKEW
+    assert limiter.wait("W", "chat.update") == pytest.approx(span)
+    assert limiter.wait("W2", "chat.update") == 0  # another workspace's window
+    assert limiter.wait("W", "auth.test") == 0  # no tier: never held back before a 429
+    now[0] += span + 0.01
+    assert limiter.wait("W", "chat.update") == 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.limiter import LimitedWebClient, SlackLimiter, Tier
+from bot.slack.reply import ThreadReply
 from bot.slack.streaming import StreamingPolicy, StreamingReply
 from core.agent.engine import ToolStep
 from tests.fakes.slack_api import BOT_TOKEN, CHANNEL_ID, TEAM_ID, USER_ID, FakeSlackAPI
@@ -26,9 +29,11 @@ def fake(_server: FakeSlackAPI) -> FakeSlackAPI:
     return _server
 
 
-def reply_in(fake: FakeSlackAPI, policy: StreamingPolicy | None = None) -> StreamingReply:
+def reply_in(
+    fake: FakeSlackAPI, policy: StreamingPolicy | None = None, *, client: Any = None
+) -> StreamingReply:
     parent = fake.add_message(CHANNEL_ID, "<@U0COSMOBOT> question")
-    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
+    client = client or AsyncWebClient(token=BOT_TOKEN, base_url=fake.base_url)
     return StreamingReply(
         client, CHANNEL_ID, parent.ts, team_id=TEAM_ID, user_id=USER_ID, policy=policy, interval=0
     )
@@ -117,3 +122,46 @@ async def test_a_space_already_streamed_is_not_streamed_again(fake):
     await reply.finish("Hi from your workspace.")
 
     assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "Hi from your workspace."
+
+
+def limited_client(fake: FakeSlackAPI, tiers: dict[str, Tier]) -> LimitedWebClient:
+    return LimitedWebClient(token=BOT_TOKEN, base_url=fake.base_url, limiter=SlackLimiter(tiers))
+
+
+async def test_text_a_full_window_would_hold_back_goes_with_the_final_call(fake):
+    """Slack's appendStream window is full (here: one call a minute, taken by another
+    turn's first text): a turn that ends before it opens shows all its text through
+    `stopStream`, without an append queued behind the window, and without waiting for it."""
+    client = limited_client(fake, {"chat.appendStream": Tier(1, 60.0)})
+    earlier = reply_in(fake, client=client)
+    await earlier.start()
+    await earlier.write("The first text goes at once.")
+    assert len(fake.calls("chat.appendStream")) == 1
+
+    reply = reply_in(fake, client=client)
+    await reply.start()
+    await reply.write("Acme renews ")
+    await reply.write("in May.")
+    await asyncio.wait_for(reply.finish("Acme renews in May."), 5)
+
+    assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "Acme renews in May."
+    assert [c.params.get("ts") for c in fake.calls("chat.appendStream")] == [earlier.stream_ts]
+    await earlier.finish("The first text goes at once.")
+
+
+async def test_a_placeholder_edit_a_full_window_would_hold_back_goes_with_the_final_edit(fake):
+    """The same without native streaming, where the final call is a `chat.update` too: the
+    answer costs one edit, made when the window opens, instead of two in a row."""
+    client = limited_client(fake, {"chat.update": Tier(1, 1.0)})
+    other = await client.chat_postMessage(channel=CHANNEL_ID, text="another turn's answer")
+    parent = fake.add_message(CHANNEL_ID, "<@U0COSMOBOT> question")
+    reply = ThreadReply(client, CHANNEL_ID, parent.ts, interval=0)
+    await reply.start()
+    await client.chat_update(channel=CHANNEL_ID, ts=other["ts"], text="edited")  # fills it
+    await reply.write("Acme renews ")
+    await reply.write("in May.")
+    await asyncio.wait_for(reply.finish("Acme renews in May."), 5)
+
+    edits = [c.params.get("text") for c in fake.calls("chat.update")]
+    assert edits == ["edited", "Acme renews in May."]
+    assert fake.message(CHANNEL_ID, reply.message_ts[0]).text == "Acme renews in May."
