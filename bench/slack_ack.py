@@ -8,7 +8,12 @@ Two real uvicorn servers on loopback, each in its own process, in the same run:
   `cosmo worker` processes running the turns, as production runs them;
 * bare: Bolt's `AsyncApp` in FastAPI with an `app_mention` listener that does nothing.
 
-First 50 mentions go to ours and each starts a turn whose model is slow (seconds to the
+First, the paced shape (below) with no turn running yet, bare and ours alternating, with
+channel messages that mention nobody (the same ack path; a worker only finds each is not
+for it): what the ack path costs by itself (on PostgreSQL, mostly the insert's round trip
+and its WAL flush), apart from what the turns' work on the same cores adds to it.
+
+Then 50 mentions go to ours and each starts a turn whose model is slow (seconds to the
 first token, then a long stream, so each turn updates its Slack message about once a
 second); once all 50 are at the model they are "in flight", and they stay so through the
 load phases. A load process (its own process, so it shares no GIL) then sends signed
@@ -18,7 +23,7 @@ load phases. A load process (its own process, so it shares no GIL) then sends si
   whatever the answers: the ack latency a workspace sees;
 * closed loop: a fixed number of senders back to back: the most events/s each server acks.
 
-Every event sent to ours is the real path — guard, Bolt, one deduplicated `slack.event` job
+Every event sent to ours is the real path — guard, one deduplicated `slack.event` job
 inserted, ack — and a worker process then records and answers its turn (fast model).
 
 The issue's targets, printed at the end as ratios of one run: closed-loop throughput
@@ -29,7 +34,7 @@ delta to the moment the fake Slack receives the first `chat.appendStream` (or, w
 native streaming, `chat.update`/`chat.postMessage`) carrying that text (both clocks in this
 process).
 
-Not a test: the figures depend on the machine. Takes about a minute and a half.
+Not a test: the figures depend on the machine. Takes about two and a half minutes.
 Run: `.venv/bin/python bench/slack_ack.py [--rate 20] [--concurrency 8] [--rounds 2]
 [--workers 1] [--database-url postgresql+psycopg://...]`.
 """
@@ -155,6 +160,10 @@ def serve_bare(port: int, slack_url: str) -> None:
     async def nothing() -> None:
         return None
 
+    @bolt.event("message")
+    async def nothing_either() -> None:
+        return None
+
     handler = AsyncSlackRequestHandler(bolt)
     api = FastAPI()
 
@@ -185,8 +194,11 @@ def load_worker(conn: Connection) -> None:
     Requests are signed before the clock starts."""
     requests = SlackRequests(SIGNING_SECRET)
     while (command := conn.recv()) is not None:
-        url, texts, concurrency, rate = command
-        signed = [requests.app_mention(f"<@{BOT_USER_ID}> {text}") for text in texts]
+        url, texts, concurrency, rate, mention = command
+        signed = [
+            requests.app_mention(f"<@{BOT_USER_ID}> {text}") if mention else requests.message(text)
+            for text in texts
+        ]
         try:
             conn.send(asyncio.run(_drive(url, signed, concurrency, rate)))
         except Exception as exc:
@@ -376,9 +388,15 @@ def run(args: argparse.Namespace) -> None:
                 wait_until_up(url + "/healthz", timeout=120)
 
             def load(
-                server: str, texts: list[str], concurrency: int, rate: float | None = None
+                server: str,
+                texts: list[str],
+                concurrency: int,
+                rate: float | None = None,
+                *,
+                mention: bool = True,
             ) -> tuple[list[float], float]:
-                parent_end.send((servers[server] + "/slack/events", texts, concurrency, rate))
+                url = servers[server] + "/slack/events"
+                parent_end.send((url, texts, concurrency, rate, mention))
                 result = parent_end.recv()
                 if isinstance(result, Exception):
                     raise result
@@ -388,6 +406,18 @@ def run(args: argparse.Namespace) -> None:
             for server in servers:  # warm up: connections, auth.test, first queries
                 load(server, [f"warm {i}" for i in range(50)], args.concurrency)
             time.sleep(2.0)
+
+            # The same pace with nothing in flight: what the ack path costs by itself,
+            # apart from what the turns' work on the same cores adds. Channel messages that
+            # mention nobody: the same ack path (guard, one insert, ack), and a worker only
+            # finds each is not for it, so no turn queues ahead of the slow ones.
+            for round_no in range(args.rounds):
+                for server in servers:
+                    window = windows.setdefault(("quiet", server), Window())
+                    texts = [f"quiet {round_no} {server} {i}" for i in range(args.paced)]
+                    latencies, wall = load(server, texts, PACED_CAP, args.rate, mention=False)
+                    window.latencies.extend(latencies)
+                    window.wall += wall
 
             load("ours", [f"slow-{i:02d}" for i in range(IN_FLIGHT)], IN_FLIGHT)
             deadline = time.monotonic() + 30
@@ -463,6 +493,7 @@ def report(
     )
     labels = {"bare": "bare Bolt + FastAPI", "ours": "ours"}
     shapes = {
+        "quiet": f"paced {args.rate:g}/s, no turn running",
         "paced": f"paced {args.rate:g}/s ({args.paced * args.rounds} events)",
         "closed": f"closed loop, {args.concurrency} senders ({args.requests * args.rounds} events)",
     }
@@ -474,7 +505,9 @@ def report(
     for shape, shape_label in shapes.items():
         for server in ("bare", "ours"):
             w = windows[(shape, server)]
-            flight = f"{min(w.in_flight)}-{max(w.in_flight)}" if server == "ours" else ""
+            flight = (
+                f"{min(w.in_flight)}-{max(w.in_flight)}" if server == "ours" and w.in_flight else ""
+            )
             print(
                 f"{shape_label:<36} {labels[server]:<20} {statistics.median(w.latencies):>8.2f} "
                 f"{pct(w.latencies, 0.99):>8.2f} {w.rate:>9.1f} {flight:>10}"
