@@ -54,7 +54,7 @@ PYTEST_WORKERS ?= 2
 # The repository's own modules too (an editable install: uv does not compile them).
 pytest: install-dev
 	$(VENV)/bin/python -m compileall -q -j0 bot core migrations tests
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15
 
 test: lint typecheck pytest
 
