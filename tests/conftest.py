@@ -56,7 +56,7 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 #: The slowest modules, slowest first (their setup, call and teardown times summed, from
 #: `make pytest` with `--durations=0` on this 2-core machine while another suite ran on it,
 #: 2026-12-07: test_chaos.py 483 s, the next 58 s down to 17 s; test_chaos.py alone on a
-#: quiet machine since replies stopped queueing appends, later that day: 292 s, from 452 s;
+#: quiet machine since replies stopped queueing appends, later that day: 332 s, from 452 s;
 #: `make pytest` prints the 15 slowest tests of each run). `make pytest` hands whole
 #: modules to the two workers in collection order (`--no-loadscope-reorder`; xdist would
 #: otherwise start with the modules that have the most tests, the quick parametrized ones,
