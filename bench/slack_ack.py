@@ -6,7 +6,8 @@ Two real uvicorn servers on loopback, each in its own process, in the same run:
   temporary SQLite database (or `--database-url`), Slack pointed at the fake Slack Web API
   and Claude at the fake Messages API (both in this process), with `--workers` separate
   `cosmo worker` processes running the turns, as production runs them;
-* bare: Bolt's `AsyncApp` in FastAPI with an `app_mention` listener that does nothing.
+* bare: Bolt's `AsyncApp` in FastAPI with `app_mention` and `message` listeners that do
+  nothing.
 
 First, the paced shape (below) with no turn running yet, bare and ours alternating, with
 channel messages that mention nobody (the same ack path; a worker only finds each is not

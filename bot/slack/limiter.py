@@ -84,12 +84,16 @@ class _Window:
     paused_until: float = 0.0
     paced_until: float = 0.0
 
+    def _unpaced(self, now: float) -> bool:
+        """No window to keep: a method without a tier, or a bursting one no 429 has paced."""
+        return self.tier is None or (self.tier.bursts and now >= self.paced_until)
+
     def wait(self, now: float) -> float:
         """Seconds until a call may go (0: now), taking nothing."""
         if now < self.paused_until:
             return self.paused_until - now
         tier = self.tier
-        if tier is None or (tier.bursts and now >= self.paced_until):
+        if tier is None or self._unpaced(now):
             return 0.0
         span = tier.per * MARGIN + SKEW
         self.sent = [slot for slot in self.sent if slot.at > now - span]
@@ -100,7 +104,7 @@ class _Window:
     def take(self, now: float) -> tuple[float, _Slot | None]:
         """(seconds to wait, None), or (0, the call's slot) when it may go now."""
         wait = self.wait(now)
-        if wait > 0 or self.tier is None or (self.tier.bursts and now >= self.paced_until):
+        if wait > 0 or self._unpaced(now):
             return wait, None
         slot = _Slot(now)
         self.sent.append(slot)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.limiter import LimitedWebClient, SlackLimiter, Tier
+from bot.slack.app import web_client
+from bot.slack.limiter import SlackLimiter, Tier
 from bot.slack.reply import ThreadReply
 from bot.slack.streaming import StreamingPolicy, StreamingReply
 from core.agent.engine import ToolStep
@@ -124,8 +125,9 @@ async def test_a_space_already_streamed_is_not_streamed_again(fake):
     assert fake.message(CHANNEL_ID, reply.stream_ts or "").text == "Hi from your workspace."
 
 
-def limited_client(fake: FakeSlackAPI, tiers: dict[str, Tier]) -> LimitedWebClient:
-    return LimitedWebClient(token=BOT_TOKEN, base_url=fake.base_url, limiter=SlackLimiter(tiers))
+def limited_client(fake: FakeSlackAPI, tiers: dict[str, Tier]) -> Any:
+    """The client the app builds (`web_client`), with a limiter keeping `tiers`."""
+    return web_client(BOT_TOKEN, fake.base_url, SlackLimiter(tiers))
 
 
 async def test_text_a_full_window_would_hold_back_goes_with_the_final_call(fake):
