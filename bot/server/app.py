@@ -53,7 +53,25 @@ from core.settings import Settings
 from core.wiring import Container, build_container
 
 log = logging.getLogger("cosmo")
-API_PREFIX = "/api/v1"
+#: Every router of the HTTP API and health checks, in the order their routes match.
+ROUTERS: tuple[APIRouter, ...] = (
+    agents.router,
+    personas.router,
+    skills.router,
+    sessions.router,
+    memory.router,
+    knowledge.router,
+    usage.router,
+    outputs.router,
+    grants.router,
+    receipts.router,
+    receipts.authenticated,
+    webhooks.router,
+    keys.router,
+    jobs.router,
+    callbacks.router,
+    health.router,
+)
 
 
 def create_app(
@@ -147,29 +165,12 @@ def create_app(
     app.state.api_token = token
     problems.install(app)
 
-    api = APIRouter(prefix=API_PREFIX)
-    for module in (
-        agents,
-        personas,
-        skills,
-        sessions,
-        memory,
-        knowledge,
-        usage,
-        outputs,
-        grants,
-        receipts,
-        webhooks,
-        keys,
-        jobs,
-        callbacks,
-    ):
-        api.include_router(module.router)
     # Slack's routes first: routes are matched in order, and `/slack/events` is the path that
     # must answer fastest (its ack window), behind a hundred REST routes it would match last.
     _mount_slack(app, slack)
-    app.include_router(api)
-    app.include_router(health.router)
+    # The routers' own routes, shared by every app (see bot/api/routes/__init__.py).
+    for router in ROUTERS:
+        app.router.routes.extend(router.routes)
     metrics_http.install(app, settings, scrape, token)
     api_docs.install(app)
     _register_problem_schema(app)
@@ -179,7 +180,7 @@ def create_app(
         app.add_middleware(SlackRequestGuard, signing_secret=slack.signing_secret)
     upload = RouteBodyLimit(
         "POST",
-        re.compile(API_PREFIX + knowledge.UPLOAD_PATH),
+        re.compile(knowledge.UPLOAD_PATH),
         settings.max_upload_bytes + knowledge.UPLOAD_ENVELOPE_BYTES,
         knowledge.upload_limit_detail(settings.max_upload_bytes),
     )

@@ -11,6 +11,7 @@ from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
 from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import ApplyReportOut, ChangeOut, PageOut, RollbackRequest
 from core.concurrency import run_sync
 from core.config_document import dump_document, parse_document
@@ -19,7 +20,7 @@ from core.schemas.agent import AgentPatch, AgentSpec, SkillList
 from core.schemas.views import AgentVersionView, AgentView
 
 router = APIRouter(
-    prefix="/agents",
+    prefix=API_PREFIX + "/agents",
     tags=["agents"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,

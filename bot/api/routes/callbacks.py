@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.routes.outputs import content_response
 from core.approvals.policy import Actor
 from core.approvals.service import MAX_REASON
@@ -17,7 +18,7 @@ from core.approvals.tokens import InvalidToken
 from core.errors import OutputAlreadyDecided
 from core.outputs.port import OutputStatus
 
-router = APIRouter(tags=["callbacks"])
+router = APIRouter(prefix=API_PREFIX, tags=["callbacks"])
 
 
 class ApprovalCallback(BaseModel):

@@ -8,11 +8,12 @@ from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.params import IdFilter
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.approvals.grants import GrantView
 
 router = APIRouter(
-    prefix="/grants",
+    prefix=API_PREFIX + "/grants",
     tags=["grants"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,

@@ -11,11 +11,12 @@ from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.params import Cursor, Limit
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.db.pagination import DEFAULT_LIMIT
 from core.jobs import JobState, JobView
 
-PREFIX = "/jobs"
+PREFIX = API_PREFIX + "/jobs"
 
 router = APIRouter(
     prefix=PREFIX, tags=["jobs"], responses=problem_responses(401), route_class=BearerRoute
@@ -24,7 +25,7 @@ router = APIRouter(
 
 def job_location(job_id: str) -> str:
     """Where a client follows a job (the `Location` of a 202)."""
-    return f"/api/v1{PREFIX}/{job_id}"
+    return f"{PREFIX}/{job_id}"
 
 
 @router.get("", response_model=PageOut[JobView], responses=problem_responses(422))

@@ -10,12 +10,13 @@ from pydantic import Field
 from bot.api.auth import AdminDep, BearerRoute
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.db.ids import MAX_ID_LENGTH
 from core.keys.service import ApiKeyView, KeySpec
 
 router = APIRouter(
-    prefix="/keys",
+    prefix=API_PREFIX + "/keys",
     tags=["keys"],
     responses=problem_responses(401, 403, 422),
     route_class=BearerRoute,

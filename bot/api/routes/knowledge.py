@@ -19,6 +19,7 @@ from bot.api.params import (
     NameFilter,
 )
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.routes.jobs import job_location
 from bot.api.schemas import PageOut
 from core.db.pagination import DEFAULT_LIMIT
@@ -32,7 +33,7 @@ from core.knowledge.schemas import (
 )
 from core.knowledge.service import MAX_NAME_CHARS, MAX_QUERY_CHARS
 
-PREFIX = "/knowledge-bases"
+PREFIX = API_PREFIX + "/knowledge-bases"
 UPLOAD_LIMIT_SETTING = "COSMO_MAX_UPLOAD_BYTES"
 UPLOAD_ENVELOPE_BYTES = 64 * 1024
 """Room on top of the document for the multipart boundaries, part headers and `name`."""

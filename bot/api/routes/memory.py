@@ -11,10 +11,16 @@ from pydantic import BaseModel
 from bot.api.auth import AdminDep, BearerRoute
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.routes.agents import AgentRef
 from core.memory.port import MemoryProvider
 
-router = APIRouter(tags=["memory"], responses=problem_responses(401, 422), route_class=BearerRoute)
+router = APIRouter(
+    prefix=API_PREFIX,
+    tags=["memory"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 
 
 class MemoryOut(BaseModel):

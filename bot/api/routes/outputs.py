@@ -15,6 +15,7 @@ from bot.api.deps import ContainerDep
 from bot.api.etags import expected_number
 from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_of, problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.approvals.audit import AuditEntry
 from core.approvals.grants import GrantView
@@ -28,7 +29,7 @@ from core.schemas.common import SLUG_MAX_LENGTH
 from core.wiring import Container
 
 router = APIRouter(
-    prefix="/outputs",
+    prefix=API_PREFIX + "/outputs",
     tags=["outputs"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,

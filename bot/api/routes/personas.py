@@ -8,13 +8,14 @@ from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.db.pagination import DEFAULT_LIMIT
 from core.schemas.persona import PersonaPatch, PersonaSpec
 from core.schemas.views import PersonaView
 
 router = APIRouter(
-    prefix="/personas",
+    prefix=API_PREFIX + "/personas",
     tags=["personas"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,

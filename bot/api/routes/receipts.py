@@ -12,11 +12,17 @@ from pydantic import BaseModel, Field
 from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from core.approvals.receipts import SignedReceipt
 from core.errors import NotFound
 
-router = APIRouter(tags=["receipts"])
-authenticated = APIRouter(responses=problem_responses(401, 422), route_class=BearerRoute)
+router = APIRouter(prefix=API_PREFIX, tags=["receipts"])
+authenticated = APIRouter(
+    prefix=API_PREFIX,
+    tags=["receipts"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 
 
 class OutputReceipts(BaseModel):
@@ -64,6 +70,3 @@ def receipts_public_key(c: ContainerDep) -> PublicKey:
         public_key=base64.b64encode(signer.public_raw).decode("ascii"),
         pem=signer.public_pem,
     )
-
-
-router.include_router(authenticated)

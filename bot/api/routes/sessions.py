@@ -14,6 +14,7 @@ from bot.api.auth import BearerRoute, ReaderDep, ReviewerDep
 from bot.api.deps import ContainerDep
 from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.routes.agents import AgentRef
 from bot.api.schemas import PageOut
 from bot.slack.stop import closed_job
@@ -31,7 +32,10 @@ from core.sessions.service import FINISHED_TURN
 from core.wiring import Container
 
 router = APIRouter(
-    tags=["sessions"], responses=problem_responses(401, 422), route_class=BearerRoute
+    prefix=API_PREFIX,
+    tags=["sessions"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
 )
 
 

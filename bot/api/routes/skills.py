@@ -11,6 +11,7 @@ from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.params import ContainsFilter, Cursor, Limit, NameFilter
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.db.pagination import DEFAULT_LIMIT
 from core.outputs import stats
@@ -18,7 +19,7 @@ from core.schemas.skill import SkillKind, SkillPatch, SkillSpec
 from core.schemas.views import SkillView
 
 router = APIRouter(
-    prefix="/skills",
+    prefix=API_PREFIX + "/skills",
     tags=["skills"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,

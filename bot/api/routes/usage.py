@@ -12,11 +12,17 @@ from bot.api.auth import BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.params import IdFilter
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.routes.agents import AgentRef
 from core.limits.quotas import OUTPUTS, TOKENS, utc_day
 from core.sessions.models import UsageTotals
 
-router = APIRouter(tags=["usage"], responses=problem_responses(401, 422), route_class=BearerRoute)
+router = APIRouter(
+    prefix=API_PREFIX,
+    tags=["usage"],
+    responses=problem_responses(401, 422),
+    route_class=BearerRoute,
+)
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 

@@ -10,6 +10,7 @@ from bot.api.auth import AdminDep, BearerRoute, ReaderDep
 from bot.api.deps import ContainerDep
 from bot.api.params import Cursor, IdFilter, Limit
 from bot.api.problems import problem_responses
+from bot.api.routes import API_PREFIX
 from bot.api.schemas import PageOut
 from core.db.ids import MAX_ID_LENGTH
 from core.db.pagination import DEFAULT_LIMIT
@@ -21,7 +22,7 @@ from core.webhooks.deliveries import (
 )
 
 router = APIRouter(
-    prefix="/webhook-deliveries",
+    prefix=API_PREFIX + "/webhook-deliveries",
     tags=["webhooks"],
     responses=problem_responses(401, 422),
     route_class=BearerRoute,
