@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bot.slack.text import escape
 from core.errors import CosmoError
 from core.knowledge.extractors import content_type_for
+from core.tls import tls_context
 
 DOWNLOAD_TIMEOUT = 60.0
 READ_CHUNK = 64 * 1024
@@ -119,7 +120,9 @@ async def download(
     if not allowed_download(url, api_url):
         raise FileRefused(f"Slack pointed me outside its file host for *{name}*.")
     owned = http is None
-    client = http or httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=False)
+    client = http or httpx.AsyncClient(
+        timeout=DOWNLOAD_TIMEOUT, follow_redirects=False, verify=tls_context()
+    )
     try:
         async with client.stream(
             "GET", url, headers={"Authorization": f"Bearer {token}"}

@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 
 from core.agent.model import ModelError, ModelReply, ModelRequest, ModelUsage, TextSink
+from core.tls import tls_context
 
 # Billing ceilings: retrying cannot help, and each retry delays the user's answer.
 SPEND_LIMIT_CODES = frozenset(
@@ -61,6 +62,8 @@ def anthropic_client(
         max_retries=max_retries,
         timeout=timeout,
         middleware=[NoRetryOnSpendLimit()],
+        # The SDK's own client and defaults, with the process's one TLS context.
+        http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
     )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from core.embeddings.port import Vectors, check_texts, empty_vectors
 from core.errors import ServiceUnavailable
+from core.tls import tls_context
 
 DEFAULT_MODEL = "voyage-3.5"
 DEFAULT_BASE_URL = "https://api.voyageai.com/v1"
@@ -163,6 +164,7 @@ class VoyageEmbedder:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             follow_redirects=False,
+            verify=tls_context(),
         )
 
     def __repr__(self) -> str:  # never show the key

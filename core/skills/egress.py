@@ -22,6 +22,7 @@ request for another name that happens to share the address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -36,6 +37,7 @@ import httpx2
 from core.concurrency import run_sync
 from core.errors import UnsafeWebhookUrl
 from core.skills.runtime import SkillFailed
+from core.tls import tls_context
 from core.webhooks.url_guard import (
     IPAddress,
     ResolvedTarget,
@@ -301,7 +303,9 @@ class _Router:
     ) -> None:
         self.guard = guard
         self.lib = lib
-        self.transports = transports or lib.AsyncHTTPTransport
+        self.transports = transports or functools.partial(
+            lib.AsyncHTTPTransport, verify=tls_context()
+        )
         self.pools: dict[tuple[str, str, int], Any] = {}
 
     async def send(self, request: Any) -> Any:

@@ -47,6 +47,7 @@ from core.db.models import AgentRow, WebhookAttemptRow, WebhookDeliveryRow
 from core.errors import UnsafeWebhookUrl
 from core.outputs.port import NotificationStatus, OutputStore
 from core.secret_names import SecretNotAllowed
+from core.tls import tls_context
 from core.webhooks.deliveries import (
     DeliveryStatus,
     HeldCheck,
@@ -182,6 +183,7 @@ class WebhookDispatcher:
             follow_redirects=False,
             timeout=policy.timeout,
             limits=httpx.Limits(max_keepalive_connections=0),
+            verify=tls_context(),
         )
         # Database work runs off the event loop, one statement batch at a time.
         self._db_lane = Lane(policy.db_threads)

@@ -660,6 +660,30 @@ async def test_https_checks_the_certificate_for_the_host_name_while_connecting_b
     assert "certificate" in (attempt.error or "").lower()
 
 
+async def test_its_own_client_trusts_the_ca_bundle_the_operator_names(
+    db, dispatchers, tmp_path, monkeypatch
+):
+    """Without a client given, deliveries trust what httpx would: certifi's bundle, or the
+    operator's `SSL_CERT_FILE` (the shared context follows a change of it)."""
+    server_ctx, _ = tls_files(tmp_path, "hooks.test")
+    agent = make_agent(db)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with WebhookReceiver(ssl_context=server_ctx) as tls_receiver:
+        url = tls_receiver.url_for("hooks.test")
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        [unknown_ca] = add_events(db, agent, url, 1)
+        await dispatchers(resolver=lambda host, port: ["127.0.0.1"]).run_once()
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        [named_ca] = add_events(db, agent, url, 1)
+        await dispatchers(resolver=lambda host, port: ["127.0.0.1"]).run_once()
+        requests = tls_receiver.requests
+
+    [refused] = attempts_of(db, unknown_ca)
+    assert "certificate" in (refused.error or "").lower()
+    assert row(db, named_ca).status == "delivered"
+    assert len(requests) == 1
+
+
 # -- durability and concurrency ---------------------------------------------------------
 
 
