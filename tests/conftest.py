@@ -57,10 +57,11 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 #: `make pytest` with `--durations=0` on this 2-core machine while another suite ran on it,
 #: 2026-12-07: test_chaos.py 483 s, the next 58 s down to 17 s; test_chaos.py alone on a
 #: quiet machine since replies stopped queueing appends, later that day: 332 s, from 452 s;
-#: `make pytest` prints the 15 slowest tests of each run). `make pytest` hands whole
-#: modules to the two workers in collection order (`--no-loadscope-reorder`; xdist would
-#: otherwise start with the modules that have the most tests, the quick parametrized ones,
-#: and leave these for last, where one of them finishing alone stretches the run).
+#: in a 3-worker run of the suite after its CPU was cut (session 11): 426 s, the next
+#: 40 s down to 15 s; `make pytest` prints the 15 slowest tests of each run). `make pytest`
+#: hands whole modules to the workers in collection order (`--no-loadscope-reorder`; xdist
+#: would otherwise start with the modules that have the most tests, the quick parametrized
+#: ones, and leave these for last, where one of them finishing alone stretches the run).
 SLOW_FIRST = (
     "tests/e2e/test_chaos.py",
     "tests/e2e/test_decision_race.py",
