@@ -270,8 +270,8 @@ def _mount_slack(app: FastAPI, slack: SlackIntegration | None) -> None:
 
 def _route_templates(app: FastAPI) -> list[tuple[str | None, str]]:
     """Every route's path template with its method (None: any), for span names: the
-    documented ones from the OpenAPI document (it knows the full paths of included
-    routers), and the app's own routes (`/slack/events`, `/docs`)."""
+    documented ones from the OpenAPI document, with their methods, and the undocumented
+    ones (`/slack/events`, `/docs` and its assets, `/metrics`) with any method."""
     found: list[tuple[str | None, str]] = [
         (method.upper(), path)
         for path, operations in app.openapi().get("paths", {}).items()
@@ -279,7 +279,8 @@ def _route_templates(app: FastAPI) -> list[tuple[str | None, str]]:
     ]
     for route in app.router.routes:
         path = getattr(route, "path", None)
-        if isinstance(path, str):
+        # A mount (the docs' assets) has no schema flag: it is undocumented too.
+        if isinstance(path, str) and not getattr(route, "include_in_schema", False):
             found.append((None, path))
     return found
 

@@ -226,3 +226,18 @@ def test_a_malformed_stored_trace_context_starts_a_new_trace_instead_of_failing(
     assert job_span.attributes["cosmo.job.outcome"] == "dead"
     assert job_span.status.status_code == StatusCode.ERROR
     assert jobs.get("default", job_id).state == "dead"  # it ran: the turn is gone
+
+
+def test_a_request_span_names_the_route_that_answers_its_method(app, spans):
+    """`http.route` is the route that took the request: a method the path does not answer
+    (405) names none, and the span keeps the method alone."""
+    auth = {"Authorization": "Bearer test-token"}
+    assert app.client.get("/api/v1/agents/sales-bot", headers=auth).status_code == 200
+    assert app.client.put("/api/v1/agents/import", headers=auth).status_code == 405
+    found = list(spans.get_finished_spans())
+    served = _one(found, "GET /api/v1/agents/{agent}")
+    assert served.attributes is not None
+    assert served.attributes["http.route"] == "/api/v1/agents/{agent}"
+    refused = _one(found, "PUT")
+    assert refused.attributes is not None
+    assert refused.attributes.get("http.route") is None
