@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import ssl
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from core.db.models import WebhookDeliveryRow
 from core.outputs.aws_setup import ensure_bucket_and_table
 from core.outputs.port import NewOutput
 from core.skills.runtime import SkillResult
+from core.tls import tls_context
 from core.wiring import aws_clients, build_container
 from tests.conftest import AUTH, BACKENDS, execution_worker, make_settings
 from tests.fakes.moto_server import MotoServer
@@ -96,12 +96,6 @@ def test_two_hundred_racing_decisions_yield_one_decision_one_execution_one_event
         run_race(container, slack)
 
 
-#: One TLS context for the 200 reviewers' clients (the server is plain HTTP): httpx would
-#: build one per client, loading the CA bundle, about 30 ms of CPU each, taken from the
-#: server under test while the reviewers line up.
-TLS = ssl.create_default_context()
-
-
 def run_race(container: Any, slack: FakeSlackAPI) -> None:
     executions: list[dict[str, Any]] = []
 
@@ -153,7 +147,9 @@ def run_race(container: Any, slack: FakeSlackAPI) -> None:
     def reviewer(i: int) -> None:
         kind = KINDS[i % len(KINDS)]
         user = f"U{i:04d}"
-        with httpx.Client(timeout=60, verify=TLS) as http:
+        # The process's one TLS context: httpx would build one per client, loading the CA
+        # bundle, about 30 ms of CPU each, taken from the server under test.
+        with httpx.Client(timeout=60, verify=tls_context()) as http:
             barrier.wait()
             time.sleep(random.Random(i).random() * 0.01)
             if kind == "rest-approve":
