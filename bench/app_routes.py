@@ -2,10 +2,11 @@
 the same run.
 
 `create_app` adds the routers' routes to the app as they are (`bot/api/routes/__init__.py`);
-the baseline is the same app with the same routers added by `include_router`, which FastAPI
-(0.165) wraps so that each app builds every route's context again on its first request and
-walks the included routers on every request. Both on one container over a temporary SQLite
-database, through Starlette's TestClient, alternating ours, baseline, ours, baseline:
+the baseline is the app `create_app` builds with the same routers added by `include_router`
+instead, which FastAPI (0.165) wraps so that each app builds every route's context again on
+its first request and walks the included routers on every request. Both on one container
+over a temporary SQLite database, through Starlette's TestClient, alternating ours,
+baseline, ours, baseline:
 
 * an app's first request: `create_app` (or the baseline's build), then `GET /healthz`;
 * routing: `GET /api/v1/jobs/{id}` without a key (the 401 answers before any store is read,
@@ -32,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bot.api import problems
 from bot.server import create_app
 from bot.server.app import ROUTERS
 from core.db import upgrade
@@ -41,12 +41,11 @@ from core.wiring import Container, build_container
 
 
 def included(container: Container) -> FastAPI:
-    """The baseline: the same routers, added with FastAPI's `include_router`."""
-    app = FastAPI()
-    app.state.container = container
-    app.state.slack = None
-    app.state.api_token = container.settings.api_token_value()[0]
-    problems.install(app)
+    """The baseline: our app with the same routers added by FastAPI's `include_router`
+    instead (everything else, middleware included, as `create_app` builds it)."""
+    app = ours(container)
+    shared = {id(route) for router in ROUTERS for route in router.routes}
+    app.router.routes[:] = [r for r in app.router.routes if id(r) not in shared]
     for router in ROUTERS:
         app.include_router(router)
     return app
