@@ -365,9 +365,10 @@ def commit_round_trip(database_url: str, rate: float, n: int = 100) -> tuple[flo
     p50 ms back to back, and p50 ms sent at the paced rate (the database idle in between, as
     it is between paced events). Measured before the servers start, on a table of its own."""
     import psycopg
-    from sqlalchemy.engine import make_url
 
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    from core.db.database import libpq_dsn
+
+    dsn = libpq_dsn(database_url)
     results = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_round_trip (id bigserial, note text)")

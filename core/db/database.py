@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import SchemaOutOfDate
@@ -56,6 +56,11 @@ PROMPT_PATIENCE = 30.0
 #: more even when the lock came free microseconds later.
 PROMPT_RETRY = (0.0001, 0.002)
 _SQLITE_BUSY = 5  # the primary result code; extended codes keep it in their low byte
+
+
+def libpq_dsn(url: str | URL) -> str:
+    """A PostgreSQL URL as psycopg (libpq) takes it: without SQLAlchemy's "+psycopg"."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -281,10 +286,7 @@ class Database:
                     # psycopg is imported only where PostgreSQL is used.
                     from core.db.loop_connections import LoopConnections
 
-                    url = self.engine.url.set(drivername="postgresql")
-                    self._loop_connections = LoopConnections(
-                        url.render_as_string(hide_password=False)
-                    )
+                    self._loop_connections = LoopConnections(libpq_dsn(self.engine.url))
         return await self._loop_connections.run(sql, params, idempotent=idempotent)
 
     def _may_prompt(self) -> bool:

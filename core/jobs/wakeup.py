@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy.engine import make_url
+from core.db.database import libpq_dsn
 
 log = logging.getLogger("cosmo.jobs")
 
@@ -53,9 +53,7 @@ class PostgresListener:
     connection drops (a database restart must not leave workers deaf)."""
 
     def __init__(self, database_url: str, event: asyncio.Event) -> None:
-        url = make_url(database_url)
-        # psycopg wants a libpq URL: no "+psycopg" driver suffix.
-        self.dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.dsn = libpq_dsn(database_url)
         self.event = event
         self._task: asyncio.Task[None] | None = None
 
