@@ -17,7 +17,7 @@ import httpx
 
 from core.agent.bindings import ChannelBindings
 from core.agent.engine import AgentDeps
-from core.agent.model import ModelClient
+from core.agent.model import ModelClient, ModelOnFirstUse
 from core.agent.runner import AgentRunner
 from core.agent.service import AgentService
 from core.approvals.audit import AuditLog
@@ -96,6 +96,13 @@ class Container:
     lifecycle: LifecycleTimers
     grants: GrantService
     disabled: dict[str, str] = field(default_factory=dict)
+
+    def prepare_for_turns(self) -> None:
+        """Build what turns need but HTTP-only processes never use (the Claude client), so
+        the first turn does not wait on it. Called where a job worker starts."""
+        model = self.runner.model
+        if isinstance(model, ModelOnFirstUse):
+            model.build()
 
     async def aclose(self) -> None:
         await self.webhooks.aclose()
@@ -351,9 +358,14 @@ def build_model(settings: Settings) -> ModelClient | None:
     key = _secret(settings.anthropic_api_key)
     if not key:
         return None
-    from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
 
-    return AnthropicModelClient(anthropic_client(key, base_url=settings.anthropic_base_url))
+    def claude() -> ModelClient:
+        from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
+
+        return AnthropicModelClient(anthropic_client(key, base_url=settings.anthropic_base_url))
+
+    # Built where turns run (`Container.prepare_for_turns`), never in an HTTP-only process.
+    return ModelOnFirstUse(claude)
 
 
 def _secret(value: object) -> str | None:

@@ -56,6 +56,7 @@ def build_worker(
 ) -> JobWorker:
     settings = container.settings
     url = settings.resolved_database_url
+    container.prepare_for_turns()
     return JobWorker(
         container.jobs,
         job_kinds(container, slack),

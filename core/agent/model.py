@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,3 +75,30 @@ class ModelClient(Protocol):
     async def complete(
         self, request: ModelRequest, on_text: TextSink | None = None
     ) -> ModelReply: ...
+
+
+class ModelOnFirstUse:
+    """A `ModelClient` that builds the real one when first asked.
+
+    `cosmo serve` never calls Claude (workers run the turns), yet importing the SDK cost
+    every replica about a second of CPU at start. Processes that do run turns call `build()`
+    as they start, so no turn pays for the import on its event loop.
+    """
+
+    def __init__(self, factory: Callable[[], ModelClient]) -> None:
+        self._factory = factory
+        self._client: ModelClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def build(self) -> ModelClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._factory()
+            return self._client
+
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply:
+        return await self.build().complete(request, on_text)

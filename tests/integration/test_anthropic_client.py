@@ -5,10 +5,15 @@ model in tests/integration/test_agent_engine.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from typing import Any
 
 import pytest
 
+from core.agent.model import ModelOnFirstUse
 from core.config_document import parse_document
 from core.sessions.models import SessionView
 from core.wiring import Container
@@ -111,3 +116,65 @@ def test_an_overloaded_api_is_retried_by_the_sdk(claude_client, fake_claude, ses
 
     assert body["reply"] == "Back again."
     assert len(fake_claude.message_requests) == 2
+
+
+SERVE_THEN_WORKER = """
+import sys
+from bot.server import create_app
+from bot.worker.runtime import build_worker
+from core.settings import Settings
+
+settings = Settings()
+app = create_app(settings, background=False)  # what `cosmo serve` builds
+print("serve", "anthropic" in sys.modules)
+app = create_app(settings)  # a process that runs jobs
+print("worker", "anthropic" in sys.modules)
+"""
+
+
+def test_only_a_process_that_runs_turns_imports_the_sdk_and_it_does_so_at_start(tmp_path):
+    """`cosmo serve` never calls Claude; its replicas should not spend a second of CPU
+    importing the SDK. A process with a job worker builds the client as the worker is made,
+    not on its first turn's event loop."""
+    env = {
+        **os.environ,
+        "COSMO_DATA_DIR": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-test",
+        "COSMO_EMBEDDER": "hashing",
+    }
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_THEN_WORKER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["serve", "False", "worker", "True"]
+
+
+def test_the_client_is_built_once_however_many_turns_ask_for_it_first():
+    built: list[object] = []
+
+    def factory() -> Any:
+        built.append(object())
+        return built[-1]
+
+    model = ModelOnFirstUse(factory)
+    start = threading.Barrier(8)
+    seen: list[object] = []
+
+    def first_turn() -> None:
+        start.wait()
+        seen.append(model.build())
+
+    threads = [threading.Thread(target=first_turn) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(built) == 1
+    assert seen == built * 8
