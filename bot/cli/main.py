@@ -28,6 +28,7 @@ from bot.cli.kb import kb_app
 from bot.cli.keys import keys_app
 from bot.cli.logging_setup import configure
 from bot.cli.tracing_setup import configure_tracing
+from bot.heap import freeze_startup_heap
 from bot.worker import run_worker
 from core.agent.service import unpriced_models
 from core.config_document import DocumentInvalid, dump_document, parse_document
@@ -143,6 +144,7 @@ def serve(
         settings, container=container, background=False, worker_processes=worker_processes
     )
     bind_port = settings.port
+    freeze_startup_heap()
     log.info(
         "serving on http://%s:%d (database: %s, data directory %s, %d worker process%s)",
         host or settings.host,

@@ -9,6 +9,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from bot.heap import freeze_startup_heap
 from core.agent import turn_job
 from core.approvals import lifecycle
 from core.execution import jobs as execution_jobs
@@ -80,6 +81,7 @@ async def run_worker(settings: Settings) -> None:
     container.db.require_current_schema()
     slack = build_slack(container)
     worker = build_worker(container, slack)
+    freeze_startup_heap()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
