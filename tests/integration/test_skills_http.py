@@ -64,11 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append(Seen(self.command, self.path, headers, body))
         route = self.path.split("?")[0]
         if route == "/slow":
-            time.sleep(2)
+            time.sleep(6)
             self._send(200, b'{"late": true}')
         elif route == "/drip":  # answers at once, then trickles: only a total deadline helps
             self._start(200, "text/plain")
-            for _ in range(30):
+            for _ in range(60):
                 self.wfile.write(b"x" * 10)
                 self.wfile.flush()
                 time.sleep(0.1)
@@ -386,7 +386,7 @@ async def test_a_slow_server_times_out_as_a_whole(
     started = time.monotonic()
     with pytest.raises(SkillFailed, match=r"127\.0\.0\.1 did not answer within 0\.3 s"):
         await skill.execute({}, CTX)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # the whole answer would take 6 s
 
 
 async def test_an_unreachable_server_fails_without_detail(http: httpx.AsyncClient) -> None:
