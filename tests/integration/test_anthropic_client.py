@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -164,17 +165,13 @@ def test_the_client_is_built_once_however_many_turns_ask_for_it_first():
 
     model = ModelOnFirstUse(factory)
     start = threading.Barrier(8)
-    seen: list[object] = []
 
-    def first_turn() -> None:
+    def first_turn(_: int) -> object:
         start.wait()
-        seen.append(model.build())
+        return model.build()
 
-    threads = [threading.Thread(target=first_turn) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(first_turn, range(8)))
 
     assert len(built) == 1
     assert seen == built * 8
