@@ -90,10 +90,6 @@ class ModelOnFirstUse:
         self._client: ModelClient | None = None
         self._lock = threading.Lock()
 
-    @property
-    def built(self) -> bool:
-        return self._client is not None
-
     def build(self) -> ModelClient:
         with self._lock:
             if self._client is None:
