@@ -1,5 +1,5 @@
 """How long a `cosmo serve --workers 0` replica takes to start: spawn to its first `/healthz`
-answer, and the CPU it spent getting there.
+answer, the CPU it spent getting there, and its resident memory then.
 
 A replica that serves HTTP only never calls Claude, so since the model client is built on
 first use (`core.agent.model.ModelOnFirstUse`) it no longer imports the anthropic SDK. The
@@ -52,8 +52,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def start_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Seconds from spawn to the first 200 from /healthz, and the CPU seconds spent."""
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid`, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def start_once(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Seconds from spawn to the first 200 from /healthz, the CPU seconds spent, and the
+    resident MB then."""
     port = free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -75,7 +84,7 @@ def start_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
                     pass
                 time.sleep(0.005)
         wall = time.perf_counter() - started
-        return wall, cpu_seconds(proc.pid)
+        return wall, cpu_seconds(proc.pid), rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -97,27 +106,27 @@ def main() -> None:
         env.pop("DATABASE_URL", None)
         subprocess.run([*OURS, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
         start_once(OURS, env)  # warm the page cache for both arms
-        figures: dict[str, tuple[list[float], list[float]]] = {
-            "ours": ([], []),
-            "baseline (SDK imported)": ([], []),
+        figures: dict[str, tuple[list[float], list[float], list[float]]] = {
+            "ours": ([], [], []),
+            "baseline (SDK imported)": ([], [], []),
         }
         for _ in range(args.rounds):
             for name, command in (("ours", OURS), ("baseline (SDK imported)", BASELINE)):
-                wall, cpu = start_once(command, env)
-                figures[name][0].append(wall)
-                figures[name][1].append(cpu)
+                for figure, value in zip(figures[name], start_once(command, env), strict=True):
+                    figure.append(value)
 
     print(f"cosmo serve --workers 0, spawn to first /healthz 200, {args.rounds} rounds each")
-    print(f"{'':26} {'wall p50':>9} {'wall max':>9} {'CPU p50':>9}")
-    for name, (walls, cpus) in figures.items():
+    print(f"{'':26} {'wall p50':>9} {'wall max':>9} {'CPU p50':>9} {'RSS p50':>9}")
+    for name, (walls, cpus, rss) in figures.items():
         print(
             f"{name:26} {statistics.median(walls):8.2f}s {pct(walls, 1.0):8.2f}s "
-            f"{statistics.median(cpus):8.2f}s"
+            f"{statistics.median(cpus):8.2f}s {statistics.median(rss):6.0f} MB"
         )
-    (ours_wall, ours_cpu), (base_wall, base_cpu) = figures.values()
-    wall_ratio = statistics.median(ours_wall) / statistics.median(base_wall)
-    cpu_ratio = statistics.median(ours_cpu) / statistics.median(base_cpu)
-    print(f"ours / baseline: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")
+    ours, base = ([statistics.median(f) for f in arm] for arm in figures.values())
+    print(
+        f"ours / baseline: wall {ours[0] / base[0]:.2f}x, CPU {ours[1] / base[1]:.2f}x, "
+        f"RSS {ours[2] / base[2]:.2f}x"
+    )
 
 
 if __name__ == "__main__":
