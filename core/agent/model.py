@@ -81,7 +81,7 @@ class ModelOnFirstUse:
     """A `ModelClient` that builds the real one when first asked.
 
     `cosmo serve` never calls Claude (workers run the turns), yet importing the SDK cost
-    every replica about a second of CPU at start. Processes that do run turns call `build()`
+    every replica 1.8 s of CPU at start here. Processes that do run turns call `build()`
     as they start, so no turn pays for the import on its event loop.
     """
 
