@@ -3,7 +3,7 @@
 `cosmo serve` holds some 190,000 objects once its app is built (modules, routes, pydantic
 and SQLAlchemy models), and nearly all of them live as long as the process. CPython's full
 collection walks every tracked object with the event loop stopped: 110-164 ms here, once in a
-bench run of about 1,400 acks, and that pause was the whole tail of Slack's ack latency
+bench run of about 900 acks, and that pause was the whole tail of Slack's ack latency
 (`bench/slack_ack.py`: quiet p99 134-151 ms before, 16-40 ms after). Freezing them moves
 them to a generation no collection scans, so a full pass walks only what was made since.
 """
