@@ -1,6 +1,6 @@
-"""What the in-process turn benches share: a fresh SQLite database in a temporary
-directory, Claude pointed at the local fake Messages API, and a container built on them
-with a `cosmo/v1` document applied. Not a bench itself (`make bench` skips `_*.py`).
+"""What the in-process benches share: a fresh SQLite database in a temporary directory,
+Claude pointed at the local fake Messages API, a container built on them with a `cosmo/v1`
+document applied, and the percentiles they print. Not a bench itself (`make bench` skips `_*.py`).
 
 Import it after the bench has put the repository root on `sys.path`.
 """
@@ -8,8 +8,10 @@ Import it after the bench has put the repository root on `sys.path`.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from core.agent.anthropic_client import AnthropicModelClient, anthropic_client
@@ -29,21 +31,34 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """The median and the p99 (the rank below 99 %) of `samples`."""
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
+
+
+@contextlib.contextmanager
+def migrated_settings(prefix: str = "cosmo-bench-", **env: Any) -> Iterator[Settings]:
+    """Settings on a migrated SQLite database in a fresh temporary directory, removed on the
+    way out; `env` adds settings by their variable names."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        url = f"sqlite:///{Path(tmp) / 'cosmo.db'}"
+        upgrade(url)
+        yield Settings(_env_file=None, COSMO_DATA_DIR=tmp, DATABASE_URL=url, **env)
+
+
 @contextlib.contextmanager
 def fake_claude(**env: str) -> Iterator[tuple[Settings, FakeAnthropicAPI]]:
-    """Settings for a migrated SQLite database in a temporary directory, with Claude at a
-    running fake Messages API (zero latency); `env` adds settings by their variable names."""
-    with tempfile.TemporaryDirectory() as tmp, FakeAnthropicAPI() as fake:
+    """`migrated_settings` with Claude at a running fake Messages API (zero latency)."""
+    with FakeAnthropicAPI() as fake:
         values: dict[str, Any] = {
-            "COSMO_DATA_DIR": tmp,
             "ANTHROPIC_API_KEY": "bench",
             "ANTHROPIC_BASE_URL": fake.base_url,
             "COSMO_API_TOKEN": "bench",
             **env,
         }
-        settings = Settings(_env_file=None, **values)
-        upgrade(settings.resolved_database_url)
-        yield settings, fake
+        with migrated_settings(**values) as settings:
+            yield settings, fake
 
 
 def claude(fake: FakeAnthropicAPI) -> AnthropicModelClient:

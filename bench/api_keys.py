@@ -15,9 +15,7 @@ Run: `.venv/bin/python bench/api_keys.py [--requests 1000]`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,35 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi.testclient import TestClient
 
+from bench._support import migrated_settings, percentiles
 from bot.server import create_app
-from core.db import upgrade
 from core.keys.roles import Role
 from core.keys.service import KeySpec
-from core.settings import Settings
 from core.wiring import build_container
 
 ROOT = "bench-root-token"
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000, help="per kind of key")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cosmo-bench-keys-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'cosmo.db'}"
-        upgrade(url)
-        settings = Settings(
-            _env_file=None,
-            COSMO_DATA_DIR=tmp,
-            DATABASE_URL=url,
-            COSMO_API_TOKEN=ROOT,
-            COSMO_SECRET_KEY="bench",
-        )
+    with migrated_settings(
+        "cosmo-bench-keys-", COSMO_API_TOKEN=ROOT, COSMO_SECRET_KEY="bench"
+    ) as settings:
         container = build_container(settings)
         for n in range(5):
             container.personas.create("default", _persona(n))

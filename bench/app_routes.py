@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bench._support import migrated_settings, percentiles
 from bot.server import create_app
 from bot.server.app import ROUTERS
-from core.db import upgrade
-from core.settings import Settings
 from core.wiring import Container, build_container
 
 
@@ -53,11 +51,6 @@ def included(container: Container) -> FastAPI:
 
 def ours(container: Container) -> FastAPI:
     return create_app(container=container, background=False)
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 def first_request(build: Callable[[Container], FastAPI], container: Container) -> float:
@@ -89,15 +82,7 @@ def main() -> None:
     kinds = {"ours": ours, "include_router": included}
     firsts: dict[str, list[float]] = {k: [] for k in kinds}
     routes: dict[str, list[float]] = {k: [] for k in kinds}
-    with tempfile.TemporaryDirectory(prefix="cosmo-bench-routes-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'cosmo.db'}"
-        upgrade(url)
-        settings = Settings(
-            _env_file=None,
-            COSMO_DATA_DIR=tmp,
-            COSMO_API_TOKEN="bench",
-            DATABASE_URL=url,
-        )
+    with migrated_settings("cosmo-bench-routes-", COSMO_API_TOKEN="bench") as settings:
         container = build_container(settings)
         try:
             for build in kinds.values():  # warm up: imports, the first TestClient

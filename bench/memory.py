@@ -42,6 +42,7 @@ from core.embeddings import MiniLMEmbedder
 from core.embeddings.port import Vectors
 from core.knowledge.embedded import EmbeddedKnowledgeIndex
 from core.knowledge.service import KnowledgeService
+from tests.cosmo_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COSMO = [sys.executable, "-m", "bot.cli"]
@@ -90,14 +91,6 @@ def wait(check: Callable[[], bool], within: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

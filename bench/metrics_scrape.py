@@ -15,9 +15,7 @@ Run: `.venv/bin/python bench/metrics_scrape.py [--scrapes 300]`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,15 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from bench._support import migrated_settings, percentiles
 from bot.server import create_app
 from bot.server.metrics import _ContainerFigures
 from core import metrics
 from core.config_document import parse_document
-from core.db import upgrade
 from core.db.ids import new_id
 from core.db.models import OutputRow
 from core.outputs.port import NewOutput
-from core.settings import Settings
 from core.wiring import Container, build_container
 
 ROOT = "bench-root-token"
@@ -42,11 +39,6 @@ AGENTS = 20
 OUTPUTS = 1_000
 JOBS = 200
 STATUSES = ("pending", "executed", "rejected", "manual")
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 def populate(container: Container) -> None:
@@ -114,17 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scrapes", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cosmo-bench-metrics-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'cosmo.db'}"
-        upgrade(url)
-        settings = Settings(
-            _env_file=None,
-            COSMO_DATA_DIR=tmp,
-            DATABASE_URL=url,
-            COSMO_API_TOKEN=ROOT,
-            COSMO_SECRET_KEY="bench",
-            COSMO_EMBEDDER="hashing",
-        )
+    with migrated_settings(
+        "cosmo-bench-metrics-",
+        COSMO_API_TOKEN=ROOT,
+        COSMO_SECRET_KEY="bench",
+        COSMO_EMBEDDER="hashing",
+    ) as settings:
         container = build_container(settings)
         started = time.perf_counter()
         populate(container)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._support import pct  # noqa: E402
+from tests.cosmo_process import free_port  # noqa: E402
 
 OURS = [sys.executable, "-m", "bot.cli"]
 # The same entry point with the SDK imported before anything else: the old start.
@@ -38,12 +38,6 @@ BASELINE = [
     "runpy.run_module('bot.cli', run_name='__main__')",
 ]
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -51,7 +51,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.cosmo_process import free_port
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply
 from tests.fakes.slack_api import BOT_TOKEN, BOT_USER_ID, Call, FakeSlackAPI
 from tests.fakes.slack_requests import SIGNING_SECRET, SlackRequests
@@ -283,12 +283,6 @@ class SlowModel:
 
 
 # -- orchestration -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until_up(url: str, timeout: float = 60.0) -> None:

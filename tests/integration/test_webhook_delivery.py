@@ -29,7 +29,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
-from bot.api.routes import webhooks as webhook_routes
 from bot.server import create_app
 from core.db import Database
 from core.db.ids import new_id
@@ -893,9 +892,6 @@ async def test_held_rows_are_released_dropped_or_left_by_the_check(db, dispatche
 def api(container: Container) -> Iterator[TestClient]:
     # Background loops off: they would share the test's single connection with requests.
     app = create_app(container=container, background=False)
-    paths = {getattr(r, "path", "") for r in app.routes}
-    if "/api/v1/webhook-deliveries" not in paths:  # until the lead registers the router
-        app.router.routes.extend(webhook_routes.router.routes)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
         yield client
 
